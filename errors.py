@@ -54,6 +54,9 @@ class ComfyUIUnavailable(ComfyUIError):
     status_code = 503
     code = "comfyui_unavailable"
 
+    def headers(self) -> dict[str, str]:
+        return {"Retry-After": str(self.detail.get("retry_after") or 5)}
+
 
 class PromptRejected(ComfyUIError):
     """ComfyUI refused the prompt. `error` and `node_errors` are ComfyUI's own, unchanged."""

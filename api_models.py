@@ -1,0 +1,109 @@
+"""Request and response bodies of ComfyGate's REST API, so /docs describes every route."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field
+
+
+class ErrorBody(BaseModel):
+    model_config = ConfigDict(extra="allow")
+    error: str = Field(description="stable error code, see COMMON_ERRORS.md")
+    message: str = Field(description="what went wrong and what to do about it")
+
+
+class SubmitRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    workflow: dict[str, Any] | None = Field(
+        None, description="an inline workflow, API format (workflow_api.json) or UI format (workflow.json)"
+    )
+    workflow_name: str | None = Field(None, description="the name of a saved workflow in the library")
+    params: dict[str, Any] = Field(
+        default_factory=dict,
+        description='values to set: {"6.text": "a cat", "3.seed": -1} or ViewComfy keys "6-inputs-text"',
+    )
+    timeout: float | None = Field(None, gt=0, description="seconds before the task is stopped (default: settings)")
+    backend: str | None = Field(None, description="pin the task to one backend (name or URL)")
+    wait: bool = Field(False, description="answer only when the task has ended")
+    output_format: str | None = Field(None, description='"base64" to inline output files (with wait)')
+    webhook: str | None = Field(None, description="URL that receives task.completed / task.failed / ...")
+
+
+class OutputFile(BaseModel):
+    model_config = ConfigDict(extra="allow")
+    filename: str
+    content_type: str
+    size: int
+    node_id: str
+    type: str = "output"
+    url: str
+
+
+class TaskOut(BaseModel):
+    model_config = ConfigDict(extra="allow")
+    task_id: str
+    prompt_id: str
+    status: str
+    workflow_name: str | None = None
+    backend: str | None = None
+    params: dict[str, Any] = {}
+    created_at: float
+    queued_at: float | None = None
+    started_at: float | None = None
+    finished_at: float | None = None
+    execution_time: float | None = None
+    timeout: float
+    progress: dict[str, Any] = {}
+    outputs: list[OutputFile] = []
+    node_outputs: dict[str, Any] = {}
+    error: dict[str, Any] | None = None
+
+
+class SubmitResponse(BaseModel):
+    model_config = ConfigDict(extra="allow")
+    task_id: str
+    prompt_id: str
+    status: str
+    params: dict[str, Any] = Field(default_factory=dict, description="values applied, random seeds resolved")
+
+
+class TaskList(BaseModel):
+    total: int
+    offset: int
+    limit: int
+    tasks: list[TaskOut]
+
+
+class BackendOut(BaseModel):
+    model_config = ConfigDict(extra="allow")
+    name: str
+    kind: str
+    url: str
+    healthy: bool
+    queue_remaining: int
+    inflight: int
+
+
+class HealthOut(BaseModel):
+    status: str = Field(description='"ok" when every backend is reachable, "degraded" when some, "down" when none')
+    backends: list[BackendOut]
+    tasks: dict[str, int]
+    listeners: int
+
+
+class QueueOut(BaseModel):
+    model_config = ConfigDict(extra="allow")
+    total_running: int
+    total_pending: int
+    backends: dict[str, Any]
+
+
+class UploadOut(BaseModel):
+    model_config = ConfigDict(extra="allow")
+    name: str = Field(description="the name to put in a LoadImage input")
+    subfolder: str = ""
+    type: str = "input"
+    local_filename: str
+    size: int
+    backends: list[str]

@@ -1,0 +1,291 @@
+"""An async client for one ComfyUI server: its HTTP routes and its one WebSocket.
+
+Every call goes through one shared ``httpx.AsyncClient`` (keep-alive). No httpx or websockets
+exception leaves this module: callers see ``ComfyUIUnavailable``, ``PromptRejected`` or
+``ComfyUINotFound`` (see ``errors.py``). ComfyUI answers 403 to a foreign ``Origin``, so no browser
+header is ever forwarded: requests carry only what this module sets.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import os
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable
+from pathlib import Path
+from typing import Any
+
+import httpx
+import websockets
+from websockets.asyncio.client import ClientConnection, connect
+
+from comfyui_events import ComfyUIEvent, MalformedFrame, parse_frame
+from errors import ComfyUIError, ComfyUINotFound, ComfyUIUnavailable, PromptRejected
+
+log = logging.getLogger("comfygate.comfyui")
+
+CHUNK = 1024 * 1024
+
+
+def normalise_server(server: str) -> str:
+    """``127.0.0.1:8188`` or ``http://host:8188/`` → ``http://host:8188``."""
+    server = server.strip().rstrip("/")
+    if "://" not in server:
+        server = f"http://{server}"
+    return server
+
+
+class ComfyUIClient:
+    """HTTP side of one ComfyUI server."""
+
+    def __init__(self, server: str, http: httpx.AsyncClient, *, timeout: float = 30.0) -> None:
+        self.base_url = normalise_server(server)
+        scheme = "wss" if self.base_url.startswith("https://") else "ws"
+        self.ws_base = f"{scheme}://{self.base_url.split('://', 1)[1]}"
+        self.http = http
+        self.timeout = timeout
+
+    def __repr__(self) -> str:
+        return f"ComfyUIClient({self.base_url})"
+
+    async def _request(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
+        kwargs.setdefault("timeout", self.timeout)
+        try:
+            response = await self.http.request(method, f"{self.base_url}{path}", **kwargs)
+        except httpx.TimeoutException as exc:
+            raise ComfyUIUnavailable(f"ComfyUI at {self.base_url} timed out on {method} {path}") from exc
+        except httpx.HTTPError as exc:
+            raise ComfyUIUnavailable(
+                f"ComfyUI at {self.base_url} is unreachable ({type(exc).__name__}: {exc})",
+                backend=self.base_url,
+            ) from exc
+        if response.status_code == 404:
+            raise ComfyUINotFound(f"ComfyUI has no {path}", backend=self.base_url)
+        if response.status_code == 403:
+            raise ComfyUIError(f"ComfyUI at {self.base_url} refused {method} {path} (403)", backend=self.base_url)
+        return response
+
+    async def _json(self, method: str, path: str, **kwargs: Any) -> Any:
+        response = await self._request(method, path, **kwargs)
+        if response.status_code >= 400:
+            raise ComfyUIError(
+                f"ComfyUI answered {response.status_code} to {method} {path}: {response.text[:500]}",
+                backend=self.base_url,
+                upstream_status=response.status_code,
+            )
+        try:
+            return response.json()
+        except ValueError as exc:
+            raise ComfyUIError(f"ComfyUI sent a non-JSON answer to {method} {path}") from exc
+
+    # --- prompts -----------------------------------------------------------------------------
+    async def post_prompt(
+        self,
+        prompt: dict[str, Any],
+        *,
+        client_id: str | None = None,
+        prompt_id: str | None = None,
+        extra_data: dict[str, Any] | None = None,
+        front: bool = False,
+    ) -> dict[str, Any]:
+        body: dict[str, Any] = {"prompt": prompt}
+        if client_id:
+            body["client_id"] = client_id
+        if prompt_id:
+            body["prompt_id"] = prompt_id
+        if extra_data:
+            body["extra_data"] = extra_data
+        if front:
+            body["front"] = True
+        response = await self._request("POST", "/prompt", json=body)
+        if response.status_code == 400:
+            try:
+                payload = response.json()
+            except ValueError:
+                payload = {"error": {"message": response.text}}
+            raise PromptRejected(payload.get("error"), payload.get("node_errors"))
+        if response.status_code >= 400:
+            raise ComfyUIError(
+                f"ComfyUI answered {response.status_code} to POST /prompt: {response.text[:500]}",
+                backend=self.base_url,
+                upstream_status=response.status_code,
+            )
+        return response.json()
+
+    async def get_prompt(self) -> dict[str, Any]:
+        return await self._json("GET", "/prompt")
+
+    async def get_history(self, prompt_id: str | None = None, max_items: int | None = None) -> dict[str, Any]:
+        path = f"/history/{prompt_id}" if prompt_id else "/history"
+        params = {"max_items": max_items} if max_items else None
+        return await self._json("GET", path, params=params)
+
+    async def get_queue(self) -> dict[str, Any]:
+        return await self._json("GET", "/queue")
+
+    async def delete_from_queue(self, prompt_ids: list[str]) -> None:
+        await self._json_or_empty("POST", "/queue", json={"delete": prompt_ids})
+
+    async def clear_queue(self) -> None:
+        await self._json_or_empty("POST", "/queue", json={"clear": True})
+
+    async def interrupt(self, prompt_id: str | None = None) -> None:
+        await self._json_or_empty("POST", "/interrupt", json={"prompt_id": prompt_id} if prompt_id else {})
+
+    async def free(self, unload_models: bool = True, free_memory: bool = True) -> None:
+        await self._json_or_empty("POST", "/free", json={"unload_models": unload_models, "free_memory": free_memory})
+
+    async def _json_or_empty(self, method: str, path: str, **kwargs: Any) -> None:
+        response = await self._request(method, path, **kwargs)
+        if response.status_code >= 400:
+            raise ComfyUIError(f"ComfyUI answered {response.status_code} to {method} {path}")
+
+    # --- info ----------------------------------------------------------------------------------
+    async def object_info(self) -> dict[str, Any]:
+        return await self._json("GET", "/object_info", timeout=max(self.timeout, 60.0))
+
+    async def system_stats(self) -> dict[str, Any]:
+        return await self._json("GET", "/system_stats")
+
+    # --- files ---------------------------------------------------------------------------------
+    @contextlib.asynccontextmanager
+    async def view(self, filename: str, subfolder: str = "", type: str = "output") -> AsyncIterator[httpx.Response]:
+        """Stream one file from ``/view``; the body is read by the caller in chunks."""
+        url = f"{self.base_url}/view"
+        params = {"filename": filename, "subfolder": subfolder, "type": type}
+        try:
+            async with self.http.stream("GET", url, params=params, timeout=self.timeout) as response:
+                if response.status_code == 404:
+                    raise ComfyUINotFound(f"ComfyUI has no {type} file {subfolder}/{filename}".replace("//", "/"))
+                if response.status_code >= 400:
+                    raise ComfyUIError(f"ComfyUI answered {response.status_code} to /view of {filename}")
+                yield response
+        except httpx.HTTPError as exc:
+            raise ComfyUIUnavailable(f"download of {filename} from {self.base_url} failed: {exc}") from exc
+
+    async def download(self, filename: str, subfolder: str, type: str, dest: Path) -> int:
+        """Stream a file to ``dest`` (written beside it, then renamed); returns its size."""
+        tmp = dest.with_name(f".{dest.name}.{uuid.uuid4().hex[:8]}.part")
+        size = 0
+        fd = await asyncio.to_thread(os.open, tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+        try:
+            async with self.view(filename, subfolder, type) as response:
+                buffer = bytearray()
+                async for chunk in response.aiter_raw(CHUNK):
+                    buffer += chunk
+                    size += len(chunk)
+                    if len(buffer) >= CHUNK:
+                        await asyncio.to_thread(os.write, fd, bytes(buffer))
+                        buffer.clear()
+                if buffer:
+                    await asyncio.to_thread(os.write, fd, bytes(buffer))
+            await asyncio.to_thread(os.close, fd)
+            fd = -1
+            await asyncio.to_thread(os.replace, tmp, dest)
+        finally:
+            if fd >= 0:
+                os.close(fd)
+            if tmp.exists():
+                tmp.unlink(missing_ok=True)
+        return size
+
+    async def upload_image(
+        self, filename: str, data: bytes, *, type: str = "input", subfolder: str = "", overwrite: bool = False
+    ) -> dict[str, Any]:
+        files = {"image": (filename, data, "application/octet-stream")}
+        form = {"type": type, "subfolder": subfolder, "overwrite": "true" if overwrite else "false"}
+        return await self._json("POST", "/upload/image", files=files, data=form)
+
+
+EventHandler = Callable[[ComfyUIEvent], Awaitable[None] | None]
+StateHandler = Callable[[bool], Awaitable[None]]
+
+
+class ComfyUIWebSocket:
+    """The one WebSocket to a ComfyUI server, kept open with reconnects and exponential backoff.
+
+    Every prompt ComfyGate submits to this server carries ``client_id`` so its execution messages
+    arrive here. ``on_state(True)`` runs after every (re)connect so the owner can reconcile what it
+    missed: ComfyUI does not replay messages sent while a client was away.
+    """
+
+    def __init__(
+        self,
+        client: ComfyUIClient,
+        on_event: EventHandler,
+        on_state: StateHandler,
+        *,
+        client_id: str | None = None,
+        min_backoff: float = 0.1,
+        max_backoff: float = 5.0,
+    ) -> None:
+        self.client = client
+        self.client_id = client_id or uuid.uuid4().hex
+        self.on_event = on_event
+        self.on_state = on_state
+        self.min_backoff = min_backoff
+        self.max_backoff = max_backoff
+        self.connected = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+        self._ws: ClientConnection | None = None
+        self.connects = 0
+
+    @property
+    def url(self) -> str:
+        return f"{self.client.ws_base}/ws?clientId={self.client_id}"
+
+    def start(self) -> None:
+        if self._task is None:
+            self._task = asyncio.create_task(self._run(), name=f"comfyui-ws {self.client.base_url}")
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+            self._task = None
+
+    async def _run(self) -> None:
+        backoff = self.min_backoff
+        while True:
+            try:
+                async with connect(self.url, max_size=None, open_timeout=10, ping_interval=20) as ws:
+                    self._ws = ws
+                    self.connects += 1
+                    backoff = self.min_backoff
+                    # Ask for previews with metadata (prompt id, node) rather than anonymous images.
+                    await ws.send(json.dumps({"type": "feature_flags", "data": {"supports_preview_metadata": True}}))
+                    self.connected.set()
+                    log.info("connected to %s", self.client.ws_base)
+                    await self._safe_state(True)
+                    async for frame in ws:
+                        try:
+                            event = parse_frame(frame)
+                        except MalformedFrame as exc:
+                            log.warning("skipping a malformed frame from %s: %s", self.client.base_url, exc)
+                            continue
+                        result = self.on_event(event)
+                        if result is not None:
+                            await result
+            except asyncio.CancelledError:
+                raise
+            except (OSError, websockets.WebSocketException, TimeoutError) as exc:
+                log.debug("websocket to %s: %s", self.client.base_url, exc)
+            except Exception:  # a handler bug must not kill the only listener of this server
+                log.exception("websocket listener for %s failed; reconnecting", self.client.base_url)
+            self._ws = None
+            if self.connected.is_set():
+                self.connected.clear()
+                log.warning("lost the websocket to %s; reconnecting", self.client.ws_base)
+                await self._safe_state(False)
+            await asyncio.sleep(backoff)
+            backoff = min(backoff * 2, self.max_backoff)
+
+    async def _safe_state(self, up: bool) -> None:
+        try:
+            await self.on_state(up)
+        except Exception:
+            log.exception("state handler for %s failed", self.client.base_url)

@@ -1,0 +1,97 @@
+"""ComfyGate settings: environment variables prefixed ``COMFYUI_`` and an optional ``.env`` file.
+
+The app receives a ``Settings`` object from its factory (``create_app(settings)``) so tests and the
+launcher can override anything without touching the environment.
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+from typing import Annotated
+
+from pydantic import Field, SecretStr, field_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+PROJECT_DIR = Path(__file__).resolve().parent
+
+
+def _split_list(value: object) -> object:
+    """Accept ``a,b`` as well as a JSON list, so ``COMFYUI_COMFYUI_SERVERS=h1:8188,h2:8188`` works."""
+    if isinstance(value, str):
+        text = value.strip()
+        if text.startswith("["):
+            import json
+
+            return json.loads(text)
+        return [part.strip() for part in text.split(",") if part.strip()]
+    return value
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="COMFYUI_", env_file=".env", extra="ignore")
+
+    # Where ComfyUI runs. ``comfyui_servers`` (a list) takes precedence when set.
+    comfyui_server: str = "127.0.0.1:8188"
+    comfyui_servers: Annotated[list[str], NoDecode] = Field(default_factory=list)
+
+    # Where ComfyGate listens. Loopback unless told otherwise.
+    host: str = "127.0.0.1"
+    port: int = 8000
+
+    # Data folders (relative paths are taken from the project folder).
+    workflows_dir: Path = Path("workflows")
+    uploads_dir: Path = Path("uploads")
+    outputs_dir: Path = Path("outputs")
+    data_dir: Path = Path("data")
+
+    # Tasks.
+    task_timeout: float = Field(600.0, gt=0, description="default per-task timeout in seconds")
+    history_limit: int = Field(1000, ge=1, description="finished tasks kept; oldest dropped first")
+    max_pending_tasks: int = Field(1000, ge=1, description="tasks held before dispatch; beyond: 503")
+    backend_down_grace: float = Field(
+        10.0, ge=0, description="seconds a backend may stay unreachable before its running tasks fail"
+    )
+
+    # Limits and timeouts.
+    request_timeout: float = Field(30.0, gt=0, description="timeout of one HTTP call to ComfyUI")
+    max_upload_bytes: int = 50 * 1024 * 1024
+    ws_queue_size: int = Field(1000, ge=1, description="messages buffered per WebSocket listener")
+
+    # Security.
+    api_keys: Annotated[list[SecretStr], NoDecode] = Field(default_factory=list)
+    cors_origins: Annotated[list[str], NoDecode] = Field(default_factory=list)
+
+    # ViewComfy backend (optional) and the ViewComfy-compatible endpoint.
+    viewcomfy_url: str | None = None
+    viewcomfy_client_id: SecretStr | None = None
+    viewcomfy_client_secret: SecretStr | None = None
+    viewcomfy_default_workflow: str | None = None
+
+    @field_validator("comfyui_servers", "cors_origins", mode="before")
+    @classmethod
+    def _lists(cls, value: object) -> object:
+        return _split_list(value)
+
+    @field_validator("api_keys", mode="before")
+    @classmethod
+    def _keys(cls, value: object) -> object:
+        return _split_list(value)
+
+    @field_validator("workflows_dir", "uploads_dir", "outputs_dir", "data_dir")
+    @classmethod
+    def _absolute(cls, value: Path) -> Path:
+        return value if value.is_absolute() else PROJECT_DIR / value
+
+    @property
+    def servers(self) -> list[str]:
+        return list(self.comfyui_servers) or [self.comfyui_server]
+
+    def ensure_dirs(self) -> None:
+        for folder in (self.workflows_dir, self.uploads_dir, self.outputs_dir):
+            folder.mkdir(parents=True, exist_ok=True)
+
+
+@lru_cache
+def get_settings() -> Settings:
+    return Settings()

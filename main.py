@@ -1,0 +1,127 @@
+"""ComfyGate: the app factory. The lifespan owns every resource and closes each on shutdown."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+import httpx
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import FileResponse, JSONResponse
+from fastapi.staticfiles import StaticFiles
+
+import routes_core
+import routes_tasks
+import routes_ws
+from backends import ComfyUIBackend
+from config import PROJECT_DIR, Settings, get_settings
+from errors import ComfyGateError
+from event_hub import EventHub
+from services import Services
+from task_manager import TaskManager
+from tasks import TaskStore
+from workflow_library import WorkflowLibrary
+
+log = logging.getLogger("comfygate")
+STATIC_DIR = PROJECT_DIR / "static"
+
+
+@asynccontextmanager
+async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+    settings: Settings = app.state.settings
+    settings.ensure_dirs()
+    http = httpx.AsyncClient(
+        timeout=settings.request_timeout,
+        limits=httpx.Limits(max_connections=256, max_keepalive_connections=64),
+        trust_env=False,  # ComfyUI is reached directly; a proxy from the environment would break loopback
+    )
+    store = TaskStore(settings.history_limit)
+    hub = EventHub(settings.ws_queue_size)
+    manager = TaskManager(settings, store, hub)
+    for index, server in enumerate(settings.servers, start=1):
+        manager.add_backend(
+            ComfyUIBackend(
+                f"comfyui-{index}",
+                server,
+                http,
+                timeout=settings.request_timeout,
+                on_event=manager.on_event,
+                on_state=manager.on_backend_state,
+            )
+        )
+    services = Services(settings, http, store, hub, manager, WorkflowLibrary(settings.workflows_dir))
+    app.state.services = services
+    await manager.start()
+    try:
+        yield
+    finally:
+        await manager.stop()
+        await http.aclose()
+
+
+async def comfygate_error(request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, ComfyGateError)
+    return JSONResponse(exc.to_dict(), status_code=exc.status_code, headers=exc.headers())
+
+
+async def validation_error(request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, RequestValidationError)
+    problems = []
+    for err in exc.errors():
+        where = ".".join(str(p) for p in err.get("loc", ()) if p != "body") or "body"
+        problems.append({"field": where, "message": err.get("msg"), "type": err.get("type")})
+    if any(p["type"] == "json_invalid" for p in problems):
+        return JSONResponse(
+            {"error": "invalid_json", "message": "the request body is not valid JSON", "problems": problems},
+            status_code=400,
+        )
+    first = problems[0] if problems else {"field": "body", "message": "invalid"}
+    return JSONResponse(
+        {"error": "invalid_request", "message": f"{first['field']}: {first['message']}", "problems": problems},
+        status_code=422,
+    )
+
+
+async def unexpected_error(request: Request, exc: Exception) -> JSONResponse:
+    log.exception("unexpected error on %s %s", request.method, request.url.path)
+    return JSONResponse(
+        {"error": "internal_error", "message": f"ComfyGate hit an unexpected {type(exc).__name__}; see its log"},
+        status_code=500,
+    )
+
+
+def create_app(settings: Settings | None = None) -> FastAPI:
+    app = FastAPI(
+        title="ComfyGate",
+        version=routes_core.VERSION,
+        description="Run ComfyUI workflows as a service: submit, track, stream progress, fetch outputs.",
+        lifespan=lifespan,
+    )
+    app.state.settings = settings or get_settings()
+    app.add_exception_handler(ComfyGateError, comfygate_error)
+    app.add_exception_handler(RequestValidationError, validation_error)
+    app.add_exception_handler(Exception, unexpected_error)
+    app.include_router(routes_core.router)
+    app.include_router(routes_tasks.router)
+    app.include_router(routes_ws.router)
+    if STATIC_DIR.is_dir():
+        app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
+
+    @app.get("/", include_in_schema=False, response_model=None)
+    async def index() -> Any:
+        page = STATIC_DIR / "index.html"
+        if page.is_file():
+            return FileResponse(page, media_type="text/html")
+        return JSONResponse({"name": "ComfyGate", "docs": "/docs"})
+
+    return app
+
+
+def __getattr__(name: str) -> Any:
+    """``uvicorn main:app`` works; importing main for its factory builds no app."""
+    if name == "app":
+        return create_app()
+    raise AttributeError(name)

@@ -1,0 +1,218 @@
+"""Routes about ComfyGate and its backends: health, system, nodes, queue, interrupt, files."""
+
+from __future__ import annotations
+
+import asyncio
+import io
+from typing import Any
+
+from fastapi import APIRouter, Depends, File, Form, Query, UploadFile
+from fastapi.responses import FileResponse
+
+from api_models import HealthOut, QueueOut, TaskList, TaskOut, UploadOut
+from errors import ComfyGateError, InvalidRequest, NotFound, PayloadTooLarge, ServiceBusy
+from safe_paths import content_type, resolve_inside, sanitize_filename, unique_path
+from services import Services, get_services
+from tasks import TaskStatus
+
+router = APIRouter(prefix="/api", tags=["core"])
+
+VERSION = "0.1.0"
+
+
+@router.get("/health", response_model=HealthOut, summary="Is ComfyGate up, and which backends are reachable")
+async def health(services: Services = Depends(get_services)) -> dict[str, Any]:
+    backends = [b.describe() for b in services.manager.backends.values()]
+    up = sum(1 for b in backends if b["healthy"])
+    counts: dict[str, int] = {s.value: 0 for s in TaskStatus}
+    for task in services.store.all():
+        counts[task.status.value] += 1
+    status = "ok" if up == len(backends) else ("degraded" if up else "down")
+    return {"status": status, "backends": backends, "tasks": counts, "listeners": services.hub.listeners}
+
+
+@router.get("/system/info", summary="ComfyGate's version and every backend's /system_stats")
+async def system_info(services: Services = Depends(get_services)) -> dict[str, Any]:
+    backends = list(services.manager.backends.values())
+    stats = await asyncio.gather(*(b.probe() for b in backends))
+    settings = services.settings
+    return {
+        "comfygate": {
+            "version": VERSION,
+            "task_timeout": settings.task_timeout,
+            "history_limit": settings.history_limit,
+            "max_upload_bytes": settings.max_upload_bytes,
+            "auth_enabled": bool(settings.api_keys),
+        },
+        "backends": [
+            {**b.describe(), "system_stats": s, "reachable": s is not None}
+            for b, s in zip(backends, stats, strict=True)
+        ],
+    }
+
+
+@router.get("/nodes", summary="The node classes a backend knows (its /object_info)")
+async def nodes(
+    services: Services = Depends(get_services),
+    backend: str | None = Query(None, description="backend name; default: the first reachable"),
+    class_type: str | None = Query(None, alias="class", description="one class only"),
+) -> dict[str, Any]:
+    info = await services.object_info(backend)
+    if class_type is not None:
+        if class_type not in info:
+            raise NotFound(f"no node class {class_type!r} on this backend")
+        return {class_type: info[class_type]}
+    return info
+
+
+@router.get("/queue", response_model=QueueOut, summary="Every backend's queue, and the totals")
+async def queue(services: Services = Depends(get_services)) -> dict[str, Any]:
+    backends = list(services.manager.backends.values())
+
+    async def one(backend: Any) -> dict[str, Any]:
+        try:
+            q = await backend.client.get_queue()
+        except ComfyGateError as exc:
+            return {"reachable": False, "error": exc.message, "running": [], "pending": []}
+        return {"reachable": True, **summarise_queue(services, q)}
+
+    results = await asyncio.gather(*(one(b) for b in backends))
+    per = {b.name: r for b, r in zip(backends, results, strict=True)}
+    return {
+        "total_running": sum(len(r["running"]) for r in results),
+        "total_pending": sum(len(r["pending"]) for r in results),
+        "backends": per,
+    }
+
+
+def summarise_queue(services: Services, q: dict[str, Any]) -> dict[str, Any]:
+    def item(entry: list[Any]) -> dict[str, Any]:
+        task = services.store.by_prompt(entry[1])
+        return {"number": entry[0], "prompt_id": entry[1], "task_id": task.task_id if task else None}
+
+    return {
+        "running": [item(e) for e in q.get("queue_running", [])],
+        "pending": [item(e) for e in q.get("queue_pending", [])],
+    }
+
+
+@router.post("/queue/clear", summary="Remove every pending (not running) prompt from every backend")
+async def clear_queue(services: Services = Depends(get_services)) -> dict[str, Any]:
+    cleared: list[str] = []
+    errors: dict[str, str] = {}
+    for backend in services.manager.backends.values():
+        try:
+            q = await backend.client.get_queue()
+            ids = [e[1] for e in q.get("queue_pending", [])]
+            await backend.client.clear_queue()
+        except ComfyGateError as exc:
+            errors[backend.name] = exc.message
+            continue
+        for prompt_id in ids:
+            task = services.store.by_prompt(prompt_id)
+            if task is not None:
+                services.manager.finish_interrupted(task, "the queue was cleared")
+                cleared.append(task.task_id)
+    return {"cleared": cleared, "errors": errors}
+
+
+@router.post("/interrupt/{prompt_id}", response_model=TaskOut, summary="Stop one task, running or queued")
+async def interrupt(prompt_id: str, services: Services = Depends(get_services)) -> dict[str, Any]:
+    task = services.store.by_prompt(prompt_id) or services.store.get(prompt_id)
+    if task is None:
+        raise NotFound(f"no task with prompt id or task id {prompt_id!r}")
+    await services.manager.interrupt(task)
+    return task.to_dict()
+
+
+@router.get("/history", response_model=TaskList, summary="Finished tasks, newest first")
+async def history(
+    services: Services = Depends(get_services),
+    offset: int = Query(0, ge=0),
+    limit: int = Query(50, ge=1, le=1000),
+) -> dict[str, Any]:
+    finals = {s for s in TaskStatus if s.final}
+    total, tasks = services.store.query(finals, offset, limit)
+    return {"total": total, "offset": offset, "limit": limit, "tasks": [t.to_dict() for t in tasks]}
+
+
+@router.get("/image/{filename}", summary="An output file (or a temp preview with type=temp)")
+async def image(
+    filename: str,
+    services: Services = Depends(get_services),
+    type: str = Query("output", pattern="^(output|temp)$"),
+) -> FileResponse:
+    folder = services.settings.outputs_dir if type == "output" else services.manager.temp_dir
+    path = resolve_inside(folder, filename, "output file")
+    if not path.is_file():
+        raise NotFound(f"no output file named {filename!r}")
+    return FileResponse(path, media_type=content_type(path.name))
+
+
+def check_image(data: bytes, name: str) -> None:
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        with Image.open(io.BytesIO(data)) as img:
+            img.verify()
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
+        raise InvalidRequest(f"{name!r} is not an image ComfyUI can read ({exc})") from exc
+
+
+async def read_limited(upload: UploadFile, limit: int) -> bytes:
+    chunks: list[bytes] = []
+    size = 0
+    while chunk := await upload.read(1024 * 1024):
+        size += len(chunk)
+        if size > limit:
+            raise PayloadTooLarge(f"upload is larger than the limit of {limit} bytes", limit=limit)
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+@router.post("/upload/image", response_model=UploadOut, summary="Upload an input image to every reachable backend")
+async def upload_image(
+    services: Services = Depends(get_services),
+    image: UploadFile = File(..., description="the image file"),
+    overwrite: bool = Form(False),
+    subfolder: str = Form(""),
+) -> dict[str, Any]:
+    data = await read_limited(image, services.settings.max_upload_bytes)
+    if not data:
+        raise InvalidRequest("the uploaded file is empty")
+    name = sanitize_filename(image.filename or "upload.png", "upload.png")
+    await asyncio.to_thread(check_image, data, name)
+    if subfolder:
+        sanitize = sanitize_filename(subfolder)
+        if sanitize != subfolder:
+            raise InvalidRequest(f"subfolder {subfolder!r} must be a plain folder name")
+    folder = services.settings.uploads_dir
+    local = unique_path(folder, name)
+    await asyncio.to_thread(local.write_bytes, data)
+    return await push_upload(services, name, data, subfolder=subfolder, overwrite=overwrite, local=local.name)
+
+
+async def push_upload(
+    services: Services, name: str, data: bytes, *, subfolder: str = "", overwrite: bool = False, local: str = ""
+) -> dict[str, Any]:
+    """Send one input file to every reachable backend, so any of them can run the task that uses it."""
+    backends = [b for b in services.manager.backends.values() if b.healthy]
+    if not backends:
+        raise ServiceBusy("no ComfyUI backend is reachable to receive the upload", retry_after=5)
+    answers = await asyncio.gather(
+        *(b.client.upload_image(name, data, subfolder=subfolder, overwrite=overwrite) for b in backends),
+        return_exceptions=True,
+    )
+    ok = [(b, a) for b, a in zip(backends, answers, strict=True) if isinstance(a, dict)]
+    if not ok:
+        first = answers[0]
+        raise first if isinstance(first, BaseException) else ServiceBusy("upload failed")
+    answer = ok[0][1]
+    return {
+        "name": answer.get("name", name),
+        "subfolder": answer.get("subfolder", subfolder),
+        "type": answer.get("type", "input"),
+        "local_filename": local,
+        "size": len(data),
+        "backends": [b.name for b, _ in ok],
+    }

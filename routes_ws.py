@@ -1,0 +1,74 @@
+"""ComfyGate's own WebSocket: every task update, queue and backend change, pushed to listeners.
+
+``/ws`` gets everything; ``/ws?task_id=a,b`` only those tasks (plus queue and backend updates). A
+listener can widen its filter by sending ``{"type": "subscribe", "task_id": "..."}``. A listener that
+stops reading is dropped once its bounded queue is full (see ``event_hub``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+
+from fastapi import APIRouter, WebSocket, WebSocketDisconnect
+
+from services import Services
+
+router = APIRouter()
+
+
+@router.websocket("/ws")
+async def websocket_updates(websocket: WebSocket) -> None:
+    services: Services = websocket.app.state.services
+    raw = websocket.query_params.get("task_id") or ""
+    task_ids = {t.strip() for t in raw.split(",") if t.strip()} or None
+    await websocket.accept()
+    sub = services.hub.subscribe(task_ids)
+    try:
+        hello = {
+            "type": "hello",
+            "subscribed": sorted(task_ids) if task_ids else "all",
+            "backends": [b.describe() for b in services.manager.backends.values()],
+        }
+        await websocket.send_text(json.dumps(hello))
+        if task_ids:  # a late subscriber learns where its tasks stand now
+            for task_id in task_ids:
+                task = services.store.get(task_id)
+                if task is not None:
+                    await websocket.send_text(json.dumps({"type": "task_update", **task.summary()}, default=str))
+        reader = asyncio.create_task(_read_commands(websocket, services, sub))
+        try:
+            async for text in sub:
+                await websocket.send_text(text)
+        finally:
+            reader.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await reader
+        if sub.dropped:
+            with contextlib.suppress(Exception):
+                await websocket.close(code=1013, reason="listener too slow; reconnect")
+    except (WebSocketDisconnect, RuntimeError):
+        pass
+    finally:
+        services.hub.unsubscribe(sub)
+
+
+async def _read_commands(websocket: WebSocket, services: Services, sub) -> None:  # type: ignore[no-untyped-def]
+    """Handle subscribe messages; end the subscription when the client goes away."""
+    try:
+        while True:
+            text = await websocket.receive_text()
+            try:
+                msg = json.loads(text)
+            except ValueError:
+                continue
+            if isinstance(msg, dict) and msg.get("type") == "subscribe" and isinstance(msg.get("task_id"), str):
+                services.hub.add_task(sub, msg["task_id"])
+            elif isinstance(msg, dict) and msg.get("type") == "ping":
+                await websocket.send_text('{"type":"pong"}')
+    except (WebSocketDisconnect, RuntimeError):
+        pass
+    finally:
+        services.hub.unsubscribe(sub)
+        sub.queue.put_nowait(None) if not sub.queue.full() else None

@@ -1,0 +1,89 @@
+"""Launch ComfyGate: ``python start.py [--host H] [--port P] [--comfyui-server HOST:PORT] [--demo]``.
+
+``--demo`` starts the bundled ComfyUI emulator on a free loopback port and points ComfyGate at it,
+so the whole service works on a machine with no ComfyUI.
+"""
+
+from __future__ import annotations
+
+import argparse
+import ipaddress
+import logging
+import sys
+from typing import Any
+
+import uvicorn
+
+from config import PROJECT_DIR, Settings
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description="ComfyGate: ComfyUI workflows as a service")
+    parser.add_argument("--host", help="address to bind (default 127.0.0.1, from COMFYUI_HOST)")
+    parser.add_argument("--port", type=int, help="port to bind (default 8000, from COMFYUI_PORT)")
+    parser.add_argument("--comfyui-server", help="ComfyUI address host:port (default from COMFYUI_COMFYUI_SERVER)")
+    parser.add_argument(
+        "--comfyui-servers", help="several ComfyUI servers, comma-separated (from COMFYUI_COMFYUI_SERVERS)"
+    )
+    parser.add_argument("--demo", action="store_true", help="run against a bundled ComfyUI emulator")
+    parser.add_argument("--demo-step-delay", type=float, default=0.05, help="seconds per sampler step in --demo")
+    parser.add_argument("--insecure", action="store_true", help="allow a non-loopback bind without API keys")
+    parser.add_argument("--log-level", default="info")
+    return parser.parse_args(argv)
+
+
+def is_loopback(host: str) -> bool:
+    if host in ("localhost", ""):
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def build_settings(args: argparse.Namespace, **extra: Any) -> Settings:
+    overrides: dict[str, Any] = dict(extra)
+    if args.host:
+        overrides["host"] = args.host
+    if args.port:
+        overrides["port"] = args.port
+    if args.comfyui_server:
+        overrides["comfyui_server"] = args.comfyui_server
+        overrides["comfyui_servers"] = []
+    if args.comfyui_servers:
+        overrides["comfyui_servers"] = args.comfyui_servers
+    return Settings(**overrides)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    emulator = None
+    extra: dict[str, Any] = {}
+    if args.demo:
+        from comfyui_emulator import EmulatorThread
+
+        emulator = EmulatorThread(step_delay=args.demo_step_delay, base_dir=PROJECT_DIR / "data" / "emulator").start()
+        extra["comfyui_server"] = emulator.url
+        extra["comfyui_servers"] = []
+        print(f"demo: ComfyUI emulator running at {emulator.url}", flush=True)
+    settings = build_settings(args, **extra)
+    if not settings.api_keys and not is_loopback(settings.host) and not args.insecure:
+        print(
+            f"refusing to listen on {settings.host} without API keys: anyone on the network could run "
+            "workflows. Set COMFYUI_API_KEYS, or pass --insecure if this is really what you want.",
+            file=sys.stderr,
+        )
+        return 2
+    from main import create_app
+
+    try:
+        uvicorn.run(create_app(settings), host=settings.host, port=settings.port, log_level=args.log_level)
+    finally:
+        if emulator is not None:
+            emulator.stop()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,47 @@
+"""From what a caller sent (inline or saved workflow, params) to an API-format prompt ready to run."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from workflow_format import to_api
+from workflow_params import apply_params, validate_workflow
+
+from errors import InvalidRequest, WorkflowFormatError
+from services import Services
+
+
+@dataclass(slots=True)
+class Prepared:
+    workflow: dict[str, Any]
+    applied: dict[str, Any]
+    name: str | None
+
+
+async def prepare_submission(
+    services: Services,
+    workflow: dict[str, Any] | None,
+    name: str | None,
+    params: dict[str, Any] | None,
+    backend: str | None = None,
+) -> Prepared:
+    if workflow is None and not name:
+        raise InvalidRequest("send a workflow: 'workflow' (inline, API or UI format) or 'workflow_name' (saved)")
+    if workflow is not None and name:
+        raise InvalidRequest("send either 'workflow' or 'workflow_name', not both")
+    if workflow is None:
+        workflow = await services.library.load(name)  # type: ignore[arg-type]
+    if not isinstance(workflow, dict) or not workflow:
+        raise WorkflowFormatError("the workflow must be a non-empty JSON object")
+    info = await services.object_info(backend)
+    api = to_api(workflow, info)
+    problems = validate_workflow(api, info)
+    if problems:
+        raise WorkflowFormatError(
+            f"the workflow is not valid: {problems[0].get('message')}"
+            + (f" (and {len(problems) - 1} more)" if len(problems) > 1 else ""),
+            problems=problems,
+        )
+    api, applied = apply_params(api, params or {}, info)
+    return Prepared(api, applied, name)

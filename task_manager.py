@@ -1,0 +1,479 @@
+"""Turns submissions into tracked tasks and keeps them true to what ComfyUI does.
+
+Events from every backend's WebSocket update their task; a reconnect is followed by a reconciliation
+through ``/queue`` and ``/history`` because ComfyUI does not replay what a client missed. Outputs are
+streamed to ``outputs/`` before a task is called completed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+import uuid
+from collections.abc import Coroutine
+from typing import Any
+
+from backends import ComfyUIBackend
+from comfyui_events import ComfyUIEvent
+from config import Settings
+from errors import ComfyGateError, ComfyUIUnavailable, NotFound, PromptRejected, ServiceBusy
+from event_hub import EventHub
+from safe_paths import content_type, sanitize_filename
+from tasks import Task, TaskStatus, TaskStore
+
+log = logging.getLogger("comfygate.tasks")
+
+HISTORY_RETRIES = 5  # ComfyUI writes history a little after execution_success
+HISTORY_RETRY_DELAY = 0.1
+
+
+def execution_error(data: dict[str, Any]) -> dict[str, Any]:
+    """ComfyUI's execution_error (from the WebSocket or from history) as a task error."""
+    return {
+        "type": "execution_error",
+        "message": f"node {data.get('node_id')} ({data.get('node_type')}) raised "
+        f"{data.get('exception_type')}: {data.get('exception_message')}",
+        **{k: data.get(k) for k in ("node_id", "node_type", "exception_type", "exception_message", "traceback")},
+    }
+
+
+class TaskManager:
+    def __init__(self, settings: Settings, store: TaskStore, hub: EventHub) -> None:
+        self.settings = settings
+        self.store = store
+        self.hub = hub
+        self.backends: dict[str, ComfyUIBackend] = {}
+        self._background: set[asyncio.Task[Any]] = set()
+        self._timers: dict[str, asyncio.TimerHandle] = {}
+        self.temp_dir = settings.outputs_dir / "temp"
+
+    # --- lifecycle -----------------------------------------------------------------------------
+    def add_backend(self, backend: ComfyUIBackend) -> None:
+        self.backends[backend.name] = backend
+
+    async def start(self) -> None:
+        self.settings.outputs_dir.mkdir(parents=True, exist_ok=True)
+        self.temp_dir.mkdir(parents=True, exist_ok=True)
+        for backend in self.backends.values():
+            backend.start()
+
+    async def stop(self) -> None:
+        for handle in self._timers.values():
+            handle.cancel()
+        self._timers.clear()
+        for backend in self.backends.values():
+            await backend.stop()
+        for job in list(self._background):
+            job.cancel()
+        if self._background:
+            await asyncio.gather(*self._background, return_exceptions=True)
+
+    def spawn(self, coro: Coroutine[Any, Any, Any], name: str | None = None) -> asyncio.Task[Any]:
+        """Run in the background, tracked so shutdown can wait for it and errors are logged."""
+        job = asyncio.create_task(coro, name=name)
+        self._background.add(job)
+        job.add_done_callback(self._job_done)
+        return job
+
+    def _job_done(self, job: asyncio.Task[Any]) -> None:
+        self._background.discard(job)
+        if not job.cancelled() and job.exception() is not None:
+            log.error("background job %s failed", job.get_name(), exc_info=job.exception())
+
+    # --- choosing a backend ----------------------------------------------------------------------
+    def choose_backend(self, classes: set[str], pinned: str | None = None) -> ComfyUIBackend:
+        if pinned:
+            backend = self.backends.get(pinned) or next((b for b in self.backends.values() if b.url == pinned), None)
+            if backend is None:
+                raise NotFound(f"no backend named {pinned!r}; known: {', '.join(self.backends)}")
+            if not backend.healthy:
+                raise ComfyUIUnavailable(f"backend {backend.name} ({backend.url}) is not reachable", retry_after=5)
+            return backend
+        healthy = [b for b in self.backends.values() if b.healthy]
+        if not healthy:
+            urls = ", ".join(b.url for b in self.backends.values())
+            raise ServiceBusy(f"no ComfyUI backend is reachable ({urls})", retry_after=5)
+        able = [b for b in healthy if b.can_run(classes)]
+        if not able:
+            raise ServiceBusy("no reachable backend has every node class of this workflow", retry_after=30)
+        return min(able, key=lambda b: b.load)
+
+    # --- submission ----------------------------------------------------------------------------
+    async def submit(
+        self,
+        workflow: dict[str, Any],
+        *,
+        params: dict[str, Any] | None = None,
+        timeout: float | None = None,
+        workflow_name: str | None = None,
+        backend: str | None = None,
+        extra: dict[str, Any] | None = None,
+    ) -> Task:
+        """Hand a ready API-format workflow to a backend; ComfyUI's refusal is raised, not stored."""
+        classes = {str(node.get("class_type")) for node in workflow.values() if isinstance(node, dict)}
+        target = self.choose_backend(classes, backend)
+        task = Task(
+            task_id=uuid.uuid4().hex,
+            prompt_id=str(uuid.uuid4()),
+            workflow=workflow,
+            params=params or {},
+            workflow_name=workflow_name,
+            pinned_backend=backend,
+            timeout=timeout or self.settings.task_timeout,
+            extra=extra or {},
+        )
+        await self._dispatch(task, target, new=True)
+        return task
+
+    async def _dispatch(self, task: Task, backend: ComfyUIBackend, *, new: bool = False) -> None:
+        task.backend = backend.name
+        task.attempts += 1
+        backend.inflight.add(task.task_id)
+        self.store.add(task) if new else self.store.reindex(task, task.prompt_id)
+        try:
+            answer = await backend.client.post_prompt(
+                task.workflow, client_id=backend.ws.client_id, prompt_id=task.prompt_id
+            )
+        except BaseException as exc:
+            backend.inflight.discard(task.task_id)
+            if new:
+                self.store.forget(task)
+            if isinstance(exc, ComfyUIUnavailable):
+                backend.last_error = exc.message
+            raise
+        task.extra["number"] = answer.get("number")
+        if task.status == TaskStatus.PENDING:
+            task.status = TaskStatus.QUEUED
+            task.queued_at = time.time()
+        if new:
+            self._arm_timeout(task)
+        self._publish(task)
+
+    # --- events from ComfyUI ---------------------------------------------------------------------
+    def on_event(self, backend: ComfyUIBackend, event: ComfyUIEvent) -> None:
+        kind = event.type
+        if kind == "status":
+            self.hub.publish(
+                {"type": "queue_update", "backend": backend.name, "queue_remaining": backend.queue_remaining}
+            )
+            return
+        task = self.store.by_prompt(event.prompt_id)
+        if task is None and kind in ("preview", "text") and backend.running_prompt:
+            task = self.store.by_prompt(backend.running_prompt)
+        if task is None or task.status.final:
+            return
+        if kind == "execution_start":
+            backend.running_prompt = task.prompt_id
+            task.status = TaskStatus.RUNNING
+            task.started_at = task.started_at or time.time()
+            task.progress = {"percent": 0.0, "nodes_done": 0, "nodes_total": len(task.workflow)}
+        elif kind == "execution_cached":
+            task.cached_nodes = [str(n) for n in event.data.get("nodes", [])]
+            task.progress["nodes_done"] = len(task.cached_nodes)
+            self._update_percent(task)
+        elif kind == "executing":
+            node = event.data.get("node")
+            if node is None:
+                return  # end of the prompt: execution_success/error already decided
+            self._set_node(task, str(node))
+        elif kind == "progress":
+            node = str(event.data.get("node") or task.progress.get("node") or "")
+            if node and node != task.progress.get("node"):
+                self._set_node(task, node)
+            task.progress["value"] = event.data.get("value")
+            task.progress["max"] = event.data.get("max")
+            self._update_percent(task)
+        elif kind == "progress_state":
+            nodes = event.data.get("nodes") or {}
+            done = sum(1 for n in nodes.values() if isinstance(n, dict) and n.get("state") == "finished")
+            task.progress["nodes_done"] = max(task.progress.get("nodes_done", 0), done + len(task.cached_nodes))
+            self._update_percent(task)
+        elif kind == "executed":
+            node = str(event.data.get("node"))
+            output = event.data.get("output") or {}
+            task.node_outputs[node] = output
+            self.hub.publish(
+                {"type": "node_output", "task_id": task.task_id, "node": node, "output": output}, task.task_id
+            )
+            return
+        elif kind == "execution_success":
+            backend.running_prompt = None
+            self.spawn(self._complete(task, backend), name=f"complete {task.task_id}")
+            return
+        elif kind == "execution_error":
+            backend.running_prompt = None
+            self._finish(task, TaskStatus.FAILED, error=execution_error(event.data))
+            return
+        elif kind == "execution_interrupted":
+            backend.running_prompt = None
+            reason = task.extra.pop("interrupt_reason", None)
+            if reason == "timeout":
+                return  # already final as timeout
+            self._finish(
+                task, TaskStatus.INTERRUPTED, error={"type": "interrupted", "message": "interrupted on request"}
+            )
+            return
+        elif kind in ("preview", "text"):
+            self._publish_preview(task, event)
+            return
+        else:
+            return
+        self._publish(task)
+
+    def _set_node(self, task: Task, node: str) -> None:
+        spec = task.workflow.get(node) or {}
+        task.progress["node"] = node
+        task.progress["node_class"] = spec.get("class_type")
+        task.progress["node_title"] = (spec.get("_meta") or {}).get("title") or spec.get("class_type")
+        task.progress.pop("value", None)
+        task.progress.pop("max", None)
+
+    @staticmethod
+    def _update_percent(task: Task) -> None:
+        progress = task.progress
+        total = max(progress.get("nodes_total") or len(task.workflow), 1)
+        done = progress.get("nodes_done", 0)
+        fraction = 0.0
+        if progress.get("max"):
+            fraction = min(float(progress.get("value") or 0) / float(progress["max"]), 1.0)
+        progress["percent"] = round(min(100.0, 100.0 * (done + fraction) / total), 1)
+
+    def _publish_preview(self, task: Task, event: ComfyUIEvent) -> None:
+        import base64
+
+        if event.type == "text":
+            self.hub.publish({"type": "text", "task_id": task.task_id, **event.data}, task.task_id)
+            return
+        if not event.image:
+            return
+        data_url = f"data:{event.image_type};base64,{base64.b64encode(event.image).decode()}"
+        self.hub.publish(
+            {"type": "preview", "task_id": task.task_id, "node": task.progress.get("node"), "image": data_url},
+            task.task_id,
+        )
+
+    def _publish(self, task: Task, **more: Any) -> None:
+        message = {"type": "task_update", **task.summary(), **more}
+        self.hub.publish(message, task.task_id)
+
+    # --- endings ---------------------------------------------------------------------------------
+    async def _complete(self, task: Task, backend: ComfyUIBackend, node_outputs: dict[str, Any] | None = None) -> None:
+        """Download every output file, then call the task completed (or failed if a file is missing)."""
+        if node_outputs is not None:
+            task.node_outputs = node_outputs
+        try:
+            task.outputs = await self._download_outputs(task, backend)
+        except ComfyGateError as exc:
+            self._finish(task, TaskStatus.FAILED, error={"type": "output_download_failed", "message": exc.message})
+            return
+        task.progress.update({"percent": 100.0, "nodes_done": task.progress.get("nodes_total", len(task.workflow))})
+        self._finish(task, TaskStatus.COMPLETED)
+
+    async def _download_outputs(self, task: Task, backend: ComfyUIBackend) -> list[dict[str, Any]]:
+        jobs = []
+        for node_id, output in task.node_outputs.items():
+            if not isinstance(output, dict):
+                continue
+            for items in output.values():
+                if not isinstance(items, list):
+                    continue
+                for item in items:
+                    if isinstance(item, dict) and isinstance(item.get("filename"), str):
+                        jobs.append(self._download_one(task, backend, node_id, item))
+        return list(await asyncio.gather(*jobs)) if jobs else []
+
+    async def _download_one(
+        self, task: Task, backend: ComfyUIBackend, node_id: str, item: dict[str, Any]
+    ) -> dict[str, Any]:
+        kind = item.get("type") or "output"
+        folder = self.settings.outputs_dir if kind == "output" else self.temp_dir
+        local = f"{task.task_id[:8]}_{sanitize_filename(item['filename'])}"
+        size = await backend.client.download(item["filename"], item.get("subfolder") or "", kind, folder / local)
+        query = "" if kind == "output" else "?type=temp"
+        return {
+            "filename": local,
+            "content_type": content_type(local),
+            "size": size,
+            "node_id": node_id,
+            "type": kind,
+            "url": f"/api/image/{local}{query}",
+            "comfyui": {"filename": item["filename"], "subfolder": item.get("subfolder", ""), "type": kind},
+        }
+
+    def _finish(self, task: Task, status: TaskStatus, error: dict[str, Any] | None = None) -> None:
+        if task.status.final:
+            return
+        task.status = status
+        task.finished_at = time.time()
+        if error is not None:
+            task.error = error
+        backend = self.backends.get(task.backend or "")
+        if backend is not None:
+            backend.inflight.discard(task.task_id)
+        handle = self._timers.pop(task.task_id, None)
+        if handle is not None:
+            handle.cancel()
+        self.store.finished(task)
+        self._publish(task, outputs=task.outputs, execution_time=task.execution_time)
+
+    def finish_interrupted(self, task: Task, reason: str) -> None:
+        self._finish(task, TaskStatus.INTERRUPTED, error={"type": "interrupted", "message": reason})
+
+    # --- timeouts and interrupts -----------------------------------------------------------------
+    def _arm_timeout(self, task: Task) -> None:
+        loop = asyncio.get_running_loop()
+        self._timers[task.task_id] = loop.call_later(task.timeout, self._on_timeout, task.task_id)
+
+    def _on_timeout(self, task_id: str) -> None:
+        self._timers.pop(task_id, None)
+        task = self.store.get(task_id)
+        if task is None or task.status.final:
+            return
+        task.extra["interrupt_reason"] = "timeout"
+        self.spawn(self._stop_on_backend(task), name=f"timeout {task_id}")
+        self._finish(
+            task,
+            TaskStatus.TIMEOUT,
+            error={"type": "timeout", "message": f"task exceeded its timeout of {task.timeout:g} s"},
+        )
+
+    async def interrupt(self, task: Task) -> Task:
+        """Stop a task whether it runs or waits; it ends ``interrupted`` once ComfyUI confirms."""
+        if task.status.final:
+            return task
+        if task.status == TaskStatus.PENDING:
+            self._finish(
+                task, TaskStatus.INTERRUPTED, error={"type": "interrupted", "message": "cancelled before dispatch"}
+            )
+            return task
+        task.extra["interrupt_requested"] = True
+        if await self._stop_on_backend(task) == "deleted":
+            self._finish(
+                task, TaskStatus.INTERRUPTED, error={"type": "interrupted", "message": "removed from the queue"}
+            )
+        return task
+
+    async def _stop_on_backend(self, task: Task) -> str:
+        backend = self.backends.get(task.backend or "")
+        if backend is None:
+            return "gone"
+        client = backend.client
+        try:
+            queue = await client.get_queue()
+            pending = {item[1] for item in queue.get("queue_pending", [])}
+            if task.prompt_id in pending:
+                await client.delete_from_queue([task.prompt_id])
+                queue = await client.get_queue()
+                if task.prompt_id not in {item[1] for item in queue.get("queue_running", [])}:
+                    return "deleted"
+            await client.interrupt(task.prompt_id)
+            return "interrupted"
+        except ComfyGateError as exc:
+            log.warning("could not stop task %s on %s: %s", task.task_id, backend.name, exc.message)
+            return "unreachable"
+
+    # --- backend up / down -----------------------------------------------------------------------
+    async def on_backend_state(self, backend: ComfyUIBackend, up: bool) -> None:
+        self.hub.publish({"type": "backend_update", **backend.describe()})
+        if up:
+            self.spawn(self.reconcile(backend), name=f"reconcile {backend.name}")
+        else:
+            self.spawn(self._fail_if_still_down(backend, backend.down_since), name=f"down {backend.name}")
+
+    async def _fail_if_still_down(self, backend: ComfyUIBackend, since: float | None) -> None:
+        await asyncio.sleep(self.settings.backend_down_grace)
+        if backend.healthy or backend.down_since != since:
+            return
+        for task_id in list(backend.inflight):
+            task = self.store.get(task_id)
+            if task is not None:
+                self._finish(
+                    task,
+                    TaskStatus.FAILED,
+                    error={
+                        "type": "backend_unreachable",
+                        "message": f"ComfyUI at {backend.url} has been unreachable for "
+                        f"{self.settings.backend_down_grace:g} s; the task's fate there is unknown",
+                    },
+                )
+
+    async def reconcile(self, backend: ComfyUIBackend) -> None:
+        """Bring every in-flight task of ``backend`` in line with what ComfyUI says now."""
+        if not backend.inflight:
+            return
+        try:
+            queue = await backend.client.get_queue()
+        except ComfyGateError as exc:
+            log.warning("reconcile of %s postponed: %s", backend.name, exc.message)
+            return
+        running = {item[1] for item in queue.get("queue_running", [])}
+        pending = {item[1] for item in queue.get("queue_pending", [])}
+        for task_id in list(backend.inflight):
+            task = self.store.get(task_id)
+            if task is None or task.status.final:
+                backend.inflight.discard(task_id)
+                continue
+            if task.prompt_id in running:
+                backend.running_prompt = task.prompt_id
+                if task.status != TaskStatus.RUNNING:
+                    task.status = TaskStatus.RUNNING
+                    task.started_at = task.started_at or time.time()
+                    self._publish(task)
+                continue
+            if task.prompt_id in pending:
+                continue
+            self.spawn(self._settle_from_history(task, backend), name=f"settle {task_id}")
+
+    async def _settle_from_history(self, task: Task, backend: ComfyUIBackend) -> None:
+        entry = None
+        for attempt in range(HISTORY_RETRIES):
+            try:
+                entry = (await backend.client.get_history(task.prompt_id)).get(task.prompt_id)
+            except ComfyGateError:
+                entry = None
+            if entry or task.status.final:
+                break
+            await asyncio.sleep(HISTORY_RETRY_DELAY * (attempt + 1))
+        if task.status.final:
+            return
+        if entry:
+            await self.apply_history(task, backend, entry)
+        elif task.started_at is None and task.status == TaskStatus.QUEUED:
+            log.info("task %s vanished from %s before it started; submitting it again", task.task_id, backend.name)
+            try:
+                await self._dispatch(task, backend)
+            except ComfyGateError as exc:
+                self._finish(task, TaskStatus.FAILED, error={"type": "resubmit_failed", "message": exc.message})
+        else:
+            self._finish(
+                task,
+                TaskStatus.FAILED,
+                error={
+                    "type": "backend_restarted",
+                    "message": f"ComfyUI at {backend.url} lost this task while it was running "
+                    "(it restarted or dropped its queue); submit it again",
+                },
+            )
+
+    async def apply_history(self, task: Task, backend: ComfyUIBackend, entry: dict[str, Any]) -> None:
+        status = entry.get("status") or {}
+        messages = status.get("messages") or []
+        events = {name: data for name, data in messages if isinstance(data, dict)}
+        if status.get("status_str") == "success" or status.get("completed"):
+            task.started_at = task.started_at or time.time()
+            await self._complete(task, backend, node_outputs=entry.get("outputs") or {})
+        elif "execution_interrupted" in events:
+            self._finish(task, TaskStatus.INTERRUPTED, error={"type": "interrupted", "message": "interrupted"})
+        else:
+            self._finish(task, TaskStatus.FAILED, error=execution_error(events.get("execution_error", {})))
+
+    # --- queries -----------------------------------------------------------------------------------
+    def get(self, task_id: str) -> Task:
+        task = self.store.get(task_id)
+        if task is None:
+            raise NotFound(f"no task with id {task_id!r}", task_id=task_id)
+        return task
+
+
+__all__ = ["TaskManager", "PromptRejected"]
