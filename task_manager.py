@@ -131,6 +131,16 @@ class TaskManager:
         task.attempts += 1
         backend.inflight.add(task.task_id)
         self.store.add(task) if new else self.store.reindex(task, task.prompt_id)
+        if backend.kind != "comfyui":
+            # Backends without a ComfyUI WebSocket (ViewComfy) drive their task themselves through
+            # mark_running / publish / finish / complete_files.
+            task.status = TaskStatus.QUEUED
+            task.queued_at = time.time()
+            if new:
+                self._arm_timeout(task)
+            self._publish(task)
+            self.spawn(backend.execute(task, self), name=f"{backend.kind} {task.task_id}")
+            return
         try:
             answer = await backend.client.post_prompt(
                 task.workflow, client_id=backend.ws.client_id, prompt_id=task.prompt_id
@@ -203,14 +213,14 @@ class TaskManager:
             return
         elif kind == "execution_error":
             backend.running_prompt = None
-            self._finish(task, TaskStatus.FAILED, error=execution_error(event.data))
+            self.finish(task, TaskStatus.FAILED, error=execution_error(event.data))
             return
         elif kind == "execution_interrupted":
             backend.running_prompt = None
             reason = task.extra.pop("interrupt_reason", None)
             if reason == "timeout":
                 return  # already final as timeout
-            self._finish(
+            self.finish(
                 task, TaskStatus.INTERRUPTED, error={"type": "interrupted", "message": "interrupted on request"}
             )
             return
@@ -253,6 +263,19 @@ class TaskManager:
             task.task_id,
         )
 
+    def mark_running(self, task: Task) -> None:
+        if task.status.final:
+            return
+        task.status = TaskStatus.RUNNING
+        task.started_at = task.started_at or time.time()
+        task.progress.setdefault("percent", 0.0)
+        self._publish(task)
+
+    def publish(self, task: Task) -> None:
+        """Tell listeners about a change a backend made to ``task.progress``."""
+        if not task.status.final:
+            self._publish(task)
+
     def _publish(self, task: Task, **more: Any) -> None:
         message = {"type": "task_update", **task.summary(), **more}
         self.hub.publish(message, task.task_id)
@@ -265,10 +288,10 @@ class TaskManager:
         try:
             task.outputs = await self._download_outputs(task, backend)
         except ComfyGateError as exc:
-            self._finish(task, TaskStatus.FAILED, error={"type": "output_download_failed", "message": exc.message})
+            self.finish(task, TaskStatus.FAILED, error={"type": "output_download_failed", "message": exc.message})
             return
         task.progress.update({"percent": 100.0, "nodes_done": task.progress.get("nodes_total", len(task.workflow))})
-        self._finish(task, TaskStatus.COMPLETED)
+        self.finish(task, TaskStatus.COMPLETED)
 
     async def _download_outputs(self, task: Task, backend: ComfyUIBackend) -> list[dict[str, Any]]:
         jobs = []
@@ -301,7 +324,7 @@ class TaskManager:
             "comfyui": {"filename": item["filename"], "subfolder": item.get("subfolder", ""), "type": kind},
         }
 
-    def _finish(self, task: Task, status: TaskStatus, error: dict[str, Any] | None = None) -> None:
+    def finish(self, task: Task, status: TaskStatus, error: dict[str, Any] | None = None) -> None:
         if task.status.final:
             return
         task.status = status
@@ -317,8 +340,14 @@ class TaskManager:
         self.store.finished(task)
         self._publish(task, outputs=task.outputs, execution_time=task.execution_time)
 
+    def complete(self, task: Task, outputs: list[dict[str, Any]]) -> None:
+        """For backends that fetch their own outputs (ViewComfy): files are already in outputs/."""
+        task.outputs = outputs
+        task.progress.update({"percent": 100.0})
+        self.finish(task, TaskStatus.COMPLETED)
+
     def finish_interrupted(self, task: Task, reason: str) -> None:
-        self._finish(task, TaskStatus.INTERRUPTED, error={"type": "interrupted", "message": reason})
+        self.finish(task, TaskStatus.INTERRUPTED, error={"type": "interrupted", "message": reason})
 
     # --- timeouts and interrupts -----------------------------------------------------------------
     def _arm_timeout(self, task: Task) -> None:
@@ -332,7 +361,7 @@ class TaskManager:
             return
         task.extra["interrupt_reason"] = "timeout"
         self.spawn(self._stop_on_backend(task), name=f"timeout {task_id}")
-        self._finish(
+        self.finish(
             task,
             TaskStatus.TIMEOUT,
             error={"type": "timeout", "message": f"task exceeded its timeout of {task.timeout:g} s"},
@@ -343,13 +372,13 @@ class TaskManager:
         if task.status.final:
             return task
         if task.status == TaskStatus.PENDING:
-            self._finish(
+            self.finish(
                 task, TaskStatus.INTERRUPTED, error={"type": "interrupted", "message": "cancelled before dispatch"}
             )
             return task
         task.extra["interrupt_requested"] = True
         if await self._stop_on_backend(task) == "deleted":
-            self._finish(
+            self.finish(
                 task, TaskStatus.INTERRUPTED, error={"type": "interrupted", "message": "removed from the queue"}
             )
         return task
@@ -388,7 +417,7 @@ class TaskManager:
         for task_id in list(backend.inflight):
             task = self.store.get(task_id)
             if task is not None:
-                self._finish(
+                self.finish(
                     task,
                     TaskStatus.FAILED,
                     error={
@@ -444,9 +473,9 @@ class TaskManager:
             try:
                 await self._dispatch(task, backend)
             except ComfyGateError as exc:
-                self._finish(task, TaskStatus.FAILED, error={"type": "resubmit_failed", "message": exc.message})
+                self.finish(task, TaskStatus.FAILED, error={"type": "resubmit_failed", "message": exc.message})
         else:
-            self._finish(
+            self.finish(
                 task,
                 TaskStatus.FAILED,
                 error={
@@ -464,9 +493,9 @@ class TaskManager:
             task.started_at = task.started_at or time.time()
             await self._complete(task, backend, node_outputs=entry.get("outputs") or {})
         elif "execution_interrupted" in events:
-            self._finish(task, TaskStatus.INTERRUPTED, error={"type": "interrupted", "message": "interrupted"})
+            self.finish(task, TaskStatus.INTERRUPTED, error={"type": "interrupted", "message": "interrupted"})
         else:
-            self._finish(task, TaskStatus.FAILED, error=execution_error(events.get("execution_error", {})))
+            self.finish(task, TaskStatus.FAILED, error=execution_error(events.get("execution_error", {})))
 
     # --- queries -----------------------------------------------------------------------------------
     def get(self, task_id: str) -> Task:

@@ -1,0 +1,20 @@
+"""Where the recorded ComfyUI protocol lives, and workflows to test with."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+PROJECT = Path(__file__).resolve().parent.parent
+PROTOCOL_DIR = Path(os.environ.get("COMFYGATE_PROTOCOL_DIR", PROJECT.parent / "shared" / "comfyui-protocol"))
+
+
+def load_workflow(name: str) -> dict[str, Any]:
+    """A workflow recorded against real ComfyUI (shared/), else one in tests/data or the library."""
+    for folder in (PROTOCOL_DIR / "workflows", PROJECT / "tests" / "data", PROJECT / "workflows"):
+        path = folder / name
+        if path.is_file():
+            return json.loads(path.read_text())
+    raise FileNotFoundError(name)
