@@ -201,8 +201,8 @@ class ViewComfyClient:
                     continue
                 except httpx.HTTPError as exc:
                     raise _transport_error(exc, sent=True) from None
-                except httpx.InvalidURL as exc:
-                    raise ViewComfyError(f"invalid ViewComfy URL: {exc}") from None
+                except (httpx.InvalidURL, httpx.StreamError) as exc:  # not HTTPError subclasses
+                    raise ViewComfyError(f"could not send the request to ViewComfy: {exc}") from None
                 break
             try:
                 yield response

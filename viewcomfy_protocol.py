@@ -33,6 +33,7 @@ from errors import InvalidRequest, PayloadTooLarge
 __all__ = [
     "FORM_FIELDS",
     "PARAM_KEY_SEPARATOR",
+    "RESULT_KEYS",
     "SSE_KEEPALIVE",
     "FileOutput",
     "InferFile",

@@ -7,10 +7,11 @@ recorded (``fake.requests``) so tests can count them and inspect the encoding.
 
 Endpoints (all ``POST``; ``fake.url(path)`` builds the URL):
 
-``/infer``      the real thing: 201 JSON result, or SSE (log_message, error, keepalives, prompt_result)
+``/infer``      the real thing: 201 JSON result, or SSE (log_message, error, keepalives, prompt_result);
+                ``?mode=json`` / ``?mode=sse`` forces one regardless of ``logs``
 ``/slow``       cold start: waits ``?delay=`` seconds (default 0.3), then like ``/infer``
 ``/hang``       never answers; returns once the client has gone away (for read-timeout tests)
-``/boom``       500 with a non-JSON body
+``/boom``       500 (or ``?status=``) with a non-JSON body
 ``/ok200``      a valid result but with status 200 (the published client treats it as an error)
 ``/truncated``  SSE that closes without a ``prompt_result``
 ``/extra-key``  201 whose result has an extra key
@@ -171,9 +172,10 @@ class FakeViewComfy:
             return JSONResponse({"error": "Unprocessable", "message": f"missing fields {missing}"}, 422)
         return None
 
-    async def _answer(self, rec: RecordedRequest) -> Response:
+    async def _answer(self, rec: RecordedRequest, mode: str | None = None) -> Response:
+        """SSE when ``logs=true`` (or ``?mode=sse``), else JSON (or ``?mode=json`` to force it)."""
         result = make_result({"fields": rec.fields, "files": sorted(rec.files)})
-        if rec.fields.get("logs") == "true":
+        if mode == "sse" or (mode != "json" and rec.fields.get("logs") == "true"):
             return StreamingResponse(self._events(result), status_code=201, media_type="text/event-stream")
         return JSONResponse(result, status_code=201)
 
@@ -195,7 +197,8 @@ class FakeViewComfy:
 
     async def _infer(self, request: Request) -> Response:
         rec = await self._record(request)
-        return self._auth_error(request) or self._form_error(rec) or await self._answer(rec)
+        mode = request.query_params.get("mode")
+        return self._auth_error(request) or self._form_error(rec) or await self._answer(rec, mode)
 
     async def _slow(self, request: Request) -> Response:
         rec = await self._record(request)
@@ -212,7 +215,8 @@ class FakeViewComfy:
 
     async def _boom(self, request: Request) -> Response:
         await self._record(request)
-        return PlainTextResponse("Internal Server Error: worker crashed", status_code=500)
+        status = int(request.query_params.get("status", "500"))
+        return PlainTextResponse("Internal Server Error: worker crashed", status_code=status)
 
     async def _ok200(self, request: Request) -> Response:
         rec = await self._record(request)

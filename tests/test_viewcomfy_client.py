@@ -174,6 +174,22 @@ async def test_500_keeps_status_and_text_body(fake: FakeViewComfy) -> None:
     assert info.value.status == 500 and info.value.body == "Internal Server Error: worker crashed"
 
 
+async def test_gateway_statuses_are_unavailable(fake: FakeViewComfy) -> None:
+    async with client_for(fake, "/boom?status=503") as client:
+        with pytest.raises(ViewComfyUnavailable) as info:
+            await client.infer({"a": 1})
+    assert info.value.status == 503 and info.value.status_code == 503
+
+
+async def test_server_may_ignore_the_logs_flag(fake: FakeViewComfy) -> None:
+    logs: list[str] = []
+    async with client_for(fake, "/infer?mode=json") as client:
+        assert (await client.infer_with_logs({"a": 1}, on_log=logs.append)).completed
+    assert logs == []
+    async with client_for(fake, "/infer?mode=sse") as client:
+        assert (await client.infer({"a": 1})).completed
+
+
 async def test_200_is_not_success(fake: FakeViewComfy) -> None:
     async with client_for(fake, "/ok200") as client:
         with pytest.raises(ViewComfyError) as info:

@@ -242,6 +242,15 @@ async def test_parse_urlencoded(asgi: httpx.AsyncClient) -> None:
     }
 
 
+async def test_parse_what_the_published_client_sends(asgi: httpx.AsyncClient) -> None:
+    """The published client passes Python values to httpx: logs=True/False and workflow_api=None."""
+    resp = await asgi.post(
+        "/", data={"logs": True, "params": json.dumps({"3-inputs-seed": 1}), "workflow_api": None}
+    )
+    assert resp.json()["logs"] is True and resp.json()["workflow_api"] is None
+    assert resp.json()["params"] == {"3-inputs-seed": 1}
+
+
 async def test_parse_multipart_with_files(asgi: httpx.AsyncClient) -> None:
     resp = await asgi.post(
         "/",
