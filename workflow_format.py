@@ -123,7 +123,7 @@ def workflow_node_classes(api: dict[str, Any]) -> set[str]:
 # object_info helpers
 
 
-def _opts(spec: Any) -> dict[str, Any]:
+def spec_opts(spec: Any) -> dict[str, Any]:
     if isinstance(spec, list | tuple) and len(spec) > 1 and isinstance(spec[1], dict):
         return spec[1]
     return {}
@@ -133,7 +133,7 @@ def is_widget_spec(spec: Any) -> bool:
     """True when the frontend draws a widget for this input spec (so it holds a widgets_values slot)."""
     if not isinstance(spec, list | tuple) or not spec:
         return False
-    if _opts(spec).get("forceInput"):
+    if spec_opts(spec).get("forceInput"):
         return False
     kind = spec[0]
     return isinstance(kind, list) or kind in WIDGET_TYPES
@@ -158,7 +158,7 @@ def has_control_after_generate(name: str, spec: Any) -> bool:
     Seeds get one even when their spec says `control_after_generate: False` (real templates store a
     control value there, e.g. MoonvalleyVideo2VideoNode).
     """
-    return name in SEED_INPUTS or bool(_opts(spec).get("control_after_generate"))
+    return name in SEED_INPUTS or bool(spec_opts(spec).get("control_after_generate"))
 
 
 def widget_slots(class_def: dict[str, Any]) -> list[str | None]:
@@ -166,7 +166,7 @@ def widget_slots(class_def: dict[str, Any]) -> list[str | None]:
     slots: list[str | None] = []
     upload = False
     for section, name, spec in ordered_inputs(class_def):
-        if section == "required" and any(_opts(spec).get(f) for f in UPLOAD_FLAGS):
+        if section == "required" and any(spec_opts(spec).get(f) for f in UPLOAD_FLAGS):
             upload = True
         if section == "optional" and upload:
             slots.append(None)  # the upload button is appended to the required inputs
@@ -183,7 +183,7 @@ def widget_slots(class_def: dict[str, Any]) -> list[str | None]:
 
 def input_default(spec: Any) -> Any:
     """Value the frontend gives a widget that has no stored value (_MISSING when it has none)."""
-    opts = _opts(spec)
+    opts = spec_opts(spec)
     if "default" in opts:
         return opts["default"]
     kind = spec[0]
@@ -534,8 +534,14 @@ class _Converter:
             origin, origin_slot, target, target_slot = raw[0], raw[1], raw[2], raw[3]
             link_id = f"internal{number}"
             links.append(
-                {"id": link_id, "origin_id": origin, "origin_slot": origin_slot, "target_id": target,
-                 "target_slot": target_slot, "type": raw[5] if len(raw) > 5 else None}
+                {
+                    "id": link_id,
+                    "origin_id": origin,
+                    "origin_slot": origin_slot,
+                    "target_id": target,
+                    "target_slot": target_slot,
+                    "type": raw[5] if len(raw) > 5 else None,
+                }
             )
             internal[(target, target_slot)] = link_id
             linked_from.add((origin, origin_slot))
@@ -599,8 +605,14 @@ class _Converter:
                 if key in linked_from and key not in external:
                     continue
                 links.append(
-                    {"id": f"out{output_index}", "origin_id": inner["id"], "origin_slot": slot,
-                     "target_id": SUBGRAPH_OUTPUT_NODE, "target_slot": output_index, "type": None}
+                    {
+                        "id": f"out{output_index}",
+                        "origin_id": inner["id"],
+                        "origin_slot": slot,
+                        "target_id": SUBGRAPH_OUTPUT_NODE,
+                        "target_slot": output_index,
+                        "type": None,
+                    }
                 )
                 output_index += 1
         return inner_nodes, links, sg_inputs
@@ -609,8 +621,14 @@ class _Converter:
     def group_input_link(links: list[dict[str, Any]], index: int, target: Any, slot: int) -> str:
         link_id = f"in{index}"
         links.append(
-            {"id": link_id, "origin_id": SUBGRAPH_INPUT_NODE, "origin_slot": index, "target_id": target,
-             "target_slot": slot, "type": None}
+            {
+                "id": link_id,
+                "origin_id": SUBGRAPH_INPUT_NODE,
+                "origin_slot": index,
+                "target_id": target,
+                "target_slot": slot,
+                "type": None,
+            }
         )
         return link_id
 
