@@ -68,6 +68,7 @@ def base_object_info() -> dict[str, Any]:
     """The recorded object_info with fake model names filled in, so SD workflows validate."""
     info = json.loads(OBJECT_INFO_PATH.read_text(encoding="utf-8"))
     for cls in info.values():
+        cls.setdefault("description", "")  # stripped from the recording; ComfyUI always sends the key
         for category in ("required", "optional"):
             for name, spec in cls.get("input", {}).get(category, {}).items():
                 fakes = en.FAKE_MODELS.get(name)

@@ -562,7 +562,6 @@ def _placeholder(kind: str, inputs: dict[str, Any]) -> Any:
 
 async def run_node(class_type: str, inputs: dict[str, Any], ctx: NodeContext) -> NodeOutput:
     """Execute one node; unknown-but-declared classes produce placeholders instead of failing."""
-    ctx.check_interrupt()
     fn = NODES.get(class_type)
     if fn is not None:
         return await fn(ctx, **inputs)
