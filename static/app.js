@@ -513,6 +513,9 @@ function wire() {
     if (e.key === 'Enter' && (e.ctrlKey || e.metaKey) && !$('#run').disabled) { e.preventDefault(); run(); }
   });
 
+  // A new API key: the WebSocket reconnects with it (?token=…).
+  window.addEventListener('comfygate:apikey', () => socket.reconnect());
+
   // Drag and drop, anywhere on the page.
   const overlay = $('#drop-overlay');
   let depth = 0;

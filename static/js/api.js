@@ -84,6 +84,7 @@ export function askKey(message) {
       if (ok) auth.key = input.value.trim();
       input.value = '';
       asking = null;
+      if (ok) window.dispatchEvent(new CustomEvent('comfygate:apikey'));
       resolve(Boolean(ok));
     };
     dialog.addEventListener('close', done);

@@ -1,0 +1,391 @@
+"""The web debugger (static/) in a real headless Chromium, against a real ComfyGate and the ComfyUI emulator.
+
+One browser for the module; each test gets a fresh page at 1366x768 and fails on any uncaught page error.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import re
+import shutil
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from config import PROJECT_DIR
+from tests.conftest import Gate
+from tests.servers import free_port
+
+CHROMIUM = Path("/usr/bin/chromium")
+if not CHROMIUM.exists():
+    pytest.skip("Debian's chromium is not installed at /usr/bin/chromium", allow_module_level=True)
+sync_api = pytest.importorskip("playwright.sync_api")
+
+CHROMIUM_ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
+WORKFLOWS = PROJECT_DIR / "workflows"
+TIMEOUT_MS = 10_000
+PAYLOAD = "<img src=x onerror=window.__pwned=1>"
+
+
+@pytest.fixture(scope="module")
+def browser_context() -> Iterator[Any]:
+    """One browser and one context for the module; each test opens its own page (own sessionStorage)."""
+    with sync_api.sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
+        context = browser.new_context(viewport={"width": 1366, "height": 768})
+        context.set_default_timeout(TIMEOUT_MS)
+        try:
+            yield context
+        finally:
+            context.close()
+            browser.close()
+
+
+@pytest.fixture
+def page(browser_context: Any) -> Iterator[Any]:
+    page = browser_context.new_page()
+    errors: list[str] = []
+    page.on("pageerror", lambda exc: errors.append(str(exc)))
+    try:
+        yield page
+    finally:
+        page.close()
+    assert not errors, f"uncaught errors in the page: {errors}"
+
+
+@pytest.fixture
+def lib_gate(gate: Gate, emulator: Any) -> Gate:
+    """A gate whose library holds the bundled example workflows; sampler steps take 50 ms."""
+    emulator.set_delays(step_delay=0.05)
+    for path in WORKFLOWS.glob("*.json"):
+        shutil.copy(path, gate.settings.workflows_dir / path.name)
+    return gate
+
+
+def example(name: str) -> dict[str, Any]:
+    return json.loads((WORKFLOWS / name).read_text(encoding="utf-8"))
+
+
+def open_page(page: Any, gate: Gate) -> None:
+    page.goto(gate.url + "/")
+    page.wait_for_selector("#live.live-open")
+
+
+def load_from_library(page: Any, name: str) -> None:
+    page.wait_for_selector(f'#library-select option[value="{name}"]', state="attached")
+    page.select_option("#library-select", name)
+    page.wait_for_selector("fieldset.node")
+    page.wait_for_function("n => document.querySelector('#wf-info').textContent.includes(n)", arg=name)
+
+
+def field(key: str) -> str:
+    return f'.field[data-key="{key}"]'
+
+
+def newest_card(page: Any) -> Any:
+    return page.locator(".run").first
+
+
+def wait_card(page: Any, status: str, task_id: str | None = None) -> str:
+    selector = f'.run[data-task-id="{task_id}"]' if task_id else ".run"
+    page.wait_for_selector(f'{selector}[data-status="{status}"]')
+    return task_id or page.locator(f'{selector}[data-status="{status}"]').first.get_attribute("data-task-id")
+
+
+def wait_output_image(page: Any, task_id: str) -> None:
+    page.wait_for_function(
+        """id => {
+            const img = document.querySelector(`.run[data-task-id="${id}"] img.output`);
+            return img && img.complete && img.naturalWidth > 0;
+        }""",
+        arg=task_id,
+    )
+
+
+# --------------------------------------------------------------------------------------------------
+
+
+def test_file_picker_edit_run_progress_and_gallery(page: Any, lib_gate: Gate, tmp_path: Path) -> None:
+    open_page(page, lib_gate)
+    page.set_input_files("#file-input", str(WORKFLOWS / "sd_txt2img_api.json"))
+    page.wait_for_selector(field("6.text") + " textarea")
+    # the right widgets, and where each field comes from
+    assert page.locator('fieldset.node[data-node-id="3"] legend').inner_text().startswith("#3")
+    assert page.locator(field("3.sampler_name") + " select").count() == 1
+    assert page.locator(field("3.denoise") + ' input[type="range"]').count() == 1
+    assert page.locator(field("3.steps") + ' input[type="number"]').get_attribute("min") == "1"
+
+    page.fill(field("6.text") + " textarea", "a red bicycle against a blue wall")
+    page.fill(field("3.seed") + " input.seed-value", "12345")
+    assert page.locator(field("3.seed") + " select.seed-mode").input_value() == "fixed"
+    page.click("#run")
+
+    card = newest_card(page)
+    card.wait_for()
+    task_id = card.get_attribute("data-task-id")
+    seen: list[float] = []
+    texts: set[str] = set()
+    elapsed: list[str] = []
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        state = card.evaluate(
+            """c => [c.dataset.status, c.querySelector('progress').value,
+                     c.querySelector('.progress-text').textContent, c.querySelector('.elapsed').textContent]"""
+        )
+        if state[0] == "completed":
+            break
+        if not seen or state[1] != seen[-1]:
+            seen.append(state[1])
+        texts.add(state[2])
+        if state[0] == "running":
+            elapsed.append(state[3])
+        time.sleep(0.03)
+    assert seen == sorted(seen), f"the progress bar went backwards: {seen}"
+    assert len([v for v in seen if 0 < v < 100]) >= 3, f"no visible progress between 0 and 100: {seen}"
+    steps = [t for t in texts if re.search(r"#3 KSampler · step \d+/20", t)]
+    assert len(steps) >= 2, f"the current node and step are not shown: {texts}"
+    assert len(set(elapsed)) >= 3, f"the elapsed time does not tick: {elapsed}"
+    wait_card(page, "completed", task_id)
+    wait_output_image(page, task_id)
+    assert "seed 12345" in card.locator(".params-used summary").inner_text()
+
+    task = lib_gate.task(task_id)
+    assert task["params"] == {"6.text": "a red bicycle against a blue wall", "3.seed": 12345}
+
+
+def test_library_ui_format_json_tab_and_save(page: Any, lib_gate: Gate) -> None:
+    open_page(page, lib_gate)
+    load_from_library(page, "sd_txt2img_ui.json")
+    assert "UI format" in page.inner_text("#wf-info")
+    assert page.locator(field("6.text") + " textarea").count() == 1
+
+    # raw JSON editing of the API workflow
+    page.click('.tab[data-tab="json"]')
+    text = page.input_value("#json-editor")
+    api = json.loads(text)
+    assert api["3"]["class_type"] == "KSampler"
+    api["3"]["inputs"]["steps"] = 7
+    page.fill("#json-editor", json.dumps(api))
+    page.click("#json-apply")
+    page.click('.tab[data-tab="form"]')
+    page.wait_for_function("() => document.querySelector('[data-key=\"3.steps\"] input').value === '7'")
+
+    # save it back under a new name: it joins the library
+    page.fill("#wf-name", "my_txt2img")
+    page.click("#save")
+    page.wait_for_selector('#library-select option[value="my_txt2img.json"]', state="attached")
+    saved = lib_gate.client.get("/api/workflow/my_txt2img.json").json()
+    assert saved["workflow"]["3"]["inputs"]["steps"] == 7
+
+
+def test_several_runs_at_once_each_with_its_card(page: Any, lib_gate: Gate) -> None:
+    open_page(page, lib_gate)
+    load_from_library(page, "image_invert_blur_api.json")
+    for _ in range(3):
+        page.click("#run")
+        page.wait_for_function("n => document.querySelectorAll('.run').length >= n", arg=_ + 1)
+    ids = [el.get_attribute("data-task-id") for el in page.locator(".run").all()]
+    assert len(set(ids)) == 3
+    for task_id in ids:
+        wait_card(page, "completed", task_id)
+        wait_output_image(page, task_id)
+
+
+def test_interrupt_a_long_run(page: Any, lib_gate: Gate, emulator: Any) -> None:
+    emulator.set_delays(step_delay=0.3)  # 20 steps: 6 s
+    open_page(page, lib_gate)
+    load_from_library(page, "sd_txt2img_api.json")
+    page.click("#run")
+    card = newest_card(page)
+    task_id = wait_card(page, "running")
+    page.wait_for_function("() => document.querySelector('.run .progress-text')?.textContent.includes('step')")
+    card.get_by_role("button", name="Interrupt").click()
+    wait_card(page, "interrupted", task_id)
+    assert card.get_by_role("button", name="Interrupt").is_hidden()
+    assert lib_gate.task(task_id)["status"] == "interrupted"
+
+
+def test_parameter_out_of_range_lands_on_its_field(page: Any, lib_gate: Gate) -> None:
+    open_page(page, lib_gate)
+    load_from_library(page, "sd_txt2img_api.json")
+    page.fill(field("3.steps") + " input", "0")
+    page.click("#run")
+    page.wait_for_selector(field("3.steps") + ".invalid")
+    message = page.inner_text(field("3.steps") + " .field-error")
+    assert "steps" in message and "1" in message, message
+    assert "parameters" in page.inner_text("#form-errors")
+    assert page.locator(".run").count() == 0
+    # fixing the value clears the mark, and the run goes through
+    page.fill(field("3.steps") + " input", "4")
+    assert page.locator(field("3.steps") + ".invalid").count() == 0
+    page.click("#run")
+    wait_card(page, "completed")
+
+
+def test_comfyui_node_error_lands_on_its_node(page: Any, lib_gate: Gate, tmp_path: Path) -> None:
+    workflow = example("sd_txt2img_api.json")
+    workflow["4"]["inputs"]["ckpt_name"] = "no_such_model.safetensors"
+    path = tmp_path / "missing_model.json"
+    path.write_text(json.dumps(workflow))
+    open_page(page, lib_gate)
+    page.set_input_files("#file-input", str(path))
+    page.wait_for_selector(field("4.ckpt_name"))
+    assert "not on the backend" in page.inner_text(field("4.ckpt_name") + " select")
+    page.click("#run")
+    page.wait_for_selector(field("4.ckpt_name") + ".invalid")
+    assert "ComfyUI refused" in page.inner_text("#form-errors")
+    assert "no_such_model" in page.inner_text(field("4.ckpt_name") + " .field-error")
+
+
+def test_titles_and_prompts_are_text_not_html(page: Any, lib_gate: Gate) -> None:
+    workflow = example("sd_txt2img_api.json")
+    workflow["3"]["_meta"]["title"] = PAYLOAD
+    workflow["6"]["_meta"]["title"] = PAYLOAD
+    workflow["6"]["inputs"]["text"] = "<script>window.__pwned=2</script>" + PAYLOAD
+    open_page(page, lib_gate)
+    # loaded by drag and drop
+    page.evaluate(
+        """text => {
+            const dt = new DataTransfer();
+            dt.items.add(new File([text], '<b>evil</b>.json', {type: 'application/json'}));
+            document.dispatchEvent(new DragEvent('drop', {dataTransfer: dt, bubbles: true, cancelable: true}));
+        }""",
+        json.dumps(workflow),
+    )
+    page.wait_for_selector('fieldset.node[data-node-id="6"]')
+    assert PAYLOAD in page.inner_text('fieldset.node[data-node-id="6"] legend')
+    assert page.input_value(field("6.text") + " textarea").startswith("<script>")
+    assert "<b>evil</b>.json" in page.inner_text("#wf-info")
+    page.click("#run")
+    page.wait_for_function("p => document.querySelector('.run .progress-text')?.textContent.includes(p)", arg=PAYLOAD)
+    wait_card(page, "completed")
+    assert page.evaluate("() => window.__pwned") is None
+    assert page.locator('img[src="x"], script:not([src]), b').count() == 0
+
+
+def test_image_picker_uploads_and_previews(page: Any, lib_gate: Gate, tmp_path: Path) -> None:
+    from PIL import Image
+
+    picture = tmp_path / "red square.png"
+    buffer = io.BytesIO()
+    Image.new("RGB", (64, 48), (220, 30, 30)).save(buffer, "PNG")
+    picture.write_bytes(buffer.getvalue())
+    workflow = {
+        "1": {"class_type": "LoadImage", "inputs": {"image": "example.png"}, "_meta": {"title": "Input"}},
+        "2": {"class_type": "ImageInvert", "inputs": {"image": ["1", 0]}},
+        "3": {"class_type": "SaveImage", "inputs": {"images": ["2", 0], "filename_prefix": "picked"}},
+    }
+    path = tmp_path / "load_image.json"
+    path.write_text(json.dumps(workflow))
+    open_page(page, lib_gate)
+    page.set_input_files("#file-input", str(path))
+    page.wait_for_selector(field("1.image") + " .image-picker")
+    page.set_input_files(field("1.image") + " input.image-file", str(picture))
+    page.wait_for_function(
+        "k => { const i = document.querySelector(`[data-key='${k}'] img.preview`); return i && !i.hidden"
+        " && i.complete && i.naturalWidth === 64; }",
+        arg="1.image",
+    )
+    chosen = page.input_value(field("1.image") + " select")
+    assert chosen.endswith(".png") and "red" in chosen
+    page.click("#run")
+    task_id = wait_card(page, "completed")
+    wait_output_image(page, task_id)
+    assert lib_gate.task(task_id)["params"]["1.image"] == chosen
+
+
+def test_history_rerun_and_open_outputs(page: Any, lib_gate: Gate) -> None:
+    answer = lib_gate.submit(workflow_name="sd_txt2img_api.json", params={"6.text": "from history", "3.seed": -1})
+    assert answer.status_code == 200, answer.text
+    first = lib_gate.wait(answer.json()["task_id"])
+    assert first["status"] == "completed"
+    seed = first["params"]["3.seed"]
+
+    open_page(page, lib_gate)
+    page.click('.tab[data-side="history"]')
+    item = page.locator(f'.history-item[data-task-id="{first["task_id"]}"]')
+    item.wait_for()
+    assert item.locator(".status").text_content() == "completed"
+    item.get_by_role("button", name="Open").click()
+    wait_output_image(page, first["task_id"])
+
+    item.get_by_role("button", name="Re-run").click()
+    page.wait_for_function("() => document.querySelectorAll('.run').length === 2")
+    new_id = newest_card(page).get_attribute("data-task-id")
+    assert new_id != first["task_id"]
+    wait_card(page, "completed", new_id)
+    again = lib_gate.task(new_id)
+    assert again["params"] == {"6.text": "from history", "3.seed": seed}  # 64-bit seed kept exact
+    assert again["workflow_name"] == "sd_txt2img_api.json"
+
+
+def test_queue_panel_lists_and_interrupts(page: Any, lib_gate: Gate, emulator: Any) -> None:
+    emulator.set_delays(step_delay=0.3)
+    running = lib_gate.submit(workflow_name="sd_txt2img_api.json").json()["task_id"]
+    waiting = lib_gate.submit(workflow_name="sd_txt2img_api.json").json()["task_id"]
+    open_page(page, lib_gate)
+    page.wait_for_selector(".queue-item")
+    assert "1 running · 1 pending" in page.inner_text("#queue-panel")
+    page.get_by_role("button", name="Clear all").click()
+    assert lib_gate.wait(waiting)["status"] == "interrupted"
+    assert lib_gate.wait(running)["status"] == "interrupted"
+    page.wait_for_function("() => document.querySelector('#queue-panel').textContent.includes('0 running · 0 pending')")
+
+
+def test_unreachable_backend_shows_a_banner(page: Any, gate_factory: Any) -> None:
+    gate = gate_factory([f"127.0.0.1:{free_port()}"], wait_up=False)
+    open_page(page, gate)
+    page.wait_for_selector("#banner:not([hidden])")
+    assert "No ComfyUI backend is reachable" in page.inner_text("#banner")
+    assert "down" in page.inner_text("#backend-pills")
+
+
+def test_api_key_dialog_once_then_bearer_and_token(page: Any, lib_gate: Gate) -> None:
+    """ComfyGate's keys are simulated by refusing every /api call without the right Bearer token."""
+    refused: list[str] = []
+
+    def guard(route: Any) -> None:
+        if route.request.headers.get("authorization") == "Bearer sekrit":
+            route.continue_()
+        else:
+            refused.append(route.request.url)
+            route.fulfill(status=401, content_type="application/json", body='{"error":"unauthorized","message":"key"}')
+
+    page.route("**/api/**", guard)
+    page.goto(lib_gate.url + "/")
+    page.wait_for_selector("#key-dialog[open]")
+    page.wait_for_timeout(300)  # every first request has been refused by now: still one dialog
+    assert len(refused) >= 3
+    page.fill("#key-input", "sekrit")
+    page.get_by_role("button", name="Use key").click()
+    page.wait_for_selector("#key-dialog:not([open])", state="attached")
+    page.wait_for_selector('#library-select option[value="sd_txt2img_api.json"]', state="attached")
+    assert page.evaluate("() => sessionStorage.getItem('comfygate.apiKey')") == "sekrit"
+    page.wait_for_function("() => window.comfygate.socket.ws?.url.includes('token=sekrit')")
+    page.wait_for_selector("#live.live-open")
+
+
+def test_big_seeds_survive_the_round_trip(page: Any, lib_gate: Gate) -> None:
+    open_page(page, lib_gate)
+    big = 18446744073709551610
+    text = json.dumps({"a": big, "b": [1.5, -12, "x 12345678901234567890"], "c": 9007199254740993})
+    back = page.evaluate(
+        """async text => {
+            const m = await import('/static/js/api.js');
+            return m.stringifyJSON(m.parseJSON(text));
+        }""",
+        text,
+    )
+    assert json.loads(back) == json.loads(text)
