@@ -12,8 +12,10 @@ const state = {
   label: null, // what run cards call it
   format: null,
   workflow: null, // API format
+  pristine: false, // the workflow is the library's file as saved: runs name it (workflow_name)
   runs: new Map(), // task_id → RunCard
   early: new Map(), // task_id → messages that arrived before the submit answer
+  jsonText: '', // what the JSON tab showed, to tell whether it was edited
   gateDown: false,
   submitBusy: null,
 };
@@ -74,8 +76,9 @@ function showFormErrors(title, problems, unplaced) {
 }
 
 // --- loading and saving workflows -----------------------------------------------------------------
-function loadDescribed(described, { name = null, label = null } = {}) {
+function loadDescribed(described, { name = null, label = null, pristine = false } = {}) {
   state.workflow = described.workflow;
+  state.pristine = Boolean(name && pristine);
   state.format = described.format;
   state.name = name;
   state.label = label || name || 'workflow';
@@ -151,7 +154,7 @@ async function loadLibrary(name) {
   if (!name) return;
   try {
     const described = await api(`/api/workflow/${encodeURIComponent(name)}`);
-    loadDescribed(described, { name: described.name || name });
+    loadDescribed(described, { name: described.name || name, pristine: true });
     toast(`loaded ${name}`);
   } catch (err) {
     reportLoadError(err, name);
@@ -182,6 +185,9 @@ async function saveWorkflow() {
     const savedName = (saved && saved.name) || name;
     state.name = savedName;
     state.label = savedName;
+    // the saved file holds the form's values; params are still relative to the loaded base, which
+    // gives the same prompt, but the simplest truthful thing is to reload what was saved
+    await loadLibrary(savedName);
     await refreshLibrary();
     $('#library-select').value = savedName;
     toast(`saved as ${savedName}`);
@@ -206,7 +212,8 @@ async function deleteWorkflow() {
 
 // --- the JSON tab ---------------------------------------------------------------------------------
 function fillJson() {
-  $('#json-editor').value = state.workflow ? stringifyJSON(currentWorkflow(), 2) : '';
+  state.jsonText = state.workflow ? stringifyJSON(currentWorkflow(), 2) : '';
+  $('#json-editor').value = state.jsonText;
   $('#json-error').textContent = '';
 }
 
@@ -244,15 +251,17 @@ function switchTab(name) {
 // --- running --------------------------------------------------------------------------------------
 async function run() {
   if (!state.workflow) return;
-  if (!$('[data-panel="json"]').hidden && !(await applyJson())) return;
+  const editedJson = !$('[data-panel="json"]').hidden && $('#json-editor').value !== state.jsonText;
+  if (editedJson && !(await applyJson())) return;
   const workflow = state.workflow;
   const params = form.submitParams();
+  const body = state.pristine && state.name ? { workflow_name: state.name, params } : { workflow, params };
   form.clearErrors();
   showFormErrors(null);
   const button = $('#run');
   button.disabled = true;
   try {
-    await submit({ workflow, params }, { label: state.label, workflow, fromForm: true });
+    await submit(body, { label: state.label, workflow, fromForm: true });
   } finally {
     button.disabled = false;
   }
@@ -319,7 +328,10 @@ function addCard(task, { label, workflow, body }) {
 }
 
 async function rerunCard(card) {
-  if (card.workflow) {
+  if (card.body) {
+    const body = { ...card.body, params: card.params };
+    await submit(body, { label: card.label, workflow: card.workflow });
+  } else if (card.workflow) {
     await submit({ workflow: card.workflow, params: card.params }, { label: card.label, workflow: card.workflow });
   } else {
     await rerunTask({ task_id: card.taskId, workflow_name: card.body && card.body.workflow_name, params: card.params });
@@ -423,13 +435,13 @@ const socket = new LiveSocket({
   onMessage: dispatch,
   onState: (status, info = {}) => {
     if (status === 'open') {
-      setLive('open', 'live');
+      setLive('open', 'live updates');
       for (const card of state.runs.values()) socket.send({ type: 'subscribe', task_id: card.taskId });
       if (info.reconnected) { resyncRuns(); refreshHealth(); queue.refresh(); }
     } else if (status === 'connecting') {
       setLive('connecting', 'connecting…');
     } else {
-      setLive('closed', `offline · retry in ${Math.ceil(info.delay / 1000)} s`);
+      setLive('closed', `updates offline · retry in ${Math.ceil(info.delay / 1000)} s`);
       if (info.failures >= 2) refreshHealth(); // a refused key or a gate that went away shows here
     }
   },

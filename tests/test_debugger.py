@@ -17,8 +17,9 @@ from typing import Any
 import pytest
 
 from config import PROJECT_DIR
+from main import create_app
 from tests.conftest import Gate
-from tests.servers import free_port
+from tests.servers import AppServer, free_port
 
 CHROMIUM = Path("/usr/bin/chromium")
 if not CHROMIUM.exists():
@@ -247,6 +248,32 @@ def test_comfyui_node_error_lands_on_its_node(page: Any, lib_gate: Gate, tmp_pat
     page.wait_for_selector(field("4.ckpt_name") + ".invalid")
     assert "ComfyUI refused" in page.inner_text("#form-errors")
     assert "no_such_model" in page.inner_text(field("4.ckpt_name") + " .field-error")
+
+
+def test_runtime_error_names_the_node(page: Any, lib_gate: Gate) -> None:
+    open_page(page, lib_gate)
+    load_from_library(page, "image_invert_blur_api.json")
+    page.fill(field("4.filename_prefix") + " input", "../../outside")  # SaveImage refuses it while running
+    page.click("#run")
+    task_id = wait_card(page, "failed")
+    error = page.inner_text(f'.run[data-task-id="{task_id}"] .run-error')
+    assert "node #4 (SaveImage)" in error and "outside the output folder" in error, error
+    page.wait_for_selector('fieldset.node.runtime-error[data-node-id="4"]')
+    assert task_id[:8] in page.inner_text('fieldset.node[data-node-id="4"] .node-error')
+
+
+def test_websocket_reconnects_by_itself(page: Any, gate_factory: Any, emulator: Any) -> None:
+    gate = gate_factory([emulator.url])
+    open_page(page, gate)
+    port = gate.server.port
+    gate.server.stop()
+    page.wait_for_selector("#live.live-closed")
+    again = AppServer(create_app(gate.settings), port=port).start()
+    try:
+        page.wait_for_selector("#live.live-open", timeout=15_000)
+        page.wait_for_selector("#banner", state="hidden")
+    finally:
+        again.stop()
 
 
 def test_titles_and_prompts_are_text_not_html(page: Any, lib_gate: Gate) -> None:
