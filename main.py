@@ -15,6 +15,7 @@ from fastapi.staticfiles import StaticFiles
 
 import routes_core
 import routes_tasks
+import routes_workflows
 import routes_ws
 from backends import ComfyUIBackend
 from config import PROJECT_DIR, Settings, get_settings
@@ -106,6 +107,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.add_exception_handler(Exception, unexpected_error)
     app.include_router(routes_core.router)
     app.include_router(routes_tasks.router)
+    app.include_router(routes_workflows.router)
     app.include_router(routes_ws.router)
     if STATIC_DIR.is_dir():
         app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
