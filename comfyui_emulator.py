@@ -158,9 +158,7 @@ class _Frontdoor:
             return
         if _origin_mismatch(dict(scope["headers"])):
             if scope["type"] == "http":
-                await send(
-                    {"type": "http.response.start", "status": 403, "headers": [(b"content-length", b"0")]}
-                )
+                await send({"type": "http.response.start", "status": 403, "headers": [(b"content-length", b"0")]})
                 await send({"type": "http.response.body", "body": b""})
             else:
                 await send({"type": "websocket.close", "code": 1008})
@@ -245,9 +243,7 @@ def _now_ms() -> int:
 
 
 def _full_type_name(klass: type) -> str:
-    return (
-        klass.__qualname__ if klass.__module__ == "builtins" else f"{klass.__module__}.{klass.__qualname__}"
-    )
+    return klass.__qualname__ if klass.__module__ == "builtins" else f"{klass.__module__}.{klass.__qualname__}"
 
 
 class _Progress:
@@ -618,9 +614,7 @@ class ComfyUIEmulator:
                     False,
                 )
         st.last_node_id = None
-        meta = {
-            n: {"node_id": n, "display_node": n, "parent_node": None, "real_node_id": n} for n in ui_outputs
-        }
+        meta = {n: {"node_id": n, "display_node": n, "parent_node": None, "real_node_id": n} for n in ui_outputs}
         ok = failure is None
         return ("success" if ok else "error"), ok, messages, ui_outputs, meta
 

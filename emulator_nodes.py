@@ -170,9 +170,7 @@ def _rgb(color: int) -> tuple[int, int, int]:
     return (color >> 16) & 0xFF, (color >> 8) & 0xFF, color & 0xFF
 
 
-async def empty_image(
-    ctx: NodeContext, width: int, height: int, batch_size: int = 1, color: int = 0
-) -> NodeOutput:
+async def empty_image(ctx: NodeContext, width: int, height: int, batch_size: int = 1, color: int = 0) -> NodeOutput:
     img = Image.new("RGB", (width, height), _rgb(color))
     return ([img.copy() for _ in range(batch_size)] if batch_size > 1 else [img],), None
 
@@ -338,9 +336,7 @@ def _write_pngs(
     return results
 
 
-async def save_image(
-    ctx: NodeContext, images: Images, filename_prefix: str = "ComfyUI", **_: Any
-) -> NodeOutput:
+async def save_image(ctx: NodeContext, images: Images, filename_prefix: str = "ComfyUI", **_: Any) -> NodeOutput:
     folder, filename, counter, sub = save_image_path(
         filename_prefix, ctx.dirs.output, images[0].width, images[0].height
     )
@@ -353,9 +349,7 @@ async def save_image(
 async def preview_image(ctx: NodeContext, images: Images, **_: Any) -> NodeOutput:
     prefix = "ComfyUI" + ctx.temp_prefix
     folder, filename, counter, sub = save_image_path(prefix, ctx.dirs.temp, images[0].width, images[0].height)
-    results = await _pixels(
-        _write_pngs, _count(images) * 4, images, folder, filename, counter, sub, "temp", 1, None
-    )
+    results = await _pixels(_write_pngs, _count(images) * 4, images, folder, filename, counter, sub, "temp", 1, None)
     return (), {"images": results}
 
 
@@ -385,9 +379,7 @@ async def checkpoint_loader(ctx: NodeContext, ckpt_name: str, **_: Any) -> NodeO
     return (ModelToken("MODEL", ckpt_name), ModelToken("CLIP", ckpt_name), ModelToken("VAE", ckpt_name)), None
 
 
-async def lora_loader(
-    ctx: NodeContext, model: ModelToken, clip: ModelToken, lora_name: str, **_: Any
-) -> NodeOutput:
+async def lora_loader(ctx: NodeContext, model: ModelToken, clip: ModelToken, lora_name: str, **_: Any) -> NodeOutput:
     return (
         ModelToken(model.kind, model.name, (*model.loras, lora_name)),
         ModelToken(clip.kind, clip.name, (*clip.loras, lora_name)),
@@ -480,9 +472,7 @@ def _decode(latent: Latent) -> Images:
         size = (latent.width, latent.height)
         grad = Image.linear_gradient("L").rotate(digest[6] * 360 / 256, expand=False).resize(size)
         base = Image.composite(Image.new("RGB", size, c1), Image.new("RGB", size, c2), grad)
-        noise = Image.frombytes("RGB", (16, 16), rng.randbytes(16 * 16 * 3)).resize(
-            size, Image.Resampling.BICUBIC
-        )
+        noise = Image.frombytes("RGB", (16, 16), rng.randbytes(16 * 16 * 3)).resize(size, Image.Resampling.BICUBIC)
         img = Image.blend(base, noise, 0.25)
         if latent.source:
             src = latent.source[min(i, len(latent.source) - 1)].resize(size)
@@ -586,9 +576,7 @@ def input_files(folder: Path) -> list[str]:
     """What LoadImage lists: image files directly in the input folder, sorted."""
     try:
         return sorted(
-            e.name
-            for e in os.scandir(folder)
-            if e.is_file() and Path(e.name).suffix.lower() in IMAGE_EXTENSIONS
+            e.name for e in os.scandir(folder) if e.is_file() and Path(e.name).suffix.lower() in IMAGE_EXTENSIONS
         )
     except FileNotFoundError:
         return []
@@ -606,9 +594,7 @@ def encode_image(fmt: str, im: Image.Image) -> bytes:
 class ExecutionList:
     """ComfyUI's ExecutionList ordering: only uncached ancestors of outputs, output nodes first."""
 
-    def __init__(
-        self, prompt: dict[str, Any], is_cached: Callable[[str], bool], is_output: Callable[[str], bool]
-    ):
+    def __init__(self, prompt: dict[str, Any], is_cached: Callable[[str], bool], is_output: Callable[[str], bool]):
         self.prompt = prompt
         self.is_cached = is_cached
         self.is_output = is_output

@@ -18,12 +18,7 @@ ValidationResult = tuple[bool, "dict[str, Any] | None", list[str], dict[str, Any
 
 def is_link(value: Any) -> bool:
     """A ``[node_id, slot]`` pair is a link; ComfyUI decides by shape, not by content."""
-    return (
-        isinstance(value, list)
-        and len(value) == 2
-        and isinstance(value[0], str)
-        and isinstance(value[1], int)
-    )
+    return isinstance(value, list) and len(value) == 2 and isinstance(value[0], str) and isinstance(value[1], int)
 
 
 def input_spec(class_info: dict[str, Any], name: str) -> tuple[Any, str | None, dict[str, Any]]:
@@ -125,9 +120,7 @@ class _Validator:
                         {
                             "type": "return_type_mismatch",
                             "message": "Return type mismatch between linked nodes",
-                            "details": (
-                                f"{x}, received_type({received_type}) mismatch input_type({input_type})"
-                            ),
+                            "details": (f"{x}, received_type({received_type}) mismatch input_type({input_type})"),
                             "extra_info": {
                                 "input_name": x,
                                 "input_config": info,

@@ -11,7 +11,7 @@ import asyncio
 import logging
 import time
 import uuid
-from collections.abc import Coroutine
+from collections.abc import Callable, Coroutine
 from typing import Any
 
 from backends import ComfyUIBackend
@@ -23,6 +23,10 @@ from safe_paths import content_type, sanitize_filename
 from tasks import Task, TaskStatus, TaskStore
 
 log = logging.getLogger("comfygate.tasks")
+
+# An observer learns of every task change: "created" (accepted by a backend), "status" (a new status
+# that is not final) and "finished" (final). Durable storage, webhooks and metrics hang off this.
+Observer = Callable[[Task, str], None]
 
 HISTORY_RETRIES = 5  # ComfyUI writes history a little after execution_success
 HISTORY_RETRY_DELAY = 0.1
@@ -47,6 +51,17 @@ class TaskManager:
         self._background: set[asyncio.Task[Any]] = set()
         self._timers: dict[str, asyncio.TimerHandle] = {}
         self.temp_dir = settings.outputs_dir / "temp"
+        self.observers: list[Observer] = []
+
+    def add_observer(self, observer: Observer) -> None:
+        self.observers.append(observer)
+
+    def _notify(self, task: Task, change: str) -> None:
+        for observer in self.observers:
+            try:
+                observer(task, change)
+            except Exception:
+                log.exception("task observer %r failed on %s", observer, change)
 
     # --- lifecycle -----------------------------------------------------------------------------
     def add_backend(self, backend: ComfyUIBackend) -> None:
@@ -138,6 +153,7 @@ class TaskManager:
             task.queued_at = time.time()
             if new:
                 self._arm_timeout(task)
+            self._notify(task, "created" if new else "status")
             self._publish(task)
             self.spawn(backend.execute(task, self), name=f"{backend.kind} {task.task_id}")
             return
@@ -158,6 +174,7 @@ class TaskManager:
             task.queued_at = time.time()
         if new:
             self._arm_timeout(task)
+        self._notify(task, "created" if new else "status")
         self._publish(task)
 
     # --- events from ComfyUI ---------------------------------------------------------------------
@@ -175,9 +192,16 @@ class TaskManager:
             return
         if kind == "execution_start":
             backend.running_prompt = task.prompt_id
+            if task.status == TaskStatus.PENDING:
+                # ComfyUI can start a prompt before its answer to POST /prompt reaches us; listeners
+                # still see every step: queued, then running.
+                task.status = TaskStatus.QUEUED
+                task.queued_at = time.time()
+                self._publish(task)
             task.status = TaskStatus.RUNNING
             task.started_at = task.started_at or time.time()
             task.progress = {"percent": 0.0, "nodes_done": 0, "nodes_total": len(task.workflow)}
+            self._notify(task, "status")
         elif kind == "execution_cached":
             task.cached_nodes = [str(n) for n in event.data.get("nodes", [])]
             task.progress["nodes_done"] = len(task.cached_nodes)
@@ -269,6 +293,7 @@ class TaskManager:
         task.status = TaskStatus.RUNNING
         task.started_at = task.started_at or time.time()
         task.progress.setdefault("percent", 0.0)
+        self._notify(task, "status")
         self._publish(task)
 
     def publish(self, task: Task) -> None:
@@ -338,6 +363,7 @@ class TaskManager:
         if handle is not None:
             handle.cancel()
         self.store.finished(task)
+        self._notify(task, "finished")
         self._publish(task, outputs=task.outputs, execution_time=task.execution_time)
 
     def complete(self, task: Task, outputs: list[dict[str, Any]]) -> None:

@@ -78,9 +78,7 @@ class ViewComfyClient:
             url = url.copy_with(password="***")
         secret = "'***'" if self._client_secret else "None"
         shown = str(url)
-        return (
-            f"ViewComfyClient(endpoint_url={shown!r}, client_id={self.client_id!r}, client_secret={secret})"
-        )
+        return f"ViewComfyClient(endpoint_url={shown!r}, client_id={self.client_id!r}, client_secret={secret})"
 
     async def __aenter__(self) -> ViewComfyClient:
         return self
@@ -246,9 +244,7 @@ class ViewComfyClient:
 # ----------------------------------------------------------------------------------------------
 
 
-def _form_fields(
-    params: Mapping[str, Any], workflow_api: Mapping[str, Any] | None, logs: bool
-) -> dict[str, str]:
+def _form_fields(params: Mapping[str, Any], workflow_api: Mapping[str, Any] | None, logs: bool) -> dict[str, str]:
     """The three form fields exactly as the published client sends them."""
     if not isinstance(params, Mapping):
         raise InvalidRequest("params must be a mapping of '<node_id>-inputs-<input>' keys to values")
@@ -315,9 +311,7 @@ def _transport_error(exc: httpx.HTTPError, *, sent: bool) -> ViewComfyError:
     """Map an httpx failure; the message names the failure, never headers or credentials."""
     kind = type(exc).__name__
     if isinstance(exc, httpx.TimeoutException):
-        where = (
-            "connecting to" if isinstance(exc, httpx.ConnectTimeout | httpx.PoolTimeout) else "waiting for"
-        )
+        where = "connecting to" if isinstance(exc, httpx.ConnectTimeout | httpx.PoolTimeout) else "waiting for"
         return ViewComfyUnavailable(f"timed out {where} ViewComfy ({kind})")
     if isinstance(exc, httpx.ConnectError | httpx.UnsupportedProtocol) or not sent:
         return ViewComfyUnavailable(f"ViewComfy endpoint unreachable ({kind}: {exc})")
@@ -377,9 +371,7 @@ def _validate_result(data: Any, status: int) -> PromptResult:
         return PromptResult.model_validate(data)
     except ValidationError as exc:
         problems = "; ".join(f"{'.'.join(map(str, e['loc'])) or 'result'}: {e['msg']}" for e in exc.errors())
-        raise ViewComfyError(
-            f"ViewComfy returned a malformed result ({problems})", status=status, body=data
-        ) from None
+        raise ViewComfyError(f"ViewComfy returned a malformed result ({problems})", status=status, body=data) from None
 
 
 # ----------------------------------------------------------------------------------------------

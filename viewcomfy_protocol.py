@@ -79,9 +79,7 @@ class FileOutput(BaseModel):
     size: int = 0
 
     @classmethod
-    def from_bytes(
-        cls, filename: str, content: bytes, content_type: str = "application/octet-stream"
-    ) -> FileOutput:
+    def from_bytes(cls, filename: str, content: bytes, content_type: str = "application/octet-stream") -> FileOutput:
         """Build an output from raw bytes (server side): standard base64, size = decoded length."""
         return cls(
             filename=filename,
@@ -442,9 +440,7 @@ async def _parse_json_body(request: Request, max_bytes: int) -> InferRequest:
     except ValueError as exc:
         raise InvalidRequest(f"request body is not valid JSON ({exc})") from None
     if not isinstance(payload, dict):
-        raise InvalidRequest(
-            f"JSON body must be an object with params/workflow_api/logs, got {_json_type(payload)}"
-        )
+        raise InvalidRequest(f"JSON body must be an object with params/workflow_api/logs, got {_json_type(payload)}")
     raw_params = payload.get("params")
     if isinstance(raw_params, dict):
         params = raw_params

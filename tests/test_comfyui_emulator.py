@@ -44,9 +44,7 @@ class WS:
         path = url.replace("http://", "ws://") + "/ws" + (f"?clientId={client_id}" if client_id else "")
         conn = await websockets.connect(path, max_size=None)
         if flags:
-            await conn.send(
-                json.dumps({"type": "feature_flags", "data": {"supports_preview_metadata": True}})
-            )
+            await conn.send(json.dumps({"type": "feature_flags", "data": {"supports_preview_metadata": True}}))
         ws = cls(conn)
         await ws.wait(lambda m: m["type"] == "status")
         if flags:
@@ -72,9 +70,7 @@ class WS:
     async def wait_done(self, prompt_id: str, within: float = 5.0) -> None:
         await self.wait(
             lambda m: (
-                m["type"] == "executing"
-                and m["data"].get("node") is None
-                and m["data"].get("prompt_id") == prompt_id
+                m["type"] == "executing" and m["data"].get("node") is None and m["data"].get("prompt_id") == prompt_id
             ),
             within,
         )
@@ -107,9 +103,7 @@ async def http(emu: ComfyUIEmulator) -> AsyncIterator[httpx.AsyncClient]:
         yield c
 
 
-async def post(
-    http: httpx.AsyncClient, prompt: dict[str, Any], client_id: str | None = "A", **kw: Any
-) -> str:
+async def post(http: httpx.AsyncClient, prompt: dict[str, Any], client_id: str | None = "A", **kw: Any) -> str:
     body: dict[str, Any] = {"prompt": prompt, **kw}
     if client_id is not None:
         body["client_id"] = client_id
@@ -205,9 +199,7 @@ async def test_success_then_cached_rerun(emu: ComfyUIEmulator, http: httpx.Async
     await b.wait(lambda m: m["type"] == "status" and m["data"]["status"]["exec_info"]["queue_remaining"] == 0)
     assert a.types() == ws_types(rec["ws_A_submitter"])
     assert b.types() == ws_types(rec["ws_B_observer"])
-    assert a.data("executed") == [
-        {**d, "prompt_id": pid} for d in ws_messages(rec["ws_A_submitter"], "executed")
-    ]
+    assert a.data("executed") == [{**d, "prompt_id": pid} for d in ws_messages(rec["ws_A_submitter"], "executed")]
     assert [list(d["nodes"]) for d in a.data("progress_state")] == [
         list(d["nodes"]) for d in ws_messages(rec["ws_A_submitter"], "progress_state")
     ]
@@ -220,9 +212,7 @@ async def test_success_then_cached_rerun(emu: ComfyUIEmulator, http: httpx.Async
     assert [m[0] for m in hist["status"]["messages"]] == [m[0] for m in want["status"]["messages"]]
     assert (hist["status"]["status_str"], hist["status"]["completed"]) == ("success", True)
 
-    view = await http.get(
-        "/view", params={"filename": "invert_00001_.png", "subfolder": "mwtest", "type": "output"}
-    )
+    view = await http.get("/view", params={"filename": "invert_00001_.png", "subfolder": "mwtest", "type": "output"})
     assert view.status_code == 200 and view.content[:8] == b"\x89PNG\r\n\x1a\n"
     assert view.headers["content-type"] == "image/png"
     assert {"etag", "last-modified", "content-disposition"} <= set(view.headers)
@@ -246,9 +236,7 @@ async def test_success_then_cached_rerun(emu: ComfyUIEmulator, http: httpx.Async
 
 
 @requires_protocol
-async def test_load_scale_blur_sends_text_frame_to_everyone(
-    emu: ComfyUIEmulator, http: httpx.AsyncClient
-) -> None:
+async def test_load_scale_blur_sends_text_frame_to_everyone(emu: ComfyUIEmulator, http: httpx.AsyncClient) -> None:
     files = {"image": ("mw_upload.png", png_bytes(), "image/png")}
     assert (await http.post("/upload/image", files=files)).json()["name"] == "mw_upload.png"
     a, b = await WS.open(emu.url, "A"), await WS.open(emu.url, "B")
@@ -269,9 +257,7 @@ async def test_load_scale_blur_sends_text_frame_to_everyone(
 
 
 @requires_protocol
-async def test_preview_frames_legacy_then_with_metadata(
-    emu: ComfyUIEmulator, http: httpx.AsyncClient
-) -> None:
+async def test_preview_frames_legacy_then_with_metadata(emu: ComfyUIEmulator, http: httpx.AsyncClient) -> None:
     a, b = await WS.open(emu.url, "A"), await WS.open(emu.url, "B")
     a.clear(), b.clear()
     pid = await post(http, workflow("preview_and_ws_image"))
@@ -310,9 +296,7 @@ async def test_runtime_error(emu: ComfyUIEmulator, http: httpx.AsyncClient) -> N
     assert got.keys() == want.keys()
     assert (got["node_id"], got["node_type"], got["exception_type"]) == ("3", "SaveImage", "Exception")
     assert sorted(got["executed"]) == sorted(want["executed"])
-    assert got["exception_message"].startswith(
-        "**** ERROR: Saving image outside the output folder is not allowed."
-    )
+    assert got["exception_message"].startswith("**** ERROR: Saving image outside the output folder is not allowed.")
     assert got["current_inputs"].keys() == want["current_inputs"].keys()
     assert got["current_inputs"]["images"][0].startswith("tensor([[[[1., 1., 0.],")
     hist = (await http.get(f"/history/{pid}")).json()[pid]
@@ -461,18 +445,14 @@ async def test_queue_ops(emu: ComfyUIEmulator, http: httpx.AsyncClient) -> None:
     third = next(p for p, r in roles.items() if r == "#2")
     first = next(p for p, r in roles.items() if r == "#0")
     await http.post("/queue", json={"delete": [third]})
-    assert order((await http.get("/queue")).json(), roles) == order(
-        rec["GET /queue after delete"]["json"], want_names
-    )
+    assert order((await http.get("/queue")).json(), roles) == order(rec["GET /queue after delete"]["json"], want_names)
     await http.post("/queue", json={"delete": [first]})  # running: untouched
     assert (await http.get("/queue")).json()["queue_running"][0][1] == first
     await http.post("/queue", json={"clear": True})
     assert (await http.get("/queue")).json()["queue_pending"] == []
     await http.post("/interrupt")
     await b.wait(lambda m: m["type"] == "status" and m["data"]["status"]["exec_info"]["queue_remaining"] == 0)
-    want_counts = [
-        d["status"]["exec_info"]["queue_remaining"] for d in ws_messages(rec["ws_B_observer"], "status")
-    ]
+    want_counts = [d["status"]["exec_info"]["queue_remaining"] for d in ws_messages(rec["ws_B_observer"], "status")]
     assert [d["status"]["exec_info"]["queue_remaining"] for d in b.data("status")] == want_counts
     for pid in (third, "mw-custom-x"):
         assert (await http.get(f"/history/{pid}")).json() == {}
@@ -485,9 +465,7 @@ async def test_prompt_without_client_id(emu: ComfyUIEmulator, http: httpx.AsyncC
     rec = transcript("31_run_without_client_id")
     pid = await post(http, workflow("invert_save"), client_id=None)
     for ws in (a, b):
-        await ws.wait(
-            lambda m: m["type"] == "status" and m["data"]["status"]["exec_info"]["queue_remaining"] == 0
-        )
+        await ws.wait(lambda m: m["type"] == "status" and m["data"]["status"]["exec_info"]["queue_remaining"] == 0)
     assert a.types() == ws_types(rec["ws_A"]) and b.types() == ws_types(rec["ws_B"])
     assert (await http.get(f"/history/{pid}")).json()[pid]["prompt"][3] == {}
 
@@ -524,9 +502,7 @@ async def test_duplicate_prompt_id_overwrites_history(emu: ComfyUIEmulator, http
     hist = (await http.get("/history")).json()
     assert list(hist) == ["dup-id-1"] and hist["dup-id-1"]["prompt"][0] == 1
     text = hist["dup-id-1"]["outputs"]["2"]["text"][0]
-    want = transcript("33_duplicate_prompt_id")["history dup-id-1"]["json"]["dup-id-1"]["outputs"]["2"][
-        "text"
-    ][0]
+    want = transcript("33_duplicate_prompt_id")["history dup-id-1"]["json"]["dup-id-1"]["outputs"]["2"]["text"][0]
     assert text == want  # str(tensor) formatting of the 8x8 image, byte for byte
 
 
@@ -613,9 +589,7 @@ async def test_stop_refuses_connections(tmp_path: Path) -> None:
 
 
 # ----------------------------------------------------------------------------------------- SD emulation
-def txt2img(
-    steps: int = 4, seed: int = 42, text: str = "a red fox in the snow", size: int = 256
-) -> dict[str, Any]:
+def txt2img(steps: int = 4, seed: int = 42, text: str = "a red fox in the snow", size: int = 256) -> dict[str, Any]:
     return {
         "4": {"class_type": "CheckpointLoaderSimple", "inputs": {"ckpt_name": "sd_xl_base_1.0.safetensors"}},
         "10": {
@@ -658,9 +632,7 @@ async def test_txt2img_runs_with_progress_per_step(emu: ComfyUIEmulator, http: h
     pid = await post(http, txt2img(steps=4))
     await a.wait_done(pid)
     assert a.types()[-3:] == ["execution_success", "status", "executing"]
-    assert [(p["value"], p["max"], p["node"]) for p in a.data("progress")] == [
-        (i, 4, "3") for i in range(1, 5)
-    ]
+    assert [(p["value"], p["max"], p["node"]) for p in a.data("progress")] == [(i, 4, "3") for i in range(1, 5)]
     assert a.types().count("BIN1") == 4
     running = [d["nodes"]["3"] for d in a.data("progress_state") if d["nodes"].get("3", {}).get("state")]
     assert running[-1]["state"] == "finished" and running[-1]["value"] == 4
@@ -675,9 +647,7 @@ async def test_txt2img_runs_with_progress_per_step(emu: ComfyUIEmulator, http: h
     await a.wait_done(pid)
     assert a.data("execution_cached")[0]["nodes"] == ["4", "10", "6", "7", "5"]
     name = a.data("executed")[0]["output"]["images"][0]["filename"]
-    other = Image.open(
-        io.BytesIO((await http.get("/view", params={"filename": name, "subfolder": "sd"})).content)
-    )
+    other = Image.open(io.BytesIO((await http.get("/view", params={"filename": name, "subfolder": "sd"})).content))
     assert name == "txt2img_00002_.png" and other.tobytes() != first.tobytes()
 
 
