@@ -10,8 +10,8 @@ from typing import Any
 
 import httpx
 import pytest
-from comfyui_emulator import EmulatorThread
 
+from comfyui_emulator import EmulatorThread
 from tests.conftest import Gate
 from tests.protocol import PROJECT
 
