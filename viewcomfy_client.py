@@ -25,7 +25,8 @@ import httpx
 from pydantic import ValidationError
 
 from errors import InvalidRequest, ViewComfyError, ViewComfyUnavailable
-from viewcomfy_protocol import FORM_FIELDS, PromptResult, SSEParser, safe_filename
+from safe_paths import sanitize_filename
+from viewcomfy_protocol import FORM_FIELDS, PromptResult, SSEParser
 
 __all__ = ["FileSpec", "LogCallback", "ViewComfyClient", "decode_outputs"]
 
@@ -78,9 +79,7 @@ class ViewComfyClient:
             url = url.copy_with(password="***")
         secret = "'***'" if self._client_secret else "None"
         shown = str(url)
-        return (
-            f"ViewComfyClient(endpoint_url={shown!r}, client_id={self.client_id!r}, client_secret={secret})"
-        )
+        return f"ViewComfyClient(endpoint_url={shown!r}, client_id={self.client_id!r}, client_secret={secret})"
 
     async def __aenter__(self) -> ViewComfyClient:
         return self
@@ -246,9 +245,7 @@ class ViewComfyClient:
 # ----------------------------------------------------------------------------------------------
 
 
-def _form_fields(
-    params: Mapping[str, Any], workflow_api: Mapping[str, Any] | None, logs: bool
-) -> dict[str, str]:
+def _form_fields(params: Mapping[str, Any], workflow_api: Mapping[str, Any] | None, logs: bool) -> dict[str, str]:
     """The three form fields exactly as the published client sends them."""
     if not isinstance(params, Mapping):
         raise InvalidRequest("params must be a mapping of '<node_id>-inputs-<input>' keys to values")
@@ -315,9 +312,7 @@ def _transport_error(exc: httpx.HTTPError, *, sent: bool) -> ViewComfyError:
     """Map an httpx failure; the message names the failure, never headers or credentials."""
     kind = type(exc).__name__
     if isinstance(exc, httpx.TimeoutException):
-        where = (
-            "connecting to" if isinstance(exc, httpx.ConnectTimeout | httpx.PoolTimeout) else "waiting for"
-        )
+        where = "connecting to" if isinstance(exc, httpx.ConnectTimeout | httpx.PoolTimeout) else "waiting for"
         return ViewComfyUnavailable(f"timed out {where} ViewComfy ({kind})")
     if isinstance(exc, httpx.ConnectError | httpx.UnsupportedProtocol) or not sent:
         return ViewComfyUnavailable(f"ViewComfy endpoint unreachable ({kind}: {exc})")
@@ -377,9 +372,7 @@ def _validate_result(data: Any, status: int) -> PromptResult:
         return PromptResult.model_validate(data)
     except ValidationError as exc:
         problems = "; ".join(f"{'.'.join(map(str, e['loc'])) or 'result'}: {e['msg']}" for e in exc.errors())
-        raise ViewComfyError(
-            f"ViewComfy returned a malformed result ({problems})", status=status, body=data
-        ) from None
+        raise ViewComfyError(f"ViewComfy returned a malformed result ({problems})", status=status, body=data) from None
 
 
 # ----------------------------------------------------------------------------------------------
@@ -406,7 +399,7 @@ def decode_outputs(result: PromptResult | Mapping[str, Any], dest_dir: str | Pat
         if not output.data:
             logger.warning("output %d (%r) has no inline data; skipped", index, output.filename)
             continue
-        name = safe_filename(output.filename, default=f"output_{index}")
+        name = sanitize_filename(output.filename, default=f"output_{index}")
         path, handle = _create_unique(root, name)
         try:
             with handle:
@@ -432,7 +425,7 @@ def _create_unique(root: Path, name: str) -> tuple[Path, IO[bytes]]:
     suffix = f".{ext}" if ext else ""
     for n in range(10_000):
         candidate = root / (name if n == 0 else f"{stem}_{n}{suffix}")
-        if candidate.parent != root:  # defence in depth; safe_filename already prevents this
+        if candidate.parent != root:  # defence in depth; sanitize_filename already prevents this
             raise ViewComfyError(f"refusing output name {name!r}")
         try:
             return candidate, candidate.open("xb")

@@ -240,9 +240,7 @@ class FakeViewComfy:
 
     async def _parsed(self, request: Request) -> Response:
         with self._lock:
-            self.requests.append(
-                RecordedRequest(path=request.url.path, headers=dict(request.headers), media_type="")
-            )
+            self.requests.append(RecordedRequest(path=request.url.path, headers=dict(request.headers), media_type=""))
         if (denied := self._auth_error(request)) is not None:
             return denied
         try:

@@ -65,9 +65,7 @@ async def test_infer_urlencoded_without_files(fake: FakeViewComfy) -> None:
     assert rec.media_type == "application/x-www-form-urlencoded"
     assert rec.headers["client_id"] == ID and rec.headers["client_secret"] == SECRET
     assert rec.fields == {
-        "params": json.dumps(
-            {"6-inputs-text": "a cat", "3-inputs-seed": 42, "_3-node-class_type-info": "KSampler"}
-        ),
+        "params": json.dumps({"6-inputs-text": "a cat", "3-inputs-seed": 42, "_3-node-class_type-info": "KSampler"}),
         "workflow_api": "",  # absent -> empty string, like the published client
         "logs": "false",
     }
@@ -347,9 +345,7 @@ def test_decode_outputs_is_safe(tmp_path: Path) -> None:
 def test_decode_outputs_large_and_wrapped_base64(tmp_path: Path) -> None:
     content = bytes(range(256)) * 8000  # > one decode chunk
     wrapped = base64.encodebytes(content).decode()  # MIME style, newline every 76 chars
-    paths = decode_outputs(
-        _result_with([{**_out("big.bin", b""), "data": wrapped, "size": len(content)}]), tmp_path
-    )
+    paths = decode_outputs(_result_with([{**_out("big.bin", b""), "data": wrapped, "size": len(content)}]), tmp_path)
     assert paths[0].read_bytes() == content
 
 

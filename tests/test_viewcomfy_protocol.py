@@ -14,6 +14,7 @@ from starlette.responses import JSONResponse
 from starlette.routing import Route
 
 from errors import ComfyGateError, InvalidRequest, PayloadTooLarge
+from safe_paths import sanitize_filename
 from viewcomfy_protocol import (
     SSE_KEEPALIVE,
     FileOutput,
@@ -25,7 +26,6 @@ from viewcomfy_protocol import (
     parse_params_field,
     parse_workflow_api_field,
     result_to_json,
-    safe_filename,
     split_viewcomfy_key,
     sse_event,
     viewcomfy_key,
@@ -123,13 +123,7 @@ def test_parser_cr_at_chunk_end_is_not_a_blank_line() -> None:
 def test_parser_ignores_comments_and_unknown_fields_and_overwrites_data() -> None:
     parser = SSEParser()
     events = parser.feed(
-        ": keepalive\n\n"
-        ":another\n"
-        "id: 7\nretry: 100\nfoo: bar\n"
-        "event: log_message\n"
-        "data: first\n"
-        "data: second\n"
-        "\n"
+        ": keepalive\n\n:another\nid: 7\nretry: 100\nfoo: bar\nevent: log_message\ndata: first\ndata: second\n\n"
     )
     assert events == [SSEEvent("log_message", "second")]  # overwritten, like ViewComfy's client
 
@@ -190,14 +184,15 @@ def test_parse_workflow_api_and_bool_fields() -> None:
         parse_bool_field("maybe")
 
 
-def test_safe_filename() -> None:
-    assert safe_filename("../../etc/passwd") == "passwd"
-    assert safe_filename("/abs/path/x.png") == "x.png"
-    assert safe_filename("C:\\Users\\me\\x.png") == "x.png"
-    assert safe_filename("a\x00b.png") == "a_b.png"
-    assert safe_filename("..") == "file" and safe_filename("", "d") == "d" and safe_filename(None) == "file"
-    assert safe_filename(".hidden") == "hidden"
-    long = safe_filename("x" * 300 + ".png")
+def test_upload_names_are_sanitized_by_safe_paths() -> None:
+    """One sanitiser for every outside name: viewcomfy uses safe_paths.sanitize_filename."""
+    assert sanitize_filename("../../etc/passwd") == "passwd"
+    assert sanitize_filename("/abs/path/x.png") == "x.png"
+    assert sanitize_filename("C:\\Users\\me\\x.png") == "x.png"
+    assert sanitize_filename("a\x00b.png") == "a_b.png"
+    assert sanitize_filename("..") == "file" and sanitize_filename("", "d") == "d" and sanitize_filename(None) == "file"
+    assert sanitize_filename(".hidden") == "hidden"
+    long = sanitize_filename("x" * 300 + ".png")
     assert long.endswith(".png") and len(long.encode()) <= 200
 
 
@@ -215,9 +210,7 @@ async def _echo(request: Request) -> JSONResponse:
             "params": parsed.params,
             "workflow_api": parsed.workflow_api,
             "content_type": parsed.content_type,
-            "files": {
-                k: [f.key, f.filename, f.content.decode(), f.content_type] for k, f in parsed.files.items()
-            },
+            "files": {k: [f.key, f.filename, f.content.decode(), f.content_type] for k, f in parsed.files.items()},
         }
     )
 
@@ -230,9 +223,7 @@ async def asgi() -> Any:
 
 
 async def test_parse_urlencoded(asgi: httpx.AsyncClient) -> None:
-    resp = await asgi.post(
-        "/", data={"params": '{"6-inputs-text": "a"}', "workflow_api": "", "logs": "false"}
-    )
+    resp = await asgi.post("/", data={"params": '{"6-inputs-text": "a"}', "workflow_api": "", "logs": "false"})
     assert resp.json() == {
         "logs": False,
         "params": {"6-inputs-text": "a"},
@@ -244,9 +235,7 @@ async def test_parse_urlencoded(asgi: httpx.AsyncClient) -> None:
 
 async def test_parse_what_the_published_client_sends(asgi: httpx.AsyncClient) -> None:
     """The published client passes Python values to httpx: logs=True/False and workflow_api=None."""
-    resp = await asgi.post(
-        "/", data={"logs": True, "params": json.dumps({"3-inputs-seed": 1}), "workflow_api": None}
-    )
+    resp = await asgi.post("/", data={"logs": True, "params": json.dumps({"3-inputs-seed": 1}), "workflow_api": None})
     assert resp.json()["logs"] is True and resp.json()["workflow_api"] is None
     assert resp.json()["params"] == {"3-inputs-seed": 1}
 
@@ -264,9 +253,7 @@ async def test_parse_multipart_with_files(asgi: httpx.AsyncClient) -> None:
 
 
 async def test_parse_json_body(asgi: httpx.AsyncClient) -> None:
-    resp = await asgi.post(
-        "/", json={"params": {"3-inputs-seed": 4}, "workflow_api": {"1": {}}, "logs": True}
-    )
+    resp = await asgi.post("/", json={"params": {"3-inputs-seed": 4}, "workflow_api": {"1": {}}, "logs": True})
     assert resp.json()["params"] == {"3-inputs-seed": 4} and resp.json()["logs"] is True
     resp = await asgi.post("/", json={"params": '{"3-inputs-seed": 4}', "workflow_api": ""})
     assert resp.json()["params"] == {"3-inputs-seed": 4} and resp.json()["workflow_api"] is None
