@@ -175,7 +175,8 @@ async def _stream(services: Services, task: Task, sub: Subscription) -> AsyncIte
     finished = False
     try:
         yield SSE_KEEPALIVE  # headers out now, even on a cold start
-        last = ""
+        last = f"ComfyGate task {task.task_id} queued on {task.backend}"  # the id to look it up in /api/task
+        yield sse_event("log_message", last)
         async for message in _follow(services, task, sub):
             if message is None:
                 yield SSE_KEEPALIVE
@@ -217,7 +218,7 @@ def log_line(task: Task, text: str) -> str | None:
     status = message["status"]
     progress = message.get("progress") or {}
     if status != "running" or not progress.get("node"):
-        return f"task {task.task_id} {status}"
+        return f"ComfyGate task {task.task_id} {status} on {message.get('backend')}"
     title = progress.get("node_title") or progress.get("node_class") or "node"
     where = f"{title} (node {progress['node']})"
     if progress.get("max"):
