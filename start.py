@@ -78,7 +78,13 @@ def main(argv: list[str] | None = None) -> int:
     from main import create_app
 
     try:
-        uvicorn.run(create_app(settings), host=settings.host, port=settings.port, log_level=args.log_level)
+        uvicorn.run(
+            create_app(settings),
+            host=settings.host,
+            port=settings.port,
+            log_level=args.log_level,
+            ws="websockets-sansio",
+        )
     finally:
         if emulator is not None:
             emulator.stop()

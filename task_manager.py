@@ -11,7 +11,7 @@ import asyncio
 import logging
 import time
 import uuid
-from collections.abc import Coroutine
+from collections.abc import Callable, Coroutine
 from typing import TYPE_CHECKING, Any
 
 from backends import ComfyUIBackend
@@ -26,6 +26,10 @@ if TYPE_CHECKING:
     from viewcomfy_backend import ViewComfyBackend
 
 log = logging.getLogger("comfygate.tasks")
+
+# An observer learns of every task change: "created" (accepted by a backend), "status" (a new status
+# that is not final) and "finished" (final). Durable storage, webhooks and metrics hang off this.
+Observer = Callable[[Task, str], None]
 
 HISTORY_RETRIES = 5  # ComfyUI writes history a little after execution_success
 HISTORY_RETRY_DELAY = 0.1
@@ -50,6 +54,17 @@ class TaskManager:
         self._background: set[asyncio.Task[Any]] = set()
         self._timers: dict[str, asyncio.TimerHandle] = {}
         self.temp_dir = settings.outputs_dir / "temp"
+        self.observers: list[Observer] = []
+
+    def add_observer(self, observer: Observer) -> None:
+        self.observers.append(observer)
+
+    def _notify(self, task: Task, change: str) -> None:
+        for observer in self.observers:
+            try:
+                observer(task, change)
+            except Exception:
+                log.exception("task observer %r failed on %s", observer, change)
 
     # --- lifecycle -----------------------------------------------------------------------------
     def add_backend(self, backend: ComfyUIBackend | ViewComfyBackend) -> None:
@@ -152,6 +167,7 @@ class TaskManager:
             task.queued_at = time.time()
             if new:
                 self._arm_timeout(task)
+            self._notify(task, "created" if new else "status")
             self._publish(task)
             self.spawn(backend.execute(task, self), name=f"{backend.kind} {task.task_id}")
             return
@@ -172,6 +188,7 @@ class TaskManager:
             task.queued_at = time.time()
         if new:
             self._arm_timeout(task)
+        self._notify(task, "created" if new else "status")
         self._publish(task)
 
     # --- events from ComfyUI ---------------------------------------------------------------------
@@ -189,9 +206,16 @@ class TaskManager:
             return
         if kind == "execution_start":
             backend.running_prompt = task.prompt_id
+            if task.status == TaskStatus.PENDING:
+                # ComfyUI can start a prompt before its answer to POST /prompt reaches us; listeners
+                # still see every step: queued, then running.
+                task.status = TaskStatus.QUEUED
+                task.queued_at = time.time()
+                self._publish(task)
             task.status = TaskStatus.RUNNING
             task.started_at = task.started_at or time.time()
             task.progress = {"percent": 0.0, "nodes_done": 0, "nodes_total": len(task.workflow)}
+            self._notify(task, "status")
         elif kind == "execution_cached":
             task.cached_nodes = [str(n) for n in event.data.get("nodes", [])]
             task.progress["nodes_done"] = len(task.cached_nodes)
@@ -283,6 +307,7 @@ class TaskManager:
         task.status = TaskStatus.RUNNING
         task.started_at = task.started_at or time.time()
         task.progress.setdefault("percent", 0.0)
+        self._notify(task, "status")
         self._publish(task)
 
     def publish(self, task: Task) -> None:
@@ -352,6 +377,7 @@ class TaskManager:
         if handle is not None:
             handle.cancel()
         self.store.finished(task)
+        self._notify(task, "finished")
         self._publish(task, outputs=task.outputs, execution_time=task.execution_time)
 
     def complete(self, task: Task, outputs: list[dict[str, Any]]) -> None:

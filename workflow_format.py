@@ -285,9 +285,7 @@ class _Converter:
         self.object_info = object_info
         definitions = ui.get("definitions") or {}
         self.subgraphs = {
-            str(sg["id"]): sg
-            for sg in definitions.get("subgraphs") or []
-            if isinstance(sg, dict) and "id" in sg
+            str(sg["id"]): sg for sg in definitions.get("subgraphs") or [] if isinstance(sg, dict) and "id" in sg
         }
         self.group_nodes: dict[str, Any] = (ui.get("extra") or {}).get("groupNodes") or {}
         self.root = _Graph.build(ui["nodes"], ui.get("links") or [])
@@ -430,9 +428,7 @@ class _Converter:
         out_type = outputs[slot].get("type") if slot < len(outputs) else None
         if slot < len(inputs):
             in_type = inputs[slot].get("type")
-            if want in ("*", "", None) or (
-                _types_compatible(in_type, out_type) and _types_compatible(in_type, want)
-            ):
+            if want in ("*", "", None) or (_types_compatible(in_type, out_type) and _types_compatible(in_type, want)):
                 return slot
         for index, inp in enumerate(inputs):
             if inp.get("type") == want:
@@ -576,9 +572,7 @@ class _Converter:
             own += [_MISSING] * (len(slots) - len(own))
             for index, name in enumerate(slots):
                 linked = name is not None and any(
-                    internal.get((inner["id"], s))
-                    for s, sock in enumerate(sockets)
-                    if sock.get("name") == name
+                    internal.get((inner["id"], s)) for s, sock in enumerate(sockets) if sock.get("name") == name
                 )
                 if linked:
                     continue

@@ -86,9 +86,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: cannot read object_info {args.object_info}: {exc}", file=sys.stderr)
         return 2
     output = args.output or args.workflow.resolve().parent / "workflow_api_parameters.json"
-    output.write_text(
-        json.dumps(flatten_workflow(api), indent=2, ensure_ascii=False) + "\n", encoding="utf-8"
-    )
+    output.write_text(json.dumps(flatten_workflow(api), indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
     print(f"wrote {len(api)} nodes' inputs to {output}")
     return 0
 

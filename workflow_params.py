@@ -141,11 +141,7 @@ def _text_inputs(node: dict[str, Any], class_def: dict[str, Any] | None) -> list
         spec = specs.get(name)
         if is_link(value) or not isinstance(value, str):
             continue
-        if (
-            spec is not None
-            and _spec_type(spec) == "STRING"
-            and (spec_opts(spec).get("multiline") or name == "text")
-        ):
+        if spec is not None and _spec_type(spec) == "STRING" and (spec_opts(spec).get("multiline") or name == "text"):
             names.append(name)
     return names
 
@@ -189,20 +185,14 @@ def _prompt_roles(api: dict[str, Any], object_info: dict[str, Any]) -> dict[tupl
     return {key: f"{roles.pop()}_prompt" for key, roles in found.items() if len(roles) == 1}
 
 
-def _role(
-    class_type: str, name: str, spec: Any, prompt_roles: dict[tuple[str, str], str], node_id: str
-) -> str | None:
+def _role(class_type: str, name: str, spec: Any, prompt_roles: dict[tuple[str, str], str], node_id: str) -> str | None:
     if (node_id, name) in prompt_roles:
         return prompt_roles[(node_id, name)]
     if class_type == "LoadImage" and name == "image":
         return "input_image"
     if name in NAME_ROLES:
         return NAME_ROLES[name]
-    if (
-        name in SIZE_INPUTS
-        and class_type.startswith("Empty")
-        and ("Latent" in class_type or "Image" in class_type)
-    ):
+    if name in SIZE_INPUTS and class_type.startswith("Empty") and ("Latent" in class_type or "Image" in class_type):
         return SIZE_INPUTS[name]
     if spec is not None and has_control_after_generate(name, spec) and _spec_type(spec) == "INT":
         return "seed" if name in SEED_INPUTS else None
@@ -269,9 +259,7 @@ def parse_param_key(key: str) -> tuple[str, str] | None:
     return None
 
 
-def _problem(
-    key: str, node_id: str | None, name: str | None, expected: Any, received: Any, message: str
-) -> dict:
+def _problem(key: str, node_id: str | None, name: str | None, expected: Any, received: Any, message: str) -> dict:
     return {
         "key": key,
         "node_id": node_id,
@@ -395,8 +383,7 @@ def apply_params(
                     name,
                     f"one of the node ids {existing}",
                     node_id,
-                    f"parameter {key!r}: there is no node {node_id} in this workflow "
-                    f"(existing node ids: {existing})",
+                    f"parameter {key!r}: there is no node {node_id} in this workflow (existing node ids: {existing})",
                 )
             )
             continue
@@ -426,9 +413,7 @@ def apply_params(
             problem = _check_link(result, object_info, link)
             if problem:
                 problems.append(
-                    _problem(
-                        key, node_id, name, "a link to an existing node output", value, f"{where}: {problem}"
-                    )
+                    _problem(key, node_id, name, "a link to an existing node output", value, f"{where}: {problem}")
                 )
                 continue
             inputs[name] = link

@@ -10,8 +10,8 @@ from typing import Any
 
 import httpx
 import pytest
-from comfyui_emulator import EmulatorThread
 
+from comfyui_emulator import EmulatorThread
 from config import Settings
 from main import create_app
 from tests.protocol import PROTOCOL_DIR, load_workflow
@@ -85,12 +85,13 @@ def make_settings(tmp_path: Path, servers: list[str], **overrides: Any) -> Setti
 def gate_factory(tmp_path: Path) -> Iterator[Callable[..., Gate]]:
     started: list[Gate] = []
 
-    def start(servers: list[str], **overrides: Any) -> Gate:
+    def start(servers: list[str], wait_up: bool = True, **overrides: Any) -> Gate:
         settings = make_settings(tmp_path, servers, **overrides)
         server = AppServer(create_app(settings)).start()
         gate = Gate(server, settings, httpx.Client(base_url=server.url, timeout=10.0))
         started.append(gate)
-        wait_backends_up(gate)
+        if wait_up:
+            wait_backends_up(gate)
         return gate
 
     yield start

@@ -36,7 +36,7 @@ class AppServer:
 
     def start(self, timeout: float = 10.0) -> AppServer:
         config = uvicorn.Config(
-            self.app, host=self.host, port=self.port, log_level="warning", lifespan="on", ws="websockets"
+            self.app, host=self.host, port=self.port, log_level="warning", lifespan="on", ws="websockets-sansio"
         )
         self.server = uvicorn.Server(config)
         self.thread = threading.Thread(target=self.server.run, daemon=True, name=f"uvicorn:{self.port}")

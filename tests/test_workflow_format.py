@@ -71,9 +71,7 @@ def ui(nodes: list[dict[str, Any]], links: list[list[Any]], **extra: Any) -> dic
     return {"last_node_id": 99, "last_link_id": 99, "nodes": nodes, "links": links, "version": 0.4, **extra}
 
 
-def empty_image(
-    node_id: int = 1, links: list[int] | None = None, wv: Any = None, **kw: Any
-) -> dict[str, Any]:
+def empty_image(node_id: int = 1, links: list[int] | None = None, wv: Any = None, **kw: Any) -> dict[str, Any]:
     return node(node_id, "EmptyImage", outputs=[out("IMAGE", "IMAGE", links)], wv=wv or [64, 32, 1, 0], **kw)
 
 
@@ -200,9 +198,7 @@ def test_control_after_generate_slot_is_skipped(control: Any) -> None:
 def test_image_upload_slot_is_skipped() -> None:
     wf = ui(
         [
-            node(
-                1, "LoadImage", outputs=[out("IMAGE", "IMAGE"), out("MASK", "MASK")], wv=["cat.png", "image"]
-            ),
+            node(1, "LoadImage", outputs=[out("IMAGE", "IMAGE"), out("MASK", "MASK")], wv=["cat.png", "image"]),
             node(2, "LoadImageMask", outputs=[out("MASK", "MASK")], wv=["m.png", "red", "image"]),
         ],
         [],

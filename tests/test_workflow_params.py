@@ -202,9 +202,7 @@ def test_random_seed_respects_a_smaller_max_and_is_reproducible() -> None:
     small = {"1": {"class_type": "IdeogramV3", "inputs": {"seed": 1}}}
     hi = object_info()["IdeogramV3"]["input"]["optional"]["seed"][1]["max"]
     for i in range(20):
-        assert (
-            0 <= apply_params(small, {"1.seed": -1}, object_info(), rng=random.Random(i))[1]["1.seed"] <= hi
-        )
+        assert 0 <= apply_params(small, {"1.seed": -1}, object_info(), rng=random.Random(i))[1]["1.seed"] <= hi
 
 
 def test_steps_problem_message_is_actionable() -> None:
@@ -286,9 +284,7 @@ def test_empty_combo_options_accept_any_name() -> None:
 
 def test_links_may_replace_links_and_widget_values() -> None:
     api = img2img()
-    new, applied = apply_params(
-        api, {"3.positive": ["6", 0], "3-inputs-latent_image": ["11", 0]}, object_info()
-    )
+    new, applied = apply_params(api, {"3.positive": ["6", 0], "3-inputs-latent_image": ["11", 0]}, object_info())
     assert new["3"]["inputs"]["positive"] == ["6", 0] and applied["3.latent_image"] == ["11", 0]
 
 
@@ -314,9 +310,9 @@ def test_bump_seed_and_randomize_if_no_params() -> None:
     assert list(applied) == ["3.seed"] and new["3"]["inputs"]["seed"] == applied["3.seed"] != 42
     assert api["3"]["inputs"]["seed"] == 42
     assert (
-        randomize_seed_if_no_params(
-            api, {"_3-node-class_type-info": "KSampler"}, object_info(), rng=random.Random(1)
-        )[1]
+        randomize_seed_if_no_params(api, {"_3-node-class_type-info": "KSampler"}, object_info(), rng=random.Random(1))[
+            1
+        ]
         == applied
     )
     assert randomize_seed_if_no_params(api, {"3.steps": 5}, object_info())[1] == {"3.steps": 5}
