@@ -162,10 +162,13 @@ async def _follow(services: Services, task: Task, sub: Subscription) -> AsyncIte
             try:
                 message = pending.result()
             except StopAsyncIteration:
-                return  # the hub dropped this listener: the caller still gets the result below
+                break  # the hub dropped this listener (it fell behind): keep time until the end below
             finally:
                 pending = None
             yield message
+        while not task.status.final:
+            await asyncio.sleep(interval)
+            yield None
     finally:
         if pending is not None:
             pending.cancel()
