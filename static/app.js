@@ -175,7 +175,15 @@ async function saveWorkflow() {
     let saved;
     if (libraryNames.has(name)) {
       if (name !== state.name && !window.confirm(`Replace the saved workflow ${name}?`)) return;
-      saved = await api('/api/workflow/update', { json: { name, workflow } });
+      if (name === state.name && state.pristine) {
+        // new default values for the same file (a UI-format file is then stored in API format)
+        if (state.format === 'ui' && !window.confirm(`${name} is in UI format; saving values stores it in API format. Go on?`)) return;
+        const params = form.changedValues();
+        if (!Object.keys(params).length) { toast('nothing changed'); return; }
+        saved = await api('/api/workflow/update', { json: { name, params } });
+      } else {
+        saved = await api('/api/workflow/update', { json: { name, workflow } });
+      }
     } else {
       const body = new FormData();
       body.append('file', new Blob([stringifyJSON(workflow, 2)], { type: 'application/json' }), name);
@@ -185,11 +193,8 @@ async function saveWorkflow() {
     const savedName = (saved && saved.name) || name;
     state.name = savedName;
     state.label = savedName;
-    // the saved file holds the form's values; params are still relative to the loaded base, which
-    // gives the same prompt, but the simplest truthful thing is to reload what was saved
-    await loadLibrary(savedName);
     await refreshLibrary();
-    $('#library-select').value = savedName;
+    loadDescribed(saved, { name: savedName, pristine: true }); // the form now mirrors the saved file
     toast(`saved as ${savedName}`);
   } catch (err) {
     handleBusy(err);

@@ -11,14 +11,17 @@ import re
 import shutil
 import time
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 
+from comfyui_emulator import EmulatorThread
 from config import PROJECT_DIR
 from main import create_app
-from tests.conftest import Gate
+from tests.conftest import Gate, make_settings, wait_backends_up
 from tests.servers import AppServer, free_port
 
 CHROMIUM = Path("/usr/bin/chromium")
@@ -66,13 +69,45 @@ def page(browser_context: Any) -> Iterator[Any]:
     assert not errors, f"uncaught errors in the page: {errors}"
 
 
-@pytest.fixture
-def lib_gate(gate: Gate, emulator: Any) -> Gate:
-    """A gate whose library holds the bundled example workflows; sampler steps take 50 ms."""
-    emulator.set_delays(step_delay=0.05)
+@dataclass
+class Stack:
+    gate: Gate
+    emulator: EmulatorThread
+
+
+@pytest.fixture(scope="module")
+def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
+    """One emulator and one ComfyGate for the module (built like conftest's), to keep the module quick.
+
+    Tests leave no task running, so each starts from an idle backend; the reconnect and backend-down
+    tests use conftest's own emulator/gate_factory fixtures because they stop or break their gate.
+    """
+    tmp = tmp_path_factory.mktemp("debugger")
+    emulator = EmulatorThread(base_dir=tmp / "emulator").start()
+    server = AppServer(create_app(make_settings(tmp, [emulator.url]))).start()
+    settings = server.app.state.settings
+    gate = Gate(server, settings, httpx.Client(base_url=server.url, timeout=10.0))
+    wait_backends_up(gate)
     for path in WORKFLOWS.glob("*.json"):
-        shutil.copy(path, gate.settings.workflows_dir / path.name)
-    return gate
+        shutil.copy(path, settings.workflows_dir / path.name)
+    try:
+        yield Stack(gate, emulator)
+    finally:
+        gate.client.close()
+        server.stop()
+        emulator.stop()
+
+
+@pytest.fixture
+def emu(stack: Stack) -> EmulatorThread:
+    stack.emulator.set_delays(step_delay=0.05)
+    return stack.emulator
+
+
+@pytest.fixture
+def lib_gate(stack: Stack, emu: EmulatorThread) -> Gate:
+    """The module's gate: the bundled example workflows in its library; sampler steps take 50 ms."""
+    return stack.gate
 
 
 def example(name: str) -> dict[str, Any]:
@@ -190,6 +225,15 @@ def test_library_ui_format_json_tab_and_save(page: Any, lib_gate: Gate) -> None:
     saved = lib_gate.client.get("/api/workflow/my_txt2img.json").json()
     assert saved["workflow"]["3"]["inputs"]["steps"] == 7
 
+    # new default values for the same saved workflow
+    page.wait_for_function("() => document.querySelector('#wf-info').textContent.includes('my_txt2img.json')")
+    page.fill(field("3.steps") + " input", "9")
+    page.click("#save")
+    deadline = time.monotonic() + 10
+    while lib_gate.client.get("/api/workflow/my_txt2img.json").json()["workflow"]["3"]["inputs"]["steps"] != 9:
+        assert time.monotonic() < deadline, "the new default was not saved"
+        time.sleep(0.05)
+
 
 def test_several_runs_at_once_each_with_its_card(page: Any, lib_gate: Gate) -> None:
     open_page(page, lib_gate)
@@ -204,8 +248,8 @@ def test_several_runs_at_once_each_with_its_card(page: Any, lib_gate: Gate) -> N
         wait_output_image(page, task_id)
 
 
-def test_interrupt_a_long_run(page: Any, lib_gate: Gate, emulator: Any) -> None:
-    emulator.set_delays(step_delay=0.3)  # 20 steps: 6 s
+def test_interrupt_a_long_run(page: Any, lib_gate: Gate, emu: EmulatorThread) -> None:
+    emu.set_delays(step_delay=0.3)  # 20 steps: 6 s
     open_page(page, lib_gate)
     load_from_library(page, "sd_txt2img_api.json")
     page.click("#run")
@@ -358,8 +402,8 @@ def test_history_rerun_and_open_outputs(page: Any, lib_gate: Gate) -> None:
     assert again["workflow_name"] == "sd_txt2img_api.json"
 
 
-def test_queue_panel_lists_and_interrupts(page: Any, lib_gate: Gate, emulator: Any) -> None:
-    emulator.set_delays(step_delay=0.3)
+def test_queue_panel_lists_and_interrupts(page: Any, lib_gate: Gate, emu: EmulatorThread) -> None:
+    emu.set_delays(step_delay=0.3)
     running = lib_gate.submit(workflow_name="sd_txt2img_api.json").json()["task_id"]
     waiting = lib_gate.submit(workflow_name="sd_txt2img_api.json").json()["task_id"]
     open_page(page, lib_gate)

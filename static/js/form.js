@@ -280,6 +280,16 @@ export class ParamForm {
     return params;
   }
 
+  /** Values to store as a saved workflow's new defaults: every changed value, seeds as shown. */
+  changedValues() {
+    const params = {};
+    for (const [key, field] of this.fields) {
+      const value = field.get();
+      if (!same(value, field.param.value)) params[key] = value;
+    }
+    return params;
+  }
+
   /** The workflow with the form's values written in (seeds as shown), for saving and the JSON tab. */
   applyTo(workflow) {
     const copy = structuredClone(workflow);
