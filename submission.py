@@ -5,11 +5,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+from errors import InvalidRequest, WorkflowFormatError
+from remote_inputs import resolve_image_params
+from services import Services
 from workflow_format import to_api
 from workflow_params import apply_params, validate_workflow
-
-from errors import InvalidRequest, WorkflowFormatError
-from services import Services
 
 
 @dataclass(slots=True)
@@ -43,5 +43,6 @@ async def prepare_submission(
             + (f" (and {len(problems) - 1} more)" if len(problems) > 1 else ""),
             problems=problems,
         )
-    api, applied = apply_params(api, params or {}, info)
+    params = await resolve_image_params(services, api, info, params or {})  # data/URL/file images → uploaded
+    api, applied = apply_params(api, params, info)
     return Prepared(api, applied, name)
