@@ -40,10 +40,11 @@ def read_events(gate: Gate, task_id: str, query: str = "", headers: dict[str, st
 
 
 def test_stream_follows_a_task_to_its_end(gate: Gate, emulator: Any) -> None:
-    emulator.set_delays(step_delay=0.03)
+    emulator.set_delays(step_delay=0.1)
     try:
-        task_id = gate.submit(sd_workflow()).json()["task_id"]
-        events = [e for e in read_events(gate, task_id) if "data" in e]
+        task_id = gate.submit(sd_workflow(steps=4)).json()["task_id"]
+        # Last-Event-ID 0: replay from the very first event, however late this client connects.
+        events = [e for e in read_events(gate, task_id, headers={"Last-Event-ID": "0"}) if "data" in e]
     finally:
         emulator.set_delays(step_delay=0.0)
     assert all(e["event"] == e["data"]["type"] for e in events)
@@ -53,8 +54,9 @@ def test_stream_follows_a_task_to_its_end(gate: Gate, emulator: Any) -> None:
     assert statuses[-1] == "completed" and "running" in statuses
     assert events[-1]["data"]["outputs"], "the final event carries the outputs"
     assert not [e for e in events if e["event"] == "preview"], "previews only when asked"
-    steps = [e["data"]["progress"].get("value") for e in events if e["data"].get("progress", {}).get("max") == 3]
-    assert 3 in steps
+    assert int(events[0]["id"]) == 1 and events[0]["data"]["status"] == "queued"
+    steps = [e["data"]["progress"].get("value") for e in events if e["data"].get("progress", {}).get("max") == 4]
+    assert steps[-1] == 4 and steps == sorted(steps), steps
 
 
 def test_previews_when_asked(gate: Gate, emulator: Any) -> None:
@@ -71,7 +73,7 @@ def test_previews_when_asked(gate: Gate, emulator: Any) -> None:
 def test_resume_replays_only_what_was_missed(gate: Gate, emulator: Any) -> None:
     emulator.set_delays(step_delay=0.05)
     try:
-        task_id = gate.submit(sd_workflow(steps=6)).json()["task_id"]
+        task_id = gate.submit(sd_workflow(steps=12)).json()["task_id"]
         seen: list[dict[str, Any]] = []
         with httpx.stream("GET", f"{gate.url}/api/task/{task_id}/events", timeout=10.0) as response:
             block: dict[str, Any] = {}
