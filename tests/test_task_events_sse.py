@@ -60,10 +60,10 @@ def test_stream_follows_a_task_to_its_end(gate: Gate, emulator: Any) -> None:
 
 
 def test_previews_when_asked(gate: Gate, emulator: Any) -> None:
-    emulator.set_delays(step_delay=0.03)
+    emulator.set_delays(step_delay=0.1)
     try:
-        task_id = gate.submit(sd_workflow()).json()["task_id"]
-        events = read_events(gate, task_id, "?previews=true")
+        task_id = gate.submit(sd_workflow(steps=4)).json()["task_id"]
+        events = read_events(gate, task_id, "?previews=true", headers={"Last-Event-ID": "0"})
     finally:
         emulator.set_delays(step_delay=0.0)
     previews = [e for e in events if e.get("event") == "preview"]
