@@ -9,7 +9,7 @@ from errors import InvalidRequest, WorkflowFormatError
 from remote_inputs import resolve_image_params
 from services import Services
 from workflow_format import to_api
-from workflow_params import apply_params, validate_workflow
+from workflow_params import apply_params, randomize_seed_if_no_params, validate_workflow
 
 
 @dataclass(slots=True)
@@ -25,7 +25,10 @@ async def prepare_submission(
     name: str | None,
     params: dict[str, Any] | None,
     backend: str | None = None,
+    *,
+    viewcomfy_seed_rule: bool = False,
 ) -> Prepared:
+    """Validate and apply; ``viewcomfy_seed_rule``: no parameters at all means a new seed (ViewComfy's rule)."""
     if workflow is None and not name:
         raise InvalidRequest("send a workflow: 'workflow' (inline, API or UI format) or 'workflow_name' (saved)")
     if workflow is not None and name:
@@ -44,5 +47,8 @@ async def prepare_submission(
             problems=problems,
         )
     params = await resolve_image_params(services, api, info, params or {})  # data/URL/file images → uploaded
-    api, applied = apply_params(api, params, info)
+    if viewcomfy_seed_rule:
+        api, applied = randomize_seed_if_no_params(api, params, info)
+    else:
+        api, applied = apply_params(api, params, info)
     return Prepared(api, applied, name)
