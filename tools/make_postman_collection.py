@@ -22,7 +22,8 @@ def request(
     url: dict[str, Any] = {"raw": raw_url, "host": ["{{baseUrl}}"], "path": url_path}
     if "?" in path:
         url["query"] = [{"key": k, "value": v} for k, v in (kv.split("=") for kv in path.split("?")[1].split("&"))]
-    req: dict[str, Any] = {"method": method, "header": [], "url": url}
+    # A URL held whole in a variable must stay raw: split into segments its slashes would be escaped.
+    req: dict[str, Any] = {"method": method, "header": [], "url": raw_url if path.startswith("{{") else url}
     if body is not None:
         req["header"].append({"key": "Content-Type", "value": "application/json"})
         req["body"] = {"mode": "raw", "raw": json.dumps(body, indent=2), "options": {"raw": {"language": "json"}}}
@@ -38,6 +39,22 @@ def request(
             {"listen": "test", "script": {"type": "text/javascript", "exec": tests.strip().splitlines()}}
         )
     return item
+
+
+def poll_until_final(request_name: str, expect: str, then: str = "") -> str:
+    """A test script that repeats its request (200 ms apart) until the task ends, then checks its status."""
+    return f"""
+const task = pm.response.json();
+const polls = Number(pm.collectionVariables.get("polls")) + 1;
+pm.collectionVariables.set("polls", polls);
+if (!{FINAL}.includes(task.status) && polls < 100) {{
+  setTimeout(() => {{}}, 200);
+  pm.execution.setNextRequest("{request_name}");
+}} else {{
+  pm.collectionVariables.set("polls", 0);
+  pm.test("task {expect}", () => pm.expect(task.status).to.eql("{expect}"));
+{then}}}
+"""
 
 
 ITEMS = [
@@ -92,26 +109,19 @@ const body = pm.response.json();
 pm.test("task id returned", () => pm.expect(body.task_id).to.be.a("string"));
 pm.collectionVariables.set("task_id", body.task_id);
 pm.collectionVariables.set("prompt_id", body.prompt_id);
-pm.collectionVariables.set("polls", 0);
 """,
     ),
     request(
         "Task status",
         "GET",
         "/api/task/{{task_id}}",
-        tests=f"""
-const task = pm.response.json();
-const polls = Number(pm.collectionVariables.get("polls")) + 1;
-pm.collectionVariables.set("polls", polls);
-if (!{FINAL}.includes(task.status) && polls < 100) {{
-  setTimeout(() => {{}}, 200);
-  pm.execution.setNextRequest("Task status");
-}} else {{
-  pm.test("task completed", () => pm.expect(task.status).to.eql("completed"));
-  pm.test("an output file is listed", () => pm.expect(task.outputs.length).to.be.above(0));
+        tests=poll_until_final(
+            "Task status",
+            "completed",
+            then="""  pm.test("an output file is listed", () => pm.expect(task.outputs.length).to.be.above(0));
   pm.collectionVariables.set("output_url", task.outputs[0].url);
-}}
 """,
+        ),
     ),
     request(
         "Get output image",
@@ -149,24 +159,13 @@ pm.test("the long run is queued or running", () => pm.expect(q.total_running + q
         "/api/interrupt/{{long_prompt_id}}",
         tests="""
 pm.test("interrupt accepted", () => pm.response.to.have.status(200));
-pm.collectionVariables.set("polls", 0);
 """,
     ),
     request(
         "Interrupted task status",
         "GET",
         "/api/task/{{long_task_id}}",
-        tests=f"""
-const task = pm.response.json();
-const polls = Number(pm.collectionVariables.get("polls")) + 1;
-pm.collectionVariables.set("polls", polls);
-if (!{FINAL}.includes(task.status) && polls < 100) {{
-  setTimeout(() => {{}}, 200);
-  pm.execution.setNextRequest("Interrupted task status");
-}} else {{
-  pm.test("task interrupted", () => pm.expect(task.status).to.eql("interrupted"));
-}}
-""",
+        tests=poll_until_final("Interrupted task status", "interrupted"),
     ),
     request(
         "History",
