@@ -20,6 +20,7 @@ from backends import ComfyUIBackend
 from config import PROJECT_DIR, Settings, get_settings
 from errors import ComfyGateError
 from event_hub import EventHub
+from security import install_security
 from services import Services
 from task_manager import TaskManager
 from tasks import TaskStore
@@ -101,6 +102,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         lifespan=lifespan,
     )
     app.state.settings = settings or get_settings()
+    install_security(app, app.state.settings)  # API keys, body limits, CORS: before any router
     app.add_exception_handler(ComfyGateError, comfygate_error)
     app.add_exception_handler(RequestValidationError, validation_error)
     app.add_exception_handler(Exception, unexpected_error)
