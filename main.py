@@ -12,9 +12,12 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import FileResponse, JSONResponse
 from fastapi.staticfiles import StaticFiles
+from starlette.exceptions import HTTPException as StarletteHTTPException
 
 import routes_core
 import routes_tasks
+import routes_viewcomfy
+import routes_workflows
 import routes_ws
 from backends import ComfyUIBackend
 from config import PROJECT_DIR, Settings, get_settings
@@ -24,6 +27,7 @@ from security import install_security
 from services import Services
 from task_manager import TaskManager
 from tasks import TaskStore
+from viewcomfy_backend import ViewComfyBackend
 from workflow_library import WorkflowLibrary
 
 log = logging.getLogger("comfygate")
@@ -53,6 +57,16 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
                 on_state=manager.on_backend_state,
             )
         )
+    if settings.viewcomfy_url:
+        manager.add_backend(
+            ViewComfyBackend(
+                settings.viewcomfy_url,
+                http,
+                outputs_dir=settings.outputs_dir,
+                client_id=settings.viewcomfy_client_id,
+                client_secret=settings.viewcomfy_client_secret,
+            )
+        )
     services = Services(settings, http, store, hub, manager, WorkflowLibrary(settings.workflows_dir))
     app.state.services = services
     await manager.start()
@@ -66,6 +80,17 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
 async def comfygate_error(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, ComfyGateError)
     return JSONResponse(exc.to_dict(), status_code=exc.status_code, headers=exc.headers())
+
+
+_HTTP_CODES = {400: "invalid_request", 404: "not_found", 405: "method_not_allowed", 413: "payload_too_large"}
+
+
+async def http_error(request: Request, exc: Exception) -> JSONResponse:
+    """Starlette's own errors (no route: 404, wrong method: 405, unreadable body: 400) in ErrorBody's shape,
+    so every documented error response really fits its schema."""
+    assert isinstance(exc, StarletteHTTPException)
+    code = _HTTP_CODES.get(exc.status_code, "http_error")
+    return JSONResponse({"error": code, "message": str(exc.detail)}, status_code=exc.status_code, headers=exc.headers)
 
 
 async def validation_error(request: Request, exc: Exception) -> JSONResponse:
@@ -105,10 +130,13 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     install_security(app, app.state.settings)  # API keys, body limits, CORS: before any router
     app.add_exception_handler(ComfyGateError, comfygate_error)
     app.add_exception_handler(RequestValidationError, validation_error)
+    app.add_exception_handler(StarletteHTTPException, http_error)
     app.add_exception_handler(Exception, unexpected_error)
     app.include_router(routes_core.router)
     app.include_router(routes_tasks.router)
+    app.include_router(routes_workflows.router)
     app.include_router(routes_ws.router)
+    app.include_router(routes_viewcomfy.router)
     if STATIC_DIR.is_dir():
         app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
 

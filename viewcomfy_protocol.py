@@ -29,6 +29,8 @@ from starlette.exceptions import HTTPException
 from starlette.requests import Request
 
 from errors import InvalidRequest, PayloadTooLarge
+from request_limits import safe_json_loads
+from safe_paths import sanitize_filename
 
 __all__ = [
     "FORM_FIELDS",
@@ -46,7 +48,6 @@ __all__ = [
     "parse_params_field",
     "parse_workflow_api_field",
     "result_to_json",
-    "safe_filename",
     "split_viewcomfy_key",
     "sse_event",
     "viewcomfy_key",
@@ -239,7 +240,7 @@ def parse_params_field(raw: str | None) -> dict[str, Any]:
     if raw is None or not raw.strip():
         return {}
     try:
-        value = json.loads(raw)
+        value = safe_json_loads(raw)  # ValueError when nested too deep: no RecursionError
     except ValueError as exc:
         raise InvalidRequest(
             f"params must be a JSON object encoded as a string; it is not valid JSON ({exc})", field="params"
@@ -266,7 +267,7 @@ def parse_workflow_api_field(raw: str | Mapping[str, Any] | None) -> dict[str, A
     if not raw.strip():
         return None
     try:
-        value = json.loads(raw)
+        value = safe_json_loads(raw)  # ValueError when nested too deep: no RecursionError
     except ValueError as exc:
         raise InvalidRequest(
             f"workflow_api must be an API-format workflow as a JSON string; it is not valid JSON ({exc})",
@@ -300,32 +301,6 @@ def _json_type(value: Any) -> str:
     if isinstance(value, int | float) and not isinstance(value, bool):
         return "a number"
     return names.get(type(value), type(value).__name__)
-
-
-# --------------------------------------------------------------------------------------------------
-# Safe file names
-# --------------------------------------------------------------------------------------------------
-
-_UNSAFE_CHARS = re.compile(r'[\x00-\x1f\x7f<>:"|?*]')
-
-
-def safe_filename(name: str | None, default: str = "file") -> str:
-    """A bare file name that cannot leave its directory: basename only (``/`` and ``\\``), no NUL or
-    control characters, no leading dots, at most 200 bytes. Never empty (falls back to ``default``).
-    """
-    base = (name or "").replace("\\", "/").rsplit("/", 1)[-1]
-    base = _UNSAFE_CHARS.sub("_", base).strip().lstrip(".").strip()
-    if not base:
-        base = default
-    if len(base.encode()) > 200:
-        stem, dot, ext = base.rpartition(".")
-        if not dot or len(ext) > 16:
-            stem, ext = base, ""
-        ext_part = f".{ext}" if ext else ""
-        budget = 200 - len(ext_part.encode())
-        stem = stem.encode()[:budget].decode("utf-8", errors="ignore")
-        base = stem + ext_part
-    return base
 
 
 # --------------------------------------------------------------------------------------------------
@@ -405,7 +380,7 @@ async def parse_infer_form(
                     )
                 files[key] = InferFile(
                     key=key,
-                    filename=safe_filename(value.filename, default=safe_filename(key, "upload")),
+                    filename=sanitize_filename(value.filename or "", default=sanitize_filename(key, "upload")),
                     content=content,
                     content_type=value.content_type,
                 )
@@ -436,7 +411,7 @@ async def _parse_json_body(request: Request, max_bytes: int) -> InferRequest:
         if len(body) > max_bytes:
             raise PayloadTooLarge(f"JSON body is larger than {max_bytes} bytes", limit=max_bytes)
     try:
-        payload = json.loads(body) if body.strip() else {}
+        payload = safe_json_loads(body) if body.strip() else {}
     except ValueError as exc:
         raise InvalidRequest(f"request body is not valid JSON ({exc})") from None
     if not isinstance(payload, dict):

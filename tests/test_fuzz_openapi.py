@@ -24,7 +24,9 @@ from main import create_app  # noqa: E402
 from tests.conftest import make_settings  # noqa: E402
 from tests.servers import AppServer  # noqa: E402
 
-EXAMPLES = int(os.environ.get("COMFYGATE_FUZZ_EXAMPLES", "12"))
+# schemathesis' own strategies use `random`; not ours to fix.
+pytestmark = pytest.mark.filterwarnings("ignore::hypothesis.errors.HypothesisDeprecationWarning")
+EXAMPLES = int(os.environ.get("COMFYGATE_FUZZ_EXAMPLES", "10"))
 KEY = "fuzz-key-0123456789abcdef"
 # Streams that only end with their task; a random id 404s at once, but keep the fuzzer off them anyway.
 SKIP_PATHS = r"^/api/task/\{[^}]+\}/events$"

@@ -277,3 +277,36 @@ def test_websocket_survives_hostile_messages(gate: Gate) -> None:
             message = json.loads(ws.recv(timeout=5))
             if message["type"] == "pong":
                 break
+
+
+# ------------------------------------------------------------------------------------------ merged routes
+def test_workflow_library_routes_refuse_escapes(offline: Gate, tmp_path: Path) -> None:
+    outside = tmp_path / "outside.json"
+    outside.write_text('{"1": {"class_type": "EmptyImage", "inputs": {}}}')
+    c = offline.client
+    for raw in ["..%2Foutside", "..%2F..%2Foutside.json", "%2Ftmp%2Fx", "..%5Coutside", "a%00b", ".hidden", "C:x"]:
+        for method in ("GET", "DELETE"):
+            response = c.request(method, httpx.URL(f"{offline.url}/api/workflow/{raw}"))
+            assert response.status_code in {400, 404, 422}, (method, raw, response.status_code)
+    assert outside.is_file()
+    for name in ["../escape", "/tmp/escape", "..\\escape", "a\x00b", "C:escape"]:
+        response = c.post(
+            "/api/workflow/upload",
+            files={"file": ("w.json", b'{"1": {"class_type": "EmptyImage", "inputs": {}}}', "application/json")},
+            data={"name": name},
+        )
+        assert response.status_code in {400, 422, 503}, (name, response.status_code, response.text)
+    assert not [p for p in tmp_path.rglob("*escape*")]
+
+
+def test_deep_json_inside_files_and_form_fields_is_a_4xx(offline: Gate) -> None:
+    deep = "[" * 100_000 + "]" * 100_000
+    c = offline.client
+    upload = c.post("/api/workflow/upload", files={"file": ("w.json", deep.encode(), "application/json")})
+    assert upload.status_code == 413 or 400 <= upload.status_code < 500  # 64 KiB body limit here, else 400
+    small = "[" * 1000 + "]" * 1000  # under the body limit, still far too deep
+    upload = c.post("/api/workflow/upload", files={"file": ("w.json", small.encode(), "application/json")})
+    assert upload.status_code == 400, upload.text
+    for field in ("workflow_api", "params"):
+        response = c.post("/api/viewcomfy/infer", data={field: small})
+        assert response.status_code == 400, (field, response.status_code, response.text)
