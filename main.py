@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -21,8 +22,9 @@ from config import PROJECT_DIR, Settings, get_settings
 from errors import ComfyGateError
 from event_hub import EventHub
 from services import Services
+from task_db import TaskDatabase
 from task_manager import TaskManager
-from tasks import TaskStore
+from tasks import Task, TaskStore
 from workflow_library import WorkflowLibrary
 
 log = logging.getLogger("comfygate")
@@ -41,6 +43,21 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     store = TaskStore(settings.history_limit)
     hub = EventHub(settings.ws_queue_size)
     manager = TaskManager(settings, store, hub)
+    db: TaskDatabase | None = None
+    recovered: list[Task] = []
+    if settings.database_path is not None:
+        db = TaskDatabase(settings.database_path, settings.history_limit)
+        await asyncio.to_thread(db.open)
+        for task in await asyncio.to_thread(db.load):
+            store.add(task)
+            if not task.status.final:
+                recovered.append(task)
+        manager.add_observer(db.observe)
+
+        async def load_workflow(task_id: str) -> dict[str, Any] | None:
+            return await asyncio.to_thread(db.load_workflow, task_id)  # type: ignore[union-attr]
+
+        manager.workflow_loader = load_workflow
     for index, server in enumerate(settings.servers, start=1):
         manager.add_backend(
             ComfyUIBackend(
@@ -53,13 +70,19 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
             )
         )
     services = Services(settings, http, store, hub, manager, WorkflowLibrary(settings.workflows_dir))
+    services.extras["task_db"] = db
     app.state.services = services
     await manager.start()
+    if recovered:
+        log.info("recovering %d unfinished task(s) from %s", len(recovered), settings.database_path)
+        manager.recover(recovered)
     try:
         yield
     finally:
         await manager.stop()
         await http.aclose()
+        if db is not None:
+            await asyncio.to_thread(db.close)
 
 
 async def comfygate_error(request: Request, exc: Exception) -> JSONResponse:

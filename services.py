@@ -26,16 +26,8 @@ class Services:
     extras: dict[str, Any] = field(default_factory=dict)
 
     async def object_info(self, backend: str | None = None) -> dict[str, Any]:
-        """object_info of the pinned backend, else of the first reachable one (cached per connection)."""
-        from errors import ServiceBusy
-
-        manager = self.manager
-        if backend:
-            return await manager.choose_backend(set(), backend).get_object_info()
-        for candidate in manager.backends.values():
-            if candidate.healthy:
-                return await candidate.get_object_info()
-        raise ServiceBusy("no ComfyUI backend is reachable to describe its nodes", retry_after=5)
+        """object_info of the pinned backend, else every backend's node classes merged (cached per connection)."""
+        return await self.manager.object_info(backend)
 
 
 def get_services(request: Request) -> Services:

@@ -5,11 +5,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from workflow_format import to_api
-from workflow_params import apply_params, validate_workflow
-
 from errors import InvalidRequest, WorkflowFormatError
 from services import Services
+from workflow_format import to_api
+from workflow_params import apply_params, validate_workflow
 
 
 @dataclass(slots=True)
