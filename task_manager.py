@@ -65,6 +65,7 @@ class TaskManager:
         self._classes: dict[str, frozenset[str]] = {}  # node classes of each unfinished task
         self._given: dict[str, int] = {}  # tasks handed to each backend, to break ties evenly
         self._followed: set[str] = set()  # tasks followed by polling /history, not by the WebSocket
+        self._settling: set[str] = set()  # tasks whose fate is being read from /history
         self._merged_info: tuple[list[dict[str, Any]], dict[str, Any]] | None = None
         # Set by the durable store: finished tasks then drop their workflow, loaded back on demand.
         self.workflow_loader: Callable[[str], Coroutine[Any, Any, dict[str, Any] | None]] | None = None
@@ -645,7 +646,18 @@ class TaskManager:
             self.spawn(self._settle_from_history(task, backend), name=f"settle {task_id}")
 
     async def _settle_from_history(self, task: Task, backend: ComfyUIBackend) -> None:
+        """A task missing from its backend's queue: completed (history), or lost. One settle per task."""
+        if task.task_id in self._settling:
+            return
+        self._settling.add(task.task_id)
+        try:
+            await self._settle(task, backend)
+        finally:
+            self._settling.discard(task.task_id)
+
+    async def _settle(self, task: Task, backend: ComfyUIBackend) -> None:
         entry = None
+        attempts = task.attempts
         for attempt in range(HISTORY_RETRIES):
             try:
                 entry = (await backend.client.get_history(task.prompt_id)).get(task.prompt_id)
@@ -654,8 +666,8 @@ class TaskManager:
             if entry or task.status.final:
                 break
             await asyncio.sleep(HISTORY_RETRY_DELAY * (attempt + 1))
-        if task.status.final:
-            return
+        if task.status.final or task.attempts != attempts or task.backend != backend.name:
+            return  # settled, moved or resubmitted meanwhile
         if entry:
             await self.apply_history(task, backend, entry)
         elif task.started_at is None and task.status == TaskStatus.QUEUED:
@@ -835,7 +847,6 @@ class TaskManager:
                         self._notify(task, "status")
                         self._publish(task)
                 elif prompt_id not in {item[1] for item in queue.get("queue_pending", [])}:
-                    self._followed.discard(task.task_id)
                     await self._settle_from_history(task, backend)  # done just now, or vanished
                     return
                 await asyncio.sleep(self.settings.poll_interval)
