@@ -18,7 +18,7 @@ import logging
 import time
 import uuid
 from collections.abc import Callable, Coroutine
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from backends import ComfyUIBackend
 from comfyui_events import ComfyUIEvent
@@ -27,6 +27,9 @@ from errors import ComfyGateError, ComfyUIUnavailable, NotFound, PromptRejected,
 from event_hub import EventHub
 from safe_paths import content_type, sanitize_filename
 from tasks import Task, TaskStatus, TaskStore
+
+if TYPE_CHECKING:
+    from viewcomfy_backend import ViewComfyBackend
 
 log = logging.getLogger("comfygate.tasks")
 
@@ -81,16 +84,20 @@ class TaskManager:
                 log.exception("task observer %r failed on %s", observer, change)
 
     # --- lifecycle -----------------------------------------------------------------------------
-    def add_backend(self, backend: Any) -> None:
+    def add_backend(self, backend: ComfyUIBackend | ViewComfyBackend) -> None:
         """Any object with the ``backends.Backend`` interface (ComfyUI, ViewComfy, ...)."""
-        self.backends[backend.name] = backend
+        self.backends[backend.name] = backend  # type: ignore[assignment]
+
+    def comfyui_backends(self) -> list[ComfyUIBackend]:
+        """Backends that are ComfyUI servers (queue, object_info, uploads); ViewComfy ones have none of those."""
+        return [b for b in self.backends.values() if b.kind == "comfyui"]
 
     async def start(self) -> None:
         self.settings.outputs_dir.mkdir(parents=True, exist_ok=True)
         self.temp_dir.mkdir(parents=True, exist_ok=True)
         for backend in self.backends.values():
             backend.start()
-            if getattr(backend, "down_since", None) is not None:
+            if backend.kind == "comfyui" and backend.down_since is not None:
                 # A backend that never comes up must not hold recovered tasks forever either.
                 self.spawn(self._fail_if_still_down(backend, backend.down_since), name=f"down {backend.name}")
         self.spawn(self._dispatcher(), name="dispatcher")
@@ -120,29 +127,36 @@ class TaskManager:
             log.error("background job %s failed", job.get_name(), exc_info=job.exception())
 
     # --- choosing a backend ----------------------------------------------------------------------
-    def choose_backend(self, classes: set[str], pinned: str | None = None) -> ComfyUIBackend:
+    def choose_backend(self, classes: set[str], pinned: str | None = None, kind: str | None = None) -> ComfyUIBackend:
+        """The pinned backend, else the least loaded able one; ``kind`` limits the choice (e.g. "comfyui").
+
+        A ViewComfy backend (remote and paid per run) only gets an unpinned task when no ComfyUI one can.
+        """
         if pinned:
             backend = self.backends.get(pinned) or next((b for b in self.backends.values() if b.url == pinned), None)
-            if backend is None:
-                raise NotFound(f"no backend named {pinned!r}; known: {', '.join(self.backends)}")
+            if backend is None or (kind is not None and backend.kind != kind):
+                known = ", ".join(b.name for b in self.backends.values() if kind is None or b.kind == kind)
+                raise NotFound(f"no backend named {pinned!r}; known: {known}")
             if not backend.healthy:
                 raise ComfyUIUnavailable(f"backend {backend.name} ({backend.url}) is not reachable", retry_after=5)
             return backend
-        healthy = [b for b in self.backends.values() if b.healthy]
+        healthy = [b for b in self.backends.values() if b.healthy and (kind is None or b.kind == kind)]
         if not healthy:
             urls = ", ".join(b.url for b in self.backends.values())
             raise ServiceBusy(f"no ComfyUI backend is reachable ({urls})", retry_after=5)
         able = [b for b in healthy if b.can_run(classes)]
         if not able:
             raise ServiceBusy("no reachable backend has every node class of this workflow", retry_after=30)
-        return min(able, key=lambda b: b.load)
+        local = [b for b in able if b.kind == "comfyui"]
+        return min(local or able, key=lambda b: b.load)
 
-    def find_backend(self, name_or_url: str) -> Any:
+    def find_backend(self, name_or_url: str, kind: str | None = None) -> Any:
         backend = self.backends.get(name_or_url) or next(
             (b for b in self.backends.values() if b.url == name_or_url), None
         )
-        if backend is None:
-            raise NotFound(f"no backend named {name_or_url!r}; known: {', '.join(self.backends)}")
+        if backend is None or (kind is not None and backend.kind != kind):
+            known = ", ".join(b.name for b in self.backends.values() if kind is None or b.kind == kind)
+            raise NotFound(f"no backend named {name_or_url!r}; known: {known}")
         return backend
 
     def _has_room(self, backend: Any) -> bool:
@@ -157,15 +171,23 @@ class TaskManager:
             )
             return backend if backend is not None and backend.healthy and self._has_room(backend) else None
         classes = self._classes_of(task)
-        able = [b for b in self.backends.values() if b.healthy and b.can_run(classes) and self._has_room(b)]
-        if not able:
+        kind = task.extra.get("backend_kind")
+        able = [
+            b
+            for b in self.backends.values()
+            if b.healthy and (kind is None or b.kind == kind) and b.can_run(classes) and self._has_room(b)
+        ]
+        # A ViewComfy backend (remote, paid per run) only gets an unpinned task when no ComfyUI one can.
+        local = [b for b in able if b.kind == "comfyui"]
+        if not (local or able):
             return None
-        return min(able, key=lambda b: (b.load, self._given.get(b.name, 0)))
+        return min(local or able, key=lambda b: (b.load, self._given.get(b.name, 0)))
 
     def _fits(self, task: Task, backend: Any) -> bool:
         if task.pinned_backend:
             return task.pinned_backend in (backend.name, backend.url)
-        return backend.can_run(self._classes_of(task))
+        kind = task.extra.get("backend_kind")
+        return (kind is None or backend.kind == kind) and backend.can_run(self._classes_of(task))
 
     def _classes_of(self, task: Task) -> frozenset[str]:
         classes = self._classes.get(task.task_id)
@@ -178,15 +200,16 @@ class TaskManager:
         """Ask the dispatcher to look at the pending tasks again (a backend freed up or came back)."""
         self._wakeup.set()
 
-    async def object_info(self, pinned: str | None = None) -> dict[str, Any]:
+    async def object_info(self, pinned: str | None = None, *, stale_ok: bool = False) -> dict[str, Any]:
         """What to validate a workflow against: the pinned backend's node classes, else every backend's.
 
-        A backend that is down keeps its last object_info, so a submission can still be checked and
-        held until a capable backend comes back.
+        ``stale_ok``: a backend that is down counts with its last object_info, so a submission can still
+        be checked and held until a capable backend comes back. Other callers get a 503 instead.
         """
         if pinned:
             backend = self.find_backend(pinned)
-            if getattr(backend, "object_info", None) is not None:
+            usable = stale_ok or getattr(backend, "connected", backend.healthy)
+            if getattr(backend, "object_info", None) is not None and usable:
                 return backend.object_info
             if not backend.healthy and not getattr(backend, "connected", False):
                 raise ComfyUIUnavailable(f"backend {backend.name} ({backend.url}) is not reachable", retry_after=5)
@@ -195,8 +218,8 @@ class TaskManager:
         for backend in self.backends.values():
             if not hasattr(backend, "get_object_info"):
                 continue
-            info = backend.object_info
-            if info is None and (backend.healthy or getattr(backend, "connected", False)):
+            info = backend.object_info if stale_ok or backend.connected else None
+            if info is None and backend.connected:
                 try:
                     info = await backend.get_object_info()
                 except ComfyGateError:
@@ -226,19 +249,26 @@ class TaskManager:
         workflow_name: str | None = None,
         backend: str | None = None,
         extra: dict[str, Any] | None = None,
+        kind: str | None = None,
     ) -> Task:
         """Hand a ready API-format workflow to a backend, or hold it in ComfyGate's queue.
 
         When a backend can take it now, ComfyUI's refusal is raised (422), not stored. When none can
         (all capable backends down or full), the task is held as ``pending``; a full queue is a 503.
+        ``kind`` limits the choice to backends of that kind (e.g. "comfyui").
         """
         classes = frozenset(str(node.get("class_type")) for node in workflow.values() if isinstance(node, dict))
         if backend:
-            pinned = self.find_backend(backend)
+            pinned = self.find_backend(backend, kind)
+            if not pinned.healthy and pinned.kind != "comfyui":
+                # No live health signal to wait on (ViewComfy): say so now rather than hold the task.
+                raise ComfyUIUnavailable(f"backend {pinned.name} ({pinned.url}) is not reachable", retry_after=5)
             backend = pinned.name
             candidates = [pinned]
         else:
-            candidates = list(self.backends.values())
+            candidates = [b for b in self.backends.values() if kind is None or b.kind == kind]
+            if not candidates:
+                raise ServiceBusy(f"no backend of kind {kind!r} is configured", retry_after=30)
         if not any(b.can_run(set(classes)) for b in candidates):
             raise ServiceBusy("no backend has every node class of this workflow", retry_after=30)
         task = Task(
@@ -251,6 +281,8 @@ class TaskManager:
             timeout=timeout or self.settings.task_timeout,
             extra=extra or {},
         )
+        if kind is not None:
+            task.extra["backend_kind"] = kind  # kept with the task, so a held or recovered one obeys it too
         self._classes[task.task_id] = classes
         target = self._pick(task)
         if target is not None and not any(self._fits(p, target) for p in self.pending.values()):
@@ -563,6 +595,8 @@ class TaskManager:
         backend = self.backends.get(task.backend or "")
         if backend is None:
             return "gone"
+        if backend.kind != "comfyui":
+            return await backend.cancel(task)  # type: ignore[attr-defined]  # no queue to look at: stop the call
         client = backend.client
         try:
             queue = await client.get_queue()
@@ -780,11 +814,11 @@ class TaskManager:
 
     async def _probe_one(self, backend: Any) -> None:
         probe = getattr(backend, "probe", None)
-        if probe is None or not getattr(backend, "connected", True):
-            return
+        if probe is None or backend.kind != "comfyui" or not backend.connected:
+            return  # a ViewComfy probe costs nothing but tells nothing new either
         before = backend.healthy
         await probe()
-        if getattr(backend, "node_classes", True) is None:
+        if backend.node_classes is None:
             await backend.refresh_object_info()
         if backend.healthy != before:
             log.info("%s is %s", backend.name, "back in rotation" if backend.healthy else "out of rotation")
@@ -806,7 +840,7 @@ class TaskManager:
             if task.status == TaskStatus.PENDING or task.backend is None:
                 task.status, task.backend = TaskStatus.PENDING, None
                 self.pending[task.task_id] = task
-            elif backend is None or not hasattr(backend, "client"):
+            elif backend is None or backend.kind != "comfyui":
                 if task.started_at is None:
                     self._requeue(task, f"backend {task.backend} is no longer available", new_prompt=True)
                 else:
