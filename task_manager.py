@@ -8,6 +8,7 @@ streamed to ``outputs/`` before a task is called completed.
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import time
 import uuid
@@ -52,6 +53,10 @@ class TaskManager:
         self._timers: dict[str, asyncio.TimerHandle] = {}
         self.temp_dir = settings.outputs_dir / "temp"
         self.observers: list[Observer] = []
+        # What listeners last got, so an event that changes nothing they see is not sent again: ComfyUI
+        # sends 3-4 such events per node (execution_cached, progress_state...), each fanned out to all.
+        self._last_update: dict[str, str] = {}  # task id → last task_update text, unfinished tasks only
+        self._last_queue: dict[str, int] = {}  # backend name → last queue_remaining published
 
     def add_observer(self, observer: Observer) -> None:
         self.observers.append(observer)
@@ -172,18 +177,23 @@ class TaskManager:
         if task.status == TaskStatus.PENDING:
             task.status = TaskStatus.QUEUED
             task.queued_at = time.time()
-        if new:
+        # An instant workflow can end before ComfyUI's answer reaches us: its end is published already,
+        # and a timer armed now would keep the task in memory for its whole timeout.
+        if new and not task.status.final:
             self._arm_timeout(task)
         self._notify(task, "created" if new else "status")
-        self._publish(task)
+        if not task.status.final:
+            self._publish(task)
 
     # --- events from ComfyUI ---------------------------------------------------------------------
     def on_event(self, backend: ComfyUIBackend, event: ComfyUIEvent) -> None:
         kind = event.type
         if kind == "status":
-            self.hub.publish(
-                {"type": "queue_update", "backend": backend.name, "queue_remaining": backend.queue_remaining}
-            )
+            if self._last_queue.get(backend.name) != backend.queue_remaining:
+                self._last_queue[backend.name] = backend.queue_remaining
+                self.hub.publish(
+                    {"type": "queue_update", "backend": backend.name, "queue_remaining": backend.queue_remaining}
+                )
             return
         task = self.store.by_prompt(event.prompt_id)
         if task is None and kind in ("preview", "text") and backend.running_prompt:
@@ -303,7 +313,14 @@ class TaskManager:
 
     def _publish(self, task: Task, **more: Any) -> None:
         message = {"type": "task_update", **task.summary(), **more}
-        self.hub.publish(message, task.task_id)
+        text = json.dumps(message, separators=(",", ":"), default=str)
+        if task.status.final:
+            self._last_update.pop(task.task_id, None)
+        elif self._last_update.get(task.task_id) == text:
+            return
+        else:
+            self._last_update[task.task_id] = text
+        self.hub.publish_text(text, task.task_id)
 
     # --- endings ---------------------------------------------------------------------------------
     async def _complete(self, task: Task, backend: ComfyUIBackend, node_outputs: dict[str, Any] | None = None) -> None:
@@ -431,6 +448,7 @@ class TaskManager:
     # --- backend up / down -----------------------------------------------------------------------
     async def on_backend_state(self, backend: ComfyUIBackend, up: bool) -> None:
         self.hub.publish({"type": "backend_update", **backend.describe()})
+        self._last_queue.pop(backend.name, None)  # the next queue_update goes out whatever its value
         if up:
             self.spawn(self.reconcile(backend), name=f"reconcile {backend.name}")
         else:

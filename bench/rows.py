@@ -130,17 +130,18 @@ class Bench:
             "2": {"class_type": "PreviewAny", "inputs": {"source": ["1", 0]}},
         }
 
-    def start_emulators(self, count: int, prefix: str, **delays: float) -> list[Emulator]:
+    def start_emulators(self, count: int, prefix: str, *, wait: bool = True, **delays: float) -> list[Emulator]:
         emus = [Emulator(self.workdir, f"{prefix}-{i + 1}", **delays) for i in range(count)]
         self._procs += emus
-        for emu in emus:
+        for emu in emus if wait else ():
             emu.wait_ready()
         return emus
 
-    def start_gate(self, name: str, servers: list[str], **kwargs: Any) -> Gate:
+    def start_gate(self, name: str, servers: list[str], *, wait: bool = True, **kwargs: Any) -> Gate:
+        """ComfyGate may start before its emulators are up: it connects with backoff, like in production."""
         gate = Gate(self.workdir, name, servers, log_level=self.args.gate_log_level, **kwargs)
         self._procs.append(gate)
-        return gate.wait_ready()
+        return gate.wait_ready() if wait else gate
 
     def stack(self, name: str, fresh: bool, **gate_kwargs: Any) -> tuple[str, Emulator | None, Gate]:
         """A ComfyUI (emulator, or the real one) and a ComfyGate in front of it.
@@ -153,9 +154,12 @@ class Bench:
             assert self.comfyui_url is not None
             url, emu = self.comfyui_url, None
         else:
-            emu = self.start_emulators(1, f"{name}-emulator")[0]
+            emu = self.start_emulators(1, f"{name}-emulator", wait=False)[0]
             url = emu.url
-        gate = self.start_gate(f"{name}-gate", [url], **gate_kwargs)
+        gate = self.start_gate(f"{name}-gate", [url], wait=False, **gate_kwargs)
+        if emu is not None:
+            emu.wait_ready()
+        gate.wait_ready()
         result = (url, emu, gate)
         if not fresh:
             self._shared["stack"] = result
@@ -534,10 +538,12 @@ async def row_pool(bench: Bench) -> Result:
     emus = bench.start_emulators(4, "pool-emulator", node_delay=node_delay)
     per = args.pool_tasks
     try:
-        one = bench.start_gate("pool-gate-1", [emus[0].url])
+        one = bench.start_gate("pool-gate-1", [emus[0].url], wait=False)
+        four = bench.start_gate("pool-gate-4", [e.url for e in emus], wait=False)
+        for gate in (one, four):
+            gate.wait_ready()
         rate_one = await timed_batch(bench, one, per)
         bench.release(one)
-        four = bench.start_gate("pool-gate-4", [e.url for e in emus])
         rate_four = await timed_batch(bench, four, 4 * per)
         bench.release(four)
     finally:
