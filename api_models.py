@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -107,3 +107,83 @@ class UploadOut(BaseModel):
     local_filename: str
     size: int
     backends: list[str]
+
+
+# --------------------------------------------------------------------------------------------------
+# workflows (routes_workflows.py)
+
+WorkflowFormat = Literal["api", "ui"]
+
+
+class WorkflowParam(BaseModel):
+    """One editable input of a workflow, as found by workflow_params.detect_params."""
+
+    model_config = ConfigDict(extra="allow")
+    key: str = Field(description='the key to send in params, e.g. "6.text"')
+    node_id: str
+    class_type: str
+    title: str
+    input: str
+    value: Any = Field(description="the value stored in the workflow")
+    type: str = Field(description="INT, FLOAT, STRING, BOOLEAN, COMBO or another ComfyUI type")
+    min: int | float | None = None
+    max: int | float | None = None
+    step: int | float | None = None
+    options: list[Any] | None = Field(None, description="COMBO choices (empty when the backend lists none)")
+    multiline: bool | None = None
+    default: Any = None
+    role: str | None = Field(
+        None, description="positive_prompt, negative_prompt, seed, steps, cfg, sampler, width, ... or null"
+    )
+
+
+class WorkflowOut(BaseModel):
+    name: str = Field(description="the stored file name, with .json")
+    format: WorkflowFormat = Field(description="the format the file is stored in")
+    workflow: dict[str, Any] = Field(description="the workflow in API format (converted when stored as UI)")
+    params: list[WorkflowParam]
+    converted: bool = Field(False, description="true when an update stored a UI-format file converted to API format")
+
+
+class WorkflowListItem(BaseModel):
+    name: str
+    size: int = Field(description="bytes on disk")
+    modified: float = Field(description="last change, seconds since the epoch")
+    format: WorkflowFormat | None = Field(description="null when the file is not a readable workflow")
+
+
+class WorkflowListOut(BaseModel):
+    workflows: list[WorkflowListItem]
+
+
+class WorkflowUpdateIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    name: str = Field(description="a saved workflow, with or without .json")
+    params: dict[str, Any] | None = Field(
+        None, description='new default values, e.g. {"6.text": "a cat", "3.steps": 25}; checked like a submission'
+    )
+    workflow: dict[str, Any] | None = Field(
+        None, description="a whole new workflow (API or UI format) replacing the stored one; params apply after it"
+    )
+    backend: str | None = Field(None, description="the backend whose object_info checks the workflow")
+
+
+class WorkflowIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    workflow: dict[str, Any] = Field(description="a workflow in API or UI format")
+    backend: str | None = Field(None, description="the backend whose object_info is used")
+
+
+class WorkflowDeleted(BaseModel):
+    deleted: str = Field(description="the name of the removed file")
+
+
+class ConvertOut(BaseModel):
+    format: WorkflowFormat = Field(description="the format detected in the request")
+    workflow: dict[str, Any] = Field(description="the workflow in API format")
+
+
+class WorkflowParamsOut(BaseModel):
+    format: WorkflowFormat
+    workflow: dict[str, Any] = Field(description="the workflow in API format")
+    params: list[WorkflowParam]

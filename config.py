@@ -67,6 +67,13 @@ class Settings(BaseSettings):
     viewcomfy_client_id: SecretStr | None = None
     viewcomfy_client_secret: SecretStr | None = None
     viewcomfy_default_workflow: str | None = None
+    viewcomfy_object_info: Path | None = Field(
+        None, description="object_info JSON that ViewComfy tasks are validated against (default: see services)"
+    )
+    # What ComfyGate's own ViewComfy-compatible endpoint accepts (unset: no check).
+    viewcomfy_server_client_id: SecretStr | None = None
+    viewcomfy_server_client_secret: SecretStr | None = None
+    viewcomfy_keepalive: float = Field(5.0, gt=0, description="seconds between SSE keepalives on /api/viewcomfy")
 
     @field_validator("comfyui_servers", "cors_origins", mode="before")
     @classmethod
@@ -78,10 +85,10 @@ class Settings(BaseSettings):
     def _keys(cls, value: object) -> object:
         return _split_list(value)
 
-    @field_validator("workflows_dir", "uploads_dir", "outputs_dir", "data_dir")
+    @field_validator("workflows_dir", "uploads_dir", "outputs_dir", "data_dir", "viewcomfy_object_info")
     @classmethod
-    def _absolute(cls, value: Path) -> Path:
-        return value if value.is_absolute() else PROJECT_DIR / value
+    def _absolute(cls, value: Path | None) -> Path | None:
+        return value if value is None or value.is_absolute() else PROJECT_DIR / value
 
     @property
     def servers(self) -> list[str]:

@@ -12,6 +12,7 @@ websockets exception) should escape a client module.
     ├── ViewComfyError                the ViewComfy API answered an error; keeps its JSON body (502)
     │   └── ViewComfyUnavailable      unreachable or timed out (503)
     ├── InvalidRequest                the caller sent something unusable (400)
+    │   ├── InvalidJSON               a body or file that does not parse as JSON; says where (400)
     │   ├── WorkflowFormatError       not a workflow in API or UI format (422)
     │   │   └── UnknownNodeClass      a node class no backend knows (422)
     │   └── ParameterError            params that do not fit the workflow; lists every problem (422)
@@ -103,6 +104,10 @@ class ViewComfyUnavailable(ViewComfyError):
 class InvalidRequest(ComfyGateError):
     status_code = 400
     code = "invalid_request"
+
+
+class InvalidJSON(InvalidRequest):
+    code = "invalid_json"
 
 
 class WorkflowFormatError(InvalidRequest):

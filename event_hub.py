@@ -37,18 +37,22 @@ class Subscription:
             self.drop()
 
     def drop(self) -> None:
+        """The listener stopped reading: end its stream after what is already queued."""
+        if not self.dropped:
+            self.close()
+            self.hub.dropped_total += 1
+            log.warning("dropped a listener whose queue of %d messages was full", self.queue.maxsize)
+
+    def close(self) -> None:
         """Stop delivering; the reader sees the end of the stream after what is already queued."""
-        if self.dropped:
-            return
         self.dropped = True
         self.hub._remove(self)
         while True:  # make room for the end marker
             try:
                 self.queue.put_nowait(_CLOSED)
-                break
+                return
             except asyncio.QueueFull:
                 self.queue.get_nowait()
-        log.warning("dropped a listener whose queue of %d messages was full", self.queue.maxsize)
 
     async def __aiter__(self) -> AsyncIterator[str]:
         while True:
@@ -106,7 +110,6 @@ class EventHub:
         self.publish_text(text, task_id)
 
     def publish_text(self, text: str, task_id: str | None = None) -> None:
-        before = len(self._all)
         for sub in tuple(self._all):
             sub.offer(text)
         if task_id is None:
@@ -117,4 +120,3 @@ class EventHub:
             targets = self._by_task.get(task_id, set())
         for sub in tuple(targets):
             sub.offer(text)
-        self.dropped_total += max(0, before - len(self._all))

@@ -15,6 +15,8 @@ from fastapi.staticfiles import StaticFiles
 
 import routes_core
 import routes_tasks
+import routes_viewcomfy
+import routes_workflows
 import routes_ws
 from backends import ComfyUIBackend
 from config import PROJECT_DIR, Settings, get_settings
@@ -23,6 +25,7 @@ from event_hub import EventHub
 from services import Services
 from task_manager import TaskManager
 from tasks import TaskStore
+from viewcomfy_backend import ViewComfyBackend
 from workflow_library import WorkflowLibrary
 
 log = logging.getLogger("comfygate")
@@ -50,6 +53,16 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
                 timeout=settings.request_timeout,
                 on_event=manager.on_event,
                 on_state=manager.on_backend_state,
+            )
+        )
+    if settings.viewcomfy_url:
+        manager.add_backend(
+            ViewComfyBackend(
+                settings.viewcomfy_url,
+                http,
+                outputs_dir=settings.outputs_dir,
+                client_id=settings.viewcomfy_client_id,
+                client_secret=settings.viewcomfy_client_secret,
             )
         )
     services = Services(settings, http, store, hub, manager, WorkflowLibrary(settings.workflows_dir))
@@ -106,7 +119,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.add_exception_handler(Exception, unexpected_error)
     app.include_router(routes_core.router)
     app.include_router(routes_tasks.router)
+    app.include_router(routes_workflows.router)
     app.include_router(routes_ws.router)
+    app.include_router(routes_viewcomfy.router)
     if STATIC_DIR.is_dir():
         app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
 

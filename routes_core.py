@@ -67,7 +67,7 @@ async def nodes(
 
 @router.get("/queue", response_model=QueueOut, summary="Every backend's queue, and the totals")
 async def queue(services: Services = Depends(get_services)) -> dict[str, Any]:
-    backends = list(services.manager.backends.values())
+    backends = services.manager.comfyui_backends()  # ViewComfy has no queue to show
 
     async def one(backend: Any) -> dict[str, Any]:
         try:
@@ -100,7 +100,7 @@ def summarise_queue(services: Services, q: dict[str, Any]) -> dict[str, Any]:
 async def clear_queue(services: Services = Depends(get_services)) -> dict[str, Any]:
     cleared: list[str] = []
     errors: dict[str, str] = {}
-    for backend in services.manager.backends.values():
+    for backend in services.manager.comfyui_backends():
         try:
             q = await backend.client.get_queue()
             ids = [e[1] for e in q.get("queue_pending", [])]
@@ -196,7 +196,7 @@ async def push_upload(
     services: Services, name: str, data: bytes, *, subfolder: str = "", overwrite: bool = False, local: str = ""
 ) -> dict[str, Any]:
     """Send one input file to every reachable backend, so any of them can run the task that uses it."""
-    backends = [b for b in services.manager.backends.values() if b.healthy]
+    backends = [b for b in services.manager.comfyui_backends() if b.healthy]
     if not backends:
         raise ServiceBusy("no ComfyUI backend is reachable to receive the upload", retry_after=5)
     answers = await asyncio.gather(

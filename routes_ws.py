@@ -13,6 +13,7 @@ import json
 
 from fastapi import APIRouter, WebSocket, WebSocketDisconnect
 
+from event_hub import Subscription
 from services import Services
 
 router = APIRouter()
@@ -54,7 +55,7 @@ async def websocket_updates(websocket: WebSocket) -> None:
         services.hub.unsubscribe(sub)
 
 
-async def _read_commands(websocket: WebSocket, services: Services, sub) -> None:  # type: ignore[no-untyped-def]
+async def _read_commands(websocket: WebSocket, services: Services, sub: Subscription) -> None:
     """Handle subscribe messages; end the subscription when the client goes away."""
     try:
         while True:
@@ -70,5 +71,4 @@ async def _read_commands(websocket: WebSocket, services: Services, sub) -> None:
     except (WebSocketDisconnect, RuntimeError):
         pass
     finally:
-        services.hub.unsubscribe(sub)
-        sub.queue.put_nowait(None) if not sub.queue.full() else None
+        sub.close()

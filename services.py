@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import asyncio
+import json
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import httpx
 from fastapi import Request
 
-from config import Settings
+from config import PROJECT_DIR, Settings
 from event_hub import EventHub
 from task_manager import TaskManager
 from tasks import TaskStore
@@ -26,16 +29,56 @@ class Services:
     extras: dict[str, Any] = field(default_factory=dict)
 
     async def object_info(self, backend: str | None = None) -> dict[str, Any]:
-        """object_info of the pinned backend, else of the first reachable one (cached per connection)."""
+        """object_info of the pinned backend, else of the first reachable one (cached per connection).
+
+        A ViewComfy backend has no object_info: ``stand_in_object_info`` answers for it.
+        """
         from errors import ServiceBusy
 
         manager = self.manager
         if backend:
-            return await manager.choose_backend(set(), backend).get_object_info()
-        for candidate in manager.backends.values():
+            chosen = manager.choose_backend(set(), backend)
+            if chosen.kind == "comfyui":
+                return await chosen.get_object_info()
+            return await self.stand_in_object_info()
+        for candidate in manager.comfyui_backends():
             if candidate.healthy:
                 return await candidate.get_object_info()
+        if any(b.healthy for b in manager.backends.values()):  # only a ViewComfy backend is up
+            return await self.stand_in_object_info()
         raise ServiceBusy("no ComfyUI backend is reachable to describe its nodes", retry_after=5)
+
+    async def stand_in_object_info(self) -> dict[str, Any]:
+        """What ViewComfy tasks are validated against, since ViewComfy cannot describe its nodes.
+
+        ``settings.viewcomfy_object_info`` (an /object_info export of the ComfyUI the deployment was built
+        on) when set; else a reachable ComfyUI backend's (same nodes, most likely); else the recorded core
+        nodes in ``emulator_data/object_info.json``. Custom nodes must come from one of the first two.
+        """
+        path = self.settings.viewcomfy_object_info
+        if path is None:
+            for candidate in self.manager.comfyui_backends():
+                if candidate.healthy:
+                    return await candidate.get_object_info()
+            path = PROJECT_DIR / "emulator_data" / "object_info.json"
+        cached = self.extras.get("stand_in_object_info")
+        if cached is not None and cached[0] == path:
+            return cached[1]
+        info = await asyncio.to_thread(_read_json, path)
+        self.extras["stand_in_object_info"] = (path, info)
+        return info
+
+
+def _read_json(path: Path) -> dict[str, Any]:
+    from errors import InvalidRequest
+
+    try:
+        value = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        raise InvalidRequest(f"cannot read the object_info file {path}: {exc}") from exc
+    if not isinstance(value, dict):
+        raise InvalidRequest(f"the object_info file {path} is not a JSON object of node classes")
+    return value
 
 
 async def get_services(request: Request) -> Services:

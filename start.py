@@ -14,7 +14,7 @@ from typing import Any
 
 import uvicorn
 
-from config import PROJECT_DIR, Settings
+from config import Settings
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -58,16 +58,7 @@ def build_settings(args: argparse.Namespace, **extra: Any) -> Settings:
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    emulator = None
-    extra: dict[str, Any] = {}
-    if args.demo:
-        from comfyui_emulator import EmulatorThread
-
-        emulator = EmulatorThread(step_delay=args.demo_step_delay, base_dir=PROJECT_DIR / "data" / "emulator").start()
-        extra["comfyui_server"] = emulator.url
-        extra["comfyui_servers"] = []
-        print(f"demo: ComfyUI emulator running at {emulator.url}", flush=True)
-    settings = build_settings(args, **extra)
+    settings = build_settings(args)
     if not settings.api_keys and not is_loopback(settings.host) and not args.insecure:
         print(
             f"refusing to listen on {settings.host} without API keys: anyone on the network could run "
@@ -75,6 +66,13 @@ def main(argv: list[str] | None = None) -> int:
             file=sys.stderr,
         )
         return 2
+    emulator = None
+    if args.demo:
+        from comfyui_emulator import EmulatorThread
+
+        emulator = EmulatorThread(step_delay=args.demo_step_delay, base_dir=settings.data_dir / "emulator").start()
+        settings = settings.model_copy(update={"comfyui_server": emulator.url, "comfyui_servers": []})
+        print(f"demo: ComfyUI emulator running at {emulator.url}", flush=True)
     from main import create_app
 
     try:

@@ -5,11 +5,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from workflow_format import to_api
-from workflow_params import apply_params, validate_workflow
-
 from errors import InvalidRequest, WorkflowFormatError
 from services import Services
+from workflow_format import to_api
+from workflow_params import apply_params, randomize_seed_if_no_params, validate_workflow
 
 
 @dataclass(slots=True)
@@ -25,7 +24,10 @@ async def prepare_submission(
     name: str | None,
     params: dict[str, Any] | None,
     backend: str | None = None,
+    *,
+    viewcomfy_seed_rule: bool = False,
 ) -> Prepared:
+    """Validate and apply; ``viewcomfy_seed_rule``: no parameters at all means a new seed (ViewComfy's rule)."""
     if workflow is None and not name:
         raise InvalidRequest("send a workflow: 'workflow' (inline, API or UI format) or 'workflow_name' (saved)")
     if workflow is not None and name:
@@ -43,5 +45,8 @@ async def prepare_submission(
             + (f" (and {len(problems) - 1} more)" if len(problems) > 1 else ""),
             problems=problems,
         )
-    api, applied = apply_params(api, params or {}, info)
+    if viewcomfy_seed_rule:
+        api, applied = randomize_seed_if_no_params(api, params or {}, info)
+    else:
+        api, applied = apply_params(api, params or {}, info)
     return Prepared(api, applied, name)

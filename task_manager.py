@@ -13,7 +13,7 @@ import logging
 import time
 import uuid
 from collections.abc import Callable, Coroutine
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from backends import ComfyUIBackend
 from comfyui_events import ComfyUIEvent
@@ -22,6 +22,9 @@ from errors import ComfyGateError, ComfyUIUnavailable, NotFound, PromptRejected,
 from event_hub import EventHub
 from safe_paths import content_type, sanitize_filename
 from tasks import Task, TaskStatus, TaskStore
+
+if TYPE_CHECKING:
+    from viewcomfy_backend import ViewComfyBackend
 
 log = logging.getLogger("comfygate.tasks")
 
@@ -69,8 +72,12 @@ class TaskManager:
                 log.exception("task observer %r failed on %s", observer, change)
 
     # --- lifecycle -----------------------------------------------------------------------------
-    def add_backend(self, backend: ComfyUIBackend) -> None:
-        self.backends[backend.name] = backend
+    def add_backend(self, backend: ComfyUIBackend | ViewComfyBackend) -> None:
+        self.backends[backend.name] = backend  # type: ignore[assignment]
+
+    def comfyui_backends(self) -> list[ComfyUIBackend]:
+        """Backends that are ComfyUI servers (queue, object_info, uploads); ViewComfy ones have none of those."""
+        return [b for b in self.backends.values() if b.kind == "comfyui"]
 
     async def start(self) -> None:
         self.settings.outputs_dir.mkdir(parents=True, exist_ok=True)
@@ -102,22 +109,28 @@ class TaskManager:
             log.error("background job %s failed", job.get_name(), exc_info=job.exception())
 
     # --- choosing a backend ----------------------------------------------------------------------
-    def choose_backend(self, classes: set[str], pinned: str | None = None) -> ComfyUIBackend:
+    def choose_backend(self, classes: set[str], pinned: str | None = None, kind: str | None = None) -> ComfyUIBackend:
+        """The pinned backend, else the least loaded able one; ``kind`` limits the choice (e.g. "comfyui").
+
+        A ViewComfy backend (remote and paid per run) only gets an unpinned task when no ComfyUI one can.
+        """
         if pinned:
             backend = self.backends.get(pinned) or next((b for b in self.backends.values() if b.url == pinned), None)
-            if backend is None:
-                raise NotFound(f"no backend named {pinned!r}; known: {', '.join(self.backends)}")
+            if backend is None or (kind is not None and backend.kind != kind):
+                known = ", ".join(b.name for b in self.backends.values() if kind is None or b.kind == kind)
+                raise NotFound(f"no backend named {pinned!r}; known: {known}")
             if not backend.healthy:
                 raise ComfyUIUnavailable(f"backend {backend.name} ({backend.url}) is not reachable", retry_after=5)
             return backend
-        healthy = [b for b in self.backends.values() if b.healthy]
+        healthy = [b for b in self.backends.values() if b.healthy and (kind is None or b.kind == kind)]
         if not healthy:
             urls = ", ".join(b.url for b in self.backends.values())
             raise ServiceBusy(f"no ComfyUI backend is reachable ({urls})", retry_after=5)
         able = [b for b in healthy if b.can_run(classes)]
         if not able:
             raise ServiceBusy("no reachable backend has every node class of this workflow", retry_after=30)
-        return min(able, key=lambda b: b.load)
+        local = [b for b in able if b.kind == "comfyui"]
+        return min(local or able, key=lambda b: b.load)
 
     # --- submission ----------------------------------------------------------------------------
     async def submit(
@@ -129,10 +142,11 @@ class TaskManager:
         workflow_name: str | None = None,
         backend: str | None = None,
         extra: dict[str, Any] | None = None,
+        kind: str | None = None,
     ) -> Task:
         """Hand a ready API-format workflow to a backend; ComfyUI's refusal is raised, not stored."""
         classes = {str(node.get("class_type")) for node in workflow.values() if isinstance(node, dict)}
-        target = self.choose_backend(classes, backend)
+        target = self.choose_backend(classes, backend, kind)
         task = Task(
             task_id=uuid.uuid4().hex,
             prompt_id=str(uuid.uuid4()),
@@ -430,6 +444,8 @@ class TaskManager:
         backend = self.backends.get(task.backend or "")
         if backend is None:
             return "gone"
+        if backend.kind != "comfyui":
+            return await backend.cancel(task)  # type: ignore[attr-defined]  # no queue to look at: stop the call
         client = backend.client
         try:
             queue = await client.get_queue()

@@ -25,7 +25,8 @@ import httpx
 from pydantic import ValidationError
 
 from errors import InvalidRequest, ViewComfyError, ViewComfyUnavailable
-from viewcomfy_protocol import FORM_FIELDS, PromptResult, SSEParser, safe_filename
+from safe_paths import sanitize_filename
+from viewcomfy_protocol import FORM_FIELDS, PromptResult, SSEParser
 
 __all__ = ["FileSpec", "LogCallback", "ViewComfyClient", "decode_outputs"]
 
@@ -381,8 +382,11 @@ def _validate_result(data: Any, status: int) -> PromptResult:
 _DECODE_CHUNK = 4 * 256 * 1024  # base64 characters per step (a multiple of 4)
 
 
-def decode_outputs(result: PromptResult | Mapping[str, Any], dest_dir: str | Path) -> list[Path]:
+def decode_outputs(result: PromptResult | Mapping[str, Any], dest_dir: str | Path, *, prefix: str = "") -> list[Path]:
     """Write each base64 output to ``dest_dir`` and return the paths, in output order.
+
+    ``prefix`` (already safe, e.g. a task id's first 8 characters and ``_``) is put before each name,
+    so outputs of different tasks sharing one folder stay apart, as ComfyGate names ComfyUI outputs.
 
     Names come from upstream, so they are untrusted: basename only, no NUL/control characters, never
     an existing file (``name_1.png``, ``name_2.png``...; created with O_EXCL). Each file is decoded in
@@ -398,7 +402,7 @@ def decode_outputs(result: PromptResult | Mapping[str, Any], dest_dir: str | Pat
         if not output.data:
             logger.warning("output %d (%r) has no inline data; skipped", index, output.filename)
             continue
-        name = safe_filename(output.filename, default=f"output_{index}")
+        name = prefix + sanitize_filename(output.filename, default=f"output_{index}")
         path, handle = _create_unique(root, name)
         try:
             with handle:
@@ -424,7 +428,7 @@ def _create_unique(root: Path, name: str) -> tuple[Path, IO[bytes]]:
     suffix = f".{ext}" if ext else ""
     for n in range(10_000):
         candidate = root / (name if n == 0 else f"{stem}_{n}{suffix}")
-        if candidate.parent != root:  # defence in depth; safe_filename already prevents this
+        if candidate.parent != root:  # defence in depth; sanitize_filename already prevents this
             raise ViewComfyError(f"refusing output name {name!r}")
         try:
             return candidate, candidate.open("xb")

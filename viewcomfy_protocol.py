@@ -29,6 +29,7 @@ from starlette.exceptions import HTTPException
 from starlette.requests import Request
 
 from errors import InvalidRequest, PayloadTooLarge
+from safe_paths import sanitize_filename
 
 __all__ = [
     "FORM_FIELDS",
@@ -46,7 +47,6 @@ __all__ = [
     "parse_params_field",
     "parse_workflow_api_field",
     "result_to_json",
-    "safe_filename",
     "split_viewcomfy_key",
     "sse_event",
     "viewcomfy_key",
@@ -303,32 +303,6 @@ def _json_type(value: Any) -> str:
 
 
 # --------------------------------------------------------------------------------------------------
-# Safe file names
-# --------------------------------------------------------------------------------------------------
-
-_UNSAFE_CHARS = re.compile(r'[\x00-\x1f\x7f<>:"|?*]')
-
-
-def safe_filename(name: str | None, default: str = "file") -> str:
-    """A bare file name that cannot leave its directory: basename only (``/`` and ``\\``), no NUL or
-    control characters, no leading dots, at most 200 bytes. Never empty (falls back to ``default``).
-    """
-    base = (name or "").replace("\\", "/").rsplit("/", 1)[-1]
-    base = _UNSAFE_CHARS.sub("_", base).strip().lstrip(".").strip()
-    if not base:
-        base = default
-    if len(base.encode()) > 200:
-        stem, dot, ext = base.rpartition(".")
-        if not dot or len(ext) > 16:
-            stem, ext = base, ""
-        ext_part = f".{ext}" if ext else ""
-        budget = 200 - len(ext_part.encode())
-        stem = stem.encode()[:budget].decode("utf-8", errors="ignore")
-        base = stem + ext_part
-    return base
-
-
-# --------------------------------------------------------------------------------------------------
 # Incoming request (server side)
 # --------------------------------------------------------------------------------------------------
 
@@ -405,7 +379,7 @@ async def parse_infer_form(
                     )
                 files[key] = InferFile(
                     key=key,
-                    filename=safe_filename(value.filename, default=safe_filename(key, "upload")),
+                    filename=sanitize_filename(value.filename or "", default=sanitize_filename(key, "upload")),
                     content=content,
                     content_type=value.content_type,
                 )

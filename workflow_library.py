@@ -9,8 +9,9 @@ import re
 from pathlib import Path
 from typing import Any
 
-from errors import Conflict, InvalidRequest, NotFound
+from errors import Conflict, InvalidRequest, NotFound, PayloadTooLarge, WorkflowFormatError
 from safe_paths import check_filename, resolve_inside
+from workflow_format import detect_format
 
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._\- ]{0,120}$")
 MAX_WORKFLOW_BYTES = 20 * 1024 * 1024
@@ -27,6 +28,14 @@ def normalise_name(name: str) -> str:
             "and must start with a letter or digit"
         )
     return name
+
+
+def file_format(path: Path) -> str | None:
+    """Say "api" or "ui" for a saved file; None when unreadable or not a workflow (listed so it can be deleted)."""
+    try:
+        return detect_format(json.loads(path.read_text(encoding="utf-8")))
+    except (OSError, ValueError, WorkflowFormatError):
+        return None
 
 
 class WorkflowLibrary:
@@ -53,7 +62,7 @@ class WorkflowLibrary:
         path = self.path(name)
         text = json.dumps(workflow, indent=2, ensure_ascii=False)
         if len(text.encode()) > MAX_WORKFLOW_BYTES:
-            raise InvalidRequest(f"workflow is larger than {MAX_WORKFLOW_BYTES} bytes")
+            raise PayloadTooLarge(f"workflow is larger than {MAX_WORKFLOW_BYTES} bytes", limit=MAX_WORKFLOW_BYTES)
 
         def write() -> None:
             self.folder.mkdir(parents=True, exist_ok=True)
@@ -85,7 +94,14 @@ class WorkflowLibrary:
             for entry in sorted(self.folder.glob("*.json")):
                 if entry.is_file() and not entry.name.startswith("."):
                     stat = entry.stat()
-                    items.append({"name": entry.name, "size": stat.st_size, "modified": stat.st_mtime})
+                    items.append(
+                        {
+                            "name": entry.name,
+                            "size": stat.st_size,
+                            "modified": stat.st_mtime,
+                            "format": file_format(entry),
+                        }
+                    )
             return items
 
         return await asyncio.to_thread(scan)

@@ -14,6 +14,7 @@ from starlette.responses import JSONResponse
 from starlette.routing import Route
 
 from errors import ComfyGateError, InvalidRequest, PayloadTooLarge
+from safe_paths import sanitize_filename
 from viewcomfy_protocol import (
     SSE_KEEPALIVE,
     FileOutput,
@@ -25,7 +26,6 @@ from viewcomfy_protocol import (
     parse_params_field,
     parse_workflow_api_field,
     result_to_json,
-    safe_filename,
     split_viewcomfy_key,
     sse_event,
     viewcomfy_key,
@@ -184,14 +184,15 @@ def test_parse_workflow_api_and_bool_fields() -> None:
         parse_bool_field("maybe")
 
 
-def test_safe_filename() -> None:
-    assert safe_filename("../../etc/passwd") == "passwd"
-    assert safe_filename("/abs/path/x.png") == "x.png"
-    assert safe_filename("C:\\Users\\me\\x.png") == "x.png"
-    assert safe_filename("a\x00b.png") == "a_b.png"
-    assert safe_filename("..") == "file" and safe_filename("", "d") == "d" and safe_filename(None) == "file"
-    assert safe_filename(".hidden") == "hidden"
-    long = safe_filename("x" * 300 + ".png")
+def test_upload_names_are_sanitized_by_safe_paths() -> None:
+    """One sanitiser for every outside name: viewcomfy uses safe_paths.sanitize_filename."""
+    assert sanitize_filename("../../etc/passwd") == "passwd"
+    assert sanitize_filename("/abs/path/x.png") == "x.png"
+    assert sanitize_filename("C:\\Users\\me\\x.png") == "x.png"
+    assert sanitize_filename("a\x00b.png") == "a_b.png"
+    assert sanitize_filename("..") == "file" and sanitize_filename("", "d") == "d" and sanitize_filename(None) == "file"
+    assert sanitize_filename(".hidden") == "hidden"
+    long = sanitize_filename("x" * 300 + ".png")
     assert long.endswith(".png") and len(long.encode()) <= 200
 
 

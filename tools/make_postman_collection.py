@@ -1,0 +1,215 @@
+"""Write ComfyUI_API.postman_collection.json (Postman v2.1). Edit here, then run this script.
+
+Keeping the collection as code keeps its test scripts readable and reviewable; CI runs the result
+with newman against `start.py --demo`.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+OUT = Path(__file__).resolve().parent.parent / "ComfyUI_API.postman_collection.json"
+FINAL = '["completed", "failed", "interrupted", "timeout"]'
+
+
+def request(
+    name: str, method: str, path: str, *, body: Any = None, form: list | None = None, tests: str = "", pre: str = ""
+) -> dict[str, Any]:
+    raw_url = "{{baseUrl}}" + path
+    url_path = [p for p in path.split("?")[0].split("/") if p]
+    url: dict[str, Any] = {"raw": raw_url, "host": ["{{baseUrl}}"], "path": url_path}
+    if "?" in path:
+        url["query"] = [{"key": k, "value": v} for k, v in (kv.split("=") for kv in path.split("?")[1].split("&"))]
+    # A URL held whole in a variable must stay raw: split into segments its slashes would be escaped.
+    req: dict[str, Any] = {"method": method, "header": [], "url": raw_url if path.startswith("{{") else url}
+    if body is not None:
+        req["header"].append({"key": "Content-Type", "value": "application/json"})
+        req["body"] = {"mode": "raw", "raw": json.dumps(body, indent=2), "options": {"raw": {"language": "json"}}}
+    if form is not None:
+        req["body"] = {"mode": "formdata", "formdata": form}
+    item: dict[str, Any] = {"name": name, "request": req, "event": []}
+    if pre:
+        item["event"].append(
+            {"listen": "prerequest", "script": {"type": "text/javascript", "exec": pre.strip().splitlines()}}
+        )
+    if tests:
+        item["event"].append(
+            {"listen": "test", "script": {"type": "text/javascript", "exec": tests.strip().splitlines()}}
+        )
+    return item
+
+
+def poll_until_final(request_name: str, expect: str, then: str = "") -> str:
+    """A test script that repeats its request (200 ms apart) until the task ends, then checks its status."""
+    return f"""
+const task = pm.response.json();
+const polls = Number(pm.collectionVariables.get("polls")) + 1;
+pm.collectionVariables.set("polls", polls);
+if (!{FINAL}.includes(task.status) && polls < 100) {{
+  setTimeout(() => {{}}, 200);
+  pm.execution.setNextRequest("{request_name}");
+}} else {{
+  pm.collectionVariables.set("polls", 0);
+  pm.test("task {expect}", () => pm.expect(task.status).to.eql("{expect}"));
+{then}}}
+"""
+
+
+ITEMS = [
+    request(
+        "Health",
+        "GET",
+        "/api/health",
+        tests="""
+pm.test("ComfyGate answers 200", () => pm.response.to.have.status(200));
+pm.test("a ComfyUI backend is reachable", () => {
+  const body = pm.response.json();
+  pm.expect(body.status).to.be.oneOf(["ok", "degraded"]);
+  pm.expect(body.backends.length).to.be.above(0);
+});
+""",
+    ),
+    request(
+        "Upload workflow",
+        "POST",
+        "/api/workflow/upload",
+        form=[
+            {"key": "file", "type": "file", "src": "workflows/image_invert_blur_api.json"},
+            {"key": "name", "type": "text", "value": "postman_invert_blur"},
+            {"key": "overwrite", "type": "text", "value": "true"},
+        ],
+        tests="""
+pm.test("workflow stored", () => pm.response.to.have.status(200));
+const body = pm.response.json();
+pm.test("parameters detected", () => pm.expect(body.params.length).to.be.above(0));
+pm.collectionVariables.set("workflow_name", body.name);
+""",
+    ),
+    request(
+        "List workflows",
+        "GET",
+        "/api/workflows",
+        tests="""
+pm.test("the uploaded workflow is listed", () => {
+  const names = pm.response.json().workflows.map(w => w.name);
+  pm.expect(names).to.include(pm.collectionVariables.get("workflow_name"));
+});
+""",
+    ),
+    request(
+        "Submit workflow",
+        "POST",
+        "/api/workflow/submit",
+        body={"workflow_name": "{{workflow_name}}", "params": {"1.color": 16711680}},
+        tests="""
+pm.test("task accepted", () => pm.response.to.have.status(200));
+const body = pm.response.json();
+pm.test("task id returned", () => pm.expect(body.task_id).to.be.a("string"));
+pm.collectionVariables.set("task_id", body.task_id);
+pm.collectionVariables.set("prompt_id", body.prompt_id);
+""",
+    ),
+    request(
+        "Task status",
+        "GET",
+        "/api/task/{{task_id}}",
+        tests=poll_until_final(
+            "Task status",
+            "completed",
+            then="""  pm.test("an output file is listed", () => pm.expect(task.outputs.length).to.be.above(0));
+  pm.collectionVariables.set("output_url", task.outputs[0].url);
+""",
+        ),
+    ),
+    request(
+        "Get output image",
+        "GET",
+        "{{output_url}}",
+        tests="""
+pm.test("image served", () => pm.response.to.have.status(200));
+pm.test("as an image", () => pm.expect(pm.response.headers.get("Content-Type")).to.match(/^image\\//));
+""",
+    ),
+    request(
+        "Submit long run",
+        "POST",
+        "/api/workflow/submit",
+        body={"workflow_name": "sd_txt2img_api.json", "params": {"3.steps": 400, "3.seed": -1}},
+        tests="""
+pm.test("long task accepted", () => pm.response.to.have.status(200));
+pm.collectionVariables.set("long_prompt_id", pm.response.json().prompt_id);
+pm.collectionVariables.set("long_task_id", pm.response.json().task_id);
+""",
+    ),
+    request(
+        "Queue",
+        "GET",
+        "/api/queue",
+        tests="""
+pm.test("queue listed", () => pm.response.to.have.status(200));
+const q = pm.response.json();
+pm.test("the long run is queued or running", () => pm.expect(q.total_running + q.total_pending).to.be.above(0));
+""",
+    ),
+    request(
+        "Interrupt",
+        "POST",
+        "/api/interrupt/{{long_prompt_id}}",
+        tests="""
+pm.test("interrupt accepted", () => pm.response.to.have.status(200));
+""",
+    ),
+    request(
+        "Interrupted task status",
+        "GET",
+        "/api/task/{{long_task_id}}",
+        tests=poll_until_final("Interrupted task status", "interrupted"),
+    ),
+    request(
+        "History",
+        "GET",
+        "/api/history?limit=10",
+        tests="""
+pm.test("history listed", () => pm.response.to.have.status(200));
+const ids = pm.response.json().tasks.map(t => t.task_id);
+pm.test("both tasks are in the history", () => {
+  pm.expect(ids).to.include(pm.collectionVariables.get("task_id"));
+  pm.expect(ids).to.include(pm.collectionVariables.get("long_task_id"));
+});
+""",
+    ),
+    request(
+        "Delete workflow",
+        "DELETE",
+        "/api/workflow/{{workflow_name}}",
+        tests='pm.test("workflow deleted", () => pm.response.to.have.status(200));',
+    ),
+]
+
+COLLECTION = {
+    "info": {
+        "name": "ComfyGate API",
+        "description": "ComfyGate: run ComfyUI workflows as a service. Set the collection variable baseUrl "
+        "(default http://localhost:8000) and, if ComfyGate has API keys on, apiKey.",
+        "schema": "https://schema.getpostman.com/json/collection/v2.1.0/collection.json",
+    },
+    "auth": {"type": "bearer", "bearer": [{"key": "token", "value": "{{apiKey}}", "type": "string"}]},
+    "variable": [
+        {"key": "baseUrl", "value": "http://localhost:8000"},
+        {"key": "apiKey", "value": ""},
+        {"key": "workflow_name", "value": ""},
+        {"key": "task_id", "value": ""},
+        {"key": "prompt_id", "value": ""},
+        {"key": "output_url", "value": ""},
+        {"key": "long_task_id", "value": ""},
+        {"key": "long_prompt_id", "value": ""},
+        {"key": "polls", "value": "0"},
+    ],
+    "item": ITEMS,
+}
+
+if __name__ == "__main__":
+    OUT.write_text(json.dumps(COLLECTION, indent=2) + "\n")
+    print(f"wrote {OUT}")
