@@ -58,7 +58,7 @@ class TaskManager:
         self.observers: list[Observer] = []
         # What listeners last got, so an event that changes nothing they see is not sent again: ComfyUI
         # sends 3-4 such events per node (execution_cached, progress_state...), each fanned out to all.
-        self._last_update: dict[str, str] = {}  # task id → last task_update text, unfinished tasks only
+        self._last_update: dict[str, tuple[Any, ...]] = {}  # task id → what it last showed, unfinished only
         self._last_queue: dict[str, int] = {}  # backend name → last queue_remaining published
 
     def add_observer(self, observer: Observer) -> None:
@@ -326,15 +326,16 @@ class TaskManager:
             self._publish(task)
 
     def _publish(self, task: Task, **more: Any) -> None:
-        message = {"type": "task_update", **task.summary(), **more}
-        text = json.dumps(message, separators=(",", ":"), default=str)
         if task.status.final:
             self._last_update.pop(task.task_id, None)
-        elif self._last_update.get(task.task_id) == text:
-            return
-        else:
-            self._last_update[task.task_id] = text
-        self.hub.publish_text(text, task.task_id)
+        elif not more:
+            # Everything summary() shows; error by identity (it is replaced, never edited in place).
+            seen = (task.status, task.backend, task.prompt_id, tuple(task.progress.items()), id(task.error))
+            if self._last_update.get(task.task_id) == seen:
+                return
+            self._last_update[task.task_id] = seen
+        message = {"type": "task_update", **task.summary(), **more}
+        self.hub.publish_text(json.dumps(message, separators=(",", ":"), default=str), task.task_id)
 
     # --- endings ---------------------------------------------------------------------------------
     async def _complete(self, task: Task, backend: ComfyUIBackend, node_outputs: dict[str, Any] | None = None) -> None:
