@@ -48,6 +48,8 @@ class HttpConn:
 
         With ``sink`` the body is handed over chunk by chunk and not kept (big downloads).
         """
+        if self._writer is not None and (self._reader is None or self._reader.at_eof()):
+            await self.close()  # the server closed it while idle (keep-alive timeout)
         if self._writer is None:
             await self._connect()
         assert self._reader is not None and self._writer is not None
