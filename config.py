@@ -62,6 +62,25 @@ class Settings(BaseSettings):
     api_keys: Annotated[list[SecretStr], NoDecode] = Field(default_factory=list)
     cors_origins: Annotated[list[str], NoDecode] = Field(default_factory=list)
 
+    # Integration features (see integration.py): synchronous submit, SSE, webhooks, remote inputs.
+    public_url: str | None = Field(
+        None, description="ComfyGate's public base URL for absolute output URLs (default: from the request)"
+    )
+    webhook_url: str | None = Field(None, description="receives every task's final event, besides per-task hooks")
+    webhook_secret: SecretStr | None = Field(None, description="Standard Webhooks secret, whsec_<base64>")
+    webhook_max_attempts: int = Field(5, ge=1, le=20, description="delivery attempts per webhook message")
+    webhook_backoff: float = Field(2.0, gt=0, description="seconds before the first retry; doubles each time")
+    webhook_timeout: float = Field(10.0, gt=0, description="timeout of one webhook delivery attempt")
+    allow_private_urls: bool = Field(
+        False, description="let remote inputs and webhooks reach loopback, private and link-local addresses"
+    )
+    remote_input_timeout: float = Field(30.0, gt=0, description="time limit to download one remote input")
+    inline_output_max_bytes: int = Field(
+        20 * 1024 * 1024, ge=0, description="total bytes of outputs inlined as base64 in one synchronous answer"
+    )
+    sse_keepalive: float = Field(15.0, gt=0, description="seconds between SSE keepalive comments")
+    event_log_size: int = Field(256, ge=8, description="events kept per task for SSE resumption")
+
     # ViewComfy backend (optional) and the ViewComfy-compatible endpoint.
     viewcomfy_url: str | None = None
     viewcomfy_client_id: SecretStr | None = None

@@ -8,6 +8,7 @@ picture (derived from seed and prompt text), which is what tests and the demo ne
 from __future__ import annotations
 
 import asyncio
+import functools
 import hashlib
 import io
 import json
@@ -490,8 +491,74 @@ async def vae_encode(ctx: NodeContext, pixels: Images, vae: ModelToken) -> NodeO
     return (Latent(w, h, len(pixels), source=pixels),), None
 
 
-async def save_latent(ctx: NodeContext, samples: Latent, **_: Any) -> NodeOutput:
-    return (), {"latents": []}
+def _write_latent(path: Path, latent: Latent) -> None:
+    """A small but well-formed safetensors file (ComfyUI's .latent), so non-image outputs are real files."""
+    shape = [latent.batch, 4, max(1, latent.height // 8), max(1, latent.width // 8)]
+    count = shape[0] * shape[1] * shape[2] * shape[3]
+    header = {
+        "latent_tensor": {"dtype": "F32", "shape": shape, "data_offsets": [0, 4 * count]},
+        "__metadata__": {"emulated": "true"},
+    }
+    raw = json.dumps(header, separators=(",", ":")).encode()
+    raw += b" " * (-len(raw) % 8)
+    path.write_bytes(len(raw).to_bytes(8, "little") + raw + bytes(4 * count))
+
+
+async def save_latent(
+    ctx: NodeContext, samples: Latent, filename_prefix: str = "latents/ComfyUI", **_: Any
+) -> NodeOutput:
+    folder, filename, counter, sub = save_image_path(filename_prefix, ctx.dirs.output, 0, 0)
+    name = f"{filename}_{counter:05}_.latent"
+    await asyncio.to_thread(_write_latent, folder / name, samples)
+    return (), {"latents": [{"filename": name, "subfolder": sub, "type": "output"}]}
+
+
+def _write_animation(images: Images, path: Path, fps: float, **options: Any) -> None:
+    frames = [im.convert("RGB") for im in images]
+    frames[0].save(path, save_all=True, append_images=frames[1:], duration=int(1000.0 / fps), **options)
+
+
+async def save_animated_webp(
+    ctx: NodeContext,
+    images: Images,
+    filename_prefix: str = "ComfyUI",
+    fps: float = 6.0,
+    lossless: bool = True,
+    quality: int = 80,
+    method: str = "default",
+    **_: Any,
+) -> NodeOutput:
+    """ComfyUI's SaveAnimatedWEBP: one animated file of every frame, reported under images + animated."""
+    folder, filename, counter, sub = save_image_path(
+        filename_prefix, ctx.dirs.output, images[0].width, images[0].height
+    )
+    name = f"{filename}_{counter:05}_.webp"
+    level = {"default": 4, "fastest": 0, "slowest": 6}.get(method, 4)
+    options = {"lossless": lossless, "quality": quality, "method": level}
+    await _pixels(functools.partial(_write_animation, **options), _count(images) * 8, images, folder / name, fps)
+    return (), {"images": [{"filename": name, "subfolder": sub, "type": "output"}], "animated": [True]}
+
+
+async def save_animated_png(
+    ctx: NodeContext,
+    images: Images,
+    filename_prefix: str = "ComfyUI",
+    fps: float = 6.0,
+    compress_level: int = 4,
+    **_: Any,
+) -> NodeOutput:
+    folder, filename, counter, sub = save_image_path(
+        filename_prefix, ctx.dirs.output, images[0].width, images[0].height
+    )
+    name = f"{filename}_{counter:05}_.png"
+    await _pixels(
+        functools.partial(_write_animation, compress_level=compress_level),
+        _count(images) * 4,
+        images,
+        folder / name,
+        fps,
+    )
+    return (), {"images": [{"filename": name, "subfolder": sub, "type": "output"}], "animated": [True]}
 
 
 NODES: dict[str, Callable[..., Awaitable[NodeOutput]]] = {
@@ -517,6 +584,9 @@ NODES: dict[str, Callable[..., Awaitable[NodeOutput]]] = {
     "KSamplerAdvanced": ksampler_advanced,
     "VAEDecode": vae_decode,
     "VAEEncode": vae_encode,
+    "SaveLatent": save_latent,
+    "SaveAnimatedWEBP": save_animated_webp,
+    "SaveAnimatedPNG": save_animated_png,
 }
 REAL_NODES = (
     "EmptyImage",

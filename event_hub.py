@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 log = logging.getLogger("comfygate.hub")
@@ -68,6 +68,12 @@ class EventHub:
         self._all: set[Subscription] = set()
         self._by_task: dict[str, set[Subscription]] = {}
         self.dropped_total = 0
+        # Taps see every message synchronously, in order, before any listener: the SSE event log
+        # (task_events) numbers them there so a resumed stream replays exactly what it missed.
+        self.taps: list[Callable[[str, str | None], None]] = []
+
+    def add_tap(self, tap: Callable[[str, str | None], None]) -> None:
+        self.taps.append(tap)
 
     @property
     def listeners(self) -> int:
@@ -110,6 +116,11 @@ class EventHub:
         self.publish_text(text, task_id)
 
     def publish_text(self, text: str, task_id: str | None = None) -> None:
+        for tap in self.taps:
+            try:
+                tap(text, task_id)
+            except Exception:
+                log.exception("event hub tap %r failed", tap)
         for sub in tuple(self._all):
             sub.offer(text)
         if task_id is None:

@@ -13,7 +13,9 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import FileResponse, JSONResponse
 from fastapi.staticfiles import StaticFiles
 
+import integration
 import routes_core
+import routes_integration
 import routes_tasks
 import routes_viewcomfy
 import routes_workflows
@@ -67,11 +69,13 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         )
     services = Services(settings, http, store, hub, manager, WorkflowLibrary(settings.workflows_dir))
     app.state.services = services
+    integration.install(services)  # SSE log, synchronous waits, webhooks, metrics: all task observers
     await manager.start()
     try:
         yield
     finally:
         await manager.stop()
+        await integration.stop(services)
         await http.aclose()
 
 
@@ -118,6 +122,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.add_exception_handler(RequestValidationError, validation_error)
     app.add_exception_handler(Exception, unexpected_error)
     app.include_router(routes_core.router)
+    app.include_router(routes_integration.router)  # before routes_tasks: its multipart submit shares the path
     app.include_router(routes_tasks.router)
     app.include_router(routes_workflows.router)
     app.include_router(routes_ws.router)

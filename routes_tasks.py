@@ -4,12 +4,14 @@ from __future__ import annotations
 
 from typing import Any
 
-from fastapi import APIRouter, Depends, Query
+from fastapi import APIRouter, Depends, Query, Request
 
+import integration
 from api_models import SubmitRequest, SubmitResponse, TaskList, TaskOut
 from errors import InvalidRequest
 from services import Services, get_services
 from submission import prepare_submission
+from task_wait import SyncOptions, sync_options
 from tasks import TaskStatus
 
 router = APIRouter(prefix="/api", tags=["tasks"])
@@ -21,7 +23,13 @@ router = APIRouter(prefix="/api", tags=["tasks"])
     summary="Run a workflow (inline or saved) with parameters",
     responses={422: {"description": "invalid parameters, or ComfyUI's node_errors"}, 503: {"description": "busy"}},
 )
-async def submit(body: SubmitRequest, services: Services = Depends(get_services)) -> dict[str, Any]:
+async def submit(
+    body: SubmitRequest,
+    request: Request,
+    services: Services = Depends(get_services),
+    sync: SyncOptions = Depends(sync_options),
+) -> Any:
+    """Also accepts multipart/form-data (a ``request`` JSON field + image files named by param key)."""
     prepared = await prepare_submission(services, body.workflow, body.workflow_name, body.params, body.backend)
     task = await services.manager.submit(
         prepared.workflow,
@@ -29,7 +37,11 @@ async def submit(body: SubmitRequest, services: Services = Depends(get_services)
         timeout=body.timeout,
         workflow_name=prepared.name,
         backend=body.backend,
+        extra=await integration.submission_extra(services, body.webhook),
     )
+    waited = await integration.after_submit(services, request, task, sync, body.wait, body.output_format)
+    if waited is not None:
+        return waited
     return {"task_id": task.task_id, "prompt_id": task.prompt_id, "status": task.status.value, "params": task.params}
 
 

@@ -6,6 +6,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from errors import InvalidRequest, WorkflowFormatError
+from remote_inputs import resolve_image_params
 from services import Services
 from workflow_format import to_api
 from workflow_params import apply_params, randomize_seed_if_no_params, validate_workflow
@@ -45,8 +46,9 @@ async def prepare_submission(
             + (f" (and {len(problems) - 1} more)" if len(problems) > 1 else ""),
             problems=problems,
         )
+    params = await resolve_image_params(services, api, info, params or {})  # data/URL/file images → uploaded
     if viewcomfy_seed_rule:
-        api, applied = randomize_seed_if_no_params(api, params or {}, info)
+        api, applied = randomize_seed_if_no_params(api, params, info)
     else:
-        api, applied = apply_params(api, params or {}, info)
+        api, applied = apply_params(api, params, info)
     return Prepared(api, applied, name)

@@ -131,3 +131,50 @@ def test_postman_collection_with_newman(demo: tuple[str, Path]) -> None:
     )  # fmt: skip
     assert result.returncode == 0, result.stdout[-4000:] + result.stderr[-2000:]
     assert "AssertionError" not in result.stdout
+
+
+def readme_curl_commands() -> list[str]:
+    """The commands of README's "Try it with curl" block, continuation lines joined."""
+    text = (PROJECT / "README.md").read_text()
+    block = text.split("## Try it with curl", 1)[1].split("```bash", 1)[1].split("```", 1)[0]
+    commands: list[str] = []
+    pending = ""
+    for line in block.splitlines():
+        if not pending and (not line.strip() or line.lstrip().startswith("#")):
+            continue
+        pending += line.rstrip("\\").strip() + " "
+        if not line.endswith("\\"):
+            commands.append(pending.strip())
+            pending = ""
+    return commands
+
+
+def test_readme_curl_commands_work_as_written(demo: tuple[str, Path], tmp_path: Path) -> None:
+    import json
+
+    url, _ = demo
+    host = url.removeprefix("http://")
+    commands = readme_curl_commands()
+    assert len(commands) >= 4 and all(c.startswith("curl ") for c in commands)
+    found: dict[str, str] = {}
+    for command in commands:
+        for placeholder, value in found.items():
+            command = command.replace(placeholder, value)
+        assert "TASK_ID" not in command and "FILENAME" not in command, f"no value yet for {command}"
+        result = subprocess.run(
+            ["bash", "-c", command.replace("localhost:8000", host)],
+            cwd=tmp_path,
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        assert result.returncode == 0, f"{command}\n{result.stderr}"
+        if "-o " in command:
+            continue
+        body = json.loads(result.stdout)
+        assert not body.get("error"), f"{command} → {body}"
+        if "task_id" in body:
+            found["TASK_ID"] = body["task_id"]
+        if body.get("outputs"):
+            found["FILENAME"] = body["outputs"][0]["filename"]
+    assert (tmp_path / "out.png").read_bytes().startswith(b"\x89PNG")
