@@ -31,7 +31,7 @@ FULL = {
     "concurrency": 8,
     "listeners": 1000,
     "rate": 50.0,
-    "fanout_seconds": 20.0,
+    "fanout_seconds": 10.0,
     "listener_procs": 2,
     "pool_tasks": 25,
     "workflow_ms": 200.0,
@@ -69,7 +69,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     sizes.add_argument("--concurrency", type=int, help="throughput/memory: submitting connections (8)")
     sizes.add_argument("--listeners", type=int, help="fan-out: WebSocket listeners (1000)")
     sizes.add_argument("--rate", type=float, help="fan-out: tasks per second (50)")
-    sizes.add_argument("--fanout-seconds", type=float, help="fan-out: seconds of load (20)")
+    sizes.add_argument("--fanout-seconds", type=float, help="fan-out: seconds of load (10)")
     sizes.add_argument("--listener-procs", type=int, help="fan-out: processes holding the listeners (2)")
     sizes.add_argument("--pool-tasks", type=int, help="pool: tasks per backend (25)")
     sizes.add_argument("--workflow-ms", type=float, help="pool: duration of one workflow (200)")
