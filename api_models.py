@@ -14,7 +14,12 @@ class ErrorBody(BaseModel):
 
 
 class SubmitRequest(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={
+            "examples": [{"workflow_name": "sd_txt2img_api.json", "params": {"6.text": "a lighthouse", "3.seed": -1}}]
+        },
+    )
     workflow: dict[str, Any] | None = Field(
         None, description="an inline workflow, API format (workflow_api.json) or UI format (workflow.json)"
     )

@@ -283,6 +283,9 @@ class ComfyUIEmulator:
     """The emulated ComfyUI server; all state lives on the event loop that called ``start()``."""
 
     history_delay: float = 0.001  # execution_success → history write: lets clients hit the recorded race
+    # A hostile backend, for tests: maps every reported output file name (``executed`` and history);
+    # /view then serves the reported name from the real file. None: ComfyUI's own names.
+    output_name_hook: Callable[[str], str] | None = None
 
     def __init__(
         self,
@@ -311,6 +314,7 @@ class ComfyUIEmulator:
         self._validators = _custom_validators(self.dirs)
         # Benchmarks: a file in output/ that every executed output node also reports (off by default).
         self.extra_output: dict[str, Any] | None = None
+        self._output_aliases: dict[str, Path] = {}
         self.app = _Frontdoor(Starlette(routes=self._routes()))
 
     @property
@@ -565,6 +569,8 @@ class ComfyUIEmulator:
                 if self.node_delay > 0:
                     await asyncio.sleep(self.node_delay)
                 outs, ui = await en.run_node(class_type, inputs, ctx)
+                if ui and self.output_name_hook is not None:
+                    ui = self._rename_outputs(ui)
             except en.InterruptProcessing:
                 failure = {"node_id": nid, "interrupted": True}
                 break
@@ -836,6 +842,24 @@ class ComfyUIEmulator:
     def _dir_for(self, kind: str | None) -> Path | None:
         return {"output": self.dirs.output, "input": self.dirs.input, "temp": self.dirs.temp}.get(kind or "")
 
+    def _rename_outputs(self, ui: dict[str, Any]) -> dict[str, Any]:
+        """Apply ``output_name_hook`` to every file a node reports, remembering where each really is."""
+        assert self.output_name_hook is not None
+        renamed: dict[str, Any] = {}
+        for key, items in ui.items():
+            if not isinstance(items, list):
+                renamed[key] = items
+                continue
+            renamed[key] = []
+            for item in items:
+                if isinstance(item, dict) and isinstance(item.get("filename"), str):
+                    folder = self._dir_for(item.get("type")) or self.dirs.output
+                    real = folder / (item.get("subfolder") or "") / item["filename"]
+                    item = {**item, "filename": self.output_name_hook(item["filename"])}
+                    self._output_aliases[item["filename"]] = real
+                renamed[key].append(item)
+        return renamed
+
     def _view_path(self, q: Any) -> tuple[int, str, str]:
         """Resolve /view's filename/subfolder/type like ComfyUI: (status, path, filename)."""
         filename, folder = q["filename"], None
@@ -862,6 +886,8 @@ class ComfyUIEmulator:
         q = request.query_params
         if "filename" not in q:
             return _empty(404)
+        if q["filename"] in self._output_aliases:  # a name output_name_hook made up: serve it as is
+            return FileResponse(self._output_aliases[q["filename"]], media_type="image/png")
         status, path, filename = self._view_path(q)
         if status != 200:
             return _empty(status)

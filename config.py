@@ -58,9 +58,17 @@ class Settings(BaseSettings):
     max_upload_bytes: int = 50 * 1024 * 1024
     ws_queue_size: int = Field(1000, ge=1, description="messages buffered per WebSocket listener")
 
-    # Security.
+    # Security (see SECURITY.md).
     api_keys: Annotated[list[SecretStr], NoDecode] = Field(default_factory=list)
     cors_origins: Annotated[list[str], NoDecode] = Field(default_factory=list)
+    public_docs: bool = Field(True, description="/docs and /openapi.json readable without a key when keys are on")
+    max_request_bytes: int = Field(
+        64 * 1024 * 1024, ge=1024, description="any request body above this is a 413; keep above max_upload_bytes"
+    )
+    max_json_depth: int = Field(64, ge=2, description="JSON bodies nested deeper are refused (422)")
+    max_image_pixels: int = Field(
+        89_478_485, ge=1, description="uploaded images with more pixels are refused (decompression bombs)"
+    )
 
     # Integration features (see integration.py): synchronous submit, SSE, webhooks, remote inputs.
     public_url: str | None = Field(

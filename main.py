@@ -12,6 +12,7 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import FileResponse, JSONResponse
 from fastapi.staticfiles import StaticFiles
+from starlette.exceptions import HTTPException as StarletteHTTPException
 
 import integration
 import routes_core
@@ -24,6 +25,7 @@ from backends import ComfyUIBackend
 from config import PROJECT_DIR, Settings, get_settings
 from errors import ComfyGateError
 from event_hub import EventHub
+from security import install_security
 from services import Services
 from task_manager import TaskManager
 from tasks import TaskStore
@@ -84,6 +86,17 @@ async def comfygate_error(request: Request, exc: Exception) -> JSONResponse:
     return JSONResponse(exc.to_dict(), status_code=exc.status_code, headers=exc.headers())
 
 
+_HTTP_CODES = {400: "invalid_request", 404: "not_found", 405: "method_not_allowed", 413: "payload_too_large"}
+
+
+async def http_error(request: Request, exc: Exception) -> JSONResponse:
+    """Starlette's own errors (no route: 404, wrong method: 405, unreadable body: 400) in ErrorBody's shape,
+    so every documented error response really fits its schema."""
+    assert isinstance(exc, StarletteHTTPException)
+    code = _HTTP_CODES.get(exc.status_code, "http_error")
+    return JSONResponse({"error": code, "message": str(exc.detail)}, status_code=exc.status_code, headers=exc.headers)
+
+
 async def validation_error(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, RequestValidationError)
     problems = []
@@ -118,8 +131,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         lifespan=lifespan,
     )
     app.state.settings = settings or get_settings()
+    install_security(app, app.state.settings)  # API keys, body limits, CORS: before any router
     app.add_exception_handler(ComfyGateError, comfygate_error)
     app.add_exception_handler(RequestValidationError, validation_error)
+    app.add_exception_handler(StarletteHTTPException, http_error)
     app.add_exception_handler(Exception, unexpected_error)
     app.include_router(routes_core.router)
     app.include_router(routes_integration.router)  # before routes_tasks: its multipart submit shares the path

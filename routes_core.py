@@ -155,13 +155,23 @@ async def image(
     return BigChunkFileResponse(path, media_type=content_type(path.name))
 
 
-def check_image(data: bytes, name: str) -> None:
+def check_image(data: bytes, name: str, max_pixels: int = 89_478_485) -> None:
+    """The upload must really decode as an image, and not be a decompression bomb (413)."""
     from PIL import Image, UnidentifiedImageError
 
     try:
         with Image.open(io.BytesIO(data)) as img:
-            img.verify()
-    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
+            pixels = img.width * img.height
+            if pixels > max_pixels:
+                raise PayloadTooLarge(
+                    f"{name!r} has {pixels} pixels, more than the limit of {max_pixels}", limit=max_pixels
+                )
+            img.verify()  # structure and checksums
+        with Image.open(io.BytesIO(data)) as img:
+            img.load()  # and the pixels themselves (bounded by the size check above)
+    except Image.DecompressionBombError as exc:
+        raise PayloadTooLarge(f"{name!r} decodes to too many pixels ({exc})", limit=max_pixels) from exc
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError, EOFError) as exc:
         raise InvalidRequest(f"{name!r} is not an image ComfyUI can read ({exc})") from exc
 
 
@@ -187,7 +197,7 @@ async def upload_image(
     if not data:
         raise InvalidRequest("the uploaded file is empty")
     name = sanitize_filename(image.filename or "upload.png", "upload.png")
-    await asyncio.to_thread(check_image, data, name)
+    await asyncio.to_thread(check_image, data, name, services.settings.max_image_pixels)
     if subfolder:
         sanitize = sanitize_filename(subfolder)
         if sanitize != subfolder:

@@ -33,6 +33,7 @@ from typing import Any
 from fastapi import APIRouter, Depends, Request
 from fastapi.responses import JSONResponse, Response, StreamingResponse
 
+from auth import is_authenticated
 from errors import InvalidRequest, Unauthorized
 from event_hub import Subscription
 from routes_core import push_upload
@@ -112,7 +113,12 @@ async def _infer(request: Request, services: Services, name: str | None) -> Resp
 
 
 def check_credentials(request: Request, services: Services) -> None:
-    """The client_id / client_secret headers against the configured ones (each checked when set)."""
+    """The client_id / client_secret headers against the configured ones (each checked when set).
+
+    A request the API-key middleware let in on a valid key needs no ViewComfy credentials (SECURITY.md).
+    """
+    if is_authenticated(request):
+        return
     settings = services.settings
     expected = {
         "client_id": settings.viewcomfy_server_client_id,

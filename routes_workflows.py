@@ -37,12 +37,15 @@ from api_models import (
     WorkflowUpdateIn,
 )
 from errors import InvalidJSON, InvalidRequest, WorkflowFormatError
+from request_limits import json_depth
 from routes_core import read_limited
 from safe_paths import sanitize_filename
 from services import Services, get_services
 from workflow_format import detect_format, to_api, unwrap_prompt
 from workflow_library import MAX_WORKFLOW_BYTES, normalise_name
 from workflow_params import apply_params, detect_params, validate_workflow
+
+MAX_JSON_DEPTH = 64  # as COMFYUI_MAX_JSON_DEPTH's default; workflows nest 3-4 levels
 
 router = APIRouter(prefix="/api", tags=["workflows"])
 
@@ -75,6 +78,8 @@ def parse_json(data: bytes, what: str) -> Any:
         text = data.decode("utf-8-sig")
     except UnicodeDecodeError as exc:
         raise InvalidJSON(f"{what} is not UTF-8 text (byte {exc.start}): is it really a workflow JSON?") from exc
+    if json_depth(text, MAX_JSON_DEPTH) > MAX_JSON_DEPTH:  # before json.loads, which would recurse that deep
+        raise InvalidJSON(f"{what} is nested deeper than {MAX_JSON_DEPTH} levels; no workflow is")
     try:
         return json.loads(text)
     except json.JSONDecodeError as exc:

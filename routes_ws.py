@@ -62,7 +62,7 @@ async def _read_commands(websocket: WebSocket, services: Services, sub: Subscrip
             text = await websocket.receive_text()
             try:
                 msg = json.loads(text)
-            except ValueError:
+            except (ValueError, RecursionError):  # garbage or hostile nesting: ignored, like any unknown message
                 continue
             if isinstance(msg, dict) and msg.get("type") == "subscribe" and isinstance(msg.get("task_id"), str):
                 services.hub.add_task(sub, msg["task_id"])

@@ -366,10 +366,12 @@ class TaskManager:
     async def _download_one(
         self, task: Task, backend: ComfyUIBackend, node_id: str, item: dict[str, Any]
     ) -> dict[str, Any]:
-        kind = item.get("type") or "output"
+        remote = item.get("type") if isinstance(item.get("type"), str) and item.get("type") else "output"
+        kind = "output" if remote == "output" else "temp"  # a backend's answer never picks a local folder
         folder = self.settings.outputs_dir if kind == "output" else self.temp_dir
         local = f"{task.task_id[:8]}_{sanitize_filename(item['filename'])}"
-        size = await backend.client.download(item["filename"], item.get("subfolder") or "", kind, folder / local)
+        subfolder = item.get("subfolder") if isinstance(item.get("subfolder"), str) else ""
+        size = await backend.client.download(item["filename"], subfolder, remote, folder / local)
         query = "" if kind == "output" else "?type=temp"
         return {
             "filename": local,
@@ -378,7 +380,7 @@ class TaskManager:
             "node_id": node_id,
             "type": kind,
             "url": f"/api/image/{local}{query}",
-            "comfyui": {"filename": item["filename"], "subfolder": item.get("subfolder", ""), "type": kind},
+            "comfyui": {"filename": item["filename"], "subfolder": subfolder, "type": remote},
         }
 
     def finish(self, task: Task, status: TaskStatus, error: dict[str, Any] | None = None) -> None:

@@ -29,6 +29,7 @@ from starlette.exceptions import HTTPException
 from starlette.requests import Request
 
 from errors import InvalidRequest, PayloadTooLarge
+from request_limits import safe_json_loads
 from safe_paths import sanitize_filename
 
 __all__ = [
@@ -239,7 +240,7 @@ def parse_params_field(raw: str | None) -> dict[str, Any]:
     if raw is None or not raw.strip():
         return {}
     try:
-        value = json.loads(raw)
+        value = safe_json_loads(raw)  # ValueError when nested too deep: no RecursionError
     except ValueError as exc:
         raise InvalidRequest(
             f"params must be a JSON object encoded as a string; it is not valid JSON ({exc})", field="params"
@@ -266,7 +267,7 @@ def parse_workflow_api_field(raw: str | Mapping[str, Any] | None) -> dict[str, A
     if not raw.strip():
         return None
     try:
-        value = json.loads(raw)
+        value = safe_json_loads(raw)  # ValueError when nested too deep: no RecursionError
     except ValueError as exc:
         raise InvalidRequest(
             f"workflow_api must be an API-format workflow as a JSON string; it is not valid JSON ({exc})",
@@ -410,7 +411,7 @@ async def _parse_json_body(request: Request, max_bytes: int) -> InferRequest:
         if len(body) > max_bytes:
             raise PayloadTooLarge(f"JSON body is larger than {max_bytes} bytes", limit=max_bytes)
     try:
-        payload = json.loads(body) if body.strip() else {}
+        payload = safe_json_loads(body) if body.strip() else {}
     except ValueError as exc:
         raise InvalidRequest(f"request body is not valid JSON ({exc})") from None
     if not isinstance(payload, dict):
