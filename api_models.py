@@ -93,6 +93,9 @@ class BackendOut(BaseModel):
 class HealthOut(BaseModel):
     status: str = Field(description='"ok" when every backend is reachable, "degraded" when some, "down" when none')
     backends: list[BackendOut]
+    totals: dict[str, int] = Field(
+        default_factory=dict, description="backends, healthy, inflight, queue_remaining, pending (held by ComfyGate)"
+    )
     tasks: dict[str, int]
     listeners: int
 

@@ -6,7 +6,7 @@ import asyncio
 import logging
 import time
 from collections.abc import Awaitable, Callable
-from typing import Any
+from typing import Any, Protocol, runtime_checkable
 
 import httpx
 
@@ -18,6 +18,37 @@ log = logging.getLogger("comfygate.backend")
 
 EventSink = Callable[["ComfyUIBackend", ComfyUIEvent], None]
 StateSink = Callable[["ComfyUIBackend", bool], Awaitable[None]]
+
+
+@runtime_checkable
+class Backend(Protocol):
+    """What the task manager needs of any backend (ComfyUI, ViewComfy, ...) to route tasks to it.
+
+    Optional extras the manager uses when present: ``probe()`` (periodic health check),
+    ``refresh_object_info()`` (capabilities on connect) and ``execute(task, manager)`` (backends
+    without a ComfyUI WebSocket drive their own tasks).
+    """
+
+    name: str
+    kind: str
+    inflight: set[str]
+
+    @property
+    def url(self) -> str: ...
+
+    @property
+    def healthy(self) -> bool: ...
+
+    @property
+    def load(self) -> int: ...
+
+    def describe(self) -> dict[str, Any]: ...
+
+    def can_run(self, classes: set[str]) -> bool: ...
+
+    def start(self) -> None: ...
+
+    async def stop(self) -> None: ...
 
 
 class ComfyUIBackend:
@@ -44,6 +75,9 @@ class ComfyUIBackend:
         self.down_since: float | None = time.time()
         self.last_error: str | None = None
         self.object_info: dict[str, Any] | None = None
+        # The node classes seen on this connection; routing needs them, so None keeps it out of rotation.
+        self.node_classes: frozenset[str] | None = None
+        self.probe_ok = True  # the last /system_stats probe answered
         self._object_info_lock = asyncio.Lock()
 
     @property
@@ -51,8 +85,13 @@ class ComfyUIBackend:
         return self.client.base_url
 
     @property
-    def healthy(self) -> bool:
+    def connected(self) -> bool:
         return self.ws.connected.is_set()
+
+    @property
+    def healthy(self) -> bool:
+        """In rotation: WebSocket up, last probe answered, and its node classes known."""
+        return self.ws.connected.is_set() and self.probe_ok and self.node_classes is not None
 
     @property
     def load(self) -> int:
@@ -75,8 +114,10 @@ class ComfyUIBackend:
         if up:
             self.down_since = None
             self.last_error = None
+            self.probe_ok = True
             # Nodes can be installed while ComfyUI is down: refresh what it can run.
             self.object_info = None
+            self.node_classes = None
         else:
             self.down_since = time.time()
             self.running_prompt = None
@@ -88,12 +129,28 @@ class ComfyUIBackend:
             return self.object_info
         async with self._object_info_lock:
             if self.object_info is None:
-                self.object_info = await self.client.object_info()
+                info = await self.client.object_info()
+                self.object_info = info
+                self.node_classes = frozenset(info)
+                return info
         return self.object_info
+
+    async def refresh_object_info(self) -> bool:
+        """Fetch object_info (on connect) so routing knows what this backend can run; False on failure."""
+        try:
+            await self.get_object_info()
+        except ComfyGateError as exc:
+            self.last_error = f"object_info: {exc.message}"
+            return False
+        return True
+
+    def invalidate_object_info(self) -> None:
+        """Input file lists inside object_info change on upload: fetch it again next time (classes stay)."""
+        self.object_info = None
 
     def can_run(self, classes: set[str]) -> bool:
         """Unknown until object_info has been fetched: then assume yes, the backend will say no."""
-        return self.object_info is None or classes <= self.object_info.keys()
+        return self.node_classes is None or classes <= self.node_classes
 
     def describe(self) -> dict[str, Any]:
         return {
@@ -101,8 +158,12 @@ class ComfyUIBackend:
             "kind": self.kind,
             "url": self.url,
             "healthy": self.healthy,
+            "connected": self.connected,
+            "probe_ok": self.probe_ok,
+            "node_classes": len(self.node_classes) if self.node_classes is not None else None,
             "queue_remaining": self.queue_remaining,
             "inflight": len(self.inflight),
+            "load": self.load,
             "down_since": self.down_since,
             "last_error": self.last_error,
         }
@@ -110,7 +171,10 @@ class ComfyUIBackend:
     async def probe(self) -> dict[str, Any] | None:
         """Ask ``/system_stats``; None when the backend does not answer."""
         try:
-            return await self.client.system_stats()
+            stats = await self.client.system_stats()
         except ComfyGateError as exc:
             self.last_error = exc.message
+            self.probe_ok = False
             return None
+        self.probe_ok = True
+        return stats

@@ -32,7 +32,7 @@ import threading
 import time
 import traceback
 import uuid
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -295,8 +295,11 @@ class ComfyUIEmulator:
         step_delay: float = 0.0,
         node_delay: float = 0.0,
         base_dir: Path | None = None,
+        exclude_classes: Iterable[str] = (),
     ) -> None:
         self.host = host
+        # Node classes this server pretends not to have installed (to test capability routing).
+        self.exclude_classes = frozenset(exclude_classes)
         self.port = port
         self.step_delay = step_delay
         self.node_delay = node_delay
@@ -514,7 +517,7 @@ class ComfyUIEmulator:
         cached_nodes = [n for n in prompt if sigs[n] in cache]
         add_message("execution_cached", {"nodes": cached_nodes, "prompt_id": prompt_id}, False)
 
-        info = base_object_info()
+        info = self._object_info()
         progress = _Progress(self, prompt_id, sid)
         values: dict[str, tuple[Any, ...]] = {n: cache[sigs[n]].outputs for n in cached_nodes}
         ui_outputs: dict[str, dict[str, Any]] = {}
@@ -768,7 +771,7 @@ class ComfyUIEmulator:
         prompt = data["prompt"]
         prompt_id = str(data.get("prompt_id", uuid.uuid4()))
         ok, error, outputs, node_errors = validate_prompt(
-            prompt, base_object_info(), self._validators, data.get("partial_execution_targets")
+            prompt, self._object_info(), self._validators, data.get("partial_execution_targets")
         )
         extra = dict(data.get("extra_data", {}))
         if "client_id" in data:
@@ -920,8 +923,15 @@ class ComfyUIEmulator:
         self._object_info_bytes = None
         return _json({"name": name, "subfolder": subfolder, "type": kind})
 
+    def _object_info(self) -> dict[str, Any]:
+        """The installed node classes: the recording minus ``exclude_classes``."""
+        info = base_object_info()
+        if not self.exclude_classes:
+            return info
+        return {k: v for k, v in info.items() if k not in self.exclude_classes}
+
     def _served_object_info(self) -> dict[str, Any]:
-        info = dict(base_object_info())
+        info = dict(self._object_info())
         files = en.input_files(self.dirs.input)
         for cls in ("LoadImage", "LoadImageMask"):
             if cls in info:
@@ -939,7 +949,7 @@ class ComfyUIEmulator:
 
     async def get_object_info_class(self, request: Request) -> Response:
         name = request.path_params["node_class"]
-        if name not in base_object_info():
+        if name not in self._object_info():
             return _json({})
         return _json({name: self._served_object_info()[name]})
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from functools import lru_cache
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Literal
 
 from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
@@ -51,6 +51,20 @@ class Settings(BaseSettings):
     max_pending_tasks: int = Field(1000, ge=1, description="tasks held before dispatch; beyond: 503")
     backend_down_grace: float = Field(
         10.0, ge=0, description="seconds a backend may stay unreachable before its running tasks fail"
+    )
+
+    # Backend pool. A task is held in ComfyGate's own queue (status "pending") while no capable backend
+    # is healthy, or while every capable backend already has ``max_backend_queue`` unfinished tasks.
+    max_backend_queue: int = Field(0, ge=0, description="unfinished tasks handed to one backend; 0 = unlimited")
+    probe_interval: float = Field(5.0, gt=0, description="seconds between /system_stats health probes")
+    poll_interval: float = Field(
+        1.0, gt=0, description="seconds between /history polls for tasks whose WebSocket messages are lost"
+    )
+
+    # Durable task store: "sqlite" (tasks survive a restart) or "memory" (lost on restart).
+    task_store: Literal["sqlite", "memory"] = "sqlite"
+    database_url: str | None = Field(
+        None, description="sqlite:///path/to/tasks.db or a file path; default: data_dir/tasks.sqlite3"
     )
 
     # Limits and timeouts.
@@ -121,9 +135,24 @@ class Settings(BaseSettings):
     def servers(self) -> list[str]:
         return list(self.comfyui_servers) or [self.comfyui_server]
 
+    @property
+    def database_path(self) -> Path | None:
+        """The SQLite file of the task store, or None in memory mode."""
+        if self.task_store == "memory" and not self.database_url:
+            return None
+        if self.database_url:
+            url = self.database_url
+            if url.startswith("memory:") or url == "memory":
+                return None
+            path = Path(url.removeprefix("sqlite:///").removeprefix("sqlite://"))
+            return path if path.is_absolute() else PROJECT_DIR / path
+        return self.data_dir / "tasks.sqlite3"
+
     def ensure_dirs(self) -> None:
         for folder in (self.workflows_dir, self.uploads_dir, self.outputs_dir):
             folder.mkdir(parents=True, exist_ok=True)
+        if self.database_path is not None:
+            self.database_path.parent.mkdir(parents=True, exist_ok=True)
 
 
 @lru_cache

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -27,8 +28,9 @@ from errors import ComfyGateError
 from event_hub import EventHub
 from security import install_security
 from services import Services
+from task_db import TaskDatabase
 from task_manager import TaskManager
-from tasks import TaskStore
+from tasks import Task, TaskStore
 from viewcomfy_backend import ViewComfyBackend
 from workflow_library import WorkflowLibrary
 
@@ -48,6 +50,21 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     store = TaskStore(settings.history_limit)
     hub = EventHub(settings.ws_queue_size)
     manager = TaskManager(settings, store, hub)
+    db: TaskDatabase | None = None
+    recovered: list[Task] = []
+    if settings.database_path is not None:
+        db = TaskDatabase(settings.database_path, settings.history_limit)
+        await asyncio.to_thread(db.open)
+        for task in await asyncio.to_thread(db.load):
+            store.add(task)
+            if not task.status.final:
+                recovered.append(task)
+        manager.add_observer(db.observe)
+
+        async def load_workflow(task_id: str) -> dict[str, Any] | None:
+            return await asyncio.to_thread(db.load_workflow, task_id)  # type: ignore[union-attr]
+
+        manager.workflow_loader = load_workflow
     for index, server in enumerate(settings.servers, start=1):
         manager.add_backend(
             ComfyUIBackend(
@@ -70,15 +87,21 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
             )
         )
     services = Services(settings, http, store, hub, manager, WorkflowLibrary(settings.workflows_dir))
+    services.extras["task_db"] = db
     app.state.services = services
     integration.install(services)  # SSE log, synchronous waits, webhooks, metrics: all task observers
     await manager.start()
+    if recovered:
+        log.info("recovering %d unfinished task(s) from %s", len(recovered), settings.database_path)
+        manager.recover(recovered)
     try:
         yield
     finally:
         await manager.stop()
         await integration.stop(services)
         await http.aclose()
+        if db is not None:
+            await asyncio.to_thread(db.close)
 
 
 async def comfygate_error(request: Request, exc: Exception) -> JSONResponse:

@@ -34,14 +34,35 @@ async def health(services: Services = Depends(get_services)) -> dict[str, Any]:
     for task in services.store.all():
         counts[task.status.value] += 1
     status = "ok" if up == len(backends) else ("degraded" if up else "down")
-    return {"status": status, "backends": backends, "tasks": counts, "listeners": services.hub.listeners}
+    return {
+        "status": status,
+        "backends": backends,
+        "totals": pool_totals(services, backends),
+        "tasks": counts,
+        "listeners": services.hub.listeners,
+    }
+
+
+def pool_totals(services: Services, backends: list[dict[str, Any]]) -> dict[str, int]:
+    """The pool at a glance: how many backends serve, and how much work is where."""
+    return {
+        "backends": len(backends),
+        "healthy": sum(1 for b in backends if b.get("healthy")),
+        "inflight": sum(int(b.get("inflight") or 0) for b in backends),
+        "queue_remaining": sum(int(b.get("queue_remaining") or 0) for b in backends),
+        "pending": len(services.manager.pending),
+        "max_pending": services.settings.max_pending_tasks,
+    }
 
 
 @router.get("/system/info", summary="ComfyGate's version and every backend's /system_stats")
 async def system_info(services: Services = Depends(get_services)) -> dict[str, Any]:
     backends = list(services.manager.backends.values())
-    stats = await asyncio.gather(*(b.probe() for b in backends))
+    stats = await asyncio.gather(*(probe(b) for b in backends))
     settings = services.settings
+    described = [
+        {**b.describe(), "system_stats": s, "reachable": s is not None} for b, s in zip(backends, stats, strict=True)
+    ]
     return {
         "comfygate": {
             "version": VERSION,
@@ -49,18 +70,25 @@ async def system_info(services: Services = Depends(get_services)) -> dict[str, A
             "history_limit": settings.history_limit,
             "max_upload_bytes": settings.max_upload_bytes,
             "auth_enabled": bool(settings.api_keys),
+            "task_store": "sqlite" if settings.database_path is not None else "memory",
+            "max_pending_tasks": settings.max_pending_tasks,
+            "max_backend_queue": settings.max_backend_queue,
         },
-        "backends": [
-            {**b.describe(), "system_stats": s, "reachable": s is not None}
-            for b, s in zip(backends, stats, strict=True)
-        ],
+        "backends": described,
+        "totals": {**pool_totals(services, described), "reachable": sum(1 for b in described if b["reachable"])},
     }
+
+
+async def probe(backend: Any) -> dict[str, Any] | None:
+    """A backend's /system_stats, or None (backends without a probe count as answering)."""
+    method = getattr(backend, "probe", None)
+    return await method() if method is not None else {}
 
 
 @router.get("/nodes", summary="The node classes a backend knows (its /object_info)")
 async def nodes(
     services: Services = Depends(get_services),
-    backend: str | None = Query(None, description="backend name; default: the first reachable"),
+    backend: str | None = Query(None, description="backend name; default: every backend's classes merged"),
     class_type: str | None = Query(None, alias="class", description="one class only"),
 ) -> dict[str, Any]:
     info = await services.object_info(backend)
@@ -76,6 +104,8 @@ async def queue(services: Services = Depends(get_services)) -> dict[str, Any]:
     backends = services.manager.comfyui_backends()  # ViewComfy has no queue to show
 
     async def one(backend: Any) -> dict[str, Any]:
+        if not hasattr(backend, "client") or not hasattr(backend.client, "get_queue"):
+            return {"reachable": backend.healthy, "running": [], "pending": [], "inflight": len(backend.inflight)}
         try:
             q = await backend.client.get_queue()
         except ComfyGateError as exc:
@@ -84,10 +114,13 @@ async def queue(services: Services = Depends(get_services)) -> dict[str, Any]:
 
     results = await asyncio.gather(*(one(b) for b in backends))
     per = {b.name: r for b, r in zip(backends, results, strict=True)}
+    held = [{"task_id": t.task_id, "pinned_backend": t.pinned_backend} for t in services.manager.pending.values()]
     return {
         "total_running": sum(len(r["running"]) for r in results),
         "total_pending": sum(len(r["pending"]) for r in results),
+        "total_held": len(held),
         "backends": per,
+        "comfygate": {"pending": held, "max_pending": services.settings.max_pending_tasks},
     }
 
 
@@ -220,6 +253,10 @@ async def push_upload(
         return_exceptions=True,
     )
     ok = [(b, a) for b, a in zip(backends, answers, strict=True) if isinstance(a, dict)]
+    for backend, _ in ok:
+        invalidate = getattr(backend, "invalidate_object_info", None)
+        if invalidate is not None:
+            invalidate()  # its LoadImage choices now include the new file
     if not ok:
         first = answers[0]
         raise first if isinstance(first, BaseException) else ServiceBusy("upload failed")

@@ -272,7 +272,7 @@ async def build_result(services: Services, task: Task) -> tuple[dict[str, Any], 
             "status": "success" if success else "error",
             "completed": task.status == TaskStatus.COMPLETED,
             "execution_time_seconds": task.execution_time or 0.0,
-            "prompt": task.workflow,
+            "prompt": await services.manager.load_workflow(task),  # finished tasks keep it on disk only
             "outputs": outputs,
         }
     )

@@ -28,25 +28,27 @@ class Services:
     library: WorkflowLibrary
     extras: dict[str, Any] = field(default_factory=dict)
 
-    async def object_info(self, backend: str | None = None) -> dict[str, Any]:
-        """object_info of the pinned backend, else of the first reachable one (cached per connection).
+    async def object_info(self, backend: str | None = None, *, stale_ok: bool = False) -> dict[str, Any]:
+        """object_info of the pinned backend, else every ComfyUI backend's node classes merged.
 
-        A ViewComfy backend has no object_info: ``stand_in_object_info`` answers for it.
+        A ViewComfy backend has no object_info: ``stand_in_object_info`` answers for it. ``stale_ok``
+        (submissions): a ComfyUI backend that is down counts with its last object_info, so the task can
+        be held until it is back; other callers get a 503 while no ComfyUI backend is reachable.
         """
         from errors import ServiceBusy
 
         manager = self.manager
         if backend:
-            chosen = manager.choose_backend(set(), backend)
+            chosen = manager.find_backend(backend)
             if chosen.kind == "comfyui":
-                return await chosen.get_object_info()
+                return await manager.object_info(chosen.name, stale_ok=stale_ok)
             return await self.stand_in_object_info()
-        for candidate in manager.comfyui_backends():
-            if candidate.healthy:
-                return await candidate.get_object_info()
-        if any(b.healthy for b in manager.backends.values()):  # only a ViewComfy backend is up
-            return await self.stand_in_object_info()
-        raise ServiceBusy("no ComfyUI backend is reachable to describe its nodes", retry_after=5)
+        try:
+            return await manager.object_info(stale_ok=stale_ok)
+        except ServiceBusy:
+            if any(b.healthy for b in manager.backends.values() if b.kind != "comfyui"):
+                return await self.stand_in_object_info()  # only a ViewComfy backend is up
+            raise
 
     async def stand_in_object_info(self) -> dict[str, Any]:
         """What ViewComfy tasks are validated against, since ViewComfy cannot describe its nodes.

@@ -37,7 +37,7 @@ async def prepare_submission(
         workflow = await services.library.load(name)  # type: ignore[arg-type]
     if not isinstance(workflow, dict) or not workflow:
         raise WorkflowFormatError("the workflow must be a non-empty JSON object")
-    info = await services.object_info(backend)
+    info = await services.object_info(backend, stale_ok=True)  # a held task is checked now
     api = to_api(workflow, info)
     problems = validate_workflow(api, info)
     if problems:
@@ -46,7 +46,10 @@ async def prepare_submission(
             + (f" (and {len(problems) - 1} more)" if len(problems) > 1 else ""),
             problems=problems,
         )
-    params = await resolve_image_params(services, api, info, params or {})  # data/URL/file images → uploaded
+    given = params or {}
+    params = await resolve_image_params(services, api, info, given)  # data/URL/file images → uploaded
+    if params != given:  # an upload changes the backends' LoadImage choices: validate against the new ones
+        info = await services.object_info(backend, stale_ok=True)
     if viewcomfy_seed_rule:
         api, applied = randomize_seed_if_no_params(api, params, info)
     else:

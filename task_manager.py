@@ -3,6 +3,12 @@
 Events from every backend's WebSocket update their task; a reconnect is followed by a reconciliation
 through ``/queue`` and ``/history`` because ComfyUI does not replay what a client missed. Outputs are
 streamed to ``outputs/`` before a task is called completed.
+
+Several backends form a pool: a task goes to the healthy backend with the least unfinished work that
+has every node class of its workflow (or to the one it is pinned to). When none can take it now, the
+task waits in ComfyGate's own queue (status ``pending``, bounded by ``max_pending_tasks``) and a
+dispatcher hands it out as soon as a backend frees up or comes back. Tasks whose WebSocket messages go
+to another client id (those recovered after a restart of ComfyGate) are followed by polling.
 """
 
 from __future__ import annotations
@@ -28,8 +34,9 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("comfygate.tasks")
 
-# An observer learns of every task change: "created" (accepted by a backend), "status" (a new status
-# that is not final) and "finished" (final). Durable storage, webhooks and metrics hang off this.
+# An observer learns of every task change: "created" (accepted: queued at a backend, or pending in
+# ComfyGate's own queue), "status" (a new status that is not final, e.g. pending → queued → running)
+# and "finished" (final). Durable storage, webhooks and metrics hang off this.
 Observer = Callable[[Task, str], None]
 
 HISTORY_RETRIES = 5  # ComfyUI writes history a little after execution_success
@@ -56,6 +63,16 @@ class TaskManager:
         self._timers: dict[str, asyncio.TimerHandle] = {}
         self.temp_dir = settings.outputs_dir / "temp"
         self.observers: list[Observer] = []
+        # ComfyGate's own queue: tasks accepted but not yet handed to a backend, oldest first.
+        self.pending: dict[str, Task] = {}
+        self._wakeup = asyncio.Event()
+        self._classes: dict[str, frozenset[str]] = {}  # node classes of each unfinished task
+        self._given: dict[str, int] = {}  # tasks handed to each backend, to break ties evenly
+        self._followed: set[str] = set()  # tasks followed by polling /history, not by the WebSocket
+        self._settling: set[str] = set()  # tasks whose fate is being read from /history
+        self._merged_info: tuple[list[dict[str, Any]], dict[str, Any]] | None = None
+        # Set by the durable store: finished tasks then drop their workflow, loaded back on demand.
+        self.workflow_loader: Callable[[str], Coroutine[Any, Any, dict[str, Any] | None]] | None = None
         # What listeners last got, so an event that changes nothing they see is not sent again: ComfyUI
         # sends 3-4 such events per node (execution_cached, progress_state...), each fanned out to all.
         self._last_update: dict[str, tuple[Any, ...]] = {}  # task id → what it last showed, unfinished only
@@ -73,6 +90,7 @@ class TaskManager:
 
     # --- lifecycle -----------------------------------------------------------------------------
     def add_backend(self, backend: ComfyUIBackend | ViewComfyBackend) -> None:
+        """Any object with the ``backends.Backend`` interface (ComfyUI, ViewComfy, ...)."""
         self.backends[backend.name] = backend  # type: ignore[assignment]
 
     def comfyui_backends(self) -> list[ComfyUIBackend]:
@@ -84,6 +102,11 @@ class TaskManager:
         self.temp_dir.mkdir(parents=True, exist_ok=True)
         for backend in self.backends.values():
             backend.start()
+            if backend.kind == "comfyui" and backend.down_since is not None:
+                # A backend that never comes up must not hold recovered tasks forever either.
+                self.spawn(self._fail_if_still_down(backend, backend.down_since), name=f"down {backend.name}")
+        self.spawn(self._dispatcher(), name="dispatcher")
+        self.spawn(self._prober(), name="prober")
 
     async def stop(self) -> None:
         for handle in self._timers.values():
@@ -132,6 +155,95 @@ class TaskManager:
         local = [b for b in able if b.kind == "comfyui"]
         return min(local or able, key=lambda b: b.load)
 
+    def find_backend(self, name_or_url: str, kind: str | None = None) -> Any:
+        backend = self.backends.get(name_or_url) or next(
+            (b for b in self.backends.values() if b.url == name_or_url), None
+        )
+        if backend is None or (kind is not None and backend.kind != kind):
+            known = ", ".join(b.name for b in self.backends.values() if kind is None or b.kind == kind)
+            raise NotFound(f"no backend named {name_or_url!r}; known: {known}")
+        return backend
+
+    def _has_room(self, backend: Any) -> bool:
+        limit = self.settings.max_backend_queue
+        return limit <= 0 or backend.load < limit
+
+    def _pick(self, task: Task) -> Any | None:
+        """The backend that should take ``task`` now, or None if it has to wait."""
+        if task.pinned_backend:
+            backend = self.backends.get(task.pinned_backend) or next(
+                (b for b in self.backends.values() if b.url == task.pinned_backend), None
+            )
+            return backend if backend is not None and backend.healthy and self._has_room(backend) else None
+        classes = self._classes_of(task)
+        kind = task.extra.get("backend_kind")
+        able = [
+            b
+            for b in self.backends.values()
+            if b.healthy and (kind is None or b.kind == kind) and b.can_run(classes) and self._has_room(b)
+        ]
+        # A ViewComfy backend (remote, paid per run) only gets an unpinned task when no ComfyUI one can.
+        local = [b for b in able if b.kind == "comfyui"]
+        if not (local or able):
+            return None
+        return min(local or able, key=lambda b: (b.load, self._given.get(b.name, 0)))
+
+    def _fits(self, task: Task, backend: Any) -> bool:
+        if task.pinned_backend:
+            return task.pinned_backend in (backend.name, backend.url)
+        kind = task.extra.get("backend_kind")
+        return (kind is None or backend.kind == kind) and backend.can_run(self._classes_of(task))
+
+    def _classes_of(self, task: Task) -> frozenset[str]:
+        classes = self._classes.get(task.task_id)
+        if classes is None:
+            classes = frozenset(str(n.get("class_type")) for n in task.workflow.values() if isinstance(n, dict))
+            self._classes[task.task_id] = classes
+        return classes
+
+    def wake(self) -> None:
+        """Ask the dispatcher to look at the pending tasks again (a backend freed up or came back)."""
+        self._wakeup.set()
+
+    async def object_info(self, pinned: str | None = None, *, stale_ok: bool = False) -> dict[str, Any]:
+        """What to validate a workflow against: the pinned backend's node classes, else every backend's.
+
+        ``stale_ok``: a backend that is down counts with its last object_info, so a submission can still
+        be checked and held until a capable backend comes back. Other callers get a 503 instead.
+        """
+        if pinned:
+            backend = self.find_backend(pinned)
+            usable = stale_ok or getattr(backend, "connected", backend.healthy)
+            if getattr(backend, "object_info", None) is not None and usable:
+                return backend.object_info
+            if not backend.healthy and not getattr(backend, "connected", False):
+                raise ComfyUIUnavailable(f"backend {backend.name} ({backend.url}) is not reachable", retry_after=5)
+            return await backend.get_object_info()
+        infos: list[dict[str, Any]] = []
+        for backend in self.backends.values():
+            if not hasattr(backend, "get_object_info"):
+                continue
+            info = backend.object_info if stale_ok or backend.connected else None
+            if info is None and backend.connected:
+                try:
+                    info = await backend.get_object_info()
+                except ComfyGateError:
+                    info = None
+            if info is not None:
+                infos.append(info)
+        if not infos:
+            raise ServiceBusy("no ComfyUI backend is reachable to describe its nodes", retry_after=5)
+        if len(infos) == 1:
+            return infos[0]
+        cached = self._merged_info
+        stale = cached is None or len(cached[0]) != len(infos)
+        if stale or any(a is not b for a, b in zip(cached[0], infos, strict=True)):  # type: ignore[index]
+            merged: dict[str, Any] = {}
+            for info in reversed(infos):
+                merged.update(info)
+            self._merged_info = cached = (infos, merged)
+        return cached[1]
+
     # --- submission ----------------------------------------------------------------------------
     async def submit(
         self,
@@ -144,9 +256,26 @@ class TaskManager:
         extra: dict[str, Any] | None = None,
         kind: str | None = None,
     ) -> Task:
-        """Hand a ready API-format workflow to a backend; ComfyUI's refusal is raised, not stored."""
-        classes = {str(node.get("class_type")) for node in workflow.values() if isinstance(node, dict)}
-        target = self.choose_backend(classes, backend, kind)
+        """Hand a ready API-format workflow to a backend, or hold it in ComfyGate's queue.
+
+        When a backend can take it now, ComfyUI's refusal is raised (422), not stored. When none can
+        (all capable backends down or full), the task is held as ``pending``; a full queue is a 503.
+        ``kind`` limits the choice to backends of that kind (e.g. "comfyui").
+        """
+        classes = frozenset(str(node.get("class_type")) for node in workflow.values() if isinstance(node, dict))
+        if backend:
+            pinned = self.find_backend(backend, kind)
+            if not pinned.healthy and pinned.kind != "comfyui":
+                # No live health signal to wait on (ViewComfy): say so now rather than hold the task.
+                raise ComfyUIUnavailable(f"backend {pinned.name} ({pinned.url}) is not reachable", retry_after=5)
+            backend = pinned.name
+            candidates = [pinned]
+        else:
+            candidates = [b for b in self.backends.values() if kind is None or b.kind == kind]
+            if not candidates:
+                raise ServiceBusy(f"no backend of kind {kind!r} is configured", retry_after=30)
+        if not any(b.can_run(set(classes)) for b in candidates):
+            raise ServiceBusy("no backend has every node class of this workflow", retry_after=30)
         task = Task(
             task_id=uuid.uuid4().hex,
             prompt_id=str(uuid.uuid4()),
@@ -157,12 +286,37 @@ class TaskManager:
             timeout=timeout or self.settings.task_timeout,
             extra=extra or {},
         )
-        await self._dispatch(task, target, new=True)
+        if kind is not None:
+            task.extra["backend_kind"] = kind  # kept with the task, so a held or recovered one obeys it too
+        self._classes[task.task_id] = classes
+        target = self._pick(task)
+        if target is not None and not any(self._fits(p, target) for p in self.pending.values()):
+            try:
+                await self._dispatch(task, target, new=True)
+            except BaseException:
+                self._classes.pop(task.task_id, None)
+                raise
+            return task
+        if len(self.pending) >= self.settings.max_pending_tasks:
+            self._classes.pop(task.task_id, None)
+            raise ServiceBusy(
+                f"ComfyGate's queue is full: {len(self.pending)} tasks wait for a backend; retry later",
+                retry_after=5,
+                pending=len(self.pending),
+            )
+        self.store.add(task)
+        self.pending[task.task_id] = task
+        self._arm_timeout(task)
+        self._notify(task, "created")
+        self._publish(task)
+        self.wake()
         return task
 
-    async def _dispatch(self, task: Task, backend: ComfyUIBackend, *, new: bool = False) -> None:
+    async def _dispatch(self, task: Task, backend: Any, *, new: bool = False) -> None:
+        """Hand ``task`` to ``backend``. ``new``: not yet in the store (a direct submission)."""
         task.backend = backend.name
         task.attempts += 1
+        self._given[backend.name] = self._given.get(backend.name, 0) + 1
         backend.inflight.add(task.task_id)
         self.store.add(task) if new else self.store.reindex(task, task.prompt_id)
         if backend.kind != "comfyui":
@@ -182,6 +336,7 @@ class TaskManager:
             )
         except BaseException as exc:
             backend.inflight.discard(task.task_id)
+            task.backend = None
             if new:
                 self.store.forget(task)
             if isinstance(exc, ComfyUIUnavailable):
@@ -393,12 +548,23 @@ class TaskManager:
         backend = self.backends.get(task.backend or "")
         if backend is not None:
             backend.inflight.discard(task.task_id)
+        self.pending.pop(task.task_id, None)
+        self._classes.pop(task.task_id, None)
         handle = self._timers.pop(task.task_id, None)
         if handle is not None:
             handle.cancel()
         self.store.finished(task)
         self._notify(task, "finished")
         self._publish(task, outputs=task.outputs, execution_time=task.execution_time)
+        if self.workflow_loader is not None:
+            task.workflow = {}  # it is on disk; load_workflow() brings it back for the rare reader
+        self.wake()
+
+    async def load_workflow(self, task: Task) -> dict[str, Any]:
+        """The task's workflow, read back from the durable store if it was released from memory."""
+        if task.workflow or self.workflow_loader is None:
+            return task.workflow
+        return await self.workflow_loader(task.task_id) or {}
 
     def complete(self, task: Task, outputs: list[dict[str, Any]]) -> None:
         """For backends that fetch their own outputs (ViewComfy): files are already in outputs/."""
@@ -410,9 +576,11 @@ class TaskManager:
         self.finish(task, TaskStatus.INTERRUPTED, error={"type": "interrupted", "message": reason})
 
     # --- timeouts and interrupts -----------------------------------------------------------------
-    def _arm_timeout(self, task: Task) -> None:
+    def _arm_timeout(self, task: Task, delay: float | None = None) -> None:
         loop = asyncio.get_running_loop()
-        self._timers[task.task_id] = loop.call_later(task.timeout, self._on_timeout, task.task_id)
+        self._timers[task.task_id] = loop.call_later(
+            task.timeout if delay is None else delay, self._on_timeout, task.task_id
+        )
 
     def _on_timeout(self, task_id: str) -> None:
         self._timers.pop(task_id, None)
@@ -469,17 +637,27 @@ class TaskManager:
         self.hub.publish({"type": "backend_update", **backend.describe()})
         self._last_queue.pop(backend.name, None)  # the next queue_update goes out whatever its value
         if up:
+            self.spawn(self._refresh_info(backend), name=f"object_info {backend.name}")
             self.spawn(self.reconcile(backend), name=f"reconcile {backend.name}")
         else:
             self.spawn(self._fail_if_still_down(backend, backend.down_since), name=f"down {backend.name}")
 
     async def _fail_if_still_down(self, backend: ComfyUIBackend, since: float | None) -> None:
+        """After the grace period: move the backend's not-started tasks elsewhere, fail the started ones."""
         await asyncio.sleep(self.settings.backend_down_grace)
-        if backend.healthy or backend.down_since != since:
+        if backend.connected or backend.down_since != since:
             return
         for task_id in list(backend.inflight):
             task = self.store.get(task_id)
-            if task is not None:
+            if task is None or task.status.final:
+                backend.inflight.discard(task_id)
+                continue
+            if task.status == TaskStatus.PENDING:
+                continue  # its POST /prompt is still under way; the dispatcher deals with the outcome
+            if task.started_at is None and task.status == TaskStatus.QUEUED:
+                # A fresh prompt id: should the old backend come back with it queued, that run is ignored.
+                self._requeue(task, f"{backend.name} ({backend.url}) is down", new_prompt=True)
+            else:
                 self.finish(
                     task,
                     TaskStatus.FAILED,
@@ -494,6 +672,7 @@ class TaskManager:
         """Bring every in-flight task of ``backend`` in line with what ComfyUI says now."""
         if not backend.inflight:
             return
+        asked_at = time.time()
         try:
             queue = await backend.client.get_queue()
         except ComfyGateError as exc:
@@ -506,6 +685,10 @@ class TaskManager:
             if task is None or task.status.final:
                 backend.inflight.discard(task_id)
                 continue
+            if task_id in self._followed or task.status == TaskStatus.PENDING:
+                continue  # followed by polling, or its POST /prompt is still under way
+            if task.queued_at is not None and task.queued_at > asked_at:
+                continue  # accepted after /queue answered: not in that answer, yet not lost
             if task.prompt_id in running:
                 backend.running_prompt = task.prompt_id
                 if task.status != TaskStatus.RUNNING:
@@ -518,7 +701,18 @@ class TaskManager:
             self.spawn(self._settle_from_history(task, backend), name=f"settle {task_id}")
 
     async def _settle_from_history(self, task: Task, backend: ComfyUIBackend) -> None:
+        """A task missing from its backend's queue: completed (history), or lost. One settle per task."""
+        if task.task_id in self._settling:
+            return
+        self._settling.add(task.task_id)
+        try:
+            await self._settle(task, backend)
+        finally:
+            self._settling.discard(task.task_id)
+
+    async def _settle(self, task: Task, backend: ComfyUIBackend) -> None:
         entry = None
+        attempts = task.attempts
         for attempt in range(HISTORY_RETRIES):
             try:
                 entry = (await backend.client.get_history(task.prompt_id)).get(task.prompt_id)
@@ -527,16 +721,13 @@ class TaskManager:
             if entry or task.status.final:
                 break
             await asyncio.sleep(HISTORY_RETRY_DELAY * (attempt + 1))
-        if task.status.final:
-            return
+        if task.status.final or task.attempts != attempts or task.backend != backend.name:
+            return  # settled, moved or resubmitted meanwhile
         if entry:
             await self.apply_history(task, backend, entry)
         elif task.started_at is None and task.status == TaskStatus.QUEUED:
             log.info("task %s vanished from %s before it started; submitting it again", task.task_id, backend.name)
-            try:
-                await self._dispatch(task, backend)
-            except ComfyGateError as exc:
-                self.finish(task, TaskStatus.FAILED, error={"type": "resubmit_failed", "message": exc.message})
+            self._requeue(task, f"{backend.name} lost it before it started (restarted?)", new_prompt=False)
         else:
             self.finish(
                 task,
@@ -559,6 +750,163 @@ class TaskManager:
             self.finish(task, TaskStatus.INTERRUPTED, error={"type": "interrupted", "message": "interrupted"})
         else:
             self.finish(task, TaskStatus.FAILED, error=execution_error(events.get("execution_error", {})))
+
+    # --- the pool: dispatcher, probes, moving tasks -------------------------------------------------
+    async def _dispatcher(self) -> None:
+        """Hand pending tasks out, oldest first, whenever something may have changed."""
+        while True:
+            await self._wakeup.wait()
+            self._wakeup.clear()
+            try:
+                await self._dispatch_pending()
+            except Exception:
+                log.exception("dispatcher round failed")
+
+    async def _dispatch_pending(self) -> None:
+        for task in list(self.pending.values()):
+            if task.task_id not in self.pending:
+                continue
+            if task.status.final:
+                self.pending.pop(task.task_id, None)
+                continue
+            target = self._pick(task)
+            if target is None:
+                continue  # a later task may fit another backend: no head-of-line blocking
+            del self.pending[task.task_id]
+            try:
+                await self._dispatch(task, target)
+            except PromptRejected as exc:
+                self.finish(
+                    task,
+                    TaskStatus.FAILED,
+                    error={
+                        "type": "prompt_rejected",
+                        "message": f"{target.name} rejected the prompt: {exc.message}",
+                        "comfyui_error": exc.error,
+                        "node_errors": exc.node_errors,
+                    },
+                )
+            except ComfyUIUnavailable as exc:
+                # Out of rotation until its next probe answers; the task keeps its place in line.
+                log.warning("%s refused task %s (%s); holding it", target.name, task.task_id, exc.message)
+                if hasattr(target, "probe_ok"):
+                    target.probe_ok = False
+                self.pending = {task.task_id: task, **self.pending}
+            except ComfyGateError as exc:
+                self.finish(task, TaskStatus.FAILED, error={"type": "dispatch_failed", "message": exc.message})
+            except asyncio.CancelledError:
+                self.pending = {task.task_id: task, **self.pending}
+                raise
+
+    def _requeue(self, task: Task, reason: str, *, new_prompt: bool) -> None:
+        """Put an accepted task back in ComfyGate's queue, in creation order, for any capable backend."""
+        backend = self.backends.get(task.backend or "")
+        if backend is not None:
+            backend.inflight.discard(task.task_id)
+        self._followed.discard(task.task_id)
+        if new_prompt:
+            old = task.prompt_id
+            task.prompt_id = str(uuid.uuid4())
+            self.store.reindex(task, old)
+        task.status = TaskStatus.PENDING
+        task.backend = None
+        task.queued_at = None
+        task.extra.pop("number", None)
+        task.extra["requeued"] = reason
+        items = sorted([*self.pending.values(), task], key=lambda t: t.created_at)
+        self.pending = {t.task_id: t for t in items}
+        self._notify(task, "status")
+        self._publish(task)
+        self.wake()
+
+    async def _refresh_info(self, backend: Any) -> None:
+        """On connect: learn what the backend can run, then let it take pending work."""
+        refresh = getattr(backend, "refresh_object_info", None)
+        if refresh is not None and await refresh():
+            self.hub.publish({"type": "backend_update", **backend.describe()})
+        self.wake()
+
+    async def _prober(self) -> None:
+        """Ask every connected backend for /system_stats; one that stops answering leaves the rotation."""
+        while True:
+            await asyncio.sleep(self.settings.probe_interval)
+            await asyncio.gather(*(self._probe_one(b) for b in self.backends.values()), return_exceptions=True)
+            self.wake()  # a safety net: whatever was missed, pending tasks get another look
+
+    async def _probe_one(self, backend: Any) -> None:
+        probe = getattr(backend, "probe", None)
+        if probe is None or backend.kind != "comfyui" or not backend.connected:
+            return  # a ViewComfy probe costs nothing but tells nothing new either
+        before = backend.healthy
+        await probe()
+        if backend.node_classes is None:
+            await backend.refresh_object_info()
+        if backend.healthy != before:
+            log.info("%s is %s", backend.name, "back in rotation" if backend.healthy else "out of rotation")
+            self.hub.publish({"type": "backend_update", **backend.describe()})
+
+    # --- recovery after a restart of ComfyGate --------------------------------------------------------
+    def recover(self, tasks: list[Task]) -> None:
+        """Take back the unfinished tasks of a previous run (from the durable store) and settle each.
+
+        Pending ones join the queue. Those handed to a ComfyUI backend are followed by polling its
+        /history and /queue: their WebSocket messages go to the previous process's client id.
+        """
+        now = time.time()
+        for task in sorted(tasks, key=lambda t: t.created_at):
+            if task.status.final:
+                continue
+            self._arm_timeout(task, max(task.timeout - (now - task.created_at), 1.0))
+            backend = self.backends.get(task.backend or "")
+            if task.status == TaskStatus.PENDING or task.backend is None:
+                task.status, task.backend = TaskStatus.PENDING, None
+                self.pending[task.task_id] = task
+            elif backend is None or backend.kind != "comfyui":
+                if task.started_at is None:
+                    self._requeue(task, f"backend {task.backend} is no longer available", new_prompt=True)
+                else:
+                    self.finish(
+                        task,
+                        TaskStatus.FAILED,
+                        error={
+                            "type": "backend_gone",
+                            "message": f"ComfyGate restarted while the task ran on {task.backend}, which it "
+                            "cannot follow any more; submit it again",
+                        },
+                    )
+            else:
+                backend.inflight.add(task.task_id)
+                self.spawn(self.follow(task, backend), name=f"follow {task.task_id}")
+        self.wake()
+
+    async def follow(self, task: Task, backend: ComfyUIBackend) -> None:
+        """Track a task by polling /history and /queue until it ends (no WebSocket messages for it)."""
+        self._followed.add(task.task_id)
+        prompt_id = task.prompt_id
+        try:
+            while not task.status.final and task.prompt_id == prompt_id and task.backend == backend.name:
+                try:
+                    entry = (await backend.client.get_history(prompt_id)).get(prompt_id)
+                    if entry:
+                        await self.apply_history(task, backend, entry)
+                        return
+                    queue = await backend.client.get_queue()
+                except ComfyGateError:
+                    await asyncio.sleep(self.settings.poll_interval)
+                    continue  # unreachable: the down grace period decides its fate
+                if prompt_id in {item[1] for item in queue.get("queue_running", [])}:
+                    if task.status != TaskStatus.RUNNING:
+                        task.status = TaskStatus.RUNNING
+                        task.started_at = task.started_at or time.time()
+                        task.progress = {"percent": 0.0, "nodes_done": 0, "nodes_total": len(task.workflow)}
+                        self._notify(task, "status")
+                        self._publish(task)
+                elif prompt_id not in {item[1] for item in queue.get("queue_pending", [])}:
+                    await self._settle_from_history(task, backend)  # done just now, or vanished
+                    return
+                await asyncio.sleep(self.settings.poll_interval)
+        finally:
+            self._followed.discard(task.task_id)
 
     # --- queries -----------------------------------------------------------------------------------
     def get(self, task_id: str) -> Task:

@@ -1,0 +1,134 @@
+"""The durable task store: records survive a restart of ComfyGate, in-flight tasks are settled."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from comfyui_emulator import EmulatorThread
+from task_db import TaskDatabase
+from tasks import Task, TaskStatus
+from tests.conftest import Gate
+from tests.test_backend_pool import emulators, history_of, sd_workflow, submit_ok  # noqa: F401
+
+__all__ = ["emulators"]
+
+
+def restart_gate(gate: Gate, gate_factory: Any, servers: list[str], **overrides: Any) -> Gate:
+    """Stop ComfyGate the way a deploy would, then start a new process on the same data_dir."""
+    gate.server.stop()
+    return gate_factory(servers, **overrides)
+
+
+def test_database_batches_trims_and_loads_workflows_on_demand(tmp_path: Path) -> None:
+    db = TaskDatabase(tmp_path / "tasks.sqlite3", history_limit=50)
+    db.open()
+    try:
+        for i in range(300):
+            task = Task(task_id=f"t{i:03}", workflow={"1": {"class_type": "X", "i": i}}, prompt_id=f"p{i}")
+            task.created_at = 1000.0 + i
+            db.observe(task, "created")
+            if i % 3:  # two in three finish
+                task.status, task.finished_at, task.outputs = TaskStatus.COMPLETED, 2000.0 + i, [{"f": i}]
+                db.observe(task, "finished")
+        assert db.flush()
+        assert db.load_workflow("t299") == {"1": {"class_type": "X", "i": 299}}
+    finally:
+        db.close()
+    db = TaskDatabase(tmp_path / "tasks.sqlite3", history_limit=50)
+    db.open()
+    try:
+        tasks = db.load()
+        unfinished = [t for t in tasks if not t.status.final]
+        finished = [t for t in tasks if t.status.final]
+        assert len(unfinished) == 100 and all(t.workflow for t in unfinished)
+        assert len(finished) == 50 and not any(t.workflow for t in finished)  # loaded on demand only
+        assert finished[-1].task_id == "t299" and finished[-1].outputs == [{"f": 299}]
+        assert [t.created_at for t in tasks] == sorted(t.created_at for t in tasks)
+        assert db.count() == 150  # old finished rows were trimmed on disk too
+    finally:
+        db.close()
+
+
+def test_restart_of_comfygate_keeps_records_and_settles_in_flight(
+    emulators: Any, gate_factory: Any, tmp_path: Path
+) -> None:
+    emus: list[EmulatorThread] = emulators(2, step_delay=0.04)
+    servers = [e.url for e in emus]
+    gate = gate_factory(servers, poll_interval=0.1)
+    done = gate.wait(submit_ok(gate, sd_workflow(steps=1, seed=0))["task_id"])
+    assert done["status"] == "completed"
+    # comfyui-1: one running and one queued; comfyui-2: one running, lost by a restart while we are away
+    a = submit_ok(gate, sd_workflow(steps=12, seed=1), backend="comfyui-1")
+    b = submit_ok(gate, sd_workflow(steps=3, seed=2), backend="comfyui-1")
+    c = submit_ok(gate, sd_workflow(steps=40, seed=3), backend="comfyui-2")
+    d = submit_ok(gate, sd_workflow(steps=2, seed=4), backend="comfyui-2")
+    gate.wait(a["task_id"], {"running"})
+    gate.wait(c["task_id"], {"running"})
+    new = restart_gate(gate, gate_factory, servers, poll_interval=0.1)
+    emus[1].restart()  # comfyui-2 forgets c (started) and d (never started)
+    emus[1].set_delays(step_delay=0.0)
+    assert new.task(done["task_id"])["status"] == "completed"  # history is still there
+    finished_a = new.wait(a["task_id"], timeout=15)
+    finished_b = new.wait(b["task_id"], timeout=15)
+    for task in (finished_a, finished_b):  # followed by polling /history, outputs fetched by the new process
+        assert task["status"] == "completed", task
+        assert task["outputs"] and (new.settings.outputs_dir / task["outputs"][0]["filename"]).is_file()
+    lost = new.wait(c["task_id"], timeout=15)
+    assert lost["status"] == "failed" and lost["error"]["type"] == "backend_restarted", lost["error"]
+    again = new.wait(d["task_id"], timeout=15)
+    assert again["status"] == "completed" and again["attempts"] == 2, again["error"]
+    assert again["prompt_id"] in history_of(emus[1])
+    assert set(history_of(emus[0])) >= {a["prompt_id"], b["prompt_id"]}
+    listing = new.client.get("/api/tasks", params={"limit": 100}).json()
+    assert listing["total"] == 5
+
+
+def test_pending_tasks_survive_a_restart(emulators: Any, gate_factory: Any) -> None:
+    [emu] = emulators(1)
+    gate = gate_factory([emu.url])
+    gate.wait(submit_ok(gate, sd_workflow(steps=1))["task_id"])
+    emu.stop()
+    held = submit_ok(gate, sd_workflow(steps=1, seed=9))
+    assert held["status"] == "pending"
+    new = restart_gate(gate, gate_factory, [emu.url], wait_up=False)
+    assert new.task(held["task_id"])["status"] == "pending"
+    emu.start()
+    assert new.wait(held["task_id"], timeout=10)["status"] == "completed"
+
+
+def test_finished_tasks_release_their_workflow(emulators: Any, gate_factory: Any) -> None:
+    [emu] = emulators(1)
+    gate = gate_factory([emu.url])
+    task_id = submit_ok(gate, sd_workflow(steps=1, seed=5))["task_id"]
+    assert gate.wait(task_id)["status"] == "completed"
+    manager = gate.server.app.state.services.manager
+    task = manager.store.get(task_id)
+    assert task.workflow == {}
+    workflow = asyncio.run(manager.workflow_loader(task_id))
+    assert workflow["3"]["inputs"]["seed"] == 5
+
+
+@pytest.mark.parametrize("overrides", [{"task_store": "memory"}, {"database_url": "memory"}])
+def test_memory_mode_writes_nothing_and_forgets_on_restart(
+    emulators: Any, gate_factory: Any, overrides: dict[str, Any]
+) -> None:
+    [emu] = emulators(1)
+    gate = gate_factory([emu.url], **overrides)
+    assert gate.settings.database_path is None
+    task_id = submit_ok(gate, sd_workflow(steps=1))["task_id"]
+    task = gate.wait(task_id)
+    assert task["status"] == "completed"
+    manager = gate.server.app.state.services.manager
+    assert manager.store.get(task_id).workflow  # kept in memory: nothing to load it from
+    assert not list(gate.settings.data_dir.glob("*.sqlite3"))
+    info = gate.client.get("/api/system/info").json()
+    assert info["comfygate"]["task_store"] == "memory"
+    new = restart_gate(gate, gate_factory, [emu.url], **overrides)
+    started = time.monotonic()
+    assert new.client.get(f"/api/task/{task_id}").status_code == 404
+    assert time.monotonic() - started < 5
