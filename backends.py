@@ -102,6 +102,7 @@ class ComfyUIBackend:
 
     async def stop(self) -> None:
         await self.ws.stop()
+        self.client.close()
 
     def _event(self, event: ComfyUIEvent) -> None:
         if event.type == "status":

@@ -315,6 +315,8 @@ class ComfyUIEmulator:
         self._temp_prefix = ""
         self._object_info_bytes: tuple[tuple[str, ...], bytes] | None = None
         self._validators = _custom_validators(self.dirs)
+        # Benchmarks: a file in output/ that every executed output node also reports (off by default).
+        self.extra_output: dict[str, Any] | None = None
         self._output_aliases: dict[str, Path] = {}
         self.app = _Frontdoor(Starlette(routes=self._routes()))
 
@@ -582,6 +584,8 @@ class ComfyUIEmulator:
                     "inputs": self._hidden_inputs(inputs, class_info, node, prompt, item.extra),
                 }
                 break
+            if self.extra_output is not None and class_info.get("output_node"):
+                ui = {**(ui or {}), "images": [*(ui or {}).get("images", []), dict(self.extra_output)]}
             if ui:
                 ui_outputs[nid] = ui
                 if sid is not None:
@@ -735,6 +739,7 @@ class ComfyUIEmulator:
             Route("/models/{folder}", _guard(self.get_models_folder), methods=["GET"]),
             Route("/emulator/config", _guard(self.get_emulator_config), methods=["GET"]),
             Route("/emulator/delays", _guard(self.post_emulator_delays), methods=["POST"]),
+            Route("/emulator/extra_output", _guard(self.post_emulator_extra_output), methods=["POST"]),
             Route("/emulator/drop_websockets", _guard(self.post_emulator_drop), methods=["POST"]),
             Route("/emulator/restart", _guard(self.post_emulator_restart), methods=["POST"]),
             Route("/emulator/stop", _guard(self.post_emulator_stop), methods=["POST"]),
@@ -899,7 +904,7 @@ class ComfyUIEmulator:
         media = mimetypes.guess_type(filename)[0] or "application/octet-stream"
         if media in _DOWNLOAD_ONLY:
             media = "application/octet-stream"
-        return FileResponse(path, media_type=media, headers=headers)
+        return _FileResponse(path, media_type=media, headers=headers)
 
     async def post_upload_image(self, request: Request) -> Response:
         form = await request.form()
@@ -1033,6 +1038,7 @@ class ComfyUIEmulator:
             "port": self.port,
             "base_dir": str(self.base_dir),
             "history_delay": self.history_delay,
+            "extra_output": self.extra_output,
         }
 
     async def get_emulator_config(self, request: Request) -> Response:
@@ -1044,6 +1050,26 @@ class ComfyUIEmulator:
         self.set_delays(data.get("step_delay"), data.get("node_delay"))
         if "history_delay" in data:
             self.history_delay = float(data["history_delay"])
+        return _json(self._config())
+
+    async def post_emulator_extra_output(self, request: Request) -> Response:
+        """``{"filename", "size"}``: write ``size`` bytes to output/filename (kept if already that size) and
+        list it among the outputs of every output node executed from now on; ``{}`` turns it off.
+
+        For benchmarks of big outputs without spending minutes in Pillow on a huge image.
+        """
+        body = await request.body()
+        data = json.loads(body) if body else {}
+        filename = data.get("filename")
+        if not filename:
+            self.extra_output = None
+            return _json(self._config())
+        filename = os.path.basename(str(filename))
+        size = int(data.get("size", 0))
+        path = self.dirs.output / filename
+        if not path.is_file() or path.stat().st_size != size:
+            await asyncio.get_running_loop().run_in_executor(None, _write_random_file, path, size)
+        self.extra_output = {"filename": filename, "subfolder": "", "type": "output"}
         return _json(self._config())
 
     async def post_emulator_drop(self, request: Request) -> Response:
@@ -1114,6 +1140,12 @@ def _format_input(value: Any) -> Any:
     return en.format_value(value)
 
 
+class _FileResponse(FileResponse):
+    """1 MB reads (Starlette's 64 kB cost a thread hop each); ComfyUI's aiohttp uses sendfile, faster still."""
+
+    chunk_size = 1024 * 1024
+
+
 _DOWNLOAD_ONLY = {"text/html", "text/html-sandboxed", "application/xhtml+xml", "text/javascript", "text/css"}
 
 
@@ -1137,6 +1169,16 @@ def _store_upload(folder: Path, subfolder: str, filename: str, content: bytes, o
             i += 1
     Path(filepath).write_bytes(content)
     return filename
+
+
+def _write_random_file(path: Path, size: int) -> None:
+    """``size`` incompressible bytes, written in 4 MB blocks."""
+    block = 4 << 20
+    with open(path, "wb") as f:
+        left = size
+        while left > 0:
+            f.write(os.urandom(min(block, left)))
+            left -= block
 
 
 def _sha256_file(path: str) -> str:

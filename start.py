@@ -82,6 +82,9 @@ def main(argv: list[str] | None = None) -> int:
             port=settings.port,
             log_level=args.log_level,
             ws="websockets-sansio",
+            # Browsers offer permessage-deflate; granting it compresses every update once per listener.
+            # Updates are small JSON: the CPU matters more than the bytes (see BENCHMARKS.md, fan-out).
+            ws_per_message_deflate=False,
         )
     finally:
         if emulator is not None:

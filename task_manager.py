@@ -14,6 +14,7 @@ to another client id (those recovered after a restart of ComfyGate) are followed
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import time
 import uuid
@@ -72,6 +73,10 @@ class TaskManager:
         self._merged_info: tuple[list[dict[str, Any]], dict[str, Any]] | None = None
         # Set by the durable store: finished tasks then drop their workflow, loaded back on demand.
         self.workflow_loader: Callable[[str], Coroutine[Any, Any, dict[str, Any] | None]] | None = None
+        # What listeners last got, so an event that changes nothing they see is not sent again: ComfyUI
+        # sends 3-4 such events per node (execution_cached, progress_state...), each fanned out to all.
+        self._last_update: dict[str, tuple[Any, ...]] = {}  # task id → what it last showed, unfinished only
+        self._last_queue: dict[str, int] = {}  # backend name → last queue_remaining published
 
     def add_observer(self, observer: Observer) -> None:
         self.observers.append(observer)
@@ -341,18 +346,23 @@ class TaskManager:
         if task.status == TaskStatus.PENDING:
             task.status = TaskStatus.QUEUED
             task.queued_at = time.time()
-        if new:
+        # An instant workflow can end before ComfyUI's answer reaches us: its end is published already,
+        # and a timer armed now would keep the task in memory for its whole timeout.
+        if new and not task.status.final:
             self._arm_timeout(task)
         self._notify(task, "created" if new else "status")
-        self._publish(task)
+        if not task.status.final:
+            self._publish(task)
 
     # --- events from ComfyUI ---------------------------------------------------------------------
     def on_event(self, backend: ComfyUIBackend, event: ComfyUIEvent) -> None:
         kind = event.type
         if kind == "status":
-            self.hub.publish(
-                {"type": "queue_update", "backend": backend.name, "queue_remaining": backend.queue_remaining}
-            )
+            if self._last_queue.get(backend.name) != backend.queue_remaining:
+                self._last_queue[backend.name] = backend.queue_remaining
+                self.hub.publish(
+                    {"type": "queue_update", "backend": backend.name, "queue_remaining": backend.queue_remaining}
+                )
             return
         task = self.store.by_prompt(event.prompt_id)
         if task is None and kind in ("preview", "text") and backend.running_prompt:
@@ -471,8 +481,16 @@ class TaskManager:
             self._publish(task)
 
     def _publish(self, task: Task, **more: Any) -> None:
+        if task.status.final:
+            self._last_update.pop(task.task_id, None)
+        elif not more:
+            # Everything summary() shows; error by identity (it is replaced, never edited in place).
+            seen = (task.status, task.backend, task.prompt_id, tuple(task.progress.items()), id(task.error))
+            if self._last_update.get(task.task_id) == seen:
+                return
+            self._last_update[task.task_id] = seen
         message = {"type": "task_update", **task.summary(), **more}
-        self.hub.publish(message, task.task_id)
+        self.hub.publish_text(json.dumps(message, separators=(",", ":"), default=str), task.task_id)
 
     # --- endings ---------------------------------------------------------------------------------
     async def _complete(self, task: Task, backend: ComfyUIBackend, node_outputs: dict[str, Any] | None = None) -> None:
@@ -617,6 +635,7 @@ class TaskManager:
     # --- backend up / down -----------------------------------------------------------------------
     async def on_backend_state(self, backend: ComfyUIBackend, up: bool) -> None:
         self.hub.publish({"type": "backend_update", **backend.describe()})
+        self._last_queue.pop(backend.name, None)  # the next queue_update goes out whatever its value
         if up:
             self.spawn(self._refresh_info(backend), name=f"object_info {backend.name}")
             self.spawn(self.reconcile(backend), name=f"reconcile {backend.name}")

@@ -53,7 +53,7 @@ class SyncOptions:
     cancel_on_disconnect: bool = False
 
 
-def sync_options(
+async def sync_options(
     wait: bool | None = Query(None, description="answer only when the task has ended (same as the body's wait)"),
     wait_timeout: float | None = Query(
         None, gt=0, description="longest wait in seconds (default: the task's timeout); then 202 with the task"
@@ -63,6 +63,7 @@ def sync_options(
     ),
     cancel_on_disconnect: bool = Query(False, description="with wait: cancel the task if the client goes away"),
 ) -> SyncOptions:
+    """A coroutine so FastAPI does not run it in its thread pool (a thread hop on every submission)."""
     return SyncOptions(wait, wait_timeout, output_format, cancel_on_disconnect)
 
 

@@ -91,7 +91,9 @@ def test_resume_replays_only_what_was_missed(gate: Gate, emulator: Any) -> None:
     finally:
         emulator.set_delays(step_delay=0.0)
     ids = [int(e["id"]) for e in rest]
-    assert ids and ids[0] == last + 1 and ids == sorted(ids), ids
+    # Previews (not asked for here) take ids too: the first replayed event is the next one, or the one
+    # after a skipped preview (every sampler step sends one update and one preview).
+    assert ids and last < ids[0] <= last + 2 and ids == sorted(ids), ids
     assert rest[-1]["data"]["status"] in FINAL
 
 

@@ -1,0 +1,1 @@
+"""ComfyGate's benchmark suite: ``python -m bench`` (see BENCHMARKS.md)."""
