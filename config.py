@@ -48,6 +48,9 @@ class Settings(BaseSettings):
     # Tasks.
     task_timeout: float = Field(600.0, gt=0, description="default per-task timeout in seconds")
     history_limit: int = Field(1000, ge=1, description="finished tasks kept; oldest dropped first")
+    full_finished_tasks: int = Field(
+        1000, ge=0, description="newest finished tasks kept as full objects; older ones are compacted (~0.4 kB each)"
+    )
     max_pending_tasks: int = Field(1000, ge=1, description="tasks held before dispatch; beyond: 503")
     backend_down_grace: float = Field(
         10.0, ge=0, description="seconds a backend may stay unreachable before its running tasks fail"

@@ -47,7 +47,7 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         limits=httpx.Limits(max_connections=256, max_keepalive_connections=64),
         trust_env=False,  # ComfyUI is reached directly; a proxy from the environment would break loopback
     )
-    store = TaskStore(settings.history_limit)
+    store = TaskStore(settings.history_limit, settings.full_finished_tasks)
     hub = EventHub(settings.ws_queue_size)
     manager = TaskManager(settings, store, hub)
     db: TaskDatabase | None = None
@@ -55,10 +55,14 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     if settings.database_path is not None:
         db = TaskDatabase(settings.database_path, settings.history_limit)
         await asyncio.to_thread(db.open)
-        for task in await asyncio.to_thread(db.load):
-            store.add(task)
-            if not task.status.final:
-                recovered.append(task)
+
+        def load() -> None:  # before anything else uses the store: read and compact off the event loop
+            for task in db.load():  # type: ignore[union-attr]
+                store.add(task)
+                if not task.status.final:
+                    recovered.append(task)
+
+        await asyncio.to_thread(load)
         manager.add_observer(db.observe)
 
         async def load_workflow(task_id: str) -> dict[str, Any] | None:

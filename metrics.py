@@ -18,7 +18,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
 
 from services import Services, get_services
-from tasks import Task, TaskStatus
+from tasks import Task
 
 router = APIRouter(tags=["core"])
 
@@ -34,9 +34,7 @@ class _LiveState(Collector):
     def collect(self) -> Iterator[Any]:
         services = self.services
         tasks = GaugeMetricFamily("comfygate_tasks", "Tasks held by ComfyGate, by status", labels=["status"])
-        counts = {s.value: 0 for s in TaskStatus}
-        for task in services.store.all():
-            counts[task.status.value] += 1
+        counts = services.store.counts()
         for status, count in counts.items():
             tasks.add_metric([status], count)
         yield tasks

@@ -30,9 +30,7 @@ class BigChunkFileResponse(FileResponse):
 async def health(services: Services = Depends(get_services)) -> dict[str, Any]:
     backends = [b.describe() for b in services.manager.backends.values()]
     up = sum(1 for b in backends if b["healthy"])
-    counts: dict[str, int] = {s.value: 0 for s in TaskStatus}
-    for task in services.store.all():
-        counts[task.status.value] += 1
+    counts = services.store.counts()
     status = "ok" if up == len(backends) else ("degraded" if up else "down")
     return {
         "status": status,
@@ -157,7 +155,7 @@ async def clear_queue(services: Services = Depends(get_services)) -> dict[str, A
 
 @router.post("/interrupt/{prompt_id}", response_model=TaskOut, summary="Stop one task, running or queued")
 async def interrupt(prompt_id: str, services: Services = Depends(get_services)) -> dict[str, Any]:
-    task = services.store.by_prompt(prompt_id) or services.store.get(prompt_id)
+    task = services.store.find(prompt_id)
     if task is None:
         raise NotFound(f"no task with prompt id or task id {prompt_id!r}")
     await services.manager.interrupt(task)

@@ -10,11 +10,13 @@ created and read back on demand, so finished tasks need not keep it in memory.
 from __future__ import annotations
 
 import dataclasses
+import heapq
 import json
 import logging
 import queue
 import sqlite3
 import threading
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -113,20 +115,26 @@ class TaskDatabase:
         return marker.done.wait(timeout)
 
     # --- reading -----------------------------------------------------------------------------------
-    def load(self) -> list[Task]:
-        """Every unfinished task (with its workflow) and the newest ``history_limit`` finished ones (without)."""
+    def load(self) -> Iterator[Task]:
+        """Every unfinished task (with its workflow) and the newest ``history_limit`` finished ones (without).
+
+        Oldest first, one at a time: a store that compacts finished tasks as they arrive never holds the
+        whole history as objects (100,000 of them would take ~300 MB at once, never given back to the OS).
+        """
         assert self._read is not None
         with self._read_lock:
-            unfinished = self._read.execute(
-                "SELECT record, workflow FROM tasks WHERE final = 0 ORDER BY created_at"
-            ).fetchall()
+            unfinished = self._read.execute("SELECT record, workflow FROM tasks WHERE final = 0 ORDER BY created_at")
             finished = self._read.execute(
-                "SELECT record FROM tasks WHERE final = 1 ORDER BY created_at DESC LIMIT ?", (self.history_limit,)
-            ).fetchall()
-        tasks = [task_from_record(r, w) for r, w in unfinished]
-        tasks += [task_from_record(r, None) for (r,) in reversed(finished)]
-        tasks.sort(key=lambda t: t.created_at)
-        return tasks
+                "SELECT record, NULL FROM (SELECT record, created_at FROM tasks WHERE final = 1 "
+                "ORDER BY created_at DESC LIMIT ?) ORDER BY created_at",
+                (self.history_limit,),
+            )
+            rows = heapq.merge(
+                (task_from_record(r, w) for r, w in unfinished),
+                (task_from_record(r, None) for r, _ in finished),
+                key=lambda t: t.created_at,
+            )
+            yield from rows
 
     def load_workflow(self, task_id: str) -> dict[str, Any] | None:
         self.flush()

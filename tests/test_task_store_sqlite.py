@@ -42,7 +42,7 @@ def test_database_batches_trims_and_loads_workflows_on_demand(tmp_path: Path) ->
     db = TaskDatabase(tmp_path / "tasks.sqlite3", history_limit=50)
     db.open()
     try:
-        tasks = db.load()
+        tasks = list(db.load())
         unfinished = [t for t in tasks if not t.status.final]
         finished = [t for t in tasks if t.status.final]
         assert len(unfinished) == 100 and all(t.workflow for t in unfinished)
