@@ -12,14 +12,7 @@ import httpx
 from websockets.sync.client import connect
 
 from tests.conftest import FINAL, Gate
-from tests.protocol import load_workflow
-
-
-def sd_workflow(steps: int = 4, seed: int = 42) -> dict[str, Any]:
-    wf = load_workflow("sd_txt2img_api.json")
-    wf["3"]["inputs"]["steps"] = steps
-    wf["3"]["inputs"]["seed"] = seed
-    return wf
+from tests.protocol import load_workflow, sd_workflow
 
 
 def test_txt2img_end_to_end_with_params_and_outputs_on_disk(gate: Gate) -> None:
