@@ -256,3 +256,16 @@ def test_queue_health_system_and_nodes(gate: Gate, emulator: Any) -> None:
     assert gate.wait(running)["status"] == "completed"
     history = c.get("/api/history").json()
     assert {t["task_id"] for t in history["tasks"]} == {running, waiting}
+
+
+def test_browser_origin_is_never_forwarded_to_comfyui(gate: Gate, emulator: Any) -> None:
+    """ComfyUI (and the emulator) answer 403 to a foreign Origin: ComfyGate must not pass it on."""
+    evil = {"Origin": "http://evil.example.com"}
+    direct = httpx.get(f"{emulator.url}/queue", headers=evil)
+    assert direct.status_code == 403  # the backend really does refuse it
+    response = gate.client.post(
+        "/api/workflow/submit", json={"workflow": load_workflow("invert_save.json")}, headers=evil
+    )
+    assert response.status_code == 200, response.text
+    assert gate.wait(response.json()["task_id"])["status"] == "completed"
+    assert gate.client.get("/api/queue", headers=evil).json()["backends"]["comfyui-1"]["reachable"]
