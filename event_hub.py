@@ -1,8 +1,18 @@
 """Fan-out of task updates to every listener (WebSocket, SSE), each behind a bounded queue.
 
 An event is serialised once and the same string is queued for every interested listener. A listener
-whose queue is full has stopped reading: it is dropped (its queue closed) rather than allowed to
-grow memory or slow everyone else.
+that keeps up gets every message. One that falls behind (``conflate_after`` messages or more queued
+for it) gets conflated state: a non-final ``task_update`` for a task whose previous ``task_update``
+(same status) is still queued for that listener replaces it, and so does a ``queue_update`` of a
+backend whose previous one is still queued. Never conflated: status changes, final updates, updates
+carrying a progress ``log`` line (events, not state), and every other message. The replaced message is
+removed and the new one goes to the end, so what a listener receives is always a subsequence of what
+was published (the order per task is kept). A listener that keeps up with the conflated state is never
+dropped, however slowly it reads; one whose queue still fills up has stopped reading: it is dropped
+(its stream ends after what is queued) rather than allowed to grow memory or slow everyone else.
+
+Senders take everything queued in one go (``Subscription.batches``): one wake-up per listener per
+burst of messages instead of one per message.
 """
 
 from __future__ import annotations
@@ -10,63 +20,171 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import re
+from collections import deque
 from collections.abc import AsyncIterator, Callable
 from typing import Any
 
+from tasks import FINAL_STATUSES  # TaskStatus is a str Enum: "completed" in FINAL_STATUSES
+
 log = logging.getLogger("comfygate.hub")
 
-_CLOSED = None  # sentinel put into a dropped subscriber's queue
+# The head of what TaskManager publishes: {"type":"task_update", **task.summary(), ...}. A message that
+# does not match (another shape, an unusual id) is simply never conflated.
+_TASK_UPDATE = re.compile(
+    r'\{"type":"task_update","task_id":"([^"\\]*)","prompt_id":(?:"[^"\\]*"|null),"status":"(\w+)"'
+)
+_QUEUE_UPDATE = re.compile(r'\{"type":"queue_update","backend":"([^"\\]*)",')
+
+Key = tuple[str, str]  # ("t", task_id) or ("q", backend)
+
+
+def conflation_key(text: str) -> tuple[Key, str] | None:
+    """(key, status) for a message a newer one of the same key may replace; None if it must be kept."""
+    if text.startswith('{"type":"task_update"'):
+        match = _TASK_UPDATE.match(text)
+        if match is None or match.group(2) in FINAL_STATUSES or '"log":' in text:
+            return None  # a progress log line (a ViewComfy backend's) is an event of its own, not state
+        return ("t", match.group(1)), match.group(2)
+    if text.startswith('{"type":"queue_update"'):
+        match = _QUEUE_UPDATE.match(text)
+        return (("q", match.group(1)), "") if match is not None else None
+    return None
+
+
+class _Cell:
+    """A conflatable message in a listener's queue; ``text`` None once a newer one replaced it."""
+
+    __slots__ = ("text", "status")
+
+    def __init__(self, text: str, status: str) -> None:
+        self.text: str | None = text
+        self.status = status
 
 
 class Subscription:
-    def __init__(self, hub: EventHub, task_ids: set[str] | None, maxsize: int) -> None:
+    def __init__(self, hub: EventHub, task_ids: set[str] | None, maxsize: int, conflate_after: int = 0) -> None:
         self.hub = hub
         self.task_ids = task_ids  # None: everything
-        self.queue: asyncio.Queue[str | None] = asyncio.Queue(maxsize)
-        self.dropped = False
+        self.maxsize = maxsize
+        self.conflate_after = conflate_after  # conflate only while at least this many messages are queued
+        self.dropped = False  # no more messages will be queued (dropped, closed or unsubscribed)
+        self.conflated = 0  # messages replaced by a newer one before being sent
+        self._items: deque[str | _Cell] = deque()  # in publish order; replaced cells stay as holes
+        self._live = 0  # queued messages, holes not counted
+        self._cells: dict[Key, _Cell] = {}  # the queued conflatable message of each key
+        self._waiter: asyncio.Future[None] | None = None
+        self._ended = False  # the reader sees the end of the stream once the queue is empty
 
     def wants(self, task_id: str | None) -> bool:
         return self.task_ids is None or task_id is None or task_id in self.task_ids
 
-    def offer(self, message: str) -> None:
+    def qsize(self) -> int:
+        return self._live
+
+    def offer(self, text: str, conflate: tuple[Key, str] | None = None) -> None:
         if self.dropped:
             return
-        try:
-            self.queue.put_nowait(message)
-        except asyncio.QueueFull:
+        if conflate is not None:
+            key, status = conflate
+            cell = self._cells.get(key)
+            if cell is not None and cell.status == status and self._live >= self.conflate_after:
+                cell.text = None  # replaced: the newer state goes to the end, after what it followed
+                self.conflated += 1
+                self._live -= 1
+            cell = self._cells[key] = _Cell(text, status)
+            self._items.append(cell)
+            if len(self._items) > 2 * self.maxsize + 16:
+                self._compact()
+        else:
+            self._items.append(text)
+        self._live += 1
+        if self._live > self.maxsize:
             self.drop()
+            return
+        self._wake()
+
+    def _compact(self) -> None:
+        self._items = deque(i for i in self._items if type(i) is str or i.text is not None)
+
+    def _wake(self) -> None:
+        waiter = self._waiter
+        if waiter is not None:
+            self._waiter = None
+            if not waiter.done():
+                waiter.set_result(None)
+
+    def take(self) -> list[str]:
+        """Everything queued, oldest first (empties the queue)."""
+        items = self._items
+        if not items:
+            return []
+        self._items = deque()
+        self._cells.clear()
+        self._live = 0
+        out: list[str] = []
+        append = out.append
+        for item in items:
+            if type(item) is str:
+                append(item)
+            elif item.text is not None:
+                append(item.text)
+        return out
 
     def drop(self) -> None:
         """The listener stopped reading: end its stream after what is already queued."""
         if not self.dropped:
             self.close()
             self.hub.dropped_total += 1
-            log.warning("dropped a listener whose queue of %d messages was full", self.queue.maxsize)
+            log.warning("dropped a listener whose queue of %d messages was full", self.maxsize)
 
     def close(self) -> None:
         """Stop delivering; the reader sees the end of the stream after what is already queued."""
         self.dropped = True
+        self._ended = True
         self.hub._remove(self)
-        while True:  # make room for the end marker
-            try:
-                self.queue.put_nowait(_CLOSED)
+        while self._live > self.maxsize:  # a dropped queue keeps its bound
+            item = self._items.popleft()
+            if type(item) is str or item.text is not None:
+                self._live -= 1
+        self._wake()
+
+    async def batches(self) -> AsyncIterator[list[str]]:
+        """Everything queued since the last batch, as soon as there is something; ends when closed."""
+        loop = asyncio.get_running_loop()
+        while True:
+            batch = self.take()
+            if batch:
+                yield batch
+                continue
+            if self._ended:
                 return
-            except asyncio.QueueFull:
-                self.queue.get_nowait()
+            waiter = self._waiter = loop.create_future()
+            try:
+                await waiter
+            finally:
+                if self._waiter is waiter:
+                    self._waiter = None
 
     async def __aiter__(self) -> AsyncIterator[str]:
-        while True:
-            message = await self.queue.get()
-            if message is _CLOSED:
-                return
-            yield message
+        async for batch in self.batches():
+            for text in batch:
+                yield text
 
 
 class EventHub:
-    def __init__(self, queue_size: int = 1000) -> None:
+    def __init__(self, queue_size: int = 1000, conflate_after: int = 32) -> None:
         self.queue_size = queue_size
-        self._all: set[Subscription] = set()
-        self._by_task: dict[str, set[Subscription]] = {}
+        # A listener with fewer messages queued gets every progress step (one task's whole burst of
+        # updates stays below it); past it, it is behind, and gets the latest state instead.
+        self.conflate_after = conflate_after
+        # Dicts as ordered sets; ``_everyone`` (all unfiltered and filtered subscriptions, for broadcasts)
+        # and ``_unfiltered`` are copied into tuples only when they change, not on every publish.
+        self._all: dict[Subscription, None] = {}
+        self._filtered: dict[Subscription, None] = {}
+        self._by_task: dict[str, dict[Subscription, None]] = {}
+        self._all_tuple: tuple[Subscription, ...] | None = ()
+        self._everyone_tuple: tuple[Subscription, ...] | None = ()
         self.dropped_total = 0
         # Taps see every message synchronously, in order, before any listener: the SSE event log
         # (task_events) numbers them there so a resumed stream replays exactly what it missed.
@@ -77,15 +195,24 @@ class EventHub:
 
     @property
     def listeners(self) -> int:
-        return len(self._all) + sum(len(s) for s in self._by_task.values())
+        return len(self._all) + len(self._filtered)
+
+    @property
+    def conflated_total(self) -> int:
+        return sum(s.conflated for s in self._all) + sum(s.conflated for s in self._filtered)
+
+    def _changed(self) -> None:
+        self._all_tuple = self._everyone_tuple = None
 
     def subscribe(self, task_ids: set[str] | None = None) -> Subscription:
-        sub = Subscription(self, set(task_ids) if task_ids else None, self.queue_size)
+        sub = Subscription(self, set(task_ids) if task_ids else None, self.queue_size, self.conflate_after)
         if sub.task_ids is None:
-            self._all.add(sub)
+            self._all[sub] = None
         else:
+            self._filtered[sub] = None
             for task_id in sub.task_ids:
-                self._by_task.setdefault(task_id, set()).add(sub)
+                self._by_task.setdefault(task_id, {})[sub] = None
+        self._changed()
         return sub
 
     def add_task(self, sub: Subscription, task_id: str) -> None:
@@ -93,22 +220,27 @@ class EventHub:
         if sub.task_ids is None or sub.dropped:
             return
         sub.task_ids.add(task_id)
-        self._by_task.setdefault(task_id, set()).add(sub)
+        self._by_task.setdefault(task_id, {})[sub] = None
 
     def unsubscribe(self, sub: Subscription) -> None:
         sub.dropped = True
+        sub._ended = True
         self._remove(sub)
+        sub._wake()
 
     def _remove(self, sub: Subscription) -> None:
         if sub.task_ids is None:
-            self._all.discard(sub)
-        else:
-            for task_id in sub.task_ids:
-                subs = self._by_task.get(task_id)
-                if subs is not None:
-                    subs.discard(sub)
-                    if not subs:
-                        del self._by_task[task_id]
+            if self._all.pop(sub, 0) is None:
+                self._changed()
+            return
+        if self._filtered.pop(sub, 0) is None:
+            self._changed()
+        for task_id in sub.task_ids:
+            subs = self._by_task.get(task_id)
+            if subs is not None:
+                subs.pop(sub, None)
+                if not subs:
+                    del self._by_task[task_id]
 
     def publish(self, message: dict[str, Any], task_id: str | None = None) -> None:
         """Serialise once, queue everywhere. ``task_id=None`` means a message for every listener."""
@@ -121,13 +253,18 @@ class EventHub:
                 tap(text, task_id)
             except Exception:
                 log.exception("event hub tap %r failed", tap)
-        for sub in tuple(self._all):
-            sub.offer(text)
+        conflate = conflation_key(text)
+        # Tuples: offering can drop a subscription, which edits the dicts.
         if task_id is None:
-            targets: set[Subscription] = set()
-            for subs in self._by_task.values():
-                targets |= subs
+            targets = self._everyone_tuple
+            if targets is None:
+                targets = self._everyone_tuple = (*self._all, *self._filtered)
         else:
-            targets = self._by_task.get(task_id, set())
-        for sub in tuple(targets):
-            sub.offer(text)
+            targets = self._all_tuple
+            if targets is None:
+                targets = self._all_tuple = tuple(self._all)
+            subs = self._by_task.get(task_id)
+            if subs:
+                targets = (*targets, *subs)
+        for sub in targets:
+            sub.offer(text, conflate)

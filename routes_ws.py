@@ -40,8 +40,12 @@ async def websocket_updates(websocket: WebSocket) -> None:
                     await websocket.send_text(json.dumps({"type": "task_update", **task.summary()}, default=str))
         reader = asyncio.create_task(_read_commands(websocket, services, sub))
         try:
-            async for text in sub:
-                await websocket.send_text(text)
+            # Everything queued goes out in one go: ASGI sends on uvicorn never suspend, so a batch
+            # costs one wake-up, and the frames of one loop turn leave in one write (ws_protocol).
+            send = websocket.send
+            async for batch in sub.batches():
+                for text in batch:
+                    await send({"type": "websocket.send", "text": text})
         finally:
             reader.cancel()
             with contextlib.suppress(asyncio.CancelledError, Exception):
