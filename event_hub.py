@@ -36,7 +36,7 @@ _TASK_UPDATE = re.compile(
 )
 _QUEUE_UPDATE = re.compile(r'\{"type":"queue_update","backend":"([^"\\]*)",')
 
-Key = tuple[str, str]  # ("t", task_id) or ("q", backend)
+Key = str  # "t" + task_id or "q" + backend: a new str per publish, hashed once for every listener
 
 
 def conflation_key(text: str) -> tuple[Key, str] | None:
@@ -45,10 +45,10 @@ def conflation_key(text: str) -> tuple[Key, str] | None:
         match = _TASK_UPDATE.match(text)
         if match is None or match.group(2) in FINAL_STATUSES or '"log":' in text:
             return None  # a progress log line (a ViewComfy backend's) is an event of its own, not state
-        return ("t", match.group(1)), match.group(2)
+        return "t" + match.group(1), match.group(2)
     if text.startswith('{"type":"queue_update"'):
         match = _QUEUE_UPDATE.match(text)
-        return (("q", match.group(1)), "") if match is not None else None
+        return ("q" + match.group(1), "") if match is not None else None
     return None
 
 

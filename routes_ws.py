@@ -15,6 +15,7 @@ from fastapi import APIRouter, WebSocket, WebSocketDisconnect
 
 from event_hub import Subscription
 from services import Services
+from ws_protocol import FRAMES_EXTENSION, frame_text
 
 router = APIRouter()
 
@@ -40,12 +41,18 @@ async def websocket_updates(websocket: WebSocket) -> None:
                     await websocket.send_text(json.dumps({"type": "task_update", **task.summary()}, default=str))
         reader = asyncio.create_task(_read_commands(websocket, services, sub))
         try:
-            # Everything queued goes out in one go: ASGI sends on uvicorn never suspend, so a batch
-            # costs one wake-up, and the frames of one loop turn leave in one write (ws_protocol).
+            # Everything queued goes out in one go: ASGI sends on uvicorn never suspend, so a batch costs
+            # one wake-up. On ComfyGate's own protocol (ws_protocol) the batch is one ASGI message of
+            # frames built once per message for every listener, and one write() per loop turn.
             send = websocket.send
-            async for batch in sub.batches():
-                for text in batch:
-                    await send({"type": "websocket.send", "text": text})
+            if FRAMES_EXTENSION in (websocket.scope.get("extensions") or {}):
+                async for batch in sub.batches():
+                    frames = frame_text(batch[0]) if len(batch) == 1 else b"".join(map(frame_text, batch))
+                    await send({"type": "websocket.send", "comfygate.frames": frames})
+            else:
+                async for batch in sub.batches():
+                    for text in batch:
+                        await send({"type": "websocket.send", "text": text})
         finally:
             reader.cancel()
             with contextlib.suppress(asyncio.CancelledError, Exception):
