@@ -52,13 +52,14 @@ def conflation_key(text: str) -> tuple[Key, str] | None:
     return None
 
 
-class _Cell:
-    """A conflatable message in a listener's queue; ``text`` None once a newer one replaced it."""
+class _Entry:
+    """A conflatable message: one per publish, shared by every listener's queue (hashed by identity)."""
 
-    __slots__ = ("text", "status")
+    __slots__ = ("text", "key", "status")
 
-    def __init__(self, text: str, status: str) -> None:
-        self.text: str | None = text
+    def __init__(self, text: str, key: Key, status: str) -> None:
+        self.text = text
+        self.key = key
         self.status = status
 
 
@@ -70,9 +71,10 @@ class Subscription:
         self.conflate_after = conflate_after  # conflate only while at least this many messages are queued
         self.dropped = False  # no more messages will be queued (dropped, closed or unsubscribed)
         self.conflated = 0  # messages replaced by a newer one before being sent
-        self._items: deque[str | _Cell] = deque()  # in publish order; replaced cells stay as holes
-        self._live = 0  # queued messages, holes not counted
-        self._cells: dict[Key, _Cell] = {}  # the queued conflatable message of each key
+        self._items: deque[str | _Entry] = deque()  # in publish order; replaced entries stay, in _dead
+        self._live = 0  # queued messages, replaced ones not counted
+        self._latest: dict[Key, _Entry] = {}  # the queued conflatable message of each key
+        self._dead: set[_Entry] = set()  # queued entries a newer one replaced
         self._waiter: asyncio.Future[None] | None = None
         self._ended = False  # the reader sees the end of the stream once the queue is empty
 
@@ -82,21 +84,20 @@ class Subscription:
     def qsize(self) -> int:
         return self._live
 
-    def offer(self, text: str, conflate: tuple[Key, str] | None = None) -> None:
+    def offer(self, text: str, entry: _Entry | None = None) -> None:
         if self.dropped:
             return
-        if conflate is not None:
-            key, status = conflate
-            cell = self._cells.get(key)
-            if cell is not None and cell.status == status and self._live >= self.conflate_after:
-                cell.text = None  # replaced: the newer state goes to the end, after what it followed
+        if entry is not None and self._live >= self.conflate_after:  # behind: the latest state wins
+            old = self._latest.get(entry.key)
+            if old is not None and old.status == entry.status:
+                self._dead.add(old)  # replaced: the newer state goes to the end, after what it followed
                 self.conflated += 1
                 self._live -= 1
-            cell = self._cells[key] = _Cell(text, status)
-            self._items.append(cell)
-            if len(self._items) > 2 * self.maxsize + 16:
+            self._latest[entry.key] = entry
+            self._items.append(entry)
+            if len(self._dead) > self.maxsize + 16:
                 self._compact()
-        else:
+        else:  # keeping up (or not conflatable): no bookkeeping beyond the queue itself
             self._items.append(text)
         self._live += 1
         if self._live > self.maxsize:
@@ -105,7 +106,9 @@ class Subscription:
         self._wake()
 
     def _compact(self) -> None:
-        self._items = deque(i for i in self._items if type(i) is str or i.text is not None)
+        dead = self._dead
+        self._items = deque(i for i in self._items if type(i) is str or i not in dead)
+        dead.clear()
 
     def _wake(self) -> None:
         waiter = self._waiter
@@ -120,15 +123,17 @@ class Subscription:
         if not items:
             return []
         self._items = deque()
-        self._cells.clear()
+        self._latest.clear()
         self._live = 0
+        dead = self._dead
         out: list[str] = []
         append = out.append
         for item in items:
             if type(item) is str:
                 append(item)
-            elif item.text is not None:
+            elif item not in dead:
                 append(item.text)
+        dead.clear()
         return out
 
     def drop(self) -> None:
@@ -145,7 +150,7 @@ class Subscription:
         self.hub._remove(self)
         while self._live > self.maxsize:  # a dropped queue keeps its bound
             item = self._items.popleft()
-            if type(item) is str or item.text is not None:
+            if type(item) is str or item not in self._dead:
                 self._live -= 1
         self._wake()
 
@@ -253,7 +258,8 @@ class EventHub:
                 tap(text, task_id)
             except Exception:
                 log.exception("event hub tap %r failed", tap)
-        conflate = conflation_key(text)
+        found = conflation_key(text)
+        entry = _Entry(text, *found) if found is not None else None
         # Tuples: offering can drop a subscription, which edits the dicts.
         if task_id is None:
             targets = self._everyone_tuple
@@ -267,4 +273,4 @@ class EventHub:
             if subs:
                 targets = (*targets, *subs)
         for sub in targets:
-            sub.offer(text, conflate)
+            sub.offer(text, entry)
