@@ -27,7 +27,10 @@ from uvicorn.protocols.websockets.websockets_sansio_impl import WebSocketsSansIO
 from websockets.protocol import State
 
 FRAMES_EXTENSION = "comfygate.websocket.frames"
-_frames: dict[str, bytes] = {}  # text → its frame, for the messages of the last moments (shared by listeners)
+# text → its frame, for the most recent messages: built once, whatever the number of listeners. Large
+# enough for a backlog of several seconds at 500 messages/s; oldest out first.
+_frames: dict[str, bytes] = {}
+FRAMES_KEPT = 4096
 
 
 def frame_text(text: str) -> bytes:
@@ -43,8 +46,8 @@ def frame_text(text: str) -> bytes:
         else:
             head = bytes((0x81, 127)) + size.to_bytes(8, "big")
         frame = head + payload
-        if len(_frames) >= 256:
-            _frames.clear()
+        if len(_frames) >= FRAMES_KEPT:
+            del _frames[next(iter(_frames))]
         _frames[text] = frame
     return frame
 
@@ -111,7 +114,8 @@ class CoalescingWebSocketProtocol(WebSocketsSansIOProtocol):
         frames = message.get("comfygate.frames")
         if frames is None or message["type"] != "websocket.send":
             return await super().send(message)
-        await self.writable.wait()
+        if not self.writable.is_set():  # the socket's buffer is full: wait like uvicorn's own send
+            await self.writable.wait()
         # What websockets' send_text checks, and uvicorn's answer when the connection is gone.
         if self.disconnected or self.close_sent or self.conn.state is not State.OPEN:
             raise ClientDisconnected()
