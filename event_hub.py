@@ -12,7 +12,10 @@ dropped, however slowly it reads; one whose queue still fills up has stopped rea
 (its stream ends after what is queued) rather than allowed to grow memory or slow everyone else.
 
 Senders take everything queued in one go (``Subscription.batches``): one wake-up per listener per
-burst of messages instead of one per message.
+burst of messages instead of one per message. A subscription may also have a synchronous sink
+(``attach_sink``): then the hub itself hands it everything queued, once per event-loop turn, for all
+such listeners in one callback, with no task wake-up at all; the listener's task takes over only while
+its sink is not ready (a full socket buffer), and gives back once it has caught up.
 """
 
 from __future__ import annotations
@@ -77,6 +80,10 @@ class Subscription:
         self._dead: set[_Entry] = set()  # queued entries a newer one replaced
         self._waiter: asyncio.Future[None] | None = None
         self._ended = False  # the reader sees the end of the stream once the queue is empty
+        self._sink: Callable[[list[str]], None] | None = None
+        self._sink_ready: Callable[[], bool] | None = None
+        self._deferred = False  # the sink was not ready: the reading task delivers until it catches up
+        self._scheduled = False  # in the hub's list for its next flush
 
     def wants(self, task_id: str | None) -> bool:
         return self.task_ids is None or task_id is None or task_id in self.task_ids
@@ -103,7 +110,31 @@ class Subscription:
         if self._live > self.maxsize:
             self.drop()
             return
-        self._wake()
+        if self._sink is None or self._deferred:
+            self._wake()
+        elif not self._scheduled:
+            self._scheduled = True
+            self.hub._schedule(self)
+
+    def attach_sink(self, sink: Callable[[list[str]], None], ready: Callable[[], bool]) -> None:
+        """Deliver synchronously from now on: ``sink(batch)`` once per loop turn while ``ready()``."""
+        self._sink, self._sink_ready = sink, ready
+        if self._live:
+            self._wake()  # what was queued before goes out through the reading task
+
+    def _flush(self) -> None:
+        """Called by the hub, once per loop turn in which something was queued."""
+        self._scheduled = False
+        if not self._live or self._deferred or self._sink is None:
+            return
+        if self._sink_ready is not None and not self._sink_ready():
+            self._deferred = True
+            self._wake()
+            return
+        try:
+            self._sink(self.take())
+        except Exception:  # the connection is gone: end the stream; the reading task cleans up
+            self.close()
 
     def _compact(self) -> None:
         dead = self._dead
@@ -160,10 +191,12 @@ class Subscription:
         while True:
             batch = self.take()
             if batch:
+                self._deferred = True  # the sink must not overtake a batch this task is still sending
                 yield batch
                 continue
             if self._ended:
                 return
+            self._deferred = False  # caught up: the sink, if any, delivers again
             waiter = self._waiter = loop.create_future()
             try:
                 await waiter
@@ -191,6 +224,7 @@ class EventHub:
         self._all_tuple: tuple[Subscription, ...] | None = ()
         self._everyone_tuple: tuple[Subscription, ...] | None = ()
         self.dropped_total = 0
+        self._dirty: list[Subscription] = []  # subscriptions with a sink and something queued
         # Taps see every message synchronously, in order, before any listener: the SSE event log
         # (task_events) numbers them there so a resumed stream replays exactly what it missed.
         self.taps: list[Callable[[str, str | None], None]] = []
@@ -246,6 +280,16 @@ class EventHub:
                 subs.pop(sub, None)
                 if not subs:
                     del self._by_task[task_id]
+
+    def _schedule(self, sub: Subscription) -> None:
+        if not self._dirty:
+            asyncio.get_running_loop().call_soon(self._flush)
+        self._dirty.append(sub)
+
+    def _flush(self) -> None:
+        dirty, self._dirty = self._dirty, []
+        for sub in dirty:
+            sub._flush()
 
     def publish(self, message: dict[str, Any], task_id: str | None = None) -> None:
         """Serialise once, queue everywhere. ``task_id=None`` means a message for every listener."""

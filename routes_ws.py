@@ -15,7 +15,7 @@ from fastapi import APIRouter, WebSocket, WebSocketDisconnect
 
 from event_hub import Subscription
 from services import Services
-from ws_protocol import FRAMES_EXTENSION, frame_text
+from ws_protocol import FRAMES_EXTENSION, join_frames
 
 router = APIRouter()
 
@@ -42,13 +42,17 @@ async def websocket_updates(websocket: WebSocket) -> None:
         reader = asyncio.create_task(_read_commands(websocket, services, sub))
         try:
             # Everything queued goes out in one go: ASGI sends on uvicorn never suspend, so a batch costs
-            # one wake-up. On ComfyGate's own protocol (ws_protocol) the batch is one ASGI message of
-            # frames built once per message for every listener, and one write() per loop turn.
+            # one wake-up. On ComfyGate's own protocol (ws_protocol) frames are built once per message
+            # for every listener, a batch is one ASGI message, and the writes of a loop turn one write();
+            # while the socket takes them, the hub writes them itself with no task wake-up (event_hub).
             send = websocket.send
-            if FRAMES_EXTENSION in (websocket.scope.get("extensions") or {}):
+            frames_ext = (websocket.scope.get("extensions") or {}).get(FRAMES_EXTENSION)
+            if frames_ext is not None:
+                if "write" in frames_ext:  # the hub writes straight to the socket while it can take it
+                    write = frames_ext["write"]
+                    sub.attach_sink(lambda batch: write(join_frames(batch)), frames_ext["writable"])
                 async for batch in sub.batches():
-                    frames = frame_text(batch[0]) if len(batch) == 1 else b"".join(map(frame_text, batch))
-                    await send({"type": "websocket.send", "comfygate.frames": frames})
+                    await send({"type": "websocket.send", "comfygate.frames": join_frames(batch)})
             else:
                 async for batch in sub.batches():
                     for text in batch:

@@ -14,7 +14,9 @@ WebSocket frames a server may send as they are (unmasked, no extension in use: `
 fan-out frames each message once for all its listeners and sends a listener's whole backlog in one
 ASGI message, instead of one ASGI send and one framing per message per listener. The extension is
 offered only when no WebSocket extension (permessage-deflate) was negotiated; apps that do not look
-for it are unaffected.
+for it are unaffected. Its dict also holds two callables for writing outside the app's task:
+``write(frames)`` (the same as that send, synchronously; raises ``OSError`` once the connection is
+gone) and ``writable()`` (False while the socket's buffer is full: then use the awaiting send).
 """
 
 from __future__ import annotations
@@ -31,6 +33,10 @@ FRAMES_EXTENSION = "comfygate.websocket.frames"
 # enough for a backlog of several seconds at 500 messages/s; oldest out first.
 _frames: dict[str, bytes] = {}
 FRAMES_KEPT = 4096
+
+
+def join_frames(texts: list[str]) -> bytes:
+    return frame_text(texts[0]) if len(texts) == 1 else b"".join(map(frame_text, texts))
 
 
 def frame_text(text: str) -> bytes:
@@ -108,7 +114,15 @@ class CoalescingWebSocketProtocol(WebSocketsSansIOProtocol):
         super().handle_connect(event)  # builds the scope and schedules the app; it has not run yet
         scope = getattr(self, "scope", None)
         if scope is not None and not self.conn.extensions:
-            scope["extensions"][FRAMES_EXTENSION] = {}
+            scope["extensions"][FRAMES_EXTENSION] = {"write": self.write_frames, "writable": self.writable.is_set}
+
+    def write_frames(self, frames: bytes) -> None:
+        # What websockets' send_text checks, and uvicorn's answer when the connection is gone.
+        if self.disconnected or self.close_sent or self.conn.state is not State.OPEN:
+            raise ClientDisconnected()
+        if self.conn.extensions or self.conn.expect_continuation_frame:
+            raise RuntimeError("pre-framed messages need a connection without extensions, between messages")
+        self.transport.write(frames)
 
     async def send(self, message: Any) -> None:
         frames = message.get("comfygate.frames")
@@ -116,9 +130,4 @@ class CoalescingWebSocketProtocol(WebSocketsSansIOProtocol):
             return await super().send(message)
         if not self.writable.is_set():  # the socket's buffer is full: wait like uvicorn's own send
             await self.writable.wait()
-        # What websockets' send_text checks, and uvicorn's answer when the connection is gone.
-        if self.disconnected or self.close_sent or self.conn.state is not State.OPEN:
-            raise ClientDisconnected()
-        if self.conn.extensions or self.conn.expect_continuation_frame:
-            raise RuntimeError("pre-framed messages need a connection without extensions, between messages")
-        self.transport.write(frames)
+        self.write_frames(frames)

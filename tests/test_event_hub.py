@@ -202,3 +202,43 @@ async def test_batches_wake_once_per_burst_and_end_on_unsubscribe() -> None:
     hub.unsubscribe(sub)
     await asyncio.wait_for(reader, 1)
     assert [[json.loads(t)["n"] for t in b] for b in batches] == [[0, 1, 2, 3, 4], [5]]
+
+
+async def test_a_sink_gets_one_batch_per_loop_turn_and_the_task_takes_over_while_it_is_not_ready() -> None:
+    hub = EventHub(queue_size=100)
+    sub = hub.subscribe()
+    written: list[list[int]] = []
+    ready = True
+    sub.attach_sink(lambda batch: written.append([json.loads(t)["n"] for t in batch]), lambda: ready)
+    sent: list[list[int]] = []
+
+    async def task() -> None:  # what routes_ws runs beside the sink
+        async for batch in sub.batches():
+            sent.append([json.loads(t)["n"] for t in batch])
+
+    reader = asyncio.create_task(task())
+    await asyncio.sleep(0)
+    for n in range(3):
+        hub.publish({"n": n})
+    assert written == []  # delivered at the end of the loop turn, all at once
+    await asyncio.sleep(0)
+    assert written == [[0, 1, 2]] and sent == []
+    ready = False  # a full socket buffer: the reading task sends (and may wait) instead
+    hub.publish({"n": 3})
+    await asyncio.sleep(0)
+    await asyncio.sleep(0)
+    assert sent == [[3]] and written == [[0, 1, 2]]
+    ready = True
+    await asyncio.sleep(0)
+    hub.publish({"n": 4})  # caught up: back to the sink
+    await asyncio.sleep(0)
+    assert written == [[0, 1, 2], [4]] and sent == [[3]]
+
+    def gone(batch: list[str]) -> None:
+        raise ConnectionResetError
+
+    sub.attach_sink(gone, lambda: True)
+    hub.publish({"n": 5})
+    await asyncio.sleep(0)
+    assert sub.dropped and hub.listeners == 0  # a failed write ends the stream
+    await asyncio.wait_for(reader, 1)

@@ -88,3 +88,31 @@ async def test_writes_of_one_loop_turn_become_one() -> None:
     transport.write(b"late")
     await asyncio.sleep(0)
     assert real.writes == [b"abcd", b"e"]  # nothing written to a closed transport
+
+
+def test_gate_ws_frames_path_and_text_path_carry_the_same_updates(gate: Any) -> None:
+    """/ws on ComfyGate: a listener without compression gets pre-built frames (written by the hub), one
+    with permessage-deflate gets per-message sends; both see the same updates, in the same order."""
+    from tests.conftest import FINAL
+    from tests.test_main_api import sd_workflow
+
+    with (
+        connect(f"{gate.ws_url}/ws", compression=None) as raw,
+        connect(f"{gate.ws_url}/ws", compression="deflate") as deflated,
+    ):
+        assert json.loads(raw.recv(timeout=5))["type"] == "hello"
+        assert json.loads(deflated.recv(timeout=5))["type"] == "hello"
+        task_id = gate.submit(sd_workflow(steps=3)).json()["task_id"]
+        seen: list[list[tuple[str, str]]] = []
+        for ws in (raw, deflated):
+            updates: list[tuple[str, str]] = []
+            while True:
+                msg = json.loads(ws.recv(timeout=10))
+                if msg.get("task_id") != task_id:
+                    continue
+                updates.append((msg["type"], msg.get("status") or ""))
+                if msg["type"] == "task_update" and msg["status"] in FINAL:
+                    break
+            seen.append(updates)
+    assert seen[0] == seen[1]
+    assert seen[0][-1] == ("task_update", "completed")
