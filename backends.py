@@ -51,7 +51,44 @@ class Backend(Protocol):
     async def stop(self) -> None: ...
 
 
-class ComfyUIBackend:
+class BackendBase:
+    """What every backend keeps the same way: its name, its task counts, its last failure, and ``describe()``."""
+
+    name: str
+    kind: str
+    inflight: set[str]  # task ids handed to this backend and not final
+    queue_remaining: int
+    down_since: float | None
+    last_error: str | None
+
+    @property
+    def url(self) -> str:
+        raise NotImplementedError
+
+    @property
+    def healthy(self) -> bool:
+        raise NotImplementedError
+
+    def describe(self) -> dict[str, Any]:
+        """The backend as /api/health and /ws show it: the fields every kind has, then its own."""
+        return {
+            "name": self.name,
+            "kind": self.kind,
+            "url": self.url,
+            "healthy": self.healthy,
+            "queue_remaining": self.queue_remaining,
+            "inflight": len(self.inflight),
+            "down_since": self.down_since,
+            "last_error": self.last_error,
+            **self.describe_own(),
+        }
+
+    def describe_own(self) -> dict[str, Any]:
+        """What only this kind of backend reports."""
+        return {}
+
+
+class ComfyUIBackend(BackendBase):
     kind = "comfyui"
 
     def __init__(
@@ -152,20 +189,12 @@ class ComfyUIBackend:
         """Unknown until object_info has been fetched: then assume yes, the backend will say no."""
         return self.node_classes is None or classes <= self.node_classes
 
-    def describe(self) -> dict[str, Any]:
+    def describe_own(self) -> dict[str, Any]:
         return {
-            "name": self.name,
-            "kind": self.kind,
-            "url": self.url,
-            "healthy": self.healthy,
             "connected": self.connected,
             "probe_ok": self.probe_ok,
             "node_classes": len(self.node_classes) if self.node_classes is not None else None,
-            "queue_remaining": self.queue_remaining,
-            "inflight": len(self.inflight),
             "load": self.load,
-            "down_since": self.down_since,
-            "last_error": self.last_error,
         }
 
     async def probe(self) -> dict[str, Any] | None:

@@ -157,10 +157,7 @@ class ComfyUIClient:
                 f"ComfyUI at {self.base_url} is unreachable ({type(exc).__name__}: {exc})",
                 backend=self.base_url,
             ) from exc
-        if response.status_code == 404:
-            raise ComfyUINotFound(f"ComfyUI has no {path}", backend=self.base_url)
-        if response.status_code == 403:
-            raise ComfyUIError(f"ComfyUI at {self.base_url} refused POST {path} (403)", backend=self.base_url)
+        self._refuse_missing_or_forbidden(response.status_code, "POST", path)
         return response
 
     def close(self) -> None:
@@ -182,11 +179,15 @@ class ComfyUIClient:
                 f"ComfyUI at {self.base_url} is unreachable ({type(exc).__name__}: {exc})",
                 backend=self.base_url,
             ) from exc
-        if response.status_code == 404:
-            raise ComfyUINotFound(f"ComfyUI has no {path}", backend=self.base_url)
-        if response.status_code == 403:
-            raise ComfyUIError(f"ComfyUI at {self.base_url} refused {method} {path} (403)", backend=self.base_url)
+        self._refuse_missing_or_forbidden(response.status_code, method, path)
         return response
+
+    def _refuse_missing_or_forbidden(self, status: int, method: str, path: str) -> None:
+        """A 404 (no such route, e.g. not ComfyUI) or 403 (ComfyUI's origin check) is never worth a retry."""
+        if status == 404:
+            raise ComfyUINotFound(f"ComfyUI has no {path}", backend=self.base_url)
+        if status == 403:
+            raise ComfyUIError(f"ComfyUI at {self.base_url} refused {method} {path} (403)", backend=self.base_url)
 
     async def _json(self, method: str, path: str, **kwargs: Any) -> Any:
         response = await self._request(method, path, **kwargs)
@@ -374,9 +375,7 @@ class ComfyUIWebSocket:
             try:
                 # No permessage-deflate: on loopback or a LAN it only burns CPU on both ends, per message
                 # (a third of the emulator's extra cost per task when ComfyGate listens).
-                async with connect(
-                    self.url, max_size=None, open_timeout=10, ping_interval=20, compression=None
-                ) as ws:
+                async with connect(self.url, max_size=None, open_timeout=10, ping_interval=20, compression=None) as ws:
                     self._ws = ws
                     self.connects += 1
                     backoff = self.min_backoff

@@ -37,6 +37,7 @@ from typing import TYPE_CHECKING, Any
 import httpx
 from pydantic import SecretStr
 
+from backends import BackendBase
 from errors import ComfyGateError, ViewComfyError, ViewComfyUnavailable
 from safe_paths import content_type
 from tasks import Task, TaskStatus
@@ -67,7 +68,7 @@ def public_url(url: str) -> str:
         return "<invalid url>"
 
 
-class ViewComfyBackend:
+class ViewComfyBackend(BackendBase):
     kind = "viewcomfy"
 
     def __init__(
@@ -126,21 +127,11 @@ class ViewComfyBackend:
         if jobs:
             await asyncio.wait(jobs, timeout=5)
 
-    def describe(self) -> dict[str, Any]:
+    def describe_own(self) -> dict[str, Any]:
         retry_in = None
         if self._retry_at is not None:
             retry_in = round(max(0.0, self._retry_at - time.monotonic()), 1)
-        return {
-            "name": self.name,
-            "kind": self.kind,
-            "url": self.url,
-            "healthy": self.healthy,
-            "queue_remaining": self.queue_remaining,
-            "inflight": len(self.inflight),
-            "down_since": self.down_since,
-            "last_error": self.last_error,
-            "retry_in": retry_in,
-        }
+        return {"retry_in": retry_in}
 
     async def probe(self) -> dict[str, Any] | None:
         """ViewComfy has no status route (and every POST is a paid run): report what the last calls showed."""

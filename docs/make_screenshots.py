@@ -22,17 +22,8 @@ from playwright.sync_api import sync_playwright  # noqa: E402
 from comfyui_emulator import EmulatorThread  # noqa: E402
 from config import Settings  # noqa: E402
 from main import create_app  # noqa: E402
+from tests.browser import CHROMIUM, CHROMIUM_ARGS  # noqa: E402
 from tests.servers import AppServer, free_port  # noqa: E402
-
-CHROMIUM_ARGS = [
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-]
 
 
 def settings(tmp: Path, server: str) -> Settings:
@@ -55,7 +46,7 @@ def main() -> None:
     down = AppServer(create_app(settings(tmp / "down", f"127.0.0.1:{free_port()}"))).start()
     try:
         with sync_playwright() as p:
-            browser = p.chromium.launch(executable_path="/usr/bin/chromium", args=CHROMIUM_ARGS)
+            browser = p.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
             page = browser.new_page(viewport={"width": 1366, "height": 768})
             page.goto(gate.url + "/")
             page.wait_for_selector("#live.live-open")

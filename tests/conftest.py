@@ -14,12 +14,13 @@ import pytest
 from comfyui_emulator import EmulatorThread
 from config import Settings
 from main import create_app
-from tests.protocol import PROTOCOL_DIR, load_workflow
+from tests.protocol import PROTOCOL_DIR, load_workflow, sd_workflow
 from tests.servers import AppServer
 
-__all__ = ["PROTOCOL_DIR", "load_workflow"]
+__all__ = ["PROTOCOL_DIR", "load_workflow", "sd_workflow"]
 
 FINAL = {"completed", "failed", "interrupted", "timeout"}
+Emulators = Callable[..., list[EmulatorThread]]
 
 
 @pytest.fixture
@@ -29,6 +30,28 @@ def emulator(tmp_path: Path) -> Iterator[EmulatorThread]:
         yield emu
     finally:
         emu.stop()
+
+
+@pytest.fixture
+def emulators(tmp_path: Path) -> Iterator[Emulators]:
+    """``emulators(count, **kwargs)`` starts that many more emulators; all stop at the end of the test."""
+    started: list[EmulatorThread] = []
+
+    def start(count: int, **kwargs: Any) -> list[EmulatorThread]:
+        emus = []
+        for _ in range(count):
+            emu = EmulatorThread(base_dir=tmp_path / f"emulator-{len(started)}", **kwargs).start()
+            started.append(emu)
+            emus.append(emu)
+        return emus
+
+    yield start
+    for emu in started:
+        emu.stop()
+
+
+def history_of(emu: EmulatorThread) -> dict[str, Any]:
+    return httpx.get(f"{emu.url}/history", timeout=10).json()
 
 
 @dataclass
@@ -66,6 +89,12 @@ class Gate:
             time.sleep(0.02)
 
 
+def submit_ok(gate: Gate, workflow: dict[str, Any], **body: Any) -> dict[str, Any]:
+    response = gate.submit(workflow, **body)
+    assert response.status_code == 200, response.text
+    return response.json()
+
+
 def make_settings(tmp_path: Path, servers: list[str], **overrides: Any) -> Settings:
     base: dict[str, Any] = {
         "comfyui_server": servers[0],
@@ -86,9 +115,7 @@ def gate_factory(tmp_path: Path) -> Iterator[Callable[..., Gate]]:
     started: list[Gate] = []
 
     def start(servers: list[str], wait_up: bool = True, **overrides: Any) -> Gate:
-        settings = make_settings(tmp_path, servers, **overrides)
-        server = AppServer(create_app(settings)).start()
-        gate = Gate(server, settings, httpx.Client(base_url=server.url, timeout=10.0))
+        gate = start_gate(make_settings(tmp_path, servers, **overrides))
         started.append(gate)
         if wait_up:
             wait_backends_up(gate)
@@ -96,8 +123,18 @@ def gate_factory(tmp_path: Path) -> Iterator[Callable[..., Gate]]:
 
     yield start
     for gate in started:
-        gate.client.close()
-        gate.server.stop()
+        stop_gate(gate)
+
+
+def start_gate(settings: Settings) -> Gate:
+    """ComfyGate with these settings on a loopback port, without waiting for its backends."""
+    server = AppServer(create_app(settings)).start()
+    return Gate(server, settings, httpx.Client(base_url=server.url, timeout=10.0))
+
+
+def stop_gate(gate: Gate) -> None:
+    gate.client.close()
+    gate.server.stop()
 
 
 def wait_backends_up(gate: Gate, timeout: float = 5.0) -> None:

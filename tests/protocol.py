@@ -18,3 +18,11 @@ def load_workflow(name: str) -> dict[str, Any]:
         if path.is_file():
             return json.loads(path.read_text())
     raise FileNotFoundError(name)
+
+
+def sd_workflow(steps: int = 4, seed: int = 42) -> dict[str, Any]:
+    """The recorded SD txt2img workflow with its KSampler's steps and seed set."""
+    wf = load_workflow("sd_txt2img_api.json")
+    wf["3"]["inputs"]["steps"] = steps
+    wf["3"]["inputs"]["seed"] = seed
+    return wf

@@ -4,55 +4,18 @@ from __future__ import annotations
 
 import time
 from collections import Counter
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from pathlib import Path
 from typing import Any
 
-import httpx
-import pytest
-
-from comfyui_emulator import EmulatorThread
-from tests.conftest import FINAL, Gate
-from tests.protocol import load_workflow
-
-Emulators = Callable[..., list[EmulatorThread]]
-
-
-@pytest.fixture
-def emulators(tmp_path: Path) -> Iterator[Emulators]:
-    started: list[EmulatorThread] = []
-
-    def start(count: int, **kwargs: Any) -> list[EmulatorThread]:
-        emus = []
-        for _ in range(count):
-            emu = EmulatorThread(base_dir=tmp_path / f"emulator-{len(started)}", **kwargs).start()
-            started.append(emu)
-            emus.append(emu)
-        return emus
-
-    yield start
-    for emu in started:
-        emu.stop()
-
-
-def sd_workflow(steps: int = 4, seed: int = 42) -> dict[str, Any]:
-    wf = load_workflow("sd_txt2img_api.json")
-    wf["3"]["inputs"]["steps"] = steps
-    wf["3"]["inputs"]["seed"] = seed
-    return wf
+from tests.conftest import FINAL, Emulators, Gate, history_of, submit_ok
+from tests.protocol import load_workflow, sd_workflow
 
 
 def invert(color: int = 0) -> dict[str, Any]:
     wf = load_workflow("invert_save.json")
     wf["1"]["inputs"]["color"] = color
     return wf
-
-
-def submit_ok(gate: Gate, workflow: dict[str, Any], **body: Any) -> dict[str, Any]:
-    response = gate.submit(workflow, **body)
-    assert response.status_code == 200, response.text
-    return response.json()
 
 
 def wait_health(gate: Gate, predicate: Callable[[dict[str, Any]], bool], timeout: float = 10.0) -> dict[str, Any]:
@@ -64,10 +27,6 @@ def wait_health(gate: Gate, predicate: Callable[[dict[str, Any]], bool], timeout
         if time.monotonic() > deadline:
             raise AssertionError(f"health never matched: {health}")
         time.sleep(0.05)
-
-
-def history_of(emu: EmulatorThread) -> dict[str, Any]:
-    return httpx.get(f"{emu.url}/history", timeout=10).json()
 
 
 def test_tasks_spread_over_three_backends_least_loaded_first(emulators: Emulators, gate_factory: Any) -> None:

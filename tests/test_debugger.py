@@ -21,23 +21,14 @@ import pytest
 from comfyui_emulator import EmulatorThread
 from config import PROJECT_DIR
 from main import create_app
+from tests.browser import CHROMIUM, CHROMIUM_ARGS
 from tests.conftest import Gate, make_settings, wait_backends_up
 from tests.servers import AppServer, free_port
 
-CHROMIUM = Path("/usr/bin/chromium")
 if not CHROMIUM.exists():
     pytest.skip("Debian's chromium is not installed at /usr/bin/chromium", allow_module_level=True)
 sync_api = pytest.importorskip("playwright.sync_api")
 
-CHROMIUM_ARGS = [
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-]
 WORKFLOWS = PROJECT_DIR / "workflows"
 TIMEOUT_MS = 10_000
 PAYLOAD = "<img src=x onerror=window.__pwned=1>"

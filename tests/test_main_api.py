@@ -12,14 +12,7 @@ import httpx
 from websockets.sync.client import connect
 
 from tests.conftest import FINAL, Gate
-from tests.protocol import load_workflow
-
-
-def sd_workflow(steps: int = 4, seed: int = 42) -> dict[str, Any]:
-    wf = load_workflow("sd_txt2img_api.json")
-    wf["3"]["inputs"]["steps"] = steps
-    wf["3"]["inputs"]["seed"] = seed
-    return wf
+from tests.protocol import load_workflow, sd_workflow
 
 
 def test_txt2img_end_to_end_with_params_and_outputs_on_disk(gate: Gate) -> None:
@@ -263,3 +256,16 @@ def test_queue_health_system_and_nodes(gate: Gate, emulator: Any) -> None:
     assert gate.wait(running)["status"] == "completed"
     history = c.get("/api/history").json()
     assert {t["task_id"] for t in history["tasks"]} == {running, waiting}
+
+
+def test_browser_origin_is_never_forwarded_to_comfyui(gate: Gate, emulator: Any) -> None:
+    """ComfyUI (and the emulator) answer 403 to a foreign Origin: ComfyGate must not pass it on."""
+    evil = {"Origin": "http://evil.example.com"}
+    direct = httpx.get(f"{emulator.url}/queue", headers=evil)
+    assert direct.status_code == 403  # the backend really does refuse it
+    response = gate.client.post(
+        "/api/workflow/submit", json={"workflow": load_workflow("invert_save.json")}, headers=evil
+    )
+    assert response.status_code == 200, response.text
+    assert gate.wait(response.json()["task_id"])["status"] == "completed"
+    assert gate.client.get("/api/queue", headers=evil).json()["backends"]["comfyui-1"]["reachable"]

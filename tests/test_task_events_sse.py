@@ -8,13 +8,7 @@ from typing import Any
 import httpx
 
 from tests.conftest import FINAL, Gate
-from tests.protocol import load_workflow
-
-
-def sd_workflow(steps: int = 3) -> dict[str, Any]:
-    wf = load_workflow("sd_txt2img_api.json")
-    wf["3"]["inputs"]["steps"] = steps
-    return wf
+from tests.protocol import load_workflow, sd_workflow
 
 
 def read_events(gate: Gate, task_id: str, query: str = "", headers: dict[str, str] | None = None) -> list[dict]:

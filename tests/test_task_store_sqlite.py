@@ -12,10 +12,8 @@ import pytest
 from comfyui_emulator import EmulatorThread
 from task_db import TaskDatabase
 from tasks import Task, TaskStatus
-from tests.conftest import Gate
-from tests.test_backend_pool import emulators, history_of, sd_workflow, submit_ok  # noqa: F401
-
-__all__ = ["emulators"]
+from tests.conftest import Gate, history_of, submit_ok
+from tests.protocol import sd_workflow
 
 
 def restart_gate(gate: Gate, gate_factory: Any, servers: list[str], **overrides: Any) -> Gate:

@@ -10,17 +10,11 @@ import httpx
 import pytest
 
 from tests.conftest import Gate
-from tests.protocol import load_workflow
-
-
-def sd_workflow(steps: int = 2) -> dict[str, Any]:
-    wf = load_workflow("sd_txt2img_api.json")
-    wf["3"]["inputs"]["steps"] = steps
-    return wf
+from tests.protocol import load_workflow, sd_workflow
 
 
 def test_wait_in_body_returns_the_completed_task_with_outputs(gate: Gate) -> None:
-    response = gate.submit(sd_workflow(), wait=True)
+    response = gate.submit(sd_workflow(steps=2), wait=True)
     assert response.status_code == 200, response.text
     task = response.json()
     assert task["status"] == "completed"

@@ -21,24 +21,15 @@ from websockets.sync.client import connect
 
 from config import Settings
 from event_hub import EventHub
-from main import create_app
 from task_manager import TaskManager
 from tasks import TaskStore
-from tests.conftest import FINAL, Gate, make_settings
+from tests.conftest import FINAL, Gate, make_settings, start_gate, stop_gate
 from tests.fake_viewcomfy import PNG_BYTES, FakeViewComfy, closed_port
-from tests.protocol import load_workflow
-from tests.servers import AppServer
+from tests.protocol import load_workflow, sd_workflow
 from viewcomfy_backend import STEP, ViewComfyBackend, guess_node_id, public_url
 
 B_ID = "b-client-id"
 B_SECRET = "b-very-secret-value"
-
-
-def sd_workflow(steps: int = 4, seed: int = 42) -> dict[str, Any]:
-    wf = load_workflow("sd_txt2img_api.json")
-    wf["3"]["inputs"]["steps"] = steps
-    wf["3"]["inputs"]["seed"] = seed
-    return wf
 
 
 @pytest.fixture
@@ -68,7 +59,7 @@ def gate_a(emulator: Any, gate_b: Gate, gate_factory: Callable[..., Gate], tmp_p
 
 
 @contextmanager
-def start_gate(tmp_path: Path, servers: list[str], prefix: str, **overrides: Any) -> Iterator[Gate]:
+def running_gate(tmp_path: Path, servers: list[str], prefix: str, **overrides: Any) -> Iterator[Gate]:
     """A gate without waiting for its ComfyUI backends (they may be down on purpose)."""
     settings = make_settings(
         tmp_path,
@@ -77,13 +68,11 @@ def start_gate(tmp_path: Path, servers: list[str], prefix: str, **overrides: Any
         workflows_dir=tmp_path / f"{prefix}_workflows",
         **overrides,
     )
-    server = AppServer(create_app(settings)).start()
-    gate = Gate(server, settings, httpx.Client(base_url=server.url, timeout=10.0))
+    gate = start_gate(settings)
     try:
         yield gate
     finally:
-        gate.client.close()
-        server.stop()
+        stop_gate(gate)
 
 
 # --- A → B → emulator ----------------------------------------------------------------------------------
@@ -167,7 +156,7 @@ def test_interrupt_and_timeout_stop_the_call_and_the_run_behind_it(gate_a: Gate,
 def test_only_healthy_backend_gets_unpinned_tasks_validated_against_recorded_object_info(
     tmp_path: Path, gate_b: Gate
 ) -> None:
-    with start_gate(
+    with running_gate(
         tmp_path,
         [f"127.0.0.1:{closed_port()}"],
         "solo",
@@ -201,7 +190,7 @@ def fake() -> Iterator[FakeViewComfy]:
 def fake_gate(
     tmp_path: Path, emulator: Any, url: str, secret: str = "test-client-secret"
 ) -> AbstractContextManager[Gate]:
-    return start_gate(
+    return running_gate(
         tmp_path,
         [emulator.url],
         "fake",
