@@ -15,6 +15,7 @@ from fastapi import APIRouter, WebSocket, WebSocketDisconnect
 
 from event_hub import Subscription
 from services import Services
+from ws_protocol import FRAMES_EXTENSION, join_frames
 
 router = APIRouter()
 
@@ -40,8 +41,22 @@ async def websocket_updates(websocket: WebSocket) -> None:
                     await websocket.send_text(json.dumps({"type": "task_update", **task.summary()}, default=str))
         reader = asyncio.create_task(_read_commands(websocket, services, sub))
         try:
-            async for text in sub:
-                await websocket.send_text(text)
+            # Everything queued goes out in one go: ASGI sends on uvicorn never suspend, so a batch costs
+            # one wake-up. On ComfyGate's own protocol (ws_protocol) frames are built once per message
+            # for every listener, a batch is one ASGI message, and the writes of a loop turn one write();
+            # while the socket takes them, the hub writes them itself with no task wake-up (event_hub).
+            send = websocket.send
+            frames_ext = (websocket.scope.get("extensions") or {}).get(FRAMES_EXTENSION)
+            if frames_ext is not None:
+                if "write" in frames_ext:  # the hub writes straight to the socket while it can take it
+                    write = frames_ext["write"]
+                    sub.attach_sink(lambda batch: write(join_frames(batch)), frames_ext["writable"])
+                async for batch in sub.batches():
+                    await send({"type": "websocket.send", "comfygate.frames": join_frames(batch)})
+            else:
+                async for batch in sub.batches():
+                    for text in batch:
+                        await send({"type": "websocket.send", "text": text})
         finally:
             reader.cancel()
             with contextlib.suppress(asyncio.CancelledError, Exception):

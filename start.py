@@ -74,6 +74,7 @@ def main(argv: list[str] | None = None) -> int:
         settings = settings.model_copy(update={"comfyui_server": emulator.url, "comfyui_servers": []})
         print(f"demo: ComfyUI emulator running at {emulator.url}", flush=True)
     from main import create_app
+    from ws_protocol import CoalescingWebSocketProtocol
 
     try:
         uvicorn.run(
@@ -81,7 +82,8 @@ def main(argv: list[str] | None = None) -> int:
             host=settings.host,
             port=settings.port,
             log_level=args.log_level,
-            ws="websockets-sansio",
+            # uvicorn's websockets-sansio protocol, writing the frames of one loop turn at once (ws_protocol).
+            ws=CoalescingWebSocketProtocol,
             # Browsers offer permessage-deflate; granting it compresses every update once per listener.
             # Updates are small JSON: the CPU matters more than the bytes (see BENCHMARKS.md, fan-out).
             ws_per_message_deflate=False,

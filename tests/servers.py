@@ -9,6 +9,8 @@ from typing import Any
 
 import uvicorn
 
+from ws_protocol import CoalescingWebSocketProtocol  # what start.py serves with
+
 
 def free_port() -> int:
     with socket.socket() as sock:
@@ -36,7 +38,7 @@ class AppServer:
 
     def start(self, timeout: float = 10.0) -> AppServer:
         config = uvicorn.Config(
-            self.app, host=self.host, port=self.port, log_level="warning", lifespan="on", ws="websockets-sansio"
+            self.app, host=self.host, port=self.port, log_level="warning", lifespan="on", ws=CoalescingWebSocketProtocol
         )
         self.server = uvicorn.Server(config)
         self.thread = threading.Thread(target=self.server.run, daemon=True, name=f"uvicorn:{self.port}")

@@ -1,0 +1,118 @@
+"""ComfyGate's WebSocket protocol: coalesced writes and the pre-framed messages extension."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+from fastapi import FastAPI, WebSocket
+from websockets.sync.client import connect
+
+from tests.servers import AppServer
+from ws_protocol import FRAMES_EXTENSION, CoalescingTransport, frame_text
+
+TEXTS = ["a", "é" * 100, "x" * 200, json.dumps({"big": "y" * 70_000}), "last"]
+
+
+def make_app() -> FastAPI:
+    app = FastAPI()
+
+    @app.websocket("/ws")
+    async def ws(websocket: WebSocket) -> None:
+        await websocket.accept()
+        framed = FRAMES_EXTENSION in websocket.scope["extensions"]
+        await websocket.send_text(json.dumps({"framed": framed}))
+        if framed:
+            await websocket.send({"type": "websocket.send", "comfygate.frames": b"".join(map(frame_text, TEXTS))})
+        else:
+            for text in TEXTS:
+                await websocket.send_text(text)
+        await websocket.send_text("end")
+        await websocket.receive_text()
+
+    return app
+
+
+@pytest.fixture(scope="module")
+def server() -> Iterator[AppServer]:
+    srv = AppServer(make_app()).start()
+    try:
+        yield srv
+    finally:
+        srv.stop()
+
+
+@pytest.mark.parametrize("compression", [None, "deflate"])
+def test_frames_arrive_whole_and_in_order(server: AppServer, compression: str | None) -> None:
+    with connect(f"{server.ws_url}/ws", compression=compression, max_size=None) as ws:
+        first = json.loads(ws.recv(timeout=5))
+        assert first == {"framed": compression is None}  # never offered when permessage-deflate is in use
+        got = [ws.recv(timeout=5) for _ in range(len(TEXTS) + 1)]
+        ws.send("bye")
+    assert got == [*TEXTS, "end"]
+
+
+class FakeTransport:
+    def __init__(self) -> None:
+        self.writes: list[bytes] = []
+        self.closed = False
+
+    def write(self, data: bytes) -> None:
+        self.writes.append(data)
+
+    def is_closing(self) -> bool:
+        return self.closed
+
+    def close(self) -> None:
+        self.closed = True
+
+    def get_extra_info(self, name: str, default: Any = None) -> Any:
+        return {"peername": ("127.0.0.1", 1)}.get(name, default)
+
+
+async def test_writes_of_one_loop_turn_become_one() -> None:
+    real = FakeTransport()
+    transport = CoalescingTransport(real, asyncio.get_running_loop())  # type: ignore[arg-type]
+    for part in (b"a", b"bc", b"", b"d"):
+        transport.write(part)
+    assert real.writes == []
+    await asyncio.sleep(0)
+    assert real.writes == [b"abcd"]
+    transport.write(b"e")
+    transport.close()  # what is pending goes out before the close
+    assert real.writes == [b"abcd", b"e"] and real.closed
+    assert transport.get_extra_info("peername") == ("127.0.0.1", 1)
+    transport.write(b"late")
+    await asyncio.sleep(0)
+    assert real.writes == [b"abcd", b"e"]  # nothing written to a closed transport
+
+
+def test_gate_ws_frames_path_and_text_path_carry_the_same_updates(gate: Any) -> None:
+    """/ws on ComfyGate: a listener without compression gets pre-built frames (written by the hub), one
+    with permessage-deflate gets per-message sends; both see the same updates, in the same order."""
+    from tests.conftest import FINAL
+    from tests.test_main_api import sd_workflow
+
+    with (
+        connect(f"{gate.ws_url}/ws", compression=None) as raw,
+        connect(f"{gate.ws_url}/ws", compression="deflate") as deflated,
+    ):
+        assert json.loads(raw.recv(timeout=5))["type"] == "hello"
+        assert json.loads(deflated.recv(timeout=5))["type"] == "hello"
+        task_id = gate.submit(sd_workflow(steps=3)).json()["task_id"]
+        seen: list[list[tuple[str, str]]] = []
+        for ws in (raw, deflated):
+            updates: list[tuple[str, str]] = []
+            while True:
+                msg = json.loads(ws.recv(timeout=10))
+                if msg.get("task_id") != task_id:
+                    continue
+                updates.append((msg["type"], msg.get("status") or ""))
+                if msg["type"] == "task_update" and msg["status"] in FINAL:
+                    break
+            seen.append(updates)
+    assert seen[0] == seen[1]
+    assert seen[0][-1] == ("task_update", "completed")

@@ -1,0 +1,133 @@
+"""uvicorn's websockets-sansio protocol, with the frames of one event-loop turn written at once.
+
+uvicorn writes every WebSocket message to the socket as soon as the app sends it: one ``write()``
+system call per message per listener, which on loopback also runs the receiver's TCP path. With 1,000
+listeners that call is most of ComfyGate's CPU (BENCHMARKS.md, fan-out). Here the protocol's transport
+is wrapped: writes are collected and go out as one ``write()`` at the end of the loop turn (a
+``call_soon``), so a listener that gets several messages in a turn costs one system call. Nothing else
+changes: the same frames, in the same order, on the same transport; ``close()`` writes what is pending
+first. Plugged in through uvicorn's own ``ws=`` setting (a protocol class), see ``start.py``.
+
+It also offers an ASGI extension, ``comfygate.websocket.frames`` in the scope: an app may send
+``{"type": "websocket.send", "comfygate.frames": data}`` where ``data`` is any number of complete
+WebSocket frames a server may send as they are (unmasked, no extension in use: ``frame_text``). The
+fan-out frames each message once for all its listeners and sends a listener's whole backlog in one
+ASGI message, instead of one ASGI send and one framing per message per listener. The extension is
+offered only when no WebSocket extension (permessage-deflate) was negotiated; apps that do not look
+for it are unaffected. Its dict also holds two callables for writing outside the app's task:
+``write(frames)`` (the same as that send, synchronously; raises ``OSError`` once the connection is
+gone) and ``writable()`` (False while the socket's buffer is full: then use the awaiting send).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+from uvicorn.protocols.utils import ClientDisconnected
+from uvicorn.protocols.websockets.websockets_sansio_impl import WebSocketsSansIOProtocol
+from websockets.protocol import State
+
+FRAMES_EXTENSION = "comfygate.websocket.frames"
+# text → its frame, for the most recent messages: built once, whatever the number of listeners. Large
+# enough for a backlog of several seconds at 500 messages/s; oldest out first.
+_frames: dict[str, bytes] = {}
+FRAMES_KEPT = 4096
+
+
+def join_frames(texts: list[str]) -> bytes:
+    return frame_text(texts[0]) if len(texts) == 1 else b"".join(map(frame_text, texts))
+
+
+def frame_text(text: str) -> bytes:
+    """A complete unmasked, unfragmented text frame (RFC 6455 5.2), as a server sends it."""
+    frame = _frames.get(text)
+    if frame is None:
+        payload = text.encode()
+        size = len(payload)
+        if size < 126:
+            head = bytes((0x81, size))
+        elif size < 65536:
+            head = bytes((0x81, 126)) + size.to_bytes(2, "big")
+        else:
+            head = bytes((0x81, 127)) + size.to_bytes(8, "big")
+        frame = head + payload
+        if len(_frames) >= FRAMES_KEPT:
+            del _frames[next(iter(_frames))]
+        _frames[text] = frame
+    return frame
+
+
+class CoalescingTransport:
+    """A transport whose ``write()`` calls of one loop turn reach the real transport as one."""
+
+    __slots__ = ("_transport", "_loop", "_pending", "_scheduled")
+
+    def __init__(self, transport: asyncio.Transport, loop: asyncio.AbstractEventLoop) -> None:
+        self._transport = transport
+        self._loop = loop
+        self._pending: list[bytes] = []
+        self._scheduled = False
+
+    def write(self, data: bytes) -> None:
+        if not data:
+            return
+        self._pending.append(data)
+        if not self._scheduled:
+            self._scheduled = True
+            self._loop.call_soon(self.flush)
+
+    def writelines(self, lines: Any) -> None:
+        for data in lines:
+            self.write(data)
+
+    def flush(self) -> None:
+        self._scheduled = False
+        pending = self._pending
+        if not pending:
+            return
+        self._pending = []
+        if not self._transport.is_closing():
+            self._transport.write(pending[0] if len(pending) == 1 else b"".join(pending))
+
+    def close(self) -> None:
+        self.flush()
+        self._transport.close()
+
+    def abort(self) -> None:
+        self._pending = []
+        self._transport.abort()
+
+    def get_write_buffer_size(self) -> int:
+        return self._transport.get_write_buffer_size() + sum(map(len, self._pending))
+
+    def __getattr__(self, name: str) -> Any:  # is_closing, get_extra_info, pause_reading...
+        return getattr(self._transport, name)
+
+
+class CoalescingWebSocketProtocol(WebSocketsSansIOProtocol):
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        loop = getattr(self, "loop", None) or asyncio.get_running_loop()
+        super().connection_made(CoalescingTransport(transport, loop))  # type: ignore[arg-type]
+
+    def handle_connect(self, event: Any) -> None:
+        super().handle_connect(event)  # builds the scope and schedules the app; it has not run yet
+        scope = getattr(self, "scope", None)
+        if scope is not None and not self.conn.extensions:
+            scope["extensions"][FRAMES_EXTENSION] = {"write": self.write_frames, "writable": self.writable.is_set}
+
+    def write_frames(self, frames: bytes) -> None:
+        # What websockets' send_text checks, and uvicorn's answer when the connection is gone.
+        if self.disconnected or self.close_sent or self.conn.state is not State.OPEN:
+            raise ClientDisconnected()
+        if self.conn.extensions or self.conn.expect_continuation_frame:
+            raise RuntimeError("pre-framed messages need a connection without extensions, between messages")
+        self.transport.write(frames)
+
+    async def send(self, message: Any) -> None:
+        frames = message.get("comfygate.frames")
+        if frames is None or message["type"] != "websocket.send":
+            return await super().send(message)
+        if not self.writable.is_set():  # the socket's buffer is full: wait like uvicorn's own send
+            await self.writable.wait()
+        self.write_frames(frames)
