@@ -55,6 +55,16 @@ def build_settings(args: argparse.Namespace, **extra: Any) -> Settings:
     return Settings(**overrides)
 
 
+def websocket_protocol() -> Any:
+    """ComfyGate's coalescing protocol; uvicorn's own when this uvicorn's internals differ from ours."""
+    try:
+        from ws_protocol import CoalescingWebSocketProtocol
+    except ImportError as exc:  # ws_protocol subclasses a uvicorn module that is not public API
+        logging.getLogger("comfygate").warning("plain websockets-sansio protocol in use (%s)", exc)
+        return "websockets-sansio"
+    return CoalescingWebSocketProtocol
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
@@ -74,7 +84,6 @@ def main(argv: list[str] | None = None) -> int:
         settings = settings.model_copy(update={"comfyui_server": emulator.url, "comfyui_servers": []})
         print(f"demo: ComfyUI emulator running at {emulator.url}", flush=True)
     from main import create_app
-    from ws_protocol import CoalescingWebSocketProtocol
 
     try:
         uvicorn.run(
@@ -83,7 +92,7 @@ def main(argv: list[str] | None = None) -> int:
             port=settings.port,
             log_level=args.log_level,
             # uvicorn's websockets-sansio protocol, writing the frames of one loop turn at once (ws_protocol).
-            ws=CoalescingWebSocketProtocol,
+            ws=websocket_protocol(),
             # Browsers offer permessage-deflate; granting it compresses every update once per listener.
             # Updates are small JSON: the CPU matters more than the bytes (see BENCHMARKS.md, fan-out).
             ws_per_message_deflate=False,
