@@ -98,11 +98,12 @@ class ComfyUIBackend(BackendBase):
         http: httpx.AsyncClient,
         *,
         timeout: float = 30.0,
+        fast_post: bool = True,
         on_event: EventSink,
         on_state: StateSink,
     ) -> None:
         self.name = name
-        self.client = ComfyUIClient(server, http, timeout=timeout)
+        self.client = ComfyUIClient(server, http, timeout=timeout, fast_post=fast_post)
         self._on_event = on_event
         self._on_state = on_state
         self.ws = ComfyUIWebSocket(self.client, self._event, self._state)

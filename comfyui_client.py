@@ -135,13 +135,14 @@ class _KeepAlivePoster:
 class ComfyUIClient:
     """HTTP side of one ComfyUI server."""
 
-    def __init__(self, server: str, http: httpx.AsyncClient, *, timeout: float = 30.0) -> None:
+    def __init__(self, server: str, http: httpx.AsyncClient, *, timeout: float = 30.0, fast_post: bool = True) -> None:
         self.base_url = normalise_server(server)
         scheme = "wss" if self.base_url.startswith("https://") else "ws"
         self.ws_base = f"{scheme}://{self.base_url.split('://', 1)[1]}"
         self.http = http
         self.timeout = timeout
-        self._poster = _KeepAlivePoster(self.base_url) if self.base_url.startswith("http://") else None
+        plain_http = self.base_url.startswith("http://")
+        self._poster = _KeepAlivePoster(self.base_url) if fast_post and plain_http else None
 
     async def _post_fast(self, path: str, body: dict[str, Any]) -> _RawResponse | httpx.Response:
         """POST ``body`` as JSON through the keep-alive poster (plain http), else through httpx."""

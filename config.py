@@ -72,6 +72,11 @@ class Settings(BaseSettings):
 
     # Limits and timeouts.
     request_timeout: float = Field(30.0, gt=0, description="timeout of one HTTP call to ComfyUI")
+    fast_prompt_post: bool = Field(
+        True,
+        description="POST /prompt over ComfyGate's own keep-alive connections (plain http) instead of httpx: "
+        "~1 ms less CPU per task; set false if a proxy in front of ComfyUI needs more of HTTP than it speaks",
+    )
     max_upload_bytes: int = 50 * 1024 * 1024
     ws_queue_size: int = Field(1000, ge=1, description="messages buffered per WebSocket listener")
 

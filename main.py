@@ -76,6 +76,7 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
                 server,
                 http,
                 timeout=settings.request_timeout,
+                fast_post=settings.fast_prompt_post,
                 on_event=manager.on_event,
                 on_state=manager.on_backend_state,
             )

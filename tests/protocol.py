@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 from typing import Any
 
+from tests.protocol_transcripts import PROTOCOL_DIR
+
 PROJECT = Path(__file__).resolve().parent.parent
-PROTOCOL_DIR = Path(os.environ.get("COMFYGATE_PROTOCOL_DIR", PROJECT.parent / "shared" / "comfyui-protocol"))
 
 
 def load_workflow(name: str) -> dict[str, Any]:

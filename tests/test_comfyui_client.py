@@ -1,0 +1,153 @@
+"""The ComfyUI client against the emulator, checked against what a real ComfyUI recorded."""
+
+from __future__ import annotations
+
+import asyncio
+import io
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import httpx
+import pytest
+from PIL import Image
+
+from comfyui_client import ComfyUIClient, ComfyUIWebSocket, normalise_server
+from comfyui_emulator import EmulatorThread
+from comfyui_events import ComfyUIEvent
+from errors import ComfyUINotFound, ComfyUIUnavailable, PromptRejected
+from tests.protocol_transcripts import requires_protocol, transcript, workflow, ws_types
+from tests.servers import free_port
+
+pytestmark = requires_protocol
+
+
+@pytest.fixture
+async def http() -> AsyncIterator[httpx.AsyncClient]:
+    async with httpx.AsyncClient(trust_env=False) as client:
+        yield client
+
+
+def png(color: tuple[int, int, int]) -> bytes:
+    buf = io.BytesIO()
+    Image.new("RGB", (8, 8), color).save(buf, "PNG")
+    return buf.getvalue()
+
+
+def test_server_addresses_are_normalised() -> None:
+    assert normalise_server("127.0.0.1:8188") == "http://127.0.0.1:8188"
+    assert normalise_server("https://gpu.example/comfy/ ") == "https://gpu.example/comfy"
+
+
+@pytest.mark.parametrize("fast_post", [True, False])
+async def test_prompt_history_and_view_match_the_recording(
+    emulator: EmulatorThread, http: httpx.AsyncClient, tmp_path: Path, fast_post: bool
+) -> None:
+    client = ComfyUIClient(emulator.url, http, fast_post=fast_post)
+    recorded = transcript("10_run_success")
+    answer = await client.post_prompt(workflow("invert_save"), client_id="c1", prompt_id=f"p-{fast_post}")
+    assert set(answer) == set(recorded["post_prompt"]["json"]) and answer["prompt_id"] == f"p-{fast_post}"
+    entry: dict = {}
+    for _ in range(100):  # history is written a little after the run, as on real ComfyUI
+        entry = (await client.get_history(answer["prompt_id"])).get(answer["prompt_id"], {})
+        if entry:
+            break
+        await asyncio.sleep(0.02)
+    [recorded_entry] = recorded["history_item"]["json"].values()
+    assert set(entry) == set(recorded_entry)
+    assert set(entry["status"]) == set(recorded_entry["status"]) and entry["status"]["status_str"] == "success"
+    [image] = entry["outputs"]["3"]["images"]
+    assert set(image) == {"filename", "subfolder", "type"}
+    dest = tmp_path / "downloads"
+    dest.mkdir()  # noqa: ASYNC240
+    size = await client.download(image["filename"], image["subfolder"], image["type"], dest / "out.png")
+    assert (dest / "out.png").stat().st_size == size > 0
+    assert sorted(p.name for p in dest.iterdir()) == ["out.png"]  # written beside, then renamed  # noqa: ASYNC240
+    with pytest.raises(ComfyUINotFound):
+        await client.download("missing.png", "", "output", tmp_path / "missing.png")
+    client.close()
+
+
+async def test_queue_interrupt_info_and_free(emulator: EmulatorThread, http: httpx.AsyncClient) -> None:
+    client = ComfyUIClient(emulator.url, http)
+    assert await client.get_queue() == transcript("01_basics")["GET /queue (empty)"]["json"]
+    assert (await client.get_prompt())["exec_info"]["queue_remaining"] == 0
+    stats = await client.system_stats()
+    assert set(stats) == set(transcript("01_basics")["GET /system_stats"]["json"])
+    info = await client.object_info()
+    assert {"EmptyImage", "KSampler", "SaveImage"} <= info.keys()
+    emulator.set_delays(node_delay=0.2)
+    first = await client.post_prompt(workflow("invert_save"), client_id="c1")
+    second = await client.post_prompt(workflow("trivial_save"), client_id="c1")
+    await asyncio.sleep(0.05)
+    pending = [item[1] for item in (await client.get_queue())["queue_pending"]]
+    assert second["prompt_id"] in pending
+    await client.delete_from_queue([second["prompt_id"]])
+    assert not (await client.get_queue())["queue_pending"]
+    await client.interrupt(first["prompt_id"])
+    await client.clear_queue()
+    await client.free()
+    client.close()
+
+
+async def test_upload_names_follow_comfyui(emulator: EmulatorThread, http: httpx.AsyncClient) -> None:
+    client = ComfyUIClient(emulator.url, http)
+    recorded = [r["json"]["name"] for r in transcript("02_upload_image")[:3]]
+    names = [
+        (await client.upload_image("mw_upload.png", data))["name"]
+        for data in (png((1, 2, 3)), png((1, 2, 3)), png((200, 2, 3)))
+    ]
+    assert names == recorded  # same content keeps the name; other content under it gets " (1)"
+    client.close()
+
+
+async def test_validation_error_keeps_comfyui_node_errors(emulator: EmulatorThread, http: httpx.AsyncClient) -> None:
+    client = ComfyUIClient(emulator.url, http)
+    with pytest.raises(PromptRejected) as caught:
+        await client.post_prompt(workflow("invalid_bad_value"))
+    error = caught.value
+    assert error.error["type"] == "prompt_outputs_failed_validation"
+    for node in error.node_errors.values():
+        assert set(node) == {"errors", "dependent_outputs", "class_type"}
+        assert all({"type", "message", "details", "extra_info"} <= set(e) for e in node["errors"])
+    client.close()
+
+
+@pytest.mark.parametrize("fast_post", [True, False])
+async def test_unreachable_server_is_a_typed_error(http: httpx.AsyncClient, fast_post: bool) -> None:
+    client = ComfyUIClient(f"127.0.0.1:{free_port()}", http, fast_post=fast_post)
+    with pytest.raises(ComfyUIUnavailable):
+        await client.post_prompt(workflow("trivial"))
+    with pytest.raises(ComfyUIUnavailable):
+        await client.get_queue()
+    client.close()
+
+
+async def test_one_websocket_gets_the_recorded_sequence_and_reconnects(
+    emulator: EmulatorThread, http: httpx.AsyncClient
+) -> None:
+    client = ComfyUIClient(emulator.url, http)
+    events: list[ComfyUIEvent] = []
+    states: list[bool] = []
+
+    async def on_state(up: bool) -> None:
+        states.append(up)
+
+    ws = ComfyUIWebSocket(client, events.append, on_state, min_backoff=0.05)
+    ws.start()
+    await asyncio.wait_for(ws.connected.wait(), 5)
+    answer = await client.post_prompt(workflow("invert_save"), client_id=ws.client_id)
+    for _ in range(200):
+        if any(e.type == "executing" and e.data.get("node") is None for e in events):
+            break
+        await asyncio.sleep(0.01)
+    mine = [e.type for e in events if e.prompt_id == answer["prompt_id"] and e.type != "status"]
+    recorded = [t for t in ws_types(transcript("10_run_success")["ws_A_submitter"]) if t != "status"]
+    assert mine == recorded
+    emulator.drop_websockets()
+    for _ in range(200):
+        if ws.connects >= 2 and ws.connected.is_set():
+            break
+        await asyncio.sleep(0.02)
+    assert states[:3] == [True, False, True] and ws.connects == 2
+    await ws.stop()
+    client.close()
