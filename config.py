@@ -29,7 +29,8 @@ def _split_list(value: object) -> object:
 
 
 class Settings(BaseSettings):
-    model_config = SettingsConfigDict(env_prefix="COMFYUI_", env_file=".env", extra="ignore")
+    # The project's .env, then one in the working folder (which wins): start.py works from anywhere.
+    model_config = SettingsConfigDict(env_prefix="COMFYUI_", env_file=(PROJECT_DIR / ".env", ".env"), extra="ignore")
 
     # Where ComfyUI runs. ``comfyui_servers`` (a list) takes precedence when set.
     comfyui_server: str = "127.0.0.1:8188"
