@@ -99,12 +99,7 @@ class SubmissionMixin:
         if backend.kind != "comfyui":
             # Backends without a ComfyUI WebSocket (ViewComfy) drive their task themselves through
             # mark_running / publish / finish / complete_files.
-            task.status = TaskStatus.QUEUED
-            task.queued_at = time.time()
-            if new:
-                self._arm_timeout(task)
-            self._notify(task, "created" if new else "status")
-            self._publish(task)
+            self._accepted(task, new)
             self.spawn(backend.execute(task, self), name=f"{backend.kind} {task.task_id}")
             return
         try:
@@ -120,6 +115,10 @@ class SubmissionMixin:
                 backend.last_error = exc.message
             raise
         task.extra["number"] = answer.get("number")
+        self._accepted(task, new)
+
+    def _accepted(self, task: Task, new: bool) -> None:
+        """A backend took ``task``: it is queued there (unless its events already moved it on)."""
         if task.status == TaskStatus.PENDING:
             task.status = TaskStatus.QUEUED
             task.queued_at = time.time()
