@@ -23,8 +23,8 @@ import httpx
 import websockets
 from websockets.asyncio.client import ClientConnection, connect
 
-from comfyui_events import ComfyUIEvent, MalformedFrame, parse_frame
-from errors import ComfyUIError, ComfyUINotFound, ComfyUIUnavailable, PromptRejected
+from backends.comfyui_events import ComfyUIEvent, MalformedFrame, parse_frame
+from core.errors import ComfyUIError, ComfyUINotFound, ComfyUIUnavailable, PromptRejected
 
 log = logging.getLogger("comfygate.comfyui")
 

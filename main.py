@@ -15,24 +15,25 @@ from fastapi.responses import FileResponse, JSONResponse
 from fastapi.staticfiles import StaticFiles
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-import integration
-import routes_core
-import routes_integration
-import routes_tasks
-import routes_viewcomfy
-import routes_workflows
-import routes_ws
-from backends import ComfyUIBackend
+from api.routers import core as routes_core
+from api.routers import integration as routes_integration
+from api.routers import tasks as routes_tasks
+from api.routers import viewcomfy as routes_viewcomfy
+from api.routers import workflows as routes_workflows
+from api.routers import ws as routes_ws
+from backends.comfyui import ComfyUIBackend
+from backends.viewcomfy.backend import ViewComfyBackend
 from config import PROJECT_DIR, Settings, get_settings
-from errors import ComfyGateError
-from event_hub import EventHub
-from security import install_security
-from services import Services
-from task_db import TaskDatabase
-from task_manager import TaskManager
-from tasks import Task, TaskStore
-from viewcomfy_backend import ViewComfyBackend
-from workflow_library import WorkflowLibrary
+from core.errors import ComfyGateError
+from core.task import Task
+from events.hub import EventHub
+from gateway import integration
+from gateway.services import Services
+from security.setup import install_security
+from tasks.manager import TaskManager
+from tasks.memory_store import TaskStore
+from tasks.sqlite_store import TaskDatabase
+from workflow.library import WorkflowLibrary
 
 log = logging.getLogger("comfygate")
 STATIC_DIR = PROJECT_DIR / "static"

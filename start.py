@@ -58,7 +58,7 @@ def build_settings(args: argparse.Namespace, **extra: Any) -> Settings:
 def websocket_protocol() -> Any:
     """ComfyGate's coalescing protocol; uvicorn's own when this uvicorn's internals differ from ours."""
     try:
-        from ws_protocol import CoalescingWebSocketProtocol
+        from api.ws_protocol import CoalescingWebSocketProtocol
     except ImportError as exc:  # ws_protocol subclasses a uvicorn module that is not public API
         logging.getLogger("comfygate").warning("plain websockets-sansio protocol in use (%s)", exc)
         return "websockets-sansio"
@@ -78,7 +78,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     emulator = None
     if args.demo:
-        from comfyui_emulator import EmulatorThread
+        from emulator.server import EmulatorThread
 
         emulator = EmulatorThread(step_delay=args.demo_step_delay, base_dir=settings.data_dir / "emulator").start()
         settings = settings.model_copy(update={"comfyui_server": emulator.url, "comfyui_servers": []})

@@ -115,7 +115,7 @@ def wait_until(check: Any, what: str, proc: Proc | None = None, timeout: float =
 
 
 class Emulator:
-    """``comfyui_emulator.py`` in its own process."""
+    """``python -m emulator`` in its own process."""
 
     def __init__(self, workdir: Path, name: str, *, step_delay: float = 0.0, node_delay: float = 0.0) -> None:
         self.port = free_port()
@@ -123,7 +123,7 @@ class Emulator:
         base = workdir / name
         base.mkdir(parents=True, exist_ok=True)
         self.base_dir = base
-        args = [sys.executable, "comfyui_emulator.py", "--port", str(self.port), "--base-dir", str(base)]
+        args = [sys.executable, "-m", "emulator", "--port", str(self.port), "--base-dir", str(base)]
         args += ["--step-delay", str(step_delay), "--node-delay", str(node_delay)]
         self.proc = Proc(name, args, workdir / f"{name}.log")
 

@@ -19,8 +19,8 @@ sys.path.insert(0, str(PROJECT))
 
 from playwright.sync_api import sync_playwright  # noqa: E402
 
-from comfyui_emulator import EmulatorThread  # noqa: E402
 from config import Settings  # noqa: E402
+from emulator.server import EmulatorThread  # noqa: E402
 from main import create_app  # noqa: E402
 from tests.browser import CHROMIUM, CHROMIUM_ARGS  # noqa: E402
 from tests.servers import AppServer, free_port  # noqa: E402

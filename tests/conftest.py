@@ -11,8 +11,8 @@ from typing import Any
 import httpx
 import pytest
 
-from comfyui_emulator import EmulatorThread
 from config import Settings
+from emulator.server import EmulatorThread
 from main import create_app
 from tests.protocol import PROTOCOL_DIR, load_workflow, sd_workflow
 from tests.servers import AppServer

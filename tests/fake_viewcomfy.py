@@ -41,8 +41,8 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, PlainTextResponse, Response, StreamingResponse
 from starlette.routing import Route
 
-from errors import ComfyGateError
-from viewcomfy_protocol import SSE_KEEPALIVE, FileOutput, parse_infer_form, result_to_json, sse_event
+from backends.viewcomfy.protocol import SSE_KEEPALIVE, FileOutput, parse_infer_form, result_to_json, sse_event
+from core.errors import ComfyGateError
 
 PNG_BYTES = base64.b64decode(
     "iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR42mP8z8BQDwAEhQGAhKmMIQAAAABJRU5ErkJggg=="

@@ -9,7 +9,7 @@ from typing import Any
 
 import uvicorn
 
-from ws_protocol import CoalescingWebSocketProtocol  # what start.py serves with
+from api.ws_protocol import CoalescingWebSocketProtocol  # what start.py serves with
 
 
 def free_port() -> int:

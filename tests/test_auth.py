@@ -15,8 +15,8 @@ from pydantic import SecretStr
 from websockets.exceptions import InvalidStatus
 from websockets.sync.client import connect
 
-import auth
-from auth import APIKeyMiddleware, RedactTokens, key_matches, redact
+from security import auth
+from security.auth import APIKeyMiddleware, RedactTokens, key_matches, redact
 from tests.conftest import Gate
 from tests.protocol import load_workflow
 from tests.servers import free_port

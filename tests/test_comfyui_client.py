@@ -11,10 +11,10 @@ import httpx
 import pytest
 from PIL import Image
 
+from backends.comfyui_events import ComfyUIEvent
 from comfyui_client import ComfyUIClient, ComfyUIWebSocket, normalise_server
-from comfyui_emulator import EmulatorThread
-from comfyui_events import ComfyUIEvent
-from errors import ComfyUINotFound, ComfyUIUnavailable, PromptRejected
+from core.errors import ComfyUINotFound, ComfyUIUnavailable, PromptRejected
+from emulator.server import EmulatorThread
 from tests.protocol_transcripts import requires_protocol, transcript, workflow, ws_types
 from tests.servers import free_port
 

@@ -17,7 +17,7 @@ import pytest
 import websockets
 from PIL import Image
 
-from comfyui_emulator import ComfyUIEmulator, EmulatorThread
+from emulator.server import ComfyUIEmulator, EmulatorThread
 from tests.protocol_transcripts import requires_protocol, transcript, workflow, ws_messages, ws_types
 
 Msg = dict[str, Any]

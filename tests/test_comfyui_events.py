@@ -7,7 +7,7 @@ import struct
 
 import pytest
 
-from comfyui_events import MalformedFrame, parse_frame
+from backends.comfyui_events import MalformedFrame, parse_frame
 from tests.protocol import PROTOCOL_DIR
 
 PNG = b"\x89PNG\r\n\x1a\n" + b"\x00" * 253  # 261 bytes, as recorded

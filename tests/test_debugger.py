@@ -18,8 +18,8 @@ from typing import Any
 import httpx
 import pytest
 
-from comfyui_emulator import EmulatorThread
 from config import PROJECT_DIR
+from emulator.server import EmulatorThread
 from main import create_app
 from tests.browser import CHROMIUM, CHROMIUM_ARGS
 from tests.conftest import Gate, make_settings, wait_backends_up

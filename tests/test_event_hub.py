@@ -6,7 +6,7 @@ import asyncio
 import json
 from typing import Any
 
-from event_hub import EventHub, conflation_key
+from events.hub import EventHub, conflation_key
 
 
 def update(task_id: str, status: str, percent: float = 0.0, **more: Any) -> dict[str, Any]:

@@ -18,8 +18,8 @@ schemathesis = pytest.importorskip("schemathesis")
 from hypothesis import HealthCheck, Phase, settings  # noqa: E402
 from schemathesis.checks import response_schema_conformance  # noqa: E402
 
-from comfyui_emulator import EmulatorThread  # noqa: E402
 from config import PROJECT_DIR  # noqa: E402
+from emulator.server import EmulatorThread  # noqa: E402
 from main import create_app  # noqa: E402
 from tests.conftest import make_settings  # noqa: E402
 from tests.servers import AppServer  # noqa: E402

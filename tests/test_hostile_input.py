@@ -112,8 +112,8 @@ def test_saved_workflow_names_cannot_escape(offline: Gate, tmp_path: Path) -> No
 
 
 async def test_library_refuses_escapes_directly(tmp_path: Path) -> None:
-    from errors import ComfyGateError
-    from workflow_library import WorkflowLibrary
+    from core.errors import ComfyGateError
+    from workflow.library import WorkflowLibrary
 
     library = WorkflowLibrary(tmp_path / "workflows")
     for name in TRAVERSALS:
@@ -256,7 +256,7 @@ def test_other_hostile_json(offline: Gate) -> None:
 
 
 def test_json_depth_scanner() -> None:
-    from request_limits import json_depth, safe_json_loads
+    from security.limits import json_depth, safe_json_loads
 
     assert json_depth(b'{"a": [1, {"b": "[[[[["}]}') == 3
     assert json_depth(b'"\\"[[[["') == 0

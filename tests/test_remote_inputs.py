@@ -17,9 +17,9 @@ from starlette.requests import Request
 from starlette.responses import RedirectResponse, Response
 from starlette.routing import Route
 
+from security.url_guard import is_public
 from tests.conftest import Gate
 from tests.servers import AppServer
-from url_guard import is_public
 
 
 def png(width: int, height: int = 20) -> bytes:

@@ -17,11 +17,11 @@ import httpx
 import pytest
 from PIL import Image
 
-from errors import ViewComfyError
+from backends.viewcomfy.client import ViewComfyClient, decode_outputs
+from backends.viewcomfy.protocol import RESULT_KEYS, PromptResult, SSEParser
+from core.errors import ViewComfyError
 from tests.conftest import Gate
 from tests.protocol import load_workflow
-from viewcomfy_client import ViewComfyClient, decode_outputs
-from viewcomfy_protocol import RESULT_KEYS, PromptResult, SSEParser
 
 CLIENT_ID = "vc-id"
 CLIENT_SECRET = "vc-secret"
@@ -212,9 +212,9 @@ async def test_follow_keeps_time_after_the_hub_drops_a_slow_listener() -> None:
     import asyncio
     from types import SimpleNamespace
 
-    from event_hub import EventHub
-    from routes_viewcomfy import _follow
-    from tasks import Task, TaskStatus
+    from api.routers.viewcomfy import _follow
+    from core.task import Task, TaskStatus
+    from events.hub import EventHub
 
     hub = EventHub(queue_size=1)
     task = Task(task_id="t1", workflow={}, prompt_id="p1", status=TaskStatus.RUNNING)

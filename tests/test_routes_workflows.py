@@ -11,7 +11,7 @@ from typing import Any
 import httpx
 import pytest
 
-from comfyui_emulator import EmulatorThread
+from emulator.server import EmulatorThread
 from tests.conftest import Gate
 from tests.protocol import PROJECT
 

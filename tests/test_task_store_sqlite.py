@@ -9,9 +9,9 @@ from typing import Any
 
 import pytest
 
-from comfyui_emulator import EmulatorThread
-from task_db import TaskDatabase
-from tasks import Task, TaskStatus
+from core.task import Task, TaskStatus
+from emulator.server import EmulatorThread
+from tasks.sqlite_store import TaskDatabase
 from tests.conftest import Gate, history_of, submit_ok
 from tests.protocol import sd_workflow
 

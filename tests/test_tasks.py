@@ -8,7 +8,8 @@ from typing import Any
 import httpx
 import pytest
 
-from tasks import CompactTask, Task, TaskStatus, TaskStore
+from core.task import Task, TaskStatus
+from tasks.memory_store import CompactTask, TaskStore
 from tests.conftest import Gate
 from tests.protocol import load_workflow
 from tests.test_task_events_sse import read_events

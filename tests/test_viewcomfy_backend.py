@@ -19,14 +19,14 @@ import httpx
 import pytest
 from websockets.sync.client import connect
 
+from backends.viewcomfy.backend import STEP, ViewComfyBackend, guess_node_id, public_url
 from config import Settings
-from event_hub import EventHub
-from task_manager import TaskManager
-from tasks import TaskStore
+from events.hub import EventHub
+from tasks.manager import TaskManager
+from tasks.memory_store import TaskStore
 from tests.conftest import FINAL, Gate, make_settings, start_gate, stop_gate
 from tests.fake_viewcomfy import PNG_BYTES, FakeViewComfy, closed_port
 from tests.protocol import load_workflow, sd_workflow
-from viewcomfy_backend import STEP, ViewComfyBackend, guess_node_id, public_url
 
 B_ID = "b-client-id"
 B_SECRET = "b-very-secret-value"

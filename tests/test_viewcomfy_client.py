@@ -13,10 +13,10 @@ from typing import Any
 import httpx
 import pytest
 
-from errors import InvalidRequest, ViewComfyError, ViewComfyUnavailable
+from backends.viewcomfy.client import ViewComfyClient, decode_outputs
+from backends.viewcomfy.protocol import PromptResult
+from core.errors import InvalidRequest, ViewComfyError, ViewComfyUnavailable
 from tests.fake_viewcomfy import PNG_BYTES, DropAfterRequest, FakeViewComfy, closed_port, make_result
-from viewcomfy_client import ViewComfyClient, decode_outputs
-from viewcomfy_protocol import PromptResult
 
 ID = "test-client-id"
 SECRET = "s3cr3t-value-never-logged"

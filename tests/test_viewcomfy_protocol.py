@@ -13,9 +13,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route
 
-from errors import ComfyGateError, InvalidRequest, PayloadTooLarge
-from safe_paths import sanitize_filename
-from viewcomfy_protocol import (
+from backends.viewcomfy.protocol import (
     SSE_KEEPALIVE,
     FileOutput,
     PromptResult,
@@ -30,6 +28,8 @@ from viewcomfy_protocol import (
     sse_event,
     viewcomfy_key,
 )
+from core.errors import ComfyGateError, InvalidRequest, PayloadTooLarge
+from security.safe_paths import sanitize_filename
 
 RESULT: dict[str, Any] = {
     "prompt_id": "abc",

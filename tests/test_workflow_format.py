@@ -11,9 +11,9 @@ from typing import Any
 
 import pytest
 
-from errors import UnknownNodeClass, WorkflowFormatError
-from workflow_format import detect_format, to_api, ui_to_api, widget_slots, workflow_node_classes
-from workflow_params import is_link, validate_workflow
+from core.errors import UnknownNodeClass, WorkflowFormatError
+from workflow.format import detect_format, to_api, ui_to_api, widget_slots, workflow_node_classes
+from workflow.params import is_link, validate_workflow
 
 ROOT = Path(__file__).resolve().parent.parent
 TEMPLATES_PACKAGE = "comfyui_workflow_templates"
@@ -21,7 +21,7 @@ TEMPLATES_PACKAGE = "comfyui_workflow_templates"
 
 @cache
 def object_info() -> dict[str, Any]:
-    return json.loads((ROOT / "emulator_data" / "object_info.json").read_text())
+    return json.loads((ROOT / "emulator" / "data" / "object_info.json").read_text())
 
 
 def load(name: str) -> Any:

@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 
-from workflow_parameters_maker import main
+from tools.workflow_parameters_maker import main
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -64,7 +65,8 @@ def test_runs_as_a_script(tmp_path: Path) -> None:
     done = subprocess.run(
         [
             sys.executable,
-            str(ROOT / "workflow_parameters_maker.py"),
+            "-m",
+            "tools.workflow_parameters_maker",
             "--workflow_api_path",
             str(ROOT / "workflows" / "image_invert_blur_api.json"),
             "--output",
@@ -73,6 +75,7 @@ def test_runs_as_a_script(tmp_path: Path) -> None:
         capture_output=True,
         text=True,
         cwd=tmp_path,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
         timeout=30,
     )
     assert done.returncode == 0, done.stderr

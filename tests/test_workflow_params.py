@@ -11,8 +11,8 @@ from typing import Any
 
 import pytest
 
-from errors import ParameterError
-from workflow_params import (
+from core.errors import ParameterError
+from workflow.params import (
     SEED_MAX,
     apply_params,
     bump_seed,
@@ -26,7 +26,7 @@ ROOT = Path(__file__).resolve().parent.parent
 
 @cache
 def object_info() -> dict[str, Any]:
-    return json.loads((ROOT / "emulator_data" / "object_info.json").read_text())
+    return json.loads((ROOT / "emulator" / "data" / "object_info.json").read_text())
 
 
 def load(name: str) -> dict[str, Any]:

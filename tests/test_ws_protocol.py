@@ -11,8 +11,8 @@ import pytest
 from fastapi import FastAPI, WebSocket
 from websockets.sync.client import connect
 
+from api.ws_protocol import FRAMES_EXTENSION, CoalescingTransport, frame_text
 from tests.servers import AppServer
-from ws_protocol import FRAMES_EXTENSION, CoalescingTransport, frame_text
 
 TEXTS = ["a", "é" * 100, "x" * 200, json.dumps({"big": "y" * 70_000}), "last"]
 

@@ -1,0 +1,70 @@
+"""Routes about tasks: submit a workflow, follow a task, list tasks."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import APIRouter, Depends, Query, Request
+
+from api.dependencies import get_services
+from api.models import SubmitRequest, SubmitResponse, TaskList, TaskOut
+from core.errors import InvalidRequest
+from core.task import TaskStatus
+from gateway import integration
+from gateway.services import Services
+from gateway.submission import prepare_submission
+from gateway.wait import SyncOptions, sync_options
+
+router = APIRouter(prefix="/api", tags=["tasks"])
+
+
+@router.post(
+    "/workflow/submit",
+    response_model=SubmitResponse,
+    summary="Run a workflow (inline or saved) with parameters",
+    responses={422: {"description": "invalid parameters, or ComfyUI's node_errors"}, 503: {"description": "busy"}},
+)
+async def submit(
+    body: SubmitRequest,
+    request: Request,
+    services: Services = Depends(get_services),
+    sync: SyncOptions = Depends(sync_options),
+) -> Any:
+    """Also accepts multipart/form-data (a ``request`` JSON field + image files named by param key)."""
+    prepared = await prepare_submission(services, body.workflow, body.workflow_name, body.params, body.backend)
+    task = await services.manager.submit(
+        prepared.workflow,
+        params=prepared.applied,
+        timeout=body.timeout,
+        workflow_name=prepared.name,
+        backend=body.backend,
+        extra=await integration.submission_extra(services, body.webhook),
+    )
+    waited = await integration.after_submit(services, request, task, sync, body.wait, body.output_format)
+    if waited is not None:
+        return waited
+    return {"task_id": task.task_id, "prompt_id": task.prompt_id, "status": task.status.value, "params": task.params}
+
+
+@router.get("/task/{task_id}", response_model=TaskOut, summary="One task: status, progress, outputs, error")
+async def get_task(task_id: str, services: Services = Depends(get_services)) -> dict[str, Any]:
+    return services.manager.get(task_id).to_dict()
+
+
+@router.get("/tasks", response_model=TaskList, summary="Tasks, newest first, optionally by status")
+async def list_tasks(
+    services: Services = Depends(get_services),
+    status: str | None = Query(None, description="comma-separated statuses, e.g. running,queued"),
+    offset: int = Query(0, ge=0),
+    limit: int = Query(50, ge=1, le=1000),
+) -> dict[str, Any]:
+    wanted: set[TaskStatus] | None = None
+    if status:
+        try:
+            wanted = {TaskStatus(s.strip()) for s in status.split(",") if s.strip()}
+        except ValueError as exc:
+            raise InvalidRequest(
+                f"unknown status in {status!r}; use any of {', '.join(s.value for s in TaskStatus)}"
+            ) from exc
+    total, tasks = services.store.query(wanted, offset, limit)
+    return {"total": total, "offset": offset, "limit": limit, "tasks": [t.to_dict() for t in tasks]}

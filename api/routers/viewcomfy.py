@@ -1,0 +1,280 @@
+"""A ViewComfy-compatible endpoint: existing ViewComfy client code runs workflows on ComfyGate's ComfyUI.
+
+``POST /api/viewcomfy/infer`` and ``POST /api/viewcomfy/infer/{name}`` speak the wire format of
+``viewcomfy_protocol`` (see ``/work/shared/viewcomfy-protocol.md``) and run the request as an ordinary
+task (it shows in ``/api/tasks`` and on ``/ws``), on ComfyUI backends only, never on a ViewComfy backend
+(which could be this very endpoint).
+
+Decisions:
+
+* Workflow: the request's ``workflow_api``, else the saved workflow named in the URL, else
+  ``settings.viewcomfy_default_workflow``, else a 400 that says how to fix it.
+* No parameters at all (no ``params`` key that is not ``_`` context, no file): every seed changes, as
+  ViewComfy requires of its callers, so a repeated call is not answered from ComfyUI's cache.
+* Anything refused before the run (credentials, body, workflow, params, ComfyUI's own validation) is an
+  HTTP error with a JSON body. A run that starts and then fails, times out or is interrupted is a 201
+  whose result has ``status: "error"`` (after ``error`` events when streaming): the result object has
+  a field for exactly that, and both of ViewComfy's answer modes then end the same way.
+* ``outputs`` carries every file the task saved (previews included), read back from ``outputs/``, under
+  ComfyUI's own file name.
+* A caller that goes away before the end stops the task (interrupt): a ViewComfy client has no other way
+  to cancel, and a ComfyGate ViewComfy backend in front of this one relies on it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import hmac
+import json
+from collections.abc import AsyncIterator
+from typing import Any
+
+from fastapi import APIRouter, Depends, Request
+from fastapi.responses import JSONResponse, Response, StreamingResponse
+
+from api.dependencies import get_services
+from backends.viewcomfy.protocol import (
+    SSE_KEEPALIVE,
+    FileOutput,
+    InferRequest,
+    parse_infer_form,
+    result_to_json,
+    split_viewcomfy_key,
+    sse_event,
+)
+from core.errors import InvalidRequest, Unauthorized
+from core.task import Task, TaskStatus
+from events.hub import Subscription
+from gateway.services import Services
+from gateway.submission import prepare_submission
+from gateway.uploads import push_upload
+from security.auth import is_authenticated
+from security.safe_paths import content_type
+
+router = APIRouter(prefix="/api/viewcomfy", tags=["viewcomfy"])
+
+_RESPONSES: dict[int | str, dict[str, Any]] = {
+    201: {"description": "the result object, or (logs=true) an SSE stream ending with prompt_result"},
+    400: {"description": "no workflow, malformed body"},
+    401: {"description": "client_id / client_secret do not match"},
+    422: {"description": "parameters that do not fit the workflow, or ComfyUI refused the prompt"},
+    503: {"description": "no ComfyUI backend is reachable"},
+}
+
+
+@router.post("/infer", status_code=201, responses=_RESPONSES, summary="Run a workflow as ViewComfy's API does")
+async def infer(request: Request, services: Services = Depends(get_services)) -> Response:
+    return await _infer(request, services, None)
+
+
+@router.post(
+    "/infer/{name}", status_code=201, responses=_RESPONSES, summary="Run a saved workflow as ViewComfy's API does"
+)
+async def infer_named(name: str, request: Request, services: Services = Depends(get_services)) -> Response:
+    return await _infer(request, services, name)
+
+
+async def _infer(request: Request, services: Services, name: str | None) -> Response:
+    check_credentials(request, services)
+    settings = services.settings
+    body = await parse_infer_form(request, max_file_bytes=settings.max_upload_bytes)
+    workflow, workflow_name = pick_workflow(body, name, settings.viewcomfy_default_workflow)
+    params = {key: value for key, value in body.params.items() if not (isinstance(key, str) and key.startswith("_"))}
+    for key, part in body.files.items():
+        if split_viewcomfy_key(key) is None:
+            raise InvalidRequest(f'file part {key!r} must be named by its parameter, like "52-inputs-image"', field=key)
+        uploaded = await push_upload(services, part.filename, part.content)
+        params[key] = f"{uploaded['subfolder']}/{uploaded['name']}" if uploaded["subfolder"] else uploaded["name"]
+    prepared = await prepare_submission(services, workflow, workflow_name, params, viewcomfy_seed_rule=True)
+    task = await services.manager.submit(
+        prepared.workflow,
+        params=prepared.applied,
+        workflow_name=prepared.name,
+        extra={"source": "viewcomfy"},
+        kind="comfyui",
+    )
+    sub = services.hub.subscribe({task.task_id})
+    if body.logs:
+        return StreamingResponse(
+            _stream(services, task, sub),
+            status_code=201,
+            media_type="text/event-stream",
+            headers={"cache-control": "no-cache", "x-accel-buffering": "no"},
+        )
+    try:
+        async for _ in _follow(services, task, sub):
+            if await request.is_disconnected():
+                _stop(services, task)
+                break
+    finally:
+        services.hub.unsubscribe(sub)
+    result, _ = await build_result(services, task)
+    return JSONResponse(result, status_code=201)
+
+
+def check_credentials(request: Request, services: Services) -> None:
+    """The client_id / client_secret headers against the configured ones (each checked when set).
+
+    A request the API-key middleware let in on a valid key needs no ViewComfy credentials (SECURITY.md).
+    """
+    if is_authenticated(request):
+        return
+    settings = services.settings
+    expected = {
+        "client_id": settings.viewcomfy_server_client_id,
+        "client_secret": settings.viewcomfy_server_client_secret,
+    }
+    ok = True
+    for header, secret in expected.items():
+        if secret is None:
+            continue
+        given = request.headers.get(header, "").encode()
+        ok &= hmac.compare_digest(given, secret.get_secret_value().encode())  # no early exit: constant time
+    if not ok:
+        raise Unauthorized("client_id / client_secret are missing or wrong")
+
+
+def pick_workflow(
+    body: InferRequest, name: str | None, default: str | None
+) -> tuple[dict[str, Any] | None, str | None]:
+    """(inline workflow, saved name): workflow_api, else the URL's name, else the configured default."""
+    if body.workflow_api is not None:
+        return body.workflow_api, None
+    if name or default:
+        return None, name or default
+    raise InvalidRequest(
+        "no workflow to run: send workflow_api (an API-format workflow as a JSON string), or call "
+        "/api/viewcomfy/infer/<saved workflow name>, or set COMFYUI_VIEWCOMFY_DEFAULT_WORKFLOW",
+        field="workflow_api",
+    )
+
+
+async def _follow(services: Services, task: Task, sub: Subscription) -> AsyncIterator[str | None]:
+    """The task's hub messages, and ``None`` every keepalive interval, until the task is final.
+
+    Iterates the Subscription through one pending ``anext`` so a keepalive tick never cancels it.
+    """
+    interval = services.settings.viewcomfy_keepalive
+    messages = aiter(sub)
+    pending: asyncio.Future[str] | None = None
+    try:
+        while not task.status.final:
+            if pending is None:
+                pending = asyncio.ensure_future(anext(messages))
+            done, _ = await asyncio.wait({pending}, timeout=interval)
+            if not done:
+                yield None
+                continue
+            try:
+                message = pending.result()
+            except StopAsyncIteration:
+                break  # the hub dropped this listener (it fell behind): keep time until the end below
+            finally:
+                pending = None
+            yield message
+        while not task.status.final:
+            await asyncio.sleep(interval)
+            yield None
+    finally:
+        if pending is not None:
+            pending.cancel()
+
+
+async def _stream(services: Services, task: Task, sub: Subscription) -> AsyncIterator[bytes]:
+    finished = False
+    try:
+        yield SSE_KEEPALIVE  # headers out now, even on a cold start
+        last = f"ComfyGate task {task.task_id} queued on {task.backend}"  # the id to look it up in /api/task
+        yield sse_event("log_message", last)
+        async for message in _follow(services, task, sub):
+            if message is None:
+                yield SSE_KEEPALIVE
+                continue
+            line = log_line(task, message)
+            if line and line != last:
+                last = line
+                yield sse_event("log_message", line)
+        if task.status != TaskStatus.COMPLETED:
+            yield sse_event("error", failure_line(task))
+        result, problems = await build_result(services, task)
+        for problem in problems:
+            yield sse_event("error", problem)
+        finished = True
+        yield sse_event("prompt_result", result)
+    finally:
+        services.hub.unsubscribe(sub)
+        if not finished:
+            _stop(services, task)
+
+
+def _stop(services: Services, task: Task) -> None:
+    """The caller went away: stop its task (it cannot be collected any more)."""
+    if not task.status.final:
+        services.manager.spawn(services.manager.interrupt(task), name=f"viewcomfy caller gone {task.task_id}")
+
+
+def log_line(task: Task, text: str) -> str | None:
+    """One hub message as a ViewComfy log line: status changes, node changes, sampler steps, text."""
+    try:
+        message = json.loads(text)
+    except ValueError:
+        return None
+    kind = message.get("type")
+    if kind == "text":
+        return str(message.get("text") or "") or None
+    if kind != "task_update" or message.get("status") in (None, "completed", "failed", "interrupted", "timeout"):
+        return None
+    status = message["status"]
+    progress = message.get("progress") or {}
+    if status != "running" or not progress.get("node"):
+        return f"ComfyGate task {task.task_id} {status} on {message.get('backend')}"
+    title = progress.get("node_title") or progress.get("node_class") or "node"
+    where = f"{title} (node {progress['node']})"
+    if progress.get("max"):
+        return f"{where}: step {progress.get('value') or 0}/{progress['max']}"
+    return f"executing {where}"
+
+
+def failure_line(task: Task) -> str:
+    error = task.error or {}
+    return f"task {task.status.value}: {error.get('message') or 'no details'}"
+
+
+async def build_result(services: Services, task: Task) -> tuple[dict[str, Any], list[str]]:
+    """The six-key result (outputs inline as base64, read back from outputs/), and what went wrong reading them.
+
+    A file that vanished from disk turns the result into ``status: "error"`` rather than a broken stream.
+    """
+    outputs: list[FileOutput] = []
+    problems: list[str] = []
+    if task.status == TaskStatus.COMPLETED:
+        for entry in task.outputs:
+            kind = entry.get("type", "output")
+            folder = services.settings.outputs_dir if kind == "output" else services.manager.temp_dir
+            try:
+                data = await asyncio.to_thread((folder / entry["filename"]).read_bytes)
+            except OSError as exc:
+                problems.append(f"output {entry['filename']} could not be read back: {exc.strerror or exc}")
+                continue
+            name = (entry.get("comfyui") or {}).get("filename") or entry["filename"]
+            outputs.append(
+                FileOutput(
+                    filename=name,
+                    content_type=entry.get("content_type") or content_type(name),
+                    data=base64.b64encode(data).decode("ascii"),
+                    size=len(data),
+                )
+            )
+    success = task.status == TaskStatus.COMPLETED and not problems
+    result = result_to_json(
+        {
+            "prompt_id": task.prompt_id,
+            "status": "success" if success else "error",
+            "completed": task.status == TaskStatus.COMPLETED,
+            "execution_time_seconds": task.execution_time or 0.0,
+            "prompt": await services.manager.load_workflow(task),  # finished tasks keep it on disk only
+            "outputs": outputs,
+        }
+    )
+    return result, problems

@@ -1,0 +1,143 @@
+"""A ComfyUI server as ComfyGate sees it: its client, its one WebSocket, its health and its load."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import httpx
+
+from backends.base import BackendBase
+from backends.comfyui_events import ComfyUIEvent
+from comfyui_client import ComfyUIClient, ComfyUIWebSocket
+from core.errors import ComfyGateError
+
+log = logging.getLogger("comfygate.backend")
+
+EventSink = Callable[["ComfyUIBackend", ComfyUIEvent], None]
+StateSink = Callable[["ComfyUIBackend", bool], Awaitable[None]]
+
+
+class ComfyUIBackend(BackendBase):
+    kind = "comfyui"
+
+    def __init__(
+        self,
+        name: str,
+        server: str,
+        http: httpx.AsyncClient,
+        *,
+        timeout: float = 30.0,
+        fast_post: bool = True,
+        on_event: EventSink,
+        on_state: StateSink,
+    ) -> None:
+        self.name = name
+        self.client = ComfyUIClient(server, http, timeout=timeout, fast_post=fast_post)
+        self._on_event = on_event
+        self._on_state = on_state
+        self.ws = ComfyUIWebSocket(self.client, self._event, self._state)
+        self.queue_remaining = 0
+        self.inflight: set[str] = set()  # task ids handed to this backend and not final
+        self.running_prompt: str | None = None
+        self.down_since: float | None = time.time()
+        self.last_error: str | None = None
+        self.object_info: dict[str, Any] | None = None
+        # The node classes seen on this connection; routing needs them, so None keeps it out of rotation.
+        self.node_classes: frozenset[str] | None = None
+        self.probe_ok = True  # the last /system_stats probe answered
+        self._object_info_lock = asyncio.Lock()
+
+    @property
+    def url(self) -> str:
+        return self.client.base_url
+
+    @property
+    def connected(self) -> bool:
+        return self.ws.connected.is_set()
+
+    @property
+    def healthy(self) -> bool:
+        """In rotation: WebSocket up, last probe answered, and its node classes known."""
+        return self.ws.connected.is_set() and self.probe_ok and self.node_classes is not None
+
+    @property
+    def load(self) -> int:
+        return max(len(self.inflight), self.queue_remaining)
+
+    def start(self) -> None:
+        self.ws.start()
+
+    async def stop(self) -> None:
+        await self.ws.stop()
+        self.client.close()
+
+    def _event(self, event: ComfyUIEvent) -> None:
+        if event.type == "status":
+            info = event.data.get("status", {}).get("exec_info", {})
+            self.queue_remaining = int(info.get("queue_remaining", self.queue_remaining) or 0)
+        self._on_event(self, event)
+
+    async def _state(self, up: bool) -> None:
+        if up:
+            self.down_since = None
+            self.last_error = None
+            self.probe_ok = True
+            # Nodes can be installed while ComfyUI is down: refresh what it can run.
+            self.object_info = None
+            self.node_classes = None
+        else:
+            self.down_since = time.time()
+            self.running_prompt = None
+        await self._on_state(self, up)
+
+    async def get_object_info(self) -> dict[str, Any]:
+        """The backend's ``/object_info``, fetched once per connection (it is large: ~0.5 MB)."""
+        if self.object_info is not None:
+            return self.object_info
+        async with self._object_info_lock:
+            if self.object_info is None:
+                info = await self.client.object_info()
+                self.object_info = info
+                self.node_classes = frozenset(info)
+                return info
+        return self.object_info
+
+    async def refresh_object_info(self) -> bool:
+        """Fetch object_info (on connect) so routing knows what this backend can run; False on failure."""
+        try:
+            await self.get_object_info()
+        except ComfyGateError as exc:
+            self.last_error = f"object_info: {exc.message}"
+            return False
+        return True
+
+    def invalidate_object_info(self) -> None:
+        """Input file lists inside object_info change on upload: fetch it again next time (classes stay)."""
+        self.object_info = None
+
+    def can_run(self, classes: set[str]) -> bool:
+        """Unknown until object_info has been fetched: then assume yes, the backend will say no."""
+        return self.node_classes is None or classes <= self.node_classes
+
+    def describe_own(self) -> dict[str, Any]:
+        return {
+            "connected": self.connected,
+            "probe_ok": self.probe_ok,
+            "node_classes": len(self.node_classes) if self.node_classes is not None else None,
+            "load": self.load,
+        }
+
+    async def probe(self) -> dict[str, Any] | None:
+        """Ask ``/system_stats``; None when the backend does not answer."""
+        try:
+            stats = await self.client.system_stats()
+        except ComfyGateError as exc:
+            self.last_error = exc.message
+            self.probe_ok = False
+            return None
+        self.probe_ok = True
+        return stats

@@ -1,0 +1,73 @@
+"""Input files: checked to be real images, read within limits, pushed to every reachable backend."""
+
+from __future__ import annotations
+
+import asyncio
+import io
+from typing import Any
+
+from fastapi import UploadFile
+
+from core.errors import InvalidRequest, PayloadTooLarge, ServiceBusy
+from gateway.services import Services
+
+
+def check_image(data: bytes, name: str, max_pixels: int = 89_478_485) -> None:
+    """The upload must really decode as an image, and not be a decompression bomb (413)."""
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        with Image.open(io.BytesIO(data)) as img:
+            pixels = img.width * img.height
+            if pixels > max_pixels:
+                raise PayloadTooLarge(
+                    f"{name!r} has {pixels} pixels, more than the limit of {max_pixels}", limit=max_pixels
+                )
+            img.verify()  # structure and checksums
+        with Image.open(io.BytesIO(data)) as img:
+            img.load()  # and the pixels themselves (bounded by the size check above)
+    except Image.DecompressionBombError as exc:
+        raise PayloadTooLarge(f"{name!r} decodes to too many pixels ({exc})", limit=max_pixels) from exc
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError, EOFError) as exc:
+        raise InvalidRequest(f"{name!r} is not an image ComfyUI can read ({exc})") from exc
+
+
+async def read_limited(upload: UploadFile, limit: int) -> bytes:
+    chunks: list[bytes] = []
+    size = 0
+    while chunk := await upload.read(1024 * 1024):
+        size += len(chunk)
+        if size > limit:
+            raise PayloadTooLarge(f"upload is larger than the limit of {limit} bytes", limit=limit)
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+async def push_upload(
+    services: Services, name: str, data: bytes, *, subfolder: str = "", overwrite: bool = False, local: str = ""
+) -> dict[str, Any]:
+    """Send one input file to every reachable backend, so any of them can run the task that uses it."""
+    backends = [b for b in services.manager.comfyui_backends() if b.healthy]
+    if not backends:
+        raise ServiceBusy("no ComfyUI backend is reachable to receive the upload", retry_after=5)
+    answers = await asyncio.gather(
+        *(b.client.upload_image(name, data, subfolder=subfolder, overwrite=overwrite) for b in backends),
+        return_exceptions=True,
+    )
+    ok = [(b, a) for b, a in zip(backends, answers, strict=True) if isinstance(a, dict)]
+    for backend, _ in ok:
+        invalidate = getattr(backend, "invalidate_object_info", None)
+        if invalidate is not None:
+            invalidate()  # its LoadImage choices now include the new file
+    if not ok:
+        first = answers[0]
+        raise first if isinstance(first, BaseException) else ServiceBusy("upload failed")
+    answer = ok[0][1]
+    return {
+        "name": answer.get("name", name),
+        "subfolder": answer.get("subfolder", subfolder),
+        "type": answer.get("type", "input"),
+        "local_filename": local,
+        "size": len(data),
+        "backends": [b.name for b, _ in ok],
+    }

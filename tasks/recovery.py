@@ -1,0 +1,214 @@
+"""Recovery: keeping tasks true to ComfyUI when a backend or ComfyGate itself restarts.
+
+ComfyUI does not replay what a client missed, so a reconnect is followed by a reconciliation through
+``/queue`` and ``/history``; a backend that stays down past the grace period has its not-started tasks
+moved and its started ones failed. After a restart of ComfyGate, the unfinished tasks of the previous
+run are taken back from the durable store; those whose WebSocket messages go to the previous
+process's client id are followed by polling.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from typing import Any
+
+from backends.comfyui import ComfyUIBackend
+from core.errors import ComfyGateError
+from core.task import Task, TaskStatus
+from tasks.progress import execution_error
+
+log = logging.getLogger("comfygate.tasks")
+
+HISTORY_RETRIES = 5  # ComfyUI writes history a little after execution_success
+HISTORY_RETRY_DELAY = 0.1
+
+
+class RecoveryMixin:
+    """Backend up/down, reconciliation, settling from history, recovery after a restart.
+
+    Part of ``TaskManager`` (``task_manager.py``), which sets the shared state in its ``__init__``.
+    """
+
+    # --- backend up / down -----------------------------------------------------------------------
+    async def on_backend_state(self, backend: ComfyUIBackend, up: bool) -> None:
+        self.hub.publish({"type": "backend_update", **backend.describe()})
+        self._last_queue.pop(backend.name, None)  # the next queue_update goes out whatever its value
+        if up:
+            self.spawn(self._refresh_info(backend), name=f"object_info {backend.name}")
+            self.spawn(self.reconcile(backend), name=f"reconcile {backend.name}")
+        else:
+            self.spawn(self._fail_if_still_down(backend, backend.down_since), name=f"down {backend.name}")
+
+    async def _fail_if_still_down(self, backend: ComfyUIBackend, since: float | None) -> None:
+        """After the grace period: move the backend's not-started tasks elsewhere, fail the started ones."""
+        await asyncio.sleep(self.settings.backend_down_grace)
+        if backend.connected or backend.down_since != since:
+            return
+        for task_id in list(backend.inflight):
+            task = self.store.get(task_id)
+            if task is None or task.status.final:
+                backend.inflight.discard(task_id)
+                continue
+            if task.status == TaskStatus.PENDING:
+                continue  # its POST /prompt is still under way; the dispatcher deals with the outcome
+            if task.started_at is None and task.status == TaskStatus.QUEUED:
+                # A fresh prompt id: should the old backend come back with it queued, that run is ignored.
+                self._requeue(task, f"{backend.name} ({backend.url}) is down", new_prompt=True)
+            else:
+                self.finish(
+                    task,
+                    TaskStatus.FAILED,
+                    error={
+                        "type": "backend_unreachable",
+                        "message": f"ComfyUI at {backend.url} has been unreachable for "
+                        f"{self.settings.backend_down_grace:g} s; the task's fate there is unknown",
+                    },
+                )
+
+    async def reconcile(self, backend: ComfyUIBackend) -> None:
+        """Bring every in-flight task of ``backend`` in line with what ComfyUI says now."""
+        if not backend.inflight:
+            return
+        asked_at = time.time()
+        try:
+            queue = await backend.client.get_queue()
+        except ComfyGateError as exc:
+            log.warning("reconcile of %s postponed: %s", backend.name, exc.message)
+            return
+        running = {item[1] for item in queue.get("queue_running", [])}
+        pending = {item[1] for item in queue.get("queue_pending", [])}
+        for task_id in list(backend.inflight):
+            task = self.store.get(task_id)
+            if task is None or task.status.final:
+                backend.inflight.discard(task_id)
+                continue
+            if task_id in self._followed or task.status == TaskStatus.PENDING:
+                continue  # followed by polling, or its POST /prompt is still under way
+            if task.queued_at is not None and task.queued_at > asked_at:
+                continue  # accepted after /queue answered: not in that answer, yet not lost
+            if task.prompt_id in running:
+                backend.running_prompt = task.prompt_id
+                if task.status != TaskStatus.RUNNING:
+                    task.status = TaskStatus.RUNNING
+                    task.started_at = task.started_at or time.time()
+                    self._publish(task)
+                continue
+            if task.prompt_id in pending:
+                continue
+            self.spawn(self._settle_from_history(task, backend), name=f"settle {task_id}")
+
+    async def _settle_from_history(self, task: Task, backend: ComfyUIBackend) -> None:
+        """A task missing from its backend's queue: completed (history), or lost. One settle per task."""
+        if task.task_id in self._settling:
+            return
+        self._settling.add(task.task_id)
+        try:
+            await self._settle(task, backend)
+        finally:
+            self._settling.discard(task.task_id)
+
+    async def _settle(self, task: Task, backend: ComfyUIBackend) -> None:
+        entry = None
+        attempts = task.attempts
+        for attempt in range(HISTORY_RETRIES):
+            try:
+                entry = (await backend.client.get_history(task.prompt_id)).get(task.prompt_id)
+            except ComfyGateError:
+                entry = None
+            if entry or task.status.final:
+                break
+            await asyncio.sleep(HISTORY_RETRY_DELAY * (attempt + 1))
+        if task.status.final or task.attempts != attempts or task.backend != backend.name:
+            return  # settled, moved or resubmitted meanwhile
+        if entry:
+            await self.apply_history(task, backend, entry)
+        elif task.started_at is None and task.status == TaskStatus.QUEUED:
+            log.info("task %s vanished from %s before it started; submitting it again", task.task_id, backend.name)
+            self._requeue(task, f"{backend.name} lost it before it started (restarted?)", new_prompt=False)
+        else:
+            self.finish(
+                task,
+                TaskStatus.FAILED,
+                error={
+                    "type": "backend_restarted",
+                    "message": f"ComfyUI at {backend.url} lost this task while it was running "
+                    "(it restarted or dropped its queue); submit it again",
+                },
+            )
+
+    async def apply_history(self, task: Task, backend: ComfyUIBackend, entry: dict[str, Any]) -> None:
+        status = entry.get("status") or {}
+        messages = status.get("messages") or []
+        events = {name: data for name, data in messages if isinstance(data, dict)}
+        if status.get("status_str") == "success" or status.get("completed"):
+            task.started_at = task.started_at or time.time()
+            await self._complete(task, backend, node_outputs=entry.get("outputs") or {})
+        elif "execution_interrupted" in events:
+            self.finish(task, TaskStatus.INTERRUPTED, error={"type": "interrupted", "message": "interrupted"})
+        else:
+            self.finish(task, TaskStatus.FAILED, error=execution_error(events.get("execution_error", {})))
+
+    # --- recovery after a restart of ComfyGate --------------------------------------------------------
+    def recover(self, tasks: list[Task]) -> None:
+        """Take back the unfinished tasks of a previous run (from the durable store) and settle each.
+
+        Pending ones join the queue. Those handed to a ComfyUI backend are followed by polling its
+        /history and /queue: their WebSocket messages go to the previous process's client id.
+        """
+        now = time.time()
+        for task in sorted(tasks, key=lambda t: t.created_at):
+            if task.status.final:
+                continue
+            self._arm_timeout(task, max(task.timeout - (now - task.created_at), 1.0))
+            backend = self.backends.get(task.backend or "")
+            if task.status == TaskStatus.PENDING or task.backend is None:
+                task.status, task.backend = TaskStatus.PENDING, None
+                self.pending[task.task_id] = task
+            elif backend is None or backend.kind != "comfyui":
+                if task.started_at is None:
+                    self._requeue(task, f"backend {task.backend} is no longer available", new_prompt=True)
+                else:
+                    self.finish(
+                        task,
+                        TaskStatus.FAILED,
+                        error={
+                            "type": "backend_gone",
+                            "message": f"ComfyGate restarted while the task ran on {task.backend}, which it "
+                            "cannot follow any more; submit it again",
+                        },
+                    )
+            else:
+                backend.inflight.add(task.task_id)
+                self.spawn(self.follow(task, backend), name=f"follow {task.task_id}")
+        self.wake()
+
+    async def follow(self, task: Task, backend: ComfyUIBackend) -> None:
+        """Track a task by polling /history and /queue until it ends (no WebSocket messages for it)."""
+        self._followed.add(task.task_id)
+        prompt_id = task.prompt_id
+        try:
+            while not task.status.final and task.prompt_id == prompt_id and task.backend == backend.name:
+                try:
+                    entry = (await backend.client.get_history(prompt_id)).get(prompt_id)
+                    if entry:
+                        await self.apply_history(task, backend, entry)
+                        return
+                    queue = await backend.client.get_queue()
+                except ComfyGateError:
+                    await asyncio.sleep(self.settings.poll_interval)
+                    continue  # unreachable: the down grace period decides its fate
+                if prompt_id in {item[1] for item in queue.get("queue_running", [])}:
+                    if task.status != TaskStatus.RUNNING:
+                        task.status = TaskStatus.RUNNING
+                        task.started_at = task.started_at or time.time()
+                        task.progress = {"percent": 0.0, "nodes_done": 0, "nodes_total": len(task.workflow)}
+                        self._notify(task, "status")
+                        self._publish(task)
+                elif prompt_id not in {item[1] for item in queue.get("queue_pending", [])}:
+                    await self._settle_from_history(task, backend)  # done just now, or vanished
+                    return
+                await asyncio.sleep(self.settings.poll_interval)
+        finally:
+            self._followed.discard(task.task_id)

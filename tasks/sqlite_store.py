@@ -1,0 +1,230 @@
+"""Durable task store: every task and its history in SQLite, so a restart of ComfyGate loses nothing.
+
+The in-memory ``TaskStore`` stays the index every request reads; this module only mirrors it to disk.
+Writes come from task observers (created / status / finished), are serialised on the event loop (a
+small JSON snapshot) and handed to one writer thread that batches them into a transaction: the event
+loop never waits for the disk. The workflow, the one big field, is written once when the task is
+created and read back on demand, so finished tasks need not keep it in memory.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import heapq
+import json
+import logging
+import queue
+import sqlite3
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+from core.task import Task, TaskStatus
+
+log = logging.getLogger("comfygate.taskdb")
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS tasks (
+    task_id     TEXT PRIMARY KEY,
+    created_at  REAL NOT NULL,
+    status      TEXT NOT NULL,
+    final       INTEGER NOT NULL,
+    record      TEXT NOT NULL,
+    workflow    TEXT
+);
+CREATE INDEX IF NOT EXISTS tasks_final_created ON tasks (final, created_at);
+"""
+
+# Fields of Task kept in the record column; the workflow has its own column.
+RECORD_FIELDS = tuple(f.name for f in dataclasses.fields(Task) if f.name != "workflow")
+BATCH = 500  # rows per transaction at most
+PRUNE_EVERY = 200  # finished writes between two trims of old finished rows
+
+
+def task_record(task: Task) -> str:
+    """A task (minus its workflow) as JSON: what one row stores."""
+    body = {name: getattr(task, name) for name in RECORD_FIELDS}
+    body["status"] = task.status.value
+    return json.dumps(body, default=str, separators=(",", ":"))
+
+
+def task_from_record(record: str, workflow: str | None) -> Task:
+    body = json.loads(record)
+    known = {k: v for k, v in body.items() if k in RECORD_FIELDS}
+    known["status"] = TaskStatus(known.get("status", "failed"))
+    return Task(workflow=json.loads(workflow) if workflow else {}, **known)
+
+
+class _Flush:
+    """A marker in the write queue: set once every write queued before it is on disk."""
+
+    def __init__(self) -> None:
+        self.done = threading.Event()
+
+
+class _Stop:
+    pass
+
+
+class TaskDatabase:
+    """One SQLite file (WAL), one writer thread, and a read connection for loads on demand."""
+
+    def __init__(self, path: Path, history_limit: int) -> None:
+        self.path = Path(path)
+        self.history_limit = history_limit
+        self._queue: queue.SimpleQueue[Any] = queue.SimpleQueue()
+        self._thread: threading.Thread | None = None
+        self._read: sqlite3.Connection | None = None
+        self._read_lock = threading.Lock()
+        self.written = 0  # rows written, for tests and metrics
+        self.errors = 0
+
+    # --- lifecycle (blocking: call through asyncio.to_thread) ------------------------------------
+    def open(self) -> None:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        conn = self._connect()
+        conn.executescript(SCHEMA)
+        conn.close()
+        self._read = self._connect()
+        self._thread = threading.Thread(target=self._writer, name="comfygate-taskdb", daemon=True)
+        self._thread.start()
+
+    def _connect(self) -> sqlite3.Connection:
+        conn = sqlite3.connect(self.path, timeout=30, check_same_thread=False, isolation_level=None)
+        conn.execute("PRAGMA journal_mode=WAL")
+        conn.execute("PRAGMA synchronous=NORMAL")
+        return conn
+
+    def close(self) -> None:
+        """Write everything still queued, then stop the writer."""
+        if self._thread is not None:
+            self._queue.put(_Stop())
+            self._thread.join(30)
+            self._thread = None
+        if self._read is not None:
+            self._read.close()
+            self._read = None
+
+    def flush(self, timeout: float = 30.0) -> bool:
+        """Wait until every write queued so far is on disk."""
+        if self._thread is None:
+            return True
+        marker = _Flush()
+        self._queue.put(marker)
+        return marker.done.wait(timeout)
+
+    # --- reading -----------------------------------------------------------------------------------
+    def load(self) -> Iterator[Task]:
+        """Every unfinished task (with its workflow) and the newest ``history_limit`` finished ones (without).
+
+        Oldest first, one at a time: a store that compacts finished tasks as they arrive never holds the
+        whole history as objects (100,000 of them would take ~300 MB at once, never given back to the OS).
+        """
+        assert self._read is not None
+        with self._read_lock:
+            unfinished = self._read.execute("SELECT record, workflow FROM tasks WHERE final = 0 ORDER BY created_at")
+            finished = self._read.execute(
+                "SELECT record, NULL FROM (SELECT record, created_at FROM tasks WHERE final = 1 "
+                "ORDER BY created_at DESC LIMIT ?) ORDER BY created_at",
+                (self.history_limit,),
+            )
+            rows = heapq.merge(
+                (task_from_record(r, w) for r, w in unfinished),
+                (task_from_record(r, None) for r, _ in finished),
+                key=lambda t: t.created_at,
+            )
+            yield from rows
+
+    def load_workflow(self, task_id: str) -> dict[str, Any] | None:
+        self.flush()
+        assert self._read is not None
+        with self._read_lock:
+            row = self._read.execute("SELECT workflow FROM tasks WHERE task_id = ?", (task_id,)).fetchone()
+        return json.loads(row[0]) if row and row[0] else None
+
+    def count(self) -> int:
+        self.flush()
+        assert self._read is not None
+        with self._read_lock:
+            return int(self._read.execute("SELECT COUNT(*) FROM tasks").fetchone()[0])
+
+    # --- writing -----------------------------------------------------------------------------------
+    def observe(self, task: Task, change: str) -> None:
+        """Task observer: snapshot on the event loop (cheap), write on the writer thread."""
+        workflow = json.dumps(task.workflow, separators=(",", ":")) if change == "created" else None
+        row = (task.task_id, task.created_at, task.status.value, task.status.final, task_record(task), workflow)
+        self._queue.put(row)
+
+    def _writer(self) -> None:
+        conn = self._connect()
+        finished_since_prune = 0
+        try:
+            while True:
+                item = self._queue.get()
+                batch: dict[str, tuple[Any, ...]] = {}
+                workflows: dict[str, str] = {}
+                markers: list[_Flush] = []
+                stop = False
+                while True:
+                    if isinstance(item, _Stop):
+                        stop = True
+                    elif isinstance(item, _Flush):
+                        markers.append(item)
+                    else:
+                        task_id, created_at, status, final, record, workflow = item
+                        batch[task_id] = (task_id, created_at, status, int(final), record)
+                        if workflow is not None:
+                            workflows[task_id] = workflow
+                        finished_since_prune += int(final)
+                    if stop or len(batch) >= BATCH:
+                        break
+                    try:
+                        item = self._queue.get_nowait()
+                    except queue.Empty:
+                        break
+                if batch:
+                    self._write(conn, batch, workflows)
+                if finished_since_prune >= PRUNE_EVERY or (stop and finished_since_prune):
+                    self._prune(conn)
+                    finished_since_prune = 0
+                for marker in markers:
+                    marker.done.set()
+                if stop:
+                    return
+        finally:
+            conn.close()
+
+    def _write(self, conn: sqlite3.Connection, batch: dict[str, tuple[Any, ...]], workflows: dict[str, str]) -> None:
+        try:
+            conn.execute("BEGIN")
+            conn.executemany(
+                "INSERT INTO tasks (task_id, created_at, status, final, record) VALUES (?, ?, ?, ?, ?) "
+                "ON CONFLICT(task_id) DO UPDATE SET status = excluded.status, final = excluded.final, "
+                "record = excluded.record",
+                list(batch.values()),
+            )
+            if workflows:
+                conn.executemany(
+                    "UPDATE tasks SET workflow = ? WHERE task_id = ?", [(w, t) for t, w in workflows.items()]
+                )
+            conn.execute("COMMIT")
+            self.written += len(batch)
+        except sqlite3.Error:
+            self.errors += 1
+            log.exception("could not write %d task(s) to %s", len(batch), self.path)
+            try:
+                conn.execute("ROLLBACK")
+            except sqlite3.Error:
+                pass
+
+    def _prune(self, conn: sqlite3.Connection) -> None:
+        """Keep the newest ``history_limit`` finished tasks, as the in-memory store does."""
+        try:
+            conn.execute(
+                "DELETE FROM tasks WHERE final = 1 AND created_at < (SELECT created_at FROM tasks WHERE final = 1 "
+                "ORDER BY created_at DESC LIMIT 1 OFFSET ?)",
+                (self.history_limit - 1,),
+            )
+        except sqlite3.Error:
+            log.exception("could not trim old tasks in %s", self.path)
