@@ -12,7 +12,7 @@ import pytest
 
 from tools.workflow_parameters_maker import main
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 
 EXPECTED_START = {
     "_3-node-class_type-info": "KSampler",

@@ -21,7 +21,7 @@ from workflow.params import (
     validate_workflow,
 )
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 
 
 @cache

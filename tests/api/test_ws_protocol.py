@@ -93,8 +93,8 @@ async def test_writes_of_one_loop_turn_become_one() -> None:
 def test_gate_ws_frames_path_and_text_path_carry_the_same_updates(gate: Any) -> None:
     """/ws on ComfyGate: a listener without compression gets pre-built frames (written by the hub), one
     with permessage-deflate gets per-message sends; both see the same updates, in the same order."""
+    from tests.api.test_app import sd_workflow
     from tests.conftest import FINAL
-    from tests.test_main_api import sd_workflow
 
     with (
         connect(f"{gate.ws_url}/ws", compression=None) as raw,

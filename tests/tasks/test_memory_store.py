@@ -10,9 +10,9 @@ import pytest
 
 from core.task import Task, TaskStatus
 from tasks.memory_store import CompactTask, TaskStore
+from tests.api.routers.test_task_events import read_events
 from tests.conftest import Gate
 from tests.protocol import load_workflow
-from tests.test_task_events_sse import read_events
 
 
 def make_task(i: int, status: TaskStatus = TaskStatus.COMPLETED) -> Task:

@@ -15,7 +15,7 @@ from core.errors import UnknownNodeClass, WorkflowFormatError
 from workflow.format import detect_format, to_api, ui_to_api, widget_slots, workflow_node_classes
 from workflow.params import is_link, validate_workflow
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 TEMPLATES_PACKAGE = "comfyui_workflow_templates"
 
 
