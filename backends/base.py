@@ -2,24 +2,54 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
+from collections.abc import Coroutine
 from typing import Any, Protocol, runtime_checkable
+
+from core.task import Task, TaskStatus
 
 log = logging.getLogger("comfygate.backend")
 
 
+class TaskHost(Protocol):
+    """What a backend may do to the tasks it runs (the task manager implements it).
+
+    A ComfyUI backend only posts prompts: its WebSocket events reach the manager on their own. A backend
+    without such events (ViewComfy) drives its task through these calls.
+    """
+
+    def spawn(self, coro: Coroutine[Any, Any, Any], name: str | None = None) -> asyncio.Task[Any]: ...
+
+    def mark_running(self, task: Task) -> None: ...
+
+    def publish(self, task: Task) -> None: ...
+
+    def finish(self, task: Task, status: TaskStatus, error: dict[str, Any] | None = None) -> None: ...
+
+    def complete(self, task: Task, outputs: list[dict[str, Any]]) -> None: ...
+
+    def finish_interrupted(self, task: Task, reason: str) -> None: ...
+
+    def backend_changed(self, backend: Backend) -> None: ...
+
+
 @runtime_checkable
 class Backend(Protocol):
-    """What the task manager needs of any backend (ComfyUI, ViewComfy, ...) to route tasks to it.
+    """What the task manager needs of any backend (ComfyUI, ViewComfy, ...): routing, hand-over, cancel.
 
-    Optional extras the manager uses when present: ``probe()`` (periodic health check),
-    ``refresh_object_info()`` (capabilities on connect) and ``execute(task, manager)`` (backends
-    without a ComfyUI WebSocket drive their own tasks).
+    No code outside a backend asks which kind it is; the differences are these members.
     """
 
     name: str
-    kind: str
-    inflight: set[str]
+    kind: str  # shown to users and used as a routing filter they ask for; never switched on
+    inflight: set[str]  # task ids handed to it and not final
+    queue_remaining: int  # what it says is in its own queue
+    # Remote and paid per run (ViewComfy): an unpinned task only goes here when no local backend can take it.
+    remote: bool
+    # A live health signal to wait on (ComfyUI's WebSocket): a task pinned to it is held while it is down.
+    # Without one, a pinned submission is refused at once instead.
+    live_health: bool
 
     @property
     def url(self) -> str: ...
@@ -37,6 +67,16 @@ class Backend(Protocol):
     def start(self) -> None: ...
 
     async def stop(self) -> None: ...
+
+    async def hand_over(self, task: Task, host: TaskHost) -> None:
+        """Give ``task`` to the backend; ComfyUI's refusal is raised. Returns once it is accepted."""
+        ...
+
+    async def cancel(self, task: Task) -> str:
+        """Stop ``task`` there: "deleted" (it never started), "interrupted", "gone" or "unreachable"."""
+        ...
+
+    async def probe(self) -> dict[str, Any] | None: ...
 
 
 class BackendBase:

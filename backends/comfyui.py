@@ -10,10 +10,11 @@ from typing import Any
 
 import httpx
 
-from backends.base import BackendBase
+from backends.base import BackendBase, TaskHost
 from backends.comfyui_events import ComfyUIEvent
 from comfyui_client import ComfyUIClient, ComfyUIWebSocket
-from core.errors import ComfyGateError
+from core.errors import ComfyGateError, ComfyUIUnavailable
+from core.task import Task
 
 log = logging.getLogger("comfygate.backend")
 
@@ -23,6 +24,8 @@ StateSink = Callable[["ComfyUIBackend", bool], Awaitable[None]]
 
 class ComfyUIBackend(BackendBase):
     kind = "comfyui"
+    remote = False
+    live_health = True  # its WebSocket says when it is back: tasks pinned to it wait
 
     def __init__(
         self,
@@ -141,3 +144,30 @@ class ComfyUIBackend(BackendBase):
             return None
         self.probe_ok = True
         return stats
+
+    # --- running tasks ---------------------------------------------------------------------------
+    async def hand_over(self, task: Task, host: TaskHost) -> None:
+        """POST the prompt under ComfyGate's prompt id; its WebSocket events then drive the task."""
+        try:
+            answer = await self.client.post_prompt(task.workflow, client_id=self.ws.client_id, prompt_id=task.prompt_id)
+        except ComfyUIUnavailable as exc:
+            self.last_error = exc.message
+            raise
+        task.extra["number"] = answer.get("number")
+
+    async def cancel(self, task: Task) -> str:
+        """Delete it from the queue if it waits there, else interrupt it (targeted at its prompt id)."""
+        client = self.client
+        try:
+            queue = await client.get_queue()
+            pending = {item[1] for item in queue.get("queue_pending", [])}
+            if task.prompt_id in pending:
+                await client.delete_from_queue([task.prompt_id])
+                queue = await client.get_queue()
+                if task.prompt_id not in {item[1] for item in queue.get("queue_running", [])}:
+                    return "deleted"
+            await client.interrupt(task.prompt_id)
+            return "interrupted"
+        except ComfyGateError as exc:
+            log.warning("could not stop task %s on %s: %s", task.task_id, self.name, exc.message)
+            return "unreachable"

@@ -42,9 +42,9 @@ class _LiveState(Collector):
             "comfygate_backend_inflight", "ComfyGate tasks handed to the backend, not yet final", labels=["backend"]
         )
         for backend in services.manager.backends.values():
-            up.add_metric([backend.name, getattr(backend, "kind", "comfyui")], 1 if backend.healthy else 0)
-            queue.add_metric([backend.name], getattr(backend, "queue_remaining", 0) or 0)
-            inflight.add_metric([backend.name], len(getattr(backend, "inflight", ())))
+            up.add_metric([backend.name, backend.kind], 1 if backend.healthy else 0)
+            queue.add_metric([backend.name], backend.queue_remaining)
+            inflight.add_metric([backend.name], len(backend.inflight))
         yield up
         yield queue
         yield inflight

@@ -39,13 +39,13 @@ class Services:
         manager = self.manager
         if backend:
             chosen = manager.find_backend(backend)
-            if chosen.kind == "comfyui":
+            if chosen.name in manager.pool.comfyui:
                 return await manager.object_info(chosen.name, stale_ok=stale_ok)
             return await self.stand_in_object_info()
         try:
             return await manager.object_info(stale_ok=stale_ok)
         except ServiceBusy:
-            if any(b.healthy for b in manager.backends.values() if b.kind != "comfyui"):
+            if any(b.healthy for b in manager.backends.values() if b.name not in manager.pool.comfyui):
                 return await self.stand_in_object_info()  # only a ViewComfy backend is up
             raise
 

@@ -56,9 +56,7 @@ async def push_upload(
     )
     ok = [(b, a) for b, a in zip(backends, answers, strict=True) if isinstance(a, dict)]
     for backend, _ in ok:
-        invalidate = getattr(backend, "invalidate_object_info", None)
-        if invalidate is not None:
-            invalidate()  # its LoadImage choices now include the new file
+        backend.invalidate_object_info()  # its LoadImage choices now include the new file
     if not ok:
         first = answers[0]
         raise first if isinstance(first, BaseException) else ServiceBusy("upload failed")

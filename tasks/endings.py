@@ -1,34 +1,57 @@
 """How a task ends: outputs downloaded then completed, failed, timed out or interrupted.
 
 Outputs are streamed to ``outputs/`` before a task is called completed. ``finish`` is the single way
-to a final status: it releases the task from the backend, the queue and its timer, tells observers
-and listeners, and drops the workflow from memory when the durable store keeps it. Timeouts and
-interrupts live here too: both end a task and stop it on its backend.
+to a final status: it releases the task from the pool and its timer, tells observers and listeners,
+and drops the workflow from memory when the durable store keeps it. Timeouts and interrupts live here
+too: both end a task and stop it on its backend.
 """
 
 from __future__ import annotations
 
 import asyncio
-import logging
 import time
+from collections.abc import Callable, Coroutine
+from pathlib import Path
 from typing import Any
 
 from backends.comfyui import ComfyUIBackend
+from config import Settings
 from core.errors import ComfyGateError
 from core.task import Task, TaskStatus
 from security.safe_paths import content_type, sanitize_filename
+from tasks.pool import Pool
+from tasks.runtime import Jobs, Timers
+from tasks.store import TaskStore
+from tasks.updates import Updates
 
-log = logging.getLogger("comfygate.tasks")
+WorkflowLoader = Callable[[str], Coroutine[Any, Any, dict[str, Any] | None]]
 
 
-class EndingsMixin:
-    """Downloading outputs and finishing tasks; timeouts and interrupts.
+class Endings:
+    def __init__(
+        self,
+        settings: Settings,
+        store: TaskStore,
+        pool: Pool,
+        updates: Updates,
+        jobs: Jobs,
+        timers: Timers,
+        temp_dir: Path,
+    ) -> None:
+        self.settings = settings
+        self.store = store
+        self.pool = pool
+        self.updates = updates
+        self.jobs = jobs
+        self.timers = timers
+        self.temp_dir = temp_dir
+        # Set by the durable store: finished tasks then drop their workflow, loaded back on demand.
+        self.workflow_loader: WorkflowLoader | None = None
 
-    Part of ``TaskManager`` (``task_manager.py``), which sets the shared state in its ``__init__``.
-    """
-
-    # --- endings ---------------------------------------------------------------------------------
-    async def _complete(self, task: Task, backend: ComfyUIBackend, node_outputs: dict[str, Any] | None = None) -> None:
+    # --- completed -------------------------------------------------------------------------------
+    async def complete_from(
+        self, task: Task, backend: ComfyUIBackend, node_outputs: dict[str, Any] | None = None
+    ) -> None:
         """Download every output file, then call the task completed (or failed if a file is missing)."""
         if node_outputs is not None:
             task.node_outputs = node_outputs
@@ -61,7 +84,7 @@ class EndingsMixin:
         folder = self.settings.outputs_dir if kind == "output" else self.temp_dir
         local = f"{task.task_id[:8]}_{sanitize_filename(item['filename'])}"
         subfolder = item.get("subfolder") if isinstance(item.get("subfolder"), str) else ""
-        size = await backend.client.download(item["filename"], subfolder, remote, folder / local)
+        size = await backend.client.download(item["filename"], subfolder, str(remote), folder / local)
         query = "" if kind == "output" else "?type=temp"
         return {
             "filename": local,
@@ -73,6 +96,13 @@ class EndingsMixin:
             "comfyui": {"filename": item["filename"], "subfolder": subfolder, "type": remote},
         }
 
+    def complete(self, task: Task, outputs: list[dict[str, Any]]) -> None:
+        """For backends that fetch their own outputs (ViewComfy): files are already in outputs/."""
+        task.outputs = outputs
+        task.progress.update({"percent": 100.0})
+        self.finish(task, TaskStatus.COMPLETED)
+
+    # --- the one way to a final status -----------------------------------------------------------
     def finish(self, task: Task, status: TaskStatus, error: dict[str, Any] | None = None) -> None:
         if task.status.final:
             return
@@ -80,20 +110,20 @@ class EndingsMixin:
         task.finished_at = time.time()
         if error is not None:
             task.error = error
-        backend = self.backends.get(task.backend or "")
-        if backend is not None:
-            backend.inflight.discard(task.task_id)
-        self.pending.pop(task.task_id, None)
-        self._classes.pop(task.task_id, None)
-        handle = self._timers.pop(task.task_id, None)
-        if handle is not None:
-            handle.cancel()
+        self.pool.release(task)
+        self.timers.cancel(task.task_id)
         self.store.finished(task)
-        self._notify(task, "finished")
-        self._publish(task, outputs=task.outputs, execution_time=task.execution_time)
+        self.updates.notify(task, "finished")
+        self.updates.task(task, outputs=task.outputs, execution_time=task.execution_time)
         if self.workflow_loader is not None:
             task.workflow = {}  # it is on disk; load_workflow() brings it back for the rare reader
-        self.wake()
+        self.pool.wake()
+
+    def fail(self, task: Task, error: dict[str, Any]) -> None:
+        self.finish(task, TaskStatus.FAILED, error=error)
+
+    def finish_interrupted(self, task: Task, reason: str) -> None:
+        self.finish(task, TaskStatus.INTERRUPTED, error={"type": "interrupted", "message": reason})
 
     async def load_workflow(self, task: Task) -> dict[str, Any]:
         """The task's workflow, read back from the durable store if it was released from memory."""
@@ -101,29 +131,16 @@ class EndingsMixin:
             return task.workflow
         return await self.workflow_loader(task.task_id) or {}
 
-    def complete(self, task: Task, outputs: list[dict[str, Any]]) -> None:
-        """For backends that fetch their own outputs (ViewComfy): files are already in outputs/."""
-        task.outputs = outputs
-        task.progress.update({"percent": 100.0})
-        self.finish(task, TaskStatus.COMPLETED)
-
-    def finish_interrupted(self, task: Task, reason: str) -> None:
-        self.finish(task, TaskStatus.INTERRUPTED, error={"type": "interrupted", "message": reason})
-
     # --- timeouts and interrupts -----------------------------------------------------------------
-    def _arm_timeout(self, task: Task, delay: float | None = None) -> None:
-        loop = asyncio.get_running_loop()
-        self._timers[task.task_id] = loop.call_later(
-            task.timeout if delay is None else delay, self._on_timeout, task.task_id
-        )
+    def arm_timeout(self, task: Task, delay: float | None = None) -> None:
+        self.timers.arm(task.task_id, task.timeout if delay is None else delay, self._on_timeout)
 
     def _on_timeout(self, task_id: str) -> None:
-        self._timers.pop(task_id, None)
         task = self.store.get(task_id)
         if task is None or task.status.final:
             return
         task.extra["interrupt_reason"] = "timeout"
-        self.spawn(self._stop_on_backend(task), name=f"timeout {task_id}")
+        self.jobs.spawn(self._stop_on_backend(task), name=f"timeout {task_id}")
         self.finish(
             task,
             TaskStatus.TIMEOUT,
@@ -131,38 +148,19 @@ class EndingsMixin:
         )
 
     async def interrupt(self, task: Task) -> Task:
-        """Stop a task whether it runs or waits; it ends ``interrupted`` once ComfyUI confirms."""
+        """Stop a task whether it runs or waits; it ends ``interrupted`` once its backend confirms."""
         if task.status.final:
             return task
         if task.status == TaskStatus.PENDING:
-            self.finish(
-                task, TaskStatus.INTERRUPTED, error={"type": "interrupted", "message": "cancelled before dispatch"}
-            )
+            self.finish_interrupted(task, "cancelled before dispatch")
             return task
         task.extra["interrupt_requested"] = True
         if await self._stop_on_backend(task) == "deleted":
-            self.finish(
-                task, TaskStatus.INTERRUPTED, error={"type": "interrupted", "message": "removed from the queue"}
-            )
+            self.finish_interrupted(task, "removed from the queue")
         return task
 
     async def _stop_on_backend(self, task: Task) -> str:
-        backend = self.backends.get(task.backend or "")
+        backend = self.pool.backends.get(task.backend or "")
         if backend is None:
             return "gone"
-        if backend.kind != "comfyui":
-            return await backend.cancel(task)  # type: ignore[attr-defined]  # no queue to look at: stop the call
-        client = backend.client
-        try:
-            queue = await client.get_queue()
-            pending = {item[1] for item in queue.get("queue_pending", [])}
-            if task.prompt_id in pending:
-                await client.delete_from_queue([task.prompt_id])
-                queue = await client.get_queue()
-                if task.prompt_id not in {item[1] for item in queue.get("queue_running", [])}:
-                    return "deleted"
-            await client.interrupt(task.prompt_id)
-            return "interrupted"
-        except ComfyGateError as exc:
-            log.warning("could not stop task %s on %s: %s", task.task_id, backend.name, exc.message)
-            return "unreachable"
+        return await backend.cancel(task)

@@ -1,139 +1,192 @@
-"""Turns submissions into tracked tasks and keeps them true to what ComfyUI does.
+"""Turns submissions into tracked tasks and keeps them true to what their backends do.
 
-Events from every backend's WebSocket update their task; a reconnect is followed by a reconciliation
-through ``/queue`` and ``/history`` because ComfyUI does not replay what a client missed. Outputs are
-streamed to ``outputs/`` before a task is called completed.
+The manager is a small face over parts that each hold one concept and are built here:
 
-Several backends form a pool: a task goes to the healthy backend with the least unfinished work that
-has every node class of its workflow (or to the one it is pinned to). When none can take it now, the
-task waits in ComfyGate's own queue (status ``pending``, bounded by ``max_pending_tasks``) and a
-dispatcher hands it out as soon as a backend frees up or comes back. Tasks whose WebSocket messages go
-to another client id (those recovered after a restart of ComfyGate) are followed by polling.
+- ``Pool`` (``pool``): the backends, ComfyGate's own queue, the choice of a backend, the dispatcher;
+- ``Submitter`` (``submission``): a ready workflow becomes a task handed to a backend or held;
+- ``apply_event`` (``progress``): one ComfyUI event applied to one task, a pure function;
+- ``Endings`` (``endings``): outputs, final statuses, timeouts, interrupts;
+- ``Recovery`` (``recovery``): backends going down or coming back, restarts of ComfyGate;
+- ``Updates`` (``updates``): observers and listeners; ``Jobs`` and ``Timers`` (``runtime``).
+
+It also is the ``TaskHost`` through which a backend that drives its own tasks (ViewComfy) reports.
 """
 
 from __future__ import annotations
 
-import asyncio
 import logging
-from collections.abc import Callable, Coroutine
-from typing import TYPE_CHECKING, Any
+import time
+from collections.abc import Coroutine
+from typing import Any
 
+from backends.base import Backend
 from backends.comfyui import ComfyUIBackend
+from backends.comfyui_events import ComfyUIEvent
 from config import Settings
 from core.errors import NotFound, PromptRejected
-from core.task import Task
-from events.hub import EventHub
-from tasks.endings import EndingsMixin
-from tasks.memory_store import TaskStore
-from tasks.pool import PoolMixin
-from tasks.progress import ProgressMixin
-from tasks.recovery import RecoveryMixin
-from tasks.submission import SubmissionMixin
-
-if TYPE_CHECKING:
-    from backends.viewcomfy.backend import ViewComfyBackend
+from core.task import Task, TaskStatus
+from events.bus import EventBus
+from tasks.endings import Endings, WorkflowLoader
+from tasks.pool import Pool
+from tasks.progress import End, apply_event
+from tasks.recovery import Recovery
+from tasks.runtime import Jobs, Timers
+from tasks.store import TaskStore
+from tasks.submission import Submitter
+from tasks.updates import Observer, Updates
 
 log = logging.getLogger("comfygate.tasks")
 
-# An observer learns of every task change: "created" (accepted: queued at a backend, or pending in
-# ComfyGate's own queue), "status" (a new status that is not final, e.g. pending → queued → running)
-# and "finished" (final). Durable storage, webhooks and metrics hang off this.
-Observer = Callable[[Task, str], None]
 
+class TaskManager:
+    """Every task from submission to its end, across the pool of backends."""
 
-class TaskManager(SubmissionMixin, PoolMixin, ProgressMixin, EndingsMixin, RecoveryMixin):
-    """Every task from submission to its end, across the pool of backends.
-
-    The concepts live in their own modules, as mixins sharing the state set here: submission
-    (``task_submission``), the pool and its queue (``task_dispatch``), ComfyUI's events as progress
-    (``task_progress``), endings, timeouts and interrupts (``task_endings``), backends going down or
-    coming back and restarts of ComfyGate (``task_recovery``). This module keeps the state, the
-    observers, the lifecycle and the queries.
-    """
-
-    def __init__(self, settings: Settings, store: TaskStore, hub: EventHub) -> None:
+    def __init__(self, settings: Settings, store: TaskStore, hub: EventBus) -> None:
         self.settings = settings
         self.store = store
         self.hub = hub
-        self.backends: dict[str, ComfyUIBackend] = {}
-        self._background: set[asyncio.Task[Any]] = set()
-        self._timers: dict[str, asyncio.TimerHandle] = {}
         self.temp_dir = settings.outputs_dir / "temp"
-        self.observers: list[Observer] = []
-        # ComfyGate's own queue: tasks accepted but not yet handed to a backend, oldest first.
-        self.pending: dict[str, Task] = {}
-        self._wakeup = asyncio.Event()
-        self._classes: dict[str, frozenset[str]] = {}  # node classes of each unfinished task
-        self._given: dict[str, int] = {}  # tasks handed to each backend, to break ties evenly
-        self._followed: set[str] = set()  # tasks followed by polling /history, not by the WebSocket
-        self._settling: set[str] = set()  # tasks whose fate is being read from /history
-        self._merged_info: tuple[list[dict[str, Any]], dict[str, Any]] | None = None
-        # Set by the durable store: finished tasks then drop their workflow, loaded back on demand.
-        self.workflow_loader: Callable[[str], Coroutine[Any, Any, dict[str, Any] | None]] | None = None
-        # What listeners last got, so an event that changes nothing they see is not sent again: ComfyUI
-        # sends 3-4 such events per node (execution_cached, progress_state...), each fanned out to all.
-        self._last_update: dict[str, tuple[Any, ...]] = {}  # task id → what it last showed, unfinished only
-        self._last_queue: dict[str, int] = {}  # backend name → last queue_remaining published
+        self.jobs = Jobs()
+        self.timers = Timers()
+        self.updates = Updates(hub)
+        self.pool = Pool(settings, store, self.updates)
+        self.endings = Endings(settings, store, self.pool, self.updates, self.jobs, self.timers, self.temp_dir)
+        self.submitter = Submitter(settings, store, self.pool, self.endings, self.updates, self)
+        self.recovery = Recovery(settings, store, self.pool, self.endings, self.updates, self.jobs)
 
+    # --- wiring and lifecycle ----------------------------------------------------------------------
     def add_observer(self, observer: Observer) -> None:
-        self.observers.append(observer)
+        self.updates.observers.append(observer)
 
-    def _notify(self, task: Task, change: str) -> None:
-        for observer in self.observers:
-            try:
-                observer(task, change)
-            except Exception:
-                log.exception("task observer %r failed on %s", observer, change)
+    def add_backend(self, backend: Backend) -> None:
+        self.pool.add(backend)
 
-    # --- lifecycle -----------------------------------------------------------------------------
-    def add_backend(self, backend: ComfyUIBackend | ViewComfyBackend) -> None:
-        """Any object with the ``backends.Backend`` interface (ComfyUI, ViewComfy, ...)."""
-        self.backends[backend.name] = backend  # type: ignore[assignment]
+    @property
+    def backends(self) -> dict[str, Backend]:
+        return self.pool.backends
+
+    @property
+    def pending(self) -> dict[str, Task]:
+        return self.pool.pending
 
     def comfyui_backends(self) -> list[ComfyUIBackend]:
         """Backends that are ComfyUI servers (queue, object_info, uploads); ViewComfy ones have none of those."""
-        return [b for b in self.backends.values() if b.kind == "comfyui"]
+        return list(self.pool.comfyui.values())
+
+    @property
+    def workflow_loader(self) -> WorkflowLoader | None:
+        return self.endings.workflow_loader
+
+    @workflow_loader.setter
+    def workflow_loader(self, loader: WorkflowLoader | None) -> None:
+        self.endings.workflow_loader = loader
 
     async def start(self) -> None:
         self.settings.outputs_dir.mkdir(parents=True, exist_ok=True)
         self.temp_dir.mkdir(parents=True, exist_ok=True)
-        for backend in self.backends.values():
+        for backend in self.pool.backends.values():
             backend.start()
-            if backend.kind == "comfyui" and backend.down_since is not None:
+        for comfyui in self.pool.comfyui.values():
+            if comfyui.down_since is not None:
                 # A backend that never comes up must not hold recovered tasks forever either.
-                self.spawn(self._fail_if_still_down(backend, backend.down_since), name=f"down {backend.name}")
-        self.spawn(self._dispatcher(), name="dispatcher")
-        self.spawn(self._prober(), name="prober")
+                self.spawn(self.recovery.fail_if_still_down(comfyui, comfyui.down_since), name=f"down {comfyui.name}")
+        self.spawn(self.pool.run_dispatcher(self._dispatch_held, self.endings.fail), name="dispatcher")
+        self.spawn(self.pool.run_prober(), name="prober")
+
+    async def _dispatch_held(self, task: Task, backend: Backend) -> None:
+        await self.submitter.dispatch(task, backend)
 
     async def stop(self) -> None:
-        for handle in self._timers.values():
-            handle.cancel()
-        self._timers.clear()
-        for backend in self.backends.values():
+        self.timers.stop()
+        for backend in self.pool.backends.values():
             await backend.stop()
-        for job in list(self._background):
-            job.cancel()
-        if self._background:
-            await asyncio.gather(*self._background, return_exceptions=True)
+        await self.jobs.stop()
 
-    def spawn(self, coro: Coroutine[Any, Any, Any], name: str | None = None) -> asyncio.Task[Any]:
+    def spawn(self, coro: Coroutine[Any, Any, Any], name: str | None = None) -> Any:
         """Run in the background, tracked so shutdown can wait for it and errors are logged."""
-        job = asyncio.create_task(coro, name=name)
-        self._background.add(job)
-        job.add_done_callback(self._job_done)
-        return job
+        return self.jobs.spawn(coro, name=name)
 
-    def _job_done(self, job: asyncio.Task[Any]) -> None:
-        self._background.discard(job)
-        if not job.cancelled() and job.exception() is not None:
-            log.error("background job %s failed", job.get_name(), exc_info=job.exception())
+    # --- submitting, querying, stopping ------------------------------------------------------------
+    async def submit(self, workflow: dict[str, Any], **options: Any) -> Task:
+        """See ``Submitter.submit``."""
+        return await self.submitter.submit(workflow, **options)
 
-    # --- queries -----------------------------------------------------------------------------------
     def get(self, task_id: str) -> Task:
         task = self.store.get(task_id)
         if task is None:
             raise NotFound(f"no task with id {task_id!r}", task_id=task_id)
         return task
+
+    def find_backend(self, name_or_url: str, kind: str | None = None) -> Backend:
+        return self.pool.find(name_or_url, kind)
+
+    async def object_info(self, pinned: str | None = None, *, stale_ok: bool = False) -> dict[str, Any]:
+        return await self.pool.object_info(pinned, stale_ok=stale_ok)
+
+    async def interrupt(self, task: Task) -> Task:
+        return await self.endings.interrupt(task)
+
+    async def load_workflow(self, task: Task) -> dict[str, Any]:
+        return await self.endings.load_workflow(task)
+
+    def recover(self, tasks: list[Task]) -> None:
+        self.recovery.recover(tasks)
+
+    # --- what ComfyUI backends report ----------------------------------------------------------------
+    def on_event(self, backend: ComfyUIBackend, event: ComfyUIEvent) -> None:
+        if event.type == "status":
+            self.updates.queue(backend.name, backend.queue_remaining)
+            return
+        task = self.store.by_prompt(event.prompt_id)
+        if task is None and event.type in ("preview", "text") and backend.running_prompt:
+            task = self.store.by_prompt(backend.running_prompt)
+        if task is None or task.status.final:
+            return
+        outcome = apply_event(task, event)
+        if outcome.runs is not None:
+            backend.running_prompt = task.prompt_id if outcome.runs else None
+        for message in outcome.messages:
+            self.updates.message(message, task.task_id)
+        if outcome.status:
+            self.updates.notify(task, "status")
+        if outcome.update:
+            self.updates.task(task)
+        if outcome.end is End.SUCCESS:
+            self.spawn(self.endings.complete_from(task, backend), name=f"complete {task.task_id}")
+        elif outcome.end is End.ERROR:
+            self.endings.fail(task, outcome.error or {})
+        elif outcome.end is End.INTERRUPTED:
+            self.endings.finish(task, TaskStatus.INTERRUPTED, error=outcome.error)
+
+    async def on_backend_state(self, backend: ComfyUIBackend, up: bool) -> None:
+        await self.recovery.on_backend_state(backend, up)
+
+    # --- TaskHost: what a backend that drives its own tasks (ViewComfy) may do --------------------------
+    def mark_running(self, task: Task) -> None:
+        if task.status.final:
+            return
+        task.status = TaskStatus.RUNNING
+        task.started_at = task.started_at or time.time()
+        task.progress.setdefault("percent", 0.0)
+        self.updates.notify(task, "status")
+        self.updates.task(task)
+
+    def publish(self, task: Task) -> None:
+        """Tell listeners about a change a backend made to ``task.progress``."""
+        if not task.status.final:
+            self.updates.task(task)
+
+    def finish(self, task: Task, status: TaskStatus, error: dict[str, Any] | None = None) -> None:
+        self.endings.finish(task, status, error)
+
+    def complete(self, task: Task, outputs: list[dict[str, Any]]) -> None:
+        self.endings.complete(task, outputs)
+
+    def finish_interrupted(self, task: Task, reason: str) -> None:
+        self.endings.finish_interrupted(task, reason)
+
+    def backend_changed(self, backend: Backend) -> None:
+        self.updates.backend(backend)
 
 
 __all__ = ["TaskManager", "PromptRejected"]

@@ -1,21 +1,40 @@
-"""Progress: ComfyUI's WebSocket events turned into task state, and task updates sent to listeners.
+"""Progress: one ComfyUI WebSocket event applied to one task, as a pure function.
 
 ComfyUI reports a run as a stream of small events (execution_start, executing, progress, executed,
-execution_success...); this is where they become a task's status, progress percentage, node outputs
-and previews. ``_publish`` sends a ``task_update`` only when something a listener sees has changed.
-Backends without a ComfyUI WebSocket (ViewComfy) drive the same updates through ``mark_running`` and
-``publish``.
+execution_success...). ``apply_event`` changes the task's status, progress, node outputs and cached
+nodes, and says what follows (an update to publish, messages for its listeners, the run's end); the
+manager does the rest. It touches nothing but the task, so it is tested without any server.
 """
 
 from __future__ import annotations
 
-import json
+import base64
 import time
+from dataclasses import dataclass, field
+from enum import Enum
 from typing import Any
 
-from backends.comfyui import ComfyUIBackend
 from backends.comfyui_events import ComfyUIEvent
 from core.task import Task, TaskStatus
+
+
+class End(str, Enum):
+    # ComfyUI said execution_success: download the outputs, then the task is completed.
+    SUCCESS = "success"
+    # execution_error: the task failed (``Outcome.error`` says where and why).
+    ERROR = "error"
+    # execution_interrupted on request (one caused by ComfyGate's own timeout is no end: it is final already).
+    INTERRUPTED = "interrupted"
+
+
+@dataclass(slots=True)
+class Outcome:
+    update: bool = False  # something a listener sees changed: publish a task_update
+    status: bool = False  # a new status that is not final: tell the observers
+    runs: bool | None = None  # True: the backend now runs this task's prompt; False: no longer; None: as it was
+    end: End | None = None  # how the run ended on the backend
+    error: dict[str, Any] | None = None
+    messages: list[dict[str, Any]] = field(default_factory=list)  # for the task's listeners, before the update
 
 
 def execution_error(data: dict[str, Any]) -> dict[str, Any]:
@@ -28,146 +47,121 @@ def execution_error(data: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-class ProgressMixin:
-    """ComfyUI events into task progress; task updates to listeners.
+def apply_event(task: Task, event: ComfyUIEvent) -> Outcome:
+    """Apply ``event`` (one of ``task``'s own) to ``task``; ``task`` must not be final."""
+    handler = _HANDLERS.get(event.type)
+    return handler(task, event) if handler is not None else Outcome()
 
-    Part of ``TaskManager`` (``task_manager.py``), which sets the shared state in its ``__init__``.
-    """
 
-    # --- events from ComfyUI ---------------------------------------------------------------------
-    def on_event(self, backend: ComfyUIBackend, event: ComfyUIEvent) -> None:
-        kind = event.type
-        if kind == "status":
-            if self._last_queue.get(backend.name) != backend.queue_remaining:
-                self._last_queue[backend.name] = backend.queue_remaining
-                self.hub.publish(
-                    {"type": "queue_update", "backend": backend.name, "queue_remaining": backend.queue_remaining}
-                )
-            return
-        task = self.store.by_prompt(event.prompt_id)
-        if task is None and kind in ("preview", "text") and backend.running_prompt:
-            task = self.store.by_prompt(backend.running_prompt)
-        if task is None or task.status.final:
-            return
-        if kind == "execution_start":
-            backend.running_prompt = task.prompt_id
-            if task.status == TaskStatus.PENDING:
-                # ComfyUI can start a prompt before its answer to POST /prompt reaches us; listeners
-                # still see every step: queued, then running.
-                task.status = TaskStatus.QUEUED
-                task.queued_at = time.time()
-                self._publish(task)
-            task.status = TaskStatus.RUNNING
-            task.started_at = task.started_at or time.time()
-            task.progress = {"percent": 0.0, "nodes_done": 0, "nodes_total": len(task.workflow)}
-            self._notify(task, "status")
-        elif kind == "execution_cached":
-            task.cached_nodes = [str(n) for n in event.data.get("nodes", [])]
-            task.progress["nodes_done"] = len(task.cached_nodes)
-            self._update_percent(task)
-        elif kind == "executing":
-            node = event.data.get("node")
-            if node is None:
-                return  # end of the prompt: execution_success/error already decided
-            self._set_node(task, str(node))
-        elif kind == "progress":
-            node = str(event.data.get("node") or task.progress.get("node") or "")
-            if node and node != task.progress.get("node"):
-                self._set_node(task, node)
-            task.progress["value"] = event.data.get("value")
-            task.progress["max"] = event.data.get("max")
-            self._update_percent(task)
-        elif kind == "progress_state":
-            nodes = event.data.get("nodes") or {}
-            done = sum(1 for n in nodes.values() if isinstance(n, dict) and n.get("state") == "finished")
-            task.progress["nodes_done"] = max(task.progress.get("nodes_done", 0), done + len(task.cached_nodes))
-            self._update_percent(task)
-        elif kind == "executed":
-            node = str(event.data.get("node"))
-            output = event.data.get("output") or {}
-            task.node_outputs[node] = output
-            self.hub.publish(
-                {"type": "node_output", "task_id": task.task_id, "node": node, "output": output}, task.task_id
-            )
-            return
-        elif kind == "execution_success":
-            backend.running_prompt = None
-            self.spawn(self._complete(task, backend), name=f"complete {task.task_id}")
-            return
-        elif kind == "execution_error":
-            backend.running_prompt = None
-            self.finish(task, TaskStatus.FAILED, error=execution_error(event.data))
-            return
-        elif kind == "execution_interrupted":
-            backend.running_prompt = None
-            reason = task.extra.pop("interrupt_reason", None)
-            if reason == "timeout":
-                return  # already final as timeout
-            self.finish(
-                task, TaskStatus.INTERRUPTED, error={"type": "interrupted", "message": "interrupted on request"}
-            )
-            return
-        elif kind in ("preview", "text"):
-            self._publish_preview(task, event)
-            return
-        else:
-            return
-        self._publish(task)
+def _start(task: Task, event: ComfyUIEvent) -> Outcome:
+    out = Outcome(update=True, status=True, runs=True)
+    if task.status == TaskStatus.PENDING:
+        # ComfyUI can start a prompt before its answer to POST /prompt reaches us; listeners still see
+        # every step: queued, then running.
+        task.status = TaskStatus.QUEUED
+        task.queued_at = time.time()
+        out.messages.append({"type": "task_update", **task.summary()})
+    task.status = TaskStatus.RUNNING
+    task.started_at = task.started_at or time.time()
+    task.progress = {"percent": 0.0, "nodes_done": 0, "nodes_total": len(task.workflow)}
+    return out
 
-    def _set_node(self, task: Task, node: str) -> None:
-        spec = task.workflow.get(node) or {}
-        task.progress["node"] = node
-        task.progress["node_class"] = spec.get("class_type")
-        task.progress["node_title"] = (spec.get("_meta") or {}).get("title") or spec.get("class_type")
-        task.progress.pop("value", None)
-        task.progress.pop("max", None)
 
-    @staticmethod
-    def _update_percent(task: Task) -> None:
-        progress = task.progress
-        total = max(progress.get("nodes_total") or len(task.workflow), 1)
-        done = progress.get("nodes_done", 0)
-        fraction = 0.0
-        if progress.get("max"):
-            fraction = min(float(progress.get("value") or 0) / float(progress["max"]), 1.0)
-        progress["percent"] = round(min(100.0, 100.0 * (done + fraction) / total), 1)
+def _cached(task: Task, event: ComfyUIEvent) -> Outcome:
+    task.cached_nodes = [str(n) for n in event.data.get("nodes", [])]
+    task.progress["nodes_done"] = len(task.cached_nodes)
+    update_percent(task)
+    return Outcome(update=True)
 
-    def _publish_preview(self, task: Task, event: ComfyUIEvent) -> None:
-        import base64
 
-        if event.type == "text":
-            self.hub.publish({"type": "text", "task_id": task.task_id, **event.data}, task.task_id)
-            return
-        if not event.image:
-            return
-        data_url = f"data:{event.image_type};base64,{base64.b64encode(event.image).decode()}"
-        self.hub.publish(
-            {"type": "preview", "task_id": task.task_id, "node": task.progress.get("node"), "image": data_url},
-            task.task_id,
-        )
+def _executing(task: Task, event: ComfyUIEvent) -> Outcome:
+    node = event.data.get("node")
+    if node is None:
+        return Outcome()  # end of the prompt: execution_success/error decides
+    set_node(task, str(node))
+    return Outcome(update=True)
 
-    def mark_running(self, task: Task) -> None:
-        if task.status.final:
-            return
-        task.status = TaskStatus.RUNNING
-        task.started_at = task.started_at or time.time()
-        task.progress.setdefault("percent", 0.0)
-        self._notify(task, "status")
-        self._publish(task)
 
-    def publish(self, task: Task) -> None:
-        """Tell listeners about a change a backend made to ``task.progress``."""
-        if not task.status.final:
-            self._publish(task)
+def _progress(task: Task, event: ComfyUIEvent) -> Outcome:
+    node = str(event.data.get("node") or task.progress.get("node") or "")
+    if node and node != task.progress.get("node"):
+        set_node(task, node)
+    task.progress["value"] = event.data.get("value")
+    task.progress["max"] = event.data.get("max")
+    update_percent(task)
+    return Outcome(update=True)
 
-    def _publish(self, task: Task, **more: Any) -> None:
-        if task.status.final:
-            self._last_update.pop(task.task_id, None)
-        elif not more:
-            # Everything summary() shows; error by identity (it is replaced, never edited in place).
-            seen = (task.status, task.backend, task.prompt_id, tuple(task.progress.items()), id(task.error))
-            if self._last_update.get(task.task_id) == seen:
-                return
-            self._last_update[task.task_id] = seen
-        message = {"type": "task_update", **task.summary(), **more}
-        self.hub.publish_text(json.dumps(message, separators=(",", ":"), default=str), task.task_id)
+
+def _progress_state(task: Task, event: ComfyUIEvent) -> Outcome:
+    nodes = event.data.get("nodes") or {}
+    done = sum(1 for n in nodes.values() if isinstance(n, dict) and n.get("state") == "finished")
+    task.progress["nodes_done"] = max(task.progress.get("nodes_done", 0), done + len(task.cached_nodes))
+    update_percent(task)
+    return Outcome(update=True)
+
+
+def _executed(task: Task, event: ComfyUIEvent) -> Outcome:
+    node = str(event.data.get("node"))
+    output = event.data.get("output") or {}
+    task.node_outputs[node] = output
+    return Outcome(messages=[{"type": "node_output", "task_id": task.task_id, "node": node, "output": output}])
+
+
+def _success(task: Task, event: ComfyUIEvent) -> Outcome:
+    return Outcome(runs=False, end=End.SUCCESS)
+
+
+def _error(task: Task, event: ComfyUIEvent) -> Outcome:
+    return Outcome(runs=False, end=End.ERROR, error=execution_error(event.data))
+
+
+def _interrupted(task: Task, event: ComfyUIEvent) -> Outcome:
+    if task.extra.pop("interrupt_reason", None) == "timeout":
+        return Outcome(runs=False)  # already final as timeout
+    return Outcome(runs=False, end=End.INTERRUPTED, error={"type": "interrupted", "message": "interrupted on request"})
+
+
+def _text(task: Task, event: ComfyUIEvent) -> Outcome:
+    return Outcome(messages=[{"type": "text", "task_id": task.task_id, **event.data}])
+
+
+def _preview(task: Task, event: ComfyUIEvent) -> Outcome:
+    if not event.image:
+        return Outcome()
+    data_url = f"data:{event.image_type};base64,{base64.b64encode(event.image).decode()}"
+    message = {"type": "preview", "task_id": task.task_id, "node": task.progress.get("node"), "image": data_url}
+    return Outcome(messages=[message])
+
+
+_HANDLERS = {
+    "execution_start": _start,
+    "execution_cached": _cached,
+    "executing": _executing,
+    "progress": _progress,
+    "progress_state": _progress_state,
+    "executed": _executed,
+    "execution_success": _success,
+    "execution_error": _error,
+    "execution_interrupted": _interrupted,
+    "text": _text,
+    "preview": _preview,
+}
+
+
+def set_node(task: Task, node: str) -> None:
+    spec = task.workflow.get(node) or {}
+    task.progress["node"] = node
+    task.progress["node_class"] = spec.get("class_type")
+    task.progress["node_title"] = (spec.get("_meta") or {}).get("title") or spec.get("class_type")
+    task.progress.pop("value", None)
+    task.progress.pop("max", None)
+
+
+def update_percent(task: Task) -> None:
+    progress = task.progress
+    total = max(progress.get("nodes_total") or len(task.workflow), 1)
+    done = progress.get("nodes_done", 0)
+    fraction = 0.0
+    if progress.get("max"):
+        fraction = min(float(progress.get("value") or 0) / float(progress["max"]), 1.0)
+    progress["percent"] = round(min(100.0, 100.0 * (done + fraction) / total), 1)

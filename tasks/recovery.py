@@ -15,9 +15,15 @@ import time
 from typing import Any
 
 from backends.comfyui import ComfyUIBackend
+from config import Settings
 from core.errors import ComfyGateError
 from core.task import Task, TaskStatus
+from tasks.endings import Endings
+from tasks.pool import Pool
 from tasks.progress import execution_error
+from tasks.runtime import Jobs
+from tasks.store import TaskStore
+from tasks.updates import Updates
 
 log = logging.getLogger("comfygate.tasks")
 
@@ -25,23 +31,34 @@ HISTORY_RETRIES = 5  # ComfyUI writes history a little after execution_success
 HISTORY_RETRY_DELAY = 0.1
 
 
-class RecoveryMixin:
-    """Backend up/down, reconciliation, settling from history, recovery after a restart.
+class Recovery:
+    def __init__(
+        self, settings: Settings, store: TaskStore, pool: Pool, endings: Endings, updates: Updates, jobs: Jobs
+    ) -> None:
+        self.settings = settings
+        self.store = store
+        self.pool = pool
+        self.endings = endings
+        self.updates = updates
+        self.jobs = jobs
+        self.followed: set[str] = set()  # tasks followed by polling /history, not by the WebSocket
+        self._settling: set[str] = set()  # tasks whose fate is being read from /history
 
-    Part of ``TaskManager`` (``task_manager.py``), which sets the shared state in its ``__init__``.
-    """
+    def requeue(self, task: Task, reason: str, *, new_prompt: bool) -> None:
+        self.followed.discard(task.task_id)
+        self.pool.requeue(task, reason, new_prompt=new_prompt)
 
     # --- backend up / down -----------------------------------------------------------------------
     async def on_backend_state(self, backend: ComfyUIBackend, up: bool) -> None:
-        self.hub.publish({"type": "backend_update", **backend.describe()})
-        self._last_queue.pop(backend.name, None)  # the next queue_update goes out whatever its value
+        self.updates.backend(backend)
+        self.updates.forget_queue(backend.name)
         if up:
-            self.spawn(self._refresh_info(backend), name=f"object_info {backend.name}")
-            self.spawn(self.reconcile(backend), name=f"reconcile {backend.name}")
+            self.jobs.spawn(self.pool.refresh_info(backend), name=f"object_info {backend.name}")
+            self.jobs.spawn(self.reconcile(backend), name=f"reconcile {backend.name}")
         else:
-            self.spawn(self._fail_if_still_down(backend, backend.down_since), name=f"down {backend.name}")
+            self.jobs.spawn(self.fail_if_still_down(backend, backend.down_since), name=f"down {backend.name}")
 
-    async def _fail_if_still_down(self, backend: ComfyUIBackend, since: float | None) -> None:
+    async def fail_if_still_down(self, backend: ComfyUIBackend, since: float | None) -> None:
         """After the grace period: move the backend's not-started tasks elsewhere, fail the started ones."""
         await asyncio.sleep(self.settings.backend_down_grace)
         if backend.connected or backend.down_since != since:
@@ -55,12 +72,11 @@ class RecoveryMixin:
                 continue  # its POST /prompt is still under way; the dispatcher deals with the outcome
             if task.started_at is None and task.status == TaskStatus.QUEUED:
                 # A fresh prompt id: should the old backend come back with it queued, that run is ignored.
-                self._requeue(task, f"{backend.name} ({backend.url}) is down", new_prompt=True)
+                self.requeue(task, f"{backend.name} ({backend.url}) is down", new_prompt=True)
             else:
-                self.finish(
+                self.endings.fail(
                     task,
-                    TaskStatus.FAILED,
-                    error={
+                    {
                         "type": "backend_unreachable",
                         "message": f"ComfyUI at {backend.url} has been unreachable for "
                         f"{self.settings.backend_down_grace:g} s; the task's fate there is unknown",
@@ -84,7 +100,7 @@ class RecoveryMixin:
             if task is None or task.status.final:
                 backend.inflight.discard(task_id)
                 continue
-            if task_id in self._followed or task.status == TaskStatus.PENDING:
+            if task_id in self.followed or task.status == TaskStatus.PENDING:
                 continue  # followed by polling, or its POST /prompt is still under way
             if task.queued_at is not None and task.queued_at > asked_at:
                 continue  # accepted after /queue answered: not in that answer, yet not lost
@@ -93,13 +109,13 @@ class RecoveryMixin:
                 if task.status != TaskStatus.RUNNING:
                     task.status = TaskStatus.RUNNING
                     task.started_at = task.started_at or time.time()
-                    self._publish(task)
+                    self.updates.task(task)
                 continue
             if task.prompt_id in pending:
                 continue
-            self.spawn(self._settle_from_history(task, backend), name=f"settle {task_id}")
+            self.jobs.spawn(self.settle_from_history(task, backend), name=f"settle {task_id}")
 
-    async def _settle_from_history(self, task: Task, backend: ComfyUIBackend) -> None:
+    async def settle_from_history(self, task: Task, backend: ComfyUIBackend) -> None:
         """A task missing from its backend's queue: completed (history), or lost. One settle per task."""
         if task.task_id in self._settling:
             return
@@ -126,12 +142,11 @@ class RecoveryMixin:
             await self.apply_history(task, backend, entry)
         elif task.started_at is None and task.status == TaskStatus.QUEUED:
             log.info("task %s vanished from %s before it started; submitting it again", task.task_id, backend.name)
-            self._requeue(task, f"{backend.name} lost it before it started (restarted?)", new_prompt=False)
+            self.requeue(task, f"{backend.name} lost it before it started (restarted?)", new_prompt=False)
         else:
-            self.finish(
+            self.endings.fail(
                 task,
-                TaskStatus.FAILED,
-                error={
+                {
                     "type": "backend_restarted",
                     "message": f"ComfyUI at {backend.url} lost this task while it was running "
                     "(it restarted or dropped its queue); submit it again",
@@ -144,11 +159,11 @@ class RecoveryMixin:
         events = {name: data for name, data in messages if isinstance(data, dict)}
         if status.get("status_str") == "success" or status.get("completed"):
             task.started_at = task.started_at or time.time()
-            await self._complete(task, backend, node_outputs=entry.get("outputs") or {})
+            await self.endings.complete_from(task, backend, node_outputs=entry.get("outputs") or {})
         elif "execution_interrupted" in events:
-            self.finish(task, TaskStatus.INTERRUPTED, error={"type": "interrupted", "message": "interrupted"})
+            self.endings.finish(task, TaskStatus.INTERRUPTED, error={"type": "interrupted", "message": "interrupted"})
         else:
-            self.finish(task, TaskStatus.FAILED, error=execution_error(events.get("execution_error", {})))
+            self.endings.fail(task, execution_error(events.get("execution_error", {})))
 
     # --- recovery after a restart of ComfyGate --------------------------------------------------------
     def recover(self, tasks: list[Task]) -> None:
@@ -161,32 +176,30 @@ class RecoveryMixin:
         for task in sorted(tasks, key=lambda t: t.created_at):
             if task.status.final:
                 continue
-            self._arm_timeout(task, max(task.timeout - (now - task.created_at), 1.0))
-            backend = self.backends.get(task.backend or "")
+            self.endings.arm_timeout(task, max(task.timeout - (now - task.created_at), 1.0))
+            backend = self.pool.comfyui.get(task.backend or "")
             if task.status == TaskStatus.PENDING or task.backend is None:
                 task.status, task.backend = TaskStatus.PENDING, None
-                self.pending[task.task_id] = task
-            elif backend is None or backend.kind != "comfyui":
-                if task.started_at is None:
-                    self._requeue(task, f"backend {task.backend} is no longer available", new_prompt=True)
-                else:
-                    self.finish(
-                        task,
-                        TaskStatus.FAILED,
-                        error={
-                            "type": "backend_gone",
-                            "message": f"ComfyGate restarted while the task ran on {task.backend}, which it "
-                            "cannot follow any more; submit it again",
-                        },
-                    )
-            else:
+                self.pool.pending[task.task_id] = task
+            elif backend is not None:
                 backend.inflight.add(task.task_id)
-                self.spawn(self.follow(task, backend), name=f"follow {task.task_id}")
-        self.wake()
+                self.jobs.spawn(self.follow(task, backend), name=f"follow {task.task_id}")
+            elif task.started_at is None:
+                self.requeue(task, f"backend {task.backend} is no longer available", new_prompt=True)
+            else:
+                self.endings.fail(
+                    task,
+                    {
+                        "type": "backend_gone",
+                        "message": f"ComfyGate restarted while the task ran on {task.backend}, which it "
+                        "cannot follow any more; submit it again",
+                    },
+                )
+        self.pool.wake()
 
     async def follow(self, task: Task, backend: ComfyUIBackend) -> None:
         """Track a task by polling /history and /queue until it ends (no WebSocket messages for it)."""
-        self._followed.add(task.task_id)
+        self.followed.add(task.task_id)
         prompt_id = task.prompt_id
         try:
             while not task.status.final and task.prompt_id == prompt_id and task.backend == backend.name:
@@ -204,11 +217,11 @@ class RecoveryMixin:
                         task.status = TaskStatus.RUNNING
                         task.started_at = task.started_at or time.time()
                         task.progress = {"percent": 0.0, "nodes_done": 0, "nodes_total": len(task.workflow)}
-                        self._notify(task, "status")
-                        self._publish(task)
+                        self.updates.notify(task, "status")
+                        self.updates.task(task)
                 elif prompt_id not in {item[1] for item in queue.get("queue_pending", [])}:
-                    await self._settle_from_history(task, backend)  # done just now, or vanished
+                    await self.settle_from_history(task, backend)  # done just now, or vanished
                     return
                 await asyncio.sleep(self.settings.poll_interval)
         finally:
-            self._followed.discard(task.task_id)
+            self.followed.discard(task.task_id)

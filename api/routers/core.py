@@ -10,6 +10,8 @@ from fastapi.responses import FileResponse
 
 from api.dependencies import get_services
 from api.models import HealthOut, QueueOut, TaskList, TaskOut, UploadOut
+from backends.base import Backend
+from backends.comfyui import ComfyUIBackend
 from core.errors import ComfyGateError, InvalidRequest, NotFound
 from core.task import TaskStatus
 from gateway.services import Services
@@ -78,10 +80,9 @@ async def system_info(services: Services = Depends(get_services)) -> dict[str, A
     }
 
 
-async def probe(backend: Any) -> dict[str, Any] | None:
-    """A backend's /system_stats, or None (backends without a probe count as answering)."""
-    method = getattr(backend, "probe", None)
-    return await method() if method is not None else {}
+async def probe(backend: Backend) -> dict[str, Any] | None:
+    """A backend's /system_stats (ViewComfy: what it can say), or None when it does not answer."""
+    return await backend.probe()
 
 
 @router.get("/nodes", summary="The node classes a backend knows (its /object_info)")
@@ -102,9 +103,7 @@ async def nodes(
 async def queue(services: Services = Depends(get_services)) -> dict[str, Any]:
     backends = services.manager.comfyui_backends()  # ViewComfy has no queue to show
 
-    async def one(backend: Any) -> dict[str, Any]:
-        if not hasattr(backend, "client") or not hasattr(backend.client, "get_queue"):
-            return {"reachable": backend.healthy, "running": [], "pending": [], "inflight": len(backend.inflight)}
+    async def one(backend: ComfyUIBackend) -> dict[str, Any]:
         try:
             q = await backend.client.get_queue()
         except ComfyGateError as exc:

@@ -1,7 +1,7 @@
 """A ViewComfy deployment as a ComfyGate backend: its tasks are tracked like any ComfyUI task.
 
 ViewComfy has no WebSocket, queue, history, health or cancel route: one streaming POST per task is
-all there is. So this backend drives its task itself (``TaskManager._dispatch`` spawns ``execute``):
+all there is. So this backend drives its task itself (``TaskHost._dispatch`` spawns ``execute``):
 queued, running when the call is sent, SSE log lines as progress updates, base64 outputs decoded into
 ``outputs/``, then completed or failed.
 
@@ -30,23 +30,19 @@ import json
 import logging
 import re
 import time
-from collections.abc import Coroutine
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import httpx
 from pydantic import SecretStr
 
-from backends.base import BackendBase
+from backends.base import BackendBase, TaskHost
 from backends.viewcomfy.client import ViewComfyClient, decode_outputs
 from backends.viewcomfy.protocol import PromptResult, viewcomfy_key
 from core.errors import ComfyGateError, ViewComfyError, ViewComfyUnavailable
 from core.task import Task, TaskStatus
 from security.safe_paths import content_type
 from workflow.params import bump_seed
-
-if TYPE_CHECKING:
-    from tasks.manager import TaskManager
 
 log = logging.getLogger("comfygate.viewcomfy")
 
@@ -70,6 +66,8 @@ def public_url(url: str) -> str:
 
 class ViewComfyBackend(BackendBase):
     kind = "viewcomfy"
+    remote = True  # paid per run: only gets an unpinned task when no ComfyUI backend can
+    live_health = False  # healthy means "the last call answered": nothing to wait on
 
     def __init__(
         self,
@@ -140,11 +138,11 @@ class ViewComfyBackend(BackendBase):
         return {"kind": self.kind, "note": "ViewComfy has no status route; healthy means the last call got an answer"}
 
     # --- running a task --------------------------------------------------------------------------
-    def execute(self, task: Task, manager: TaskManager) -> Coroutine[Any, Any, None]:
-        """Called by the manager at dispatch. The seed rule runs now, so the submit answer shows the new seed."""
+    async def hand_over(self, task: Task, host: TaskHost) -> None:
+        """Start the call in the background. The seed rule runs now, so the submit answer shows the new seed."""
         if not task.params:
             task.workflow, task.params = bump_seed(task.workflow)
-        return self._run(task, manager)
+        host.spawn(self._run(task, host), name=f"viewcomfy {task.task_id}")
 
     async def cancel(self, task: Task) -> str:
         """Stop the local call (no cancel route upstream). "deleted" when it had not started yet."""
@@ -154,7 +152,7 @@ class ViewComfyBackend(BackendBase):
             await asyncio.wait({job}, timeout=5)
         return "interrupted" if task.status.final else "deleted"
 
-    async def _run(self, task: Task, manager: TaskManager) -> None:
+    async def _run(self, task: Task, manager: TaskHost) -> None:
         if task.status.final:  # interrupted before the job started
             return
         current = asyncio.current_task()
@@ -171,7 +169,7 @@ class ViewComfyBackend(BackendBase):
         finally:
             self._jobs.pop(task.task_id, None)
 
-    async def _call(self, task: Task, manager: TaskManager) -> None:
+    async def _call(self, task: Task, manager: TaskHost) -> None:
         errors: list[str] = []
         params = {viewcomfy_key(*key.split(".", 1)): value for key, value in task.params.items() if "." in key}
         manager.mark_running(task)
@@ -196,7 +194,7 @@ class ViewComfyBackend(BackendBase):
         self._mark_up(manager)
         await self._settle(task, manager, result, errors)
 
-    async def _settle(self, task: Task, manager: TaskManager, result: PromptResult, errors: list[str]) -> None:
+    async def _settle(self, task: Task, manager: TaskHost, result: PromptResult, errors: list[str]) -> None:
         task.extra["viewcomfy_prompt_id"] = result.prompt_id
         if result.status != "success" or not result.completed:
             last = errors[-1] if errors else f"ViewComfy reported status {result.status!r}"
@@ -235,7 +233,7 @@ class ViewComfyBackend(BackendBase):
         return entries
 
     # --- progress --------------------------------------------------------------------------------
-    def _on_log(self, task: Task, manager: TaskManager, line: str) -> None:
+    def _on_log(self, task: Task, manager: TaskHost, line: str) -> None:
         if task.status.final:
             return
         task.progress["log"] = line[:MAX_LOG_CHARS]
@@ -246,7 +244,7 @@ class ViewComfyBackend(BackendBase):
                 task.progress.update(value=value, max=maximum, percent=round(100.0 * value / maximum, 1))
         manager.publish(task)
 
-    def _on_error(self, task: Task, manager: TaskManager, line: str, errors: list[str]) -> None:
+    def _on_error(self, task: Task, manager: TaskHost, line: str, errors: list[str]) -> None:
         errors.append(line[:MAX_LOG_CHARS])
         del errors[:-MAX_ERROR_LINES]
         if not task.status.final:
@@ -254,7 +252,7 @@ class ViewComfyBackend(BackendBase):
             manager.publish(task)
 
     # --- health ----------------------------------------------------------------------------------
-    def _mark_down(self, manager: TaskManager, message: str) -> None:
+    def _mark_down(self, manager: TaskHost, message: str) -> None:
         was_healthy = self.healthy
         self.failures += 1
         delay = min(self.backoff * 2 ** (self.failures - 1), self.max_backoff)
@@ -263,16 +261,16 @@ class ViewComfyBackend(BackendBase):
         self.last_error = message
         log.warning("ViewComfy backend %s unavailable (%s); next try in %.1f s", self.name, message, delay)
         if was_healthy:
-            manager.hub.publish({"type": "backend_update", **self.describe()})
+            manager.backend_changed(self)
 
-    def _mark_up(self, manager: TaskManager) -> None:
+    def _mark_up(self, manager: TaskHost) -> None:
         if self._retry_at is None and self.failures == 0:
             return
         self.failures = 0
         self._retry_at = None
         self.down_since = None
         self.last_error = None
-        manager.hub.publish({"type": "backend_update", **self.describe()})
+        manager.backend_changed(self)
 
 
 def _error(kind: str, exc: ViewComfyError) -> dict[str, Any]:

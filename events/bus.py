@@ -1,0 +1,32 @@
+"""The ``EventBus`` seam: how task updates reach listeners. Today ``EventHub`` (in-process, bounded and
+conflating queues); a bus shared by several replicas keeps an ``EventHub`` for its own listeners."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any, Protocol
+
+from events.hub import Subscription
+
+
+class EventBus(Protocol):
+    def publish(self, message: dict[str, Any], task_id: str | None = None) -> None:
+        """Send to every listener of ``task_id`` (None: to every listener)."""
+        ...
+
+    def publish_text(self, text: str, task_id: str | None = None) -> None:
+        """The same, for a message already serialised as JSON."""
+        ...
+
+    def subscribe(self, task_ids: set[str] | None = None) -> Subscription: ...
+
+    def add_task(self, sub: Subscription, task_id: str) -> None: ...
+
+    def unsubscribe(self, sub: Subscription) -> None: ...
+
+    def add_tap(self, tap: Callable[[str, str | None], None]) -> None:
+        """Called with every published message (the per-task SSE log hangs off this)."""
+        ...
+
+    @property
+    def listeners(self) -> int: ...
