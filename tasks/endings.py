@@ -83,7 +83,7 @@ class Endings:
         kind = "output" if remote == "output" else "temp"  # a backend's answer never picks a local folder
         folder = self.settings.outputs_dir if kind == "output" else self.temp_dir
         local = f"{task.task_id[:8]}_{sanitize_filename(item['filename'])}"
-        subfolder = item.get("subfolder") if isinstance(item.get("subfolder"), str) else ""
+        subfolder = str(item["subfolder"]) if isinstance(item.get("subfolder"), str) else ""
         size = await backend.client.download(item["filename"], subfolder, str(remote), folder / local)
         query = "" if kind == "output" else "?type=temp"
         return {

@@ -102,7 +102,7 @@ class TaskStore:
     def get(self, task_id: str) -> Task | None:
         entry = self._tasks.get(task_id)
         if entry is None or entry.__class__ is Task:
-            return entry  # type: ignore[return-value]
+            return entry
         return entry.task()  # type: ignore[union-attr]
 
     def by_prompt(self, prompt_id: str | None) -> Task | None:
@@ -121,8 +121,8 @@ class TaskStore:
             return None
         prompt = prompt_or_task_id.encode() + b"\0"
         for entry in self._tasks.values():  # ~10 ms for 100,000 tasks: fine for interrupt requests
-            if entry.__class__ is CompactTask and entry.has_prompt(prompt):  # type: ignore[union-attr]
-                return entry.task()  # type: ignore[union-attr]
+            if entry.__class__ is CompactTask and entry.has_prompt(prompt):
+                return entry.task()
         return None
 
     def reindex(self, task: Task, old_prompt_id: str) -> None:
@@ -165,14 +165,14 @@ class TaskStore:
             self._finished -= 1
             self._final_counts[entry.status] -= 1
             if entry.__class__ is Task:
-                prompt_id = entry.prompt_id  # type: ignore[union-attr]
+                prompt_id = entry.prompt_id
                 if self._by_prompt.get(prompt_id) == task_id:
                     del self._by_prompt[prompt_id]
 
     def all(self) -> Iterable[Task]:
         """Every task held, compacted ones decoded (slow with a long history: prefer ``counts``/``query``)."""
         for entry in self._tasks.values():
-            yield entry if entry.__class__ is Task else entry.task()  # type: ignore[misc,union-attr]
+            yield entry if entry.__class__ is Task else entry.task()  # type: ignore[union-attr]
 
     def unfinished(self) -> list[Task]:
         return list(self._unfinished.values())
@@ -195,4 +195,4 @@ class TaskStore:
         else:
             chosen = list(entries)
         page = chosen[offset : offset + limit]
-        return len(chosen), [e if e.__class__ is Task else e.task() for e in page]  # type: ignore[misc,union-attr]
+        return len(chosen), [e if e.__class__ is Task else e.task() for e in page]  # type: ignore[union-attr]
