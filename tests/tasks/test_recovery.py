@@ -37,7 +37,7 @@ class FakeClient:
         return {prompt_id: self.history[prompt_id]} if prompt_id in self.history else {}
 
     async def download(self, filename: str, subfolder: str, type: str, dest: Path) -> int:
-        dest.write_bytes(b"png")
+        await asyncio.to_thread(dest.write_bytes, b"png")
         self.downloads.append(filename)
         return 3
 
