@@ -27,7 +27,23 @@ from collections.abc import Iterable
 from typing import Any
 
 from core.errors import ParameterError
-from workflow.format import SEED_INPUTS, has_control_after_generate, is_widget_spec, ordered_inputs, spec_opts
+from workflow.node_specs import (
+    SEED_INPUTS,
+    display_name,
+    has_control_after_generate,
+    input_specs,
+    is_multiline,
+    is_seed_input,
+    is_widget_spec,
+    output_name,
+    output_types,
+    spec_declared_default,
+    spec_max,
+    spec_min,
+    spec_options,
+    spec_step,
+    spec_type,
+)
 
 SEED_MAX = 0xFFFFFFFFFFFFFFFF
 VIEWCOMFY_KEY = re.compile(r"^(?P<node>.+?)-inputs-(?P<input>.+)$")
@@ -73,36 +89,18 @@ def node_sort_key(node_id: str) -> tuple[Any, ...]:
     return (1, (), str(node_id))
 
 
-def _input_specs(class_def: dict[str, Any] | None) -> dict[str, Any]:
-    if not class_def:
-        return {}
-    return {name: spec for _, name, spec in ordered_inputs(class_def)}
-
-
-def _spec_type(spec: Any) -> str | None:
-    if not isinstance(spec, list | tuple) or not spec:
-        return None
-    kind = spec[0]
-    if isinstance(kind, list):
-        return "COMBO"
-    return str(kind)
-
-
-def _spec_options(spec: Any) -> list[Any] | None:
-    if not isinstance(spec, list | tuple) or not spec:
-        return None
-    if isinstance(spec[0], list):
-        return list(spec[0])
-    options = spec_opts(spec).get("options")
-    return list(options) if isinstance(options, list) else None
+def _seed_max(spec: Any) -> int:
+    """The largest seed an input takes (its spec's max, else ComfyUI's 2**64-1)."""
+    hi = spec_max(spec)
+    return SEED_MAX if hi is None else int(hi)
 
 
 def _title(node: dict[str, Any], class_def: dict[str, Any] | None) -> str:
     meta = node.get("_meta") or {}
     if meta.get("title"):
         return str(meta["title"])
-    if class_def and class_def.get("display_name"):
-        return str(class_def["display_name"])
+    if display_name(class_def):
+        return str(display_name(class_def))
     return str(node.get("class_type", "?"))
 
 
@@ -119,7 +117,7 @@ def _value_type(value: Any) -> str:
 
 
 def _ordered_input_names(node: dict[str, Any], class_def: dict[str, Any] | None) -> list[str]:
-    names = [n for n in _input_specs(class_def) if n in node.get("inputs", {})]
+    names = [n for n in input_specs(class_def) if n in node.get("inputs", {})]
     names += [n for n in node.get("inputs", {}) if n not in names]
     return names
 
@@ -128,20 +126,15 @@ def _ordered_input_names(node: dict[str, Any], class_def: dict[str, Any] | None)
 # roles
 
 
-def _output_name(class_def: dict[str, Any] | None, slot: int) -> str | None:
-    names = (class_def or {}).get("output_name") or []
-    return str(names[slot]).lower() if 0 <= slot < len(names) else None
-
-
 def _text_inputs(node: dict[str, Any], class_def: dict[str, Any] | None) -> list[str]:
     """Prompt inputs of a text encoder: multiline (or `text`) STRING inputs holding a value."""
-    specs = _input_specs(class_def)
+    specs = input_specs(class_def)
     names = []
     for name, value in node.get("inputs", {}).items():
         spec = specs.get(name)
         if is_link(value) or not isinstance(value, str):
             continue
-        if spec is not None and _spec_type(spec) == "STRING" and (spec_opts(spec).get("multiline") or name == "text"):
+        if spec is not None and spec_type(spec) == "STRING" and (is_multiline(spec) or name == "text"):
             names.append(name)
     return names
 
@@ -159,19 +152,19 @@ def _prompt_roles(api: dict[str, Any], object_info: dict[str, Any]) -> dict[tupl
         seen.add((node_id, slot))
         node = api[node_id]
         class_def = object_info.get(node.get("class_type", ""))
-        outputs = (class_def or {}).get("output") or []
+        outputs = output_types(class_def)
         if slot >= len(outputs) or outputs[slot] != "CONDITIONING":
             return
         for name in _text_inputs(node, class_def):
             found.setdefault((node_id, name), set()).add(role)
         inputs = node.get("inputs", {})
-        out_name = _output_name(class_def, slot)
+        out_name = output_name(class_def, slot)
         if out_name in ("positive", "negative") and out_name in inputs:
             follow(inputs[out_name], role, depth + 1, seen)
             return
-        specs = _input_specs(class_def)
+        specs = input_specs(class_def)
         for name, value in inputs.items():
-            if _spec_type(specs.get(name)) == "CONDITIONING":
+            if spec_type(specs.get(name)) == "CONDITIONING":
                 follow(value, role, depth + 1, seen)
 
     for node in api.values():
@@ -194,7 +187,7 @@ def _role(class_type: str, name: str, spec: Any, prompt_roles: dict[tuple[str, s
         return NAME_ROLES[name]
     if name in SIZE_INPUTS and class_type.startswith("Empty") and ("Latent" in class_type or "Image" in class_type):
         return SIZE_INPUTS[name]
-    if spec is not None and has_control_after_generate(name, spec) and _spec_type(spec) == "INT":
+    if spec is not None and has_control_after_generate(name, spec) and spec_type(spec) == "INT":
         return "seed" if name in SEED_INPUTS else None
     return None
 
@@ -215,14 +208,13 @@ def detect_params(api: dict[str, Any], object_info: dict[str, Any]) -> list[dict
         node = api[node_id]
         class_type = str(node.get("class_type", ""))
         class_def = object_info.get(class_type)
-        specs = _input_specs(class_def)
+        specs = input_specs(class_def)
         for name in _ordered_input_names(node, class_def):
             value = node["inputs"][name]
             if is_link(value):
                 continue
             spec = specs.get(name)
-            opts = spec_opts(spec)
-            kind = _spec_type(spec) or _value_type(value)
+            kind = spec_type(spec) or _value_type(value)
             params.append(
                 {
                     "key": f"{node_id}.{name}",
@@ -232,12 +224,12 @@ def detect_params(api: dict[str, Any], object_info: dict[str, Any]) -> list[dict
                     "input": name,
                     "value": value,
                     "type": kind,
-                    "min": opts.get("min"),
-                    "max": opts.get("max"),
-                    "step": opts.get("step"),
-                    "options": _spec_options(spec),
-                    "multiline": bool(opts.get("multiline")) if kind == "STRING" else None,
-                    "default": opts.get("default"),
+                    "min": spec_min(spec),
+                    "max": spec_max(spec),
+                    "step": spec_step(spec),
+                    "options": spec_options(spec),
+                    "multiline": is_multiline(spec) if kind == "STRING" else None,
+                    "default": spec_declared_default(spec),
                     "role": _role(class_type, name, spec, prompt_roles, str(node_id)),
                 }
             )
@@ -287,8 +279,7 @@ def _range_text(lo: Any, hi: Any) -> str:
 
 def _coerce(kind: str, spec: Any, value: Any) -> tuple[Any, str | None, str]:
     """Check one value against its input type: (value to store, error or None, what was expected)."""
-    opts = spec_opts(spec)
-    lo, hi = opts.get("min"), opts.get("max")
+    lo, hi = spec_min(spec), spec_max(spec)
     if kind == "INT":
         expected = f"an integer{_range_text(lo, hi)}"
         if isinstance(value, str):
@@ -324,7 +315,7 @@ def _coerce(kind: str, spec: Any, value: Any) -> tuple[Any, str | None, str]:
             return value, "wrong type", expected
         return value, None, expected
     elif kind == "COMBO":
-        options = _spec_options(spec) or []
+        options = spec_options(spec) or []
         if not options:
             if isinstance(value, str):
                 return value, None, "a name (the backend did not list the available ones)"
@@ -389,7 +380,7 @@ def apply_params(
             continue
         class_type = str(node.get("class_type", "?"))
         class_def = (object_info or {}).get(class_type)
-        specs = _input_specs(class_def)
+        specs = input_specs(class_def)
         inputs = node.setdefault("inputs", {})
         where = f"node {node_id} ({class_type}) input '{name}'"
         valid = list(dict.fromkeys([*specs, *inputs]))
@@ -433,10 +424,10 @@ def apply_params(
                 )
             )
             continue
-        kind = _spec_type(spec) if spec is not None else (_value_type(current) if name in inputs else None)
-        is_seed = name in SEED_INPUTS or (spec is not None and has_control_after_generate(name, spec))
+        kind = spec_type(spec) if spec is not None else (_value_type(current) if name in inputs else None)
+        is_seed = is_seed_input(name, spec)
         if is_seed and (value in RANDOM_SEED_VALUES and not isinstance(value, bool)):
-            hi = spec_opts(spec).get("max", SEED_MAX) if spec is not None else SEED_MAX
+            hi = _seed_max(spec)
             value = rng.randint(0, int(hi))
         if kind is None:
             inputs[name] = value
@@ -474,7 +465,7 @@ def _check_link(api: dict[str, Any], object_info: dict[str, Any] | None, link: l
         return f"links to output {slot} of node {origin}; output slots start at 0"
     class_def = (object_info or {}).get(str(api[origin].get("class_type")))
     if class_def is not None:
-        outputs = class_def.get("output") or []
+        outputs = output_types(class_def)
         if slot >= len(outputs):
             return (
                 f"links to output {slot} of node {origin} ({api[origin].get('class_type')}), "
@@ -570,7 +561,7 @@ def seed_inputs(api: dict[str, Any], object_info: dict[str, Any] | None = None) 
     """(node_id, input) of every seed input that holds a value (not a link)."""
     for node_id in sorted(api, key=node_sort_key):
         node = api[node_id]
-        specs = _input_specs((object_info or {}).get(str(node.get("class_type"))))
+        specs = input_specs((object_info or {}).get(str(node.get("class_type"))))
         for name, value in (node.get("inputs") or {}).items():
             if is_link(value) or isinstance(value, bool) or not isinstance(value, int):
                 continue
@@ -578,7 +569,7 @@ def seed_inputs(api: dict[str, Any], object_info: dict[str, Any] | None = None) 
             if name in SEED_INPUTS or (
                 spec is not None
                 and has_control_after_generate(name, spec)
-                and _spec_type(spec) == "INT"
+                and spec_type(spec) == "INT"
                 and is_widget_spec(spec)
             ):
                 yield node_id, name
@@ -592,9 +583,8 @@ def bump_seed(
     result = copy.deepcopy(api)
     applied: dict[str, Any] = {}
     for node_id, name in list(seed_inputs(result, object_info)):
-        spec = _input_specs((object_info or {}).get(str(result[node_id].get("class_type")))).get(name)
-        hi = int(spec_opts(spec).get("max", SEED_MAX)) if spec is not None else SEED_MAX
-        value = rng.randint(0, hi)
+        spec = input_specs((object_info or {}).get(str(result[node_id].get("class_type")))).get(name)
+        value = rng.randint(0, _seed_max(spec))
         result[node_id]["inputs"][name] = value
         applied[f"{node_id}.{name}"] = value
     return result, applied
