@@ -24,7 +24,8 @@ from typing import IO, Any
 import httpx
 from pydantic import ValidationError
 
-from backends.viewcomfy.protocol import FORM_FIELDS, PromptResult, SSEParser
+from backends.viewcomfy.protocol import FORM_FIELDS, PromptResult
+from backends.viewcomfy.sse import SSEParser
 from core.errors import InvalidRequest, ViewComfyError, ViewComfyUnavailable
 from security.safe_paths import sanitize_filename
 
