@@ -10,6 +10,7 @@ from fastapi.responses import FileResponse
 
 from api.dependencies import get_services
 from api.models import HealthOut, QueueOut, TaskList, TaskOut, UploadOut
+from backends.comfyui import ComfyUIBackend
 from core.errors import ComfyGateError, InvalidRequest, NotFound
 from core.task import TaskStatus
 from gateway.services import Services
@@ -102,9 +103,7 @@ async def nodes(
 async def queue(services: Services = Depends(get_services)) -> dict[str, Any]:
     backends = services.manager.comfyui_backends()  # ViewComfy has no queue to show
 
-    async def one(backend: Any) -> dict[str, Any]:
-        if not hasattr(backend, "client") or not hasattr(backend.client, "get_queue"):
-            return {"reachable": backend.healthy, "running": [], "pending": [], "inflight": len(backend.inflight)}
+    async def one(backend: ComfyUIBackend) -> dict[str, Any]:
         try:
             q = await backend.client.get_queue()
         except ComfyGateError as exc:
