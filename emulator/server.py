@@ -48,7 +48,6 @@ from emulator.web import Frontdoor, guard
 
 log = logging.getLogger("comfyui_emulator")
 
-HERE = Path(__file__).resolve().parent
 
 
 class _Client:
