@@ -1,4 +1,8 @@
-"""ComfyGate: the app factory. The lifespan owns every resource and closes each on shutdown."""
+"""ComfyGate: the app factory. The lifespan owns every resource and closes each on shutdown.
+
+``python start.py`` is the way to run it; under a uvicorn command of your own, use the factory:
+``uvicorn --factory main:create_app`` (importing this module builds no app).
+"""
 
 from __future__ import annotations
 
@@ -184,10 +188,3 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         return JSONResponse({"name": "ComfyGate", "docs": "/docs"})
 
     return app
-
-
-def __getattr__(name: str) -> Any:
-    """``uvicorn main:app`` works; importing main for its factory builds no app."""
-    if name == "app":
-        return create_app()
-    raise AttributeError(name)
