@@ -32,21 +32,19 @@ import re
 import time
 from collections.abc import Coroutine
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import httpx
 from pydantic import SecretStr
 
 from backends.base import BackendBase
+from backends.task_host import TaskHost
 from backends.viewcomfy.client import ViewComfyClient, decode_outputs
 from backends.viewcomfy.protocol import PromptResult, viewcomfy_key
 from core.errors import ComfyGateError, ViewComfyError, ViewComfyUnavailable
 from core.task import Task, TaskStatus
 from security.safe_paths import content_type
 from workflow.params import bump_seed
-
-if TYPE_CHECKING:
-    from tasks.manager import TaskManager
 
 log = logging.getLogger("comfygate.viewcomfy")
 
@@ -140,7 +138,7 @@ class ViewComfyBackend(BackendBase):
         return {"kind": self.kind, "note": "ViewComfy has no status route; healthy means the last call got an answer"}
 
     # --- running a task --------------------------------------------------------------------------
-    def execute(self, task: Task, manager: TaskManager) -> Coroutine[Any, Any, None]:
+    def execute(self, task: Task, manager: TaskHost) -> Coroutine[Any, Any, None]:
         """Called by the manager at dispatch. The seed rule runs now, so the submit answer shows the new seed."""
         if not task.params:
             task.workflow, task.params = bump_seed(task.workflow)
@@ -154,7 +152,7 @@ class ViewComfyBackend(BackendBase):
             await asyncio.wait({job}, timeout=5)
         return "interrupted" if task.status.final else "deleted"
 
-    async def _run(self, task: Task, manager: TaskManager) -> None:
+    async def _run(self, task: Task, manager: TaskHost) -> None:
         if task.status.final:  # interrupted before the job started
             return
         current = asyncio.current_task()
@@ -171,7 +169,7 @@ class ViewComfyBackend(BackendBase):
         finally:
             self._jobs.pop(task.task_id, None)
 
-    async def _call(self, task: Task, manager: TaskManager) -> None:
+    async def _call(self, task: Task, manager: TaskHost) -> None:
         errors: list[str] = []
         params = {viewcomfy_key(*key.split(".", 1)): value for key, value in task.params.items() if "." in key}
         manager.mark_running(task)
@@ -196,7 +194,7 @@ class ViewComfyBackend(BackendBase):
         self._mark_up(manager)
         await self._settle(task, manager, result, errors)
 
-    async def _settle(self, task: Task, manager: TaskManager, result: PromptResult, errors: list[str]) -> None:
+    async def _settle(self, task: Task, manager: TaskHost, result: PromptResult, errors: list[str]) -> None:
         task.extra["viewcomfy_prompt_id"] = result.prompt_id
         if result.status != "success" or not result.completed:
             last = errors[-1] if errors else f"ViewComfy reported status {result.status!r}"
@@ -235,7 +233,7 @@ class ViewComfyBackend(BackendBase):
         return entries
 
     # --- progress --------------------------------------------------------------------------------
-    def _on_log(self, task: Task, manager: TaskManager, line: str) -> None:
+    def _on_log(self, task: Task, manager: TaskHost, line: str) -> None:
         if task.status.final:
             return
         task.progress["log"] = line[:MAX_LOG_CHARS]
@@ -246,7 +244,7 @@ class ViewComfyBackend(BackendBase):
                 task.progress.update(value=value, max=maximum, percent=round(100.0 * value / maximum, 1))
         manager.publish(task)
 
-    def _on_error(self, task: Task, manager: TaskManager, line: str, errors: list[str]) -> None:
+    def _on_error(self, task: Task, manager: TaskHost, line: str, errors: list[str]) -> None:
         errors.append(line[:MAX_LOG_CHARS])
         del errors[:-MAX_ERROR_LINES]
         if not task.status.final:
@@ -254,7 +252,7 @@ class ViewComfyBackend(BackendBase):
             manager.publish(task)
 
     # --- health ----------------------------------------------------------------------------------
-    def _mark_down(self, manager: TaskManager, message: str) -> None:
+    def _mark_down(self, manager: TaskHost, message: str) -> None:
         was_healthy = self.healthy
         self.failures += 1
         delay = min(self.backoff * 2 ** (self.failures - 1), self.max_backoff)
@@ -265,7 +263,7 @@ class ViewComfyBackend(BackendBase):
         if was_healthy:
             manager.hub.publish({"type": "backend_update", **self.describe()})
 
-    def _mark_up(self, manager: TaskManager) -> None:
+    def _mark_up(self, manager: TaskHost) -> None:
         if self._retry_at is None and self.failures == 0:
             return
         self.failures = 0
