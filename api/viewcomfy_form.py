@@ -118,7 +118,7 @@ async def parse_infer_form(
     )
 
 
-def _form_error(message: str) -> InvalidRequest:
+def _form_error(message: str) -> InvalidRequest | PayloadTooLarge:
     if "maximum size" in message or "Too many" in message:
         return PayloadTooLarge(f"request form too large: {message}")
     return InvalidRequest(f"malformed form body: {message}")

@@ -173,7 +173,7 @@ class Subscription:
         out: list[str] = []
         append = out.append
         for item in items:
-            if type(item) is str:
+            if isinstance(item, str):  # exact str: CPython's fast path, as cheap as type() is
                 append(item)
             elif item not in dead:
                 append(item.text)

@@ -271,7 +271,9 @@ class _Converter:
             feeds_widget = False
             for link_id in sg_input.get("linkIds") or []:
                 link = sub.links.get(str(link_id))
-                target = sub.nodes.get(link[3]) if link else None
+                if link is None:
+                    continue
+                target = sub.nodes.get(link[3])
                 if target is None:
                     continue
                 inputs = target.get("inputs") or []

@@ -286,8 +286,8 @@ def _open_files(
                 raise InvalidRequest(f"file {key!r}: expected a path or (filename, bytes)")
         yield parts
     finally:
-        for handle in handles:
-            handle.close()
+        for opened in handles:
+            opened.close()
 
 
 async def _call(callback: LogCallback | None, text: str, level: int, fmt: str) -> None:
