@@ -194,6 +194,15 @@ def _find_input(node: dict[str, Any], name: str) -> dict[str, Any] | None:
     return None
 
 
+def _stored_value(stored: Any, name: str, index: int) -> Any:
+    """A widget's value in ``widgets_values`` (a list by slot, or an object by name); MISSING if absent."""
+    if isinstance(stored, dict):
+        return stored.get(name, MISSING)
+    if isinstance(stored, list) and index < len(stored):
+        return stored[index]
+    return MISSING
+
+
 class _Converter:
     """Walks a UI workflow (and its subgraphs) the way `graphToPrompt` does."""
 
@@ -388,23 +397,7 @@ class _Converter:
             if name is None:
                 continue
             handled.add(name)
-            if isinstance(stored, dict):
-                value = stored.get(name, MISSING)
-            elif isinstance(stored, list) and index < len(stored):
-                value = stored[index]
-            else:
-                value = MISSING
-            if value is MISSING:
-                value = input_default(specs[name])
-            if name == "sampler_name" and isinstance(value, str) and value.startswith("sample_"):
-                value = value[len("sample_") :]
-            if isinstance(value, list):
-                value = {"__value__": value}
-            socket = _find_input(node, name)
-            if socket is not None and socket.get("link") is not None:
-                resolved = self.resolve_link(g, socket["link"], socket.get("type"))
-                if resolved is not None:
-                    value = self.api_value(resolved)
+            value = self.widget_value(g, node, name, _stored_value(stored, name, index), specs[name])
             if value is not MISSING:
                 inputs[name] = value
         for socket in node.get("inputs") or []:
@@ -416,6 +409,21 @@ class _Converter:
                 inputs[name] = self.api_value(resolved)
         title = node.get("title") or display_name(class_def) or class_type
         self.output[api_id] = {"inputs": inputs, "class_type": class_type, "_meta": {"title": title}}
+
+    def widget_value(self, g: _Graph, node: dict[str, Any], name: str, value: Any, spec: Any) -> Any:
+        """What the prompt gets for one widget: its stored value (or default), or what a link into it brings."""
+        if value is MISSING:
+            value = input_default(spec)
+        if name == "sampler_name" and isinstance(value, str) and value.startswith("sample_"):
+            value = value[len("sample_") :]
+        if isinstance(value, list):
+            value = {"__value__": value}
+        socket = _find_input(node, name)
+        if socket is not None and socket.get("link") is not None:
+            resolved = self.resolve_link(g, socket["link"], socket.get("type"))
+            if resolved is not None:
+                value = self.api_value(resolved)
+        return value
 
     @staticmethod
     def api_value(resolved: tuple[str, Any, int]) -> Any:
@@ -442,24 +450,7 @@ class _Converter:
         for position, inner in enumerate(inner_nodes):
             inner["id"] = inner.get("index", position)
             inner.setdefault("mode", 0)
-        internal: dict[tuple[int, int], Any] = {}
-        linked_from: set[tuple[int, int]] = set()
-        links: list[dict[str, Any]] = []
-        for number, raw in enumerate(config.get("links") or []):
-            origin, origin_slot, target, target_slot = raw[0], raw[1], raw[2], raw[3]
-            link_id = f"internal{number}"
-            links.append(
-                {
-                    "id": link_id,
-                    "origin_id": origin,
-                    "origin_slot": origin_slot,
-                    "target_id": target,
-                    "target_slot": target_slot,
-                    "type": raw[5] if len(raw) > 5 else None,
-                }
-            )
-            internal[(target, target_slot)] = link_id
-            linked_from.add((origin, origin_slot))
+        links, internal, linked_from = _group_internal_links(config)
         external = {(e[0], e[1]) for e in config.get("external") or []}
 
         # Inner inputs: internal links, or group inputs fed through the subgraph input point (-10).
@@ -472,44 +463,82 @@ class _Converter:
         cursor = 0
         for inner in inner_nodes:
             class_def = self.class_def(str(inner["type"])) or {}
-            sockets = inner.setdefault("inputs", [])
-            widgets = widget_names(class_def)
-            for slot, socket in enumerate(sockets):
-                key = (inner["id"], slot)
-                if key in internal:
-                    socket["link"] = internal[key]
-                    continue
-                if socket.get("widget") or socket.get("name") in widgets:
-                    continue
-                position = sum(1 for s in sg_inputs if not s.get("widget"))
-                outer = outer_inputs[position] if position < len(outer_inputs) else {}
-                sg_inputs.append({"name": outer.get("name", f"in{len(sg_inputs)}")})
-                socket["link"] = self.group_input_link(links, len(sg_inputs) - 1, inner["id"], slot)
-            # Widget values: the group node's widgets_values hold each inner node's widgets in turn.
-            slots = widget_slots(class_def)
-            own = list(inner.get("widgets_values") or [])
-            own += [MISSING] * (len(slots) - len(own))
-            for index, name in enumerate(slots):
-                linked = name is not None and any(
-                    internal.get((inner["id"], s)) for s, sock in enumerate(sockets) if sock.get("name") == name
-                )
-                if linked:
-                    continue
-                if cursor < len(values):
-                    own[index] = values[cursor]
-                cursor += 1
-                if name is not None and name in outer_widgets and outer_widgets[name].get("link") is not None:
-                    sg_inputs.append({"name": name, "widget": True})
-                    socket = _find_input(inner, name)
-                    if socket is None:
-                        socket = {"name": name, "widget": {"name": name}}
-                        sockets.append(socket)
-                    socket["link"] = self.group_input_link(
-                        links, len(sg_inputs) - 1, inner["id"], sockets.index(socket)
-                    )
-                    outer_widgets.pop(name)
-            inner["widgets_values"] = own  # MISSING slots fall back to defaults in emit_node
-        # Outputs: every inner output not only used inside the group, in order.
+            self.link_group_inputs(inner, class_def, internal, links, sg_inputs, outer_inputs)
+            cursor = self.fill_group_widgets(
+                inner, class_def, internal, links, sg_inputs, outer_widgets, values, cursor
+            )
+        self.link_group_outputs(inner_nodes, linked_from, external, links)
+        return inner_nodes, links, sg_inputs
+
+    def link_group_inputs(
+        self,
+        inner: dict[str, Any],
+        class_def: dict[str, Any],
+        internal: dict[tuple[Any, Any], Any],
+        links: list[dict[str, Any]],
+        sg_inputs: list[dict[str, Any]],
+        outer_inputs: list[dict[str, Any]],
+    ) -> None:
+        """Link an inner node's sockets: to the group's internal links, else to the next group input."""
+        sockets = inner.setdefault("inputs", [])
+        widgets = widget_names(class_def)
+        for slot, socket in enumerate(sockets):
+            key = (inner["id"], slot)
+            if key in internal:
+                socket["link"] = internal[key]
+                continue
+            if socket.get("widget") or socket.get("name") in widgets:
+                continue
+            position = sum(1 for s in sg_inputs if not s.get("widget"))
+            outer = outer_inputs[position] if position < len(outer_inputs) else {}
+            sg_inputs.append({"name": outer.get("name", f"in{len(sg_inputs)}")})
+            socket["link"] = self.group_input_link(links, len(sg_inputs) - 1, inner["id"], slot)
+
+    def fill_group_widgets(
+        self,
+        inner: dict[str, Any],
+        class_def: dict[str, Any],
+        internal: dict[tuple[Any, Any], Any],
+        links: list[dict[str, Any]],
+        sg_inputs: list[dict[str, Any]],
+        outer_widgets: dict[Any, dict[str, Any]],
+        values: list[Any],
+        cursor: int,
+    ) -> int:
+        """Give an inner node its widget values: the group node's widgets_values hold each inner node's
+        widgets in turn. Returns where the next inner node's values start."""
+        sockets = inner["inputs"]
+        slots = widget_slots(class_def)
+        own = list(inner.get("widgets_values") or [])
+        own += [MISSING] * (len(slots) - len(own))
+        for index, name in enumerate(slots):
+            linked = name is not None and any(
+                internal.get((inner["id"], s)) for s, sock in enumerate(sockets) if sock.get("name") == name
+            )
+            if linked:
+                continue
+            if cursor < len(values):
+                own[index] = values[cursor]
+            cursor += 1
+            if name is not None and name in outer_widgets and outer_widgets[name].get("link") is not None:
+                sg_inputs.append({"name": name, "widget": True})
+                socket = _find_input(inner, name)
+                if socket is None:
+                    socket = {"name": name, "widget": {"name": name}}
+                    sockets.append(socket)
+                socket["link"] = self.group_input_link(links, len(sg_inputs) - 1, inner["id"], sockets.index(socket))
+                outer_widgets.pop(name)
+        inner["widgets_values"] = own  # MISSING slots fall back to defaults in emit_node
+        return cursor
+
+    def link_group_outputs(
+        self,
+        inner_nodes: list[dict[str, Any]],
+        linked_from: set[tuple[Any, Any]],
+        external: set[tuple[Any, Any]],
+        links: list[dict[str, Any]],
+    ) -> None:
+        """Outputs: every inner output not only used inside the group, in order."""
         output_index = 0
         for inner in inner_nodes:
             class_def = self.class_def(str(inner["type"])) or {}
@@ -528,7 +557,6 @@ class _Converter:
                     }
                 )
                 output_index += 1
-        return inner_nodes, links, sg_inputs
 
     @staticmethod
     def group_input_link(links: list[dict[str, Any]], index: int, target: Any, slot: int) -> str:
@@ -544,6 +572,31 @@ class _Converter:
             }
         )
         return link_id
+
+
+def _group_internal_links(
+    config: dict[str, Any],
+) -> tuple[list[dict[str, Any]], dict[tuple[Any, Any], Any], set[tuple[Any, Any]]]:
+    """A legacy group's own links as subgraph links, which input each feeds, and which outputs they use."""
+    internal: dict[tuple[Any, Any], Any] = {}
+    linked_from: set[tuple[Any, Any]] = set()
+    links: list[dict[str, Any]] = []
+    for number, raw in enumerate(config.get("links") or []):
+        origin, origin_slot, target, target_slot = raw[0], raw[1], raw[2], raw[3]
+        link_id = f"internal{number}"
+        links.append(
+            {
+                "id": link_id,
+                "origin_id": origin,
+                "origin_slot": origin_slot,
+                "target_id": target,
+                "target_slot": target_slot,
+                "type": raw[5] if len(raw) > 5 else None,
+            }
+        )
+        internal[(target, target_slot)] = link_id
+        linked_from.add((origin, origin_slot))
+    return links, internal, linked_from
 
 
 def ui_to_api(ui: dict[str, Any], object_info: dict[str, Any]) -> dict[str, Any]:

@@ -23,7 +23,8 @@ from __future__ import annotations
 import copy
 import random
 import re
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
 from typing import Any
 
 from core.errors import ParameterError
@@ -139,43 +140,51 @@ def _text_inputs(node: dict[str, Any], class_def: dict[str, Any] | None) -> list
     return names
 
 
-def _prompt_roles(api: dict[str, Any], object_info: dict[str, Any]) -> dict[tuple[str, str], str]:
-    """Find the text inputs that end up as a sampler's positive / negative conditioning."""
-    found: dict[tuple[str, str], set[str]] = {}
+@dataclass(slots=True)
+class _ConditioningWalk:
+    """Follows conditioning links upstream from a sampler, noting which text inputs feed which role."""
 
-    def follow(link: Any, role: str, depth: int, seen: set[tuple[str, int]]) -> None:
+    api: dict[str, Any]
+    object_info: dict[str, Any]
+    found: dict[tuple[str, str], set[str]] = field(default_factory=dict)
+
+    def follow(self, link: Any, role: str, depth: int, seen: set[tuple[str, int]]) -> None:
         if not is_link(link) or depth > MAX_FOLLOW:
             return
         node_id, slot = str(link[0]), int(link[1])
-        if (node_id, slot) in seen or node_id not in api:
+        if (node_id, slot) in seen or node_id not in self.api:
             return
         seen.add((node_id, slot))
-        node = api[node_id]
-        class_def = object_info.get(node.get("class_type", ""))
+        node = self.api[node_id]
+        class_def = self.object_info.get(node.get("class_type", ""))
         outputs = output_types(class_def)
         if slot >= len(outputs) or outputs[slot] != "CONDITIONING":
             return
         for name in _text_inputs(node, class_def):
-            found.setdefault((node_id, name), set()).add(role)
+            self.found.setdefault((node_id, name), set()).add(role)
         inputs = node.get("inputs", {})
         out_name = output_name(class_def, slot)
         if out_name in ("positive", "negative") and out_name in inputs:
-            follow(inputs[out_name], role, depth + 1, seen)
+            self.follow(inputs[out_name], role, depth + 1, seen)
             return
         specs = input_specs(class_def)
         for name, value in inputs.items():
             if spec_type(specs.get(name)) == "CONDITIONING":
-                follow(value, role, depth + 1, seen)
+                self.follow(value, role, depth + 1, seen)
 
+
+def _prompt_roles(api: dict[str, Any], object_info: dict[str, Any]) -> dict[tuple[str, str], str]:
+    """Find the text inputs that end up as a sampler's positive / negative conditioning."""
+    walk = _ConditioningWalk(api, object_info)
     for node in api.values():
         class_type = node.get("class_type")
         inputs = node.get("inputs", {})
         if class_type in SAMPLERS:
             for role in ("positive", "negative"):
-                follow(inputs.get(role), role, 0, set())
+                walk.follow(inputs.get(role), role, 0, set())
         elif class_type in SINGLE_CONDITIONING_GUIDERS:
-            follow(inputs.get(SINGLE_CONDITIONING_GUIDERS[class_type]), "positive", 0, set())
-    return {key: f"{roles.pop()}_prompt" for key, roles in found.items() if len(roles) == 1}
+            walk.follow(inputs.get(SINGLE_CONDITIONING_GUIDERS[class_type]), "positive", 0, set())
+    return {key: f"{roles.pop()}_prompt" for key, roles in walk.found.items() if len(roles) == 1}
 
 
 def _role(class_type: str, name: str, spec: Any, prompt_roles: dict[tuple[str, str], str], node_id: str) -> str | None:
@@ -277,59 +286,203 @@ def _range_text(lo: Any, hi: Any) -> str:
     return ""
 
 
-def _coerce(kind: str, spec: Any, value: Any) -> tuple[Any, str | None, str]:
-    """Check one value against its input type: (value to store, error or None, what was expected)."""
+Coerced = tuple[Any, str | None, str]  # (value to store, error or None, what was expected)
+
+
+def _in_range(value: Any, spec: Any, expected: str) -> Coerced:
     lo, hi = spec_min(spec), spec_max(spec)
-    if kind == "INT":
-        expected = f"an integer{_range_text(lo, hi)}"
-        if isinstance(value, str):
-            try:
-                value = int(value.strip())
-            except ValueError:
-                return value, "not an integer", expected
-        elif isinstance(value, float) and value.is_integer():
-            value = int(value)
-        if isinstance(value, bool) or not isinstance(value, int):
-            return value, "wrong type", expected
-    elif kind == "FLOAT":
-        expected = f"a number{_range_text(lo, hi)}"
-        if isinstance(value, str):
-            try:
-                value = float(value.strip())
-            except ValueError:
-                return value, "not a number", expected
-        if isinstance(value, bool) or not isinstance(value, int | float):
-            return value, "wrong type", expected
-        if value != value or value in (float("inf"), float("-inf")):
-            return value, "not finite", expected
-    elif kind == "BOOLEAN":
-        expected = "true or false"
-        if isinstance(value, str) and value.strip().lower() in ("true", "false"):
-            value = value.strip().lower() == "true"
-        if not isinstance(value, bool):
-            return value, "wrong type", expected
-        return value, None, expected
-    elif kind == "STRING":
-        expected = "a string"
-        if not isinstance(value, str):
-            return value, "wrong type", expected
-        return value, None, expected
-    elif kind == "COMBO":
-        options = spec_options(spec) or []
-        if not options:
-            if isinstance(value, str):
-                return value, None, "a name (the backend did not list the available ones)"
-            return value, "wrong type", "a name (the backend did not list the available ones)"
-        shown = ", ".join(_describe(o) for o in options[:12]) + (" ..." if len(options) > 12 else "")
-        expected = f"one of {shown}"
-        if value not in options or isinstance(value, bool):
-            return value, "not an option", expected
-        return value, None, expected
-    else:
-        return value, None, f"a {kind} value"
     if lo is not None and value < lo or hi is not None and value > hi:
         return value, "out of range", expected
     return value, None, expected
+
+
+def _coerce_int(spec: Any, value: Any) -> Coerced:
+    expected = f"an integer{_range_text(spec_min(spec), spec_max(spec))}"
+    if isinstance(value, str):
+        try:
+            value = int(value.strip())
+        except ValueError:
+            return value, "not an integer", expected
+    elif isinstance(value, float) and value.is_integer():
+        value = int(value)
+    if isinstance(value, bool) or not isinstance(value, int):
+        return value, "wrong type", expected
+    return _in_range(value, spec, expected)
+
+
+def _coerce_float(spec: Any, value: Any) -> Coerced:
+    expected = f"a number{_range_text(spec_min(spec), spec_max(spec))}"
+    if isinstance(value, str):
+        try:
+            value = float(value.strip())
+        except ValueError:
+            return value, "not a number", expected
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return value, "wrong type", expected
+    if value != value or value in (float("inf"), float("-inf")):
+        return value, "not finite", expected
+    return _in_range(value, spec, expected)
+
+
+def _coerce_boolean(spec: Any, value: Any) -> Coerced:
+    expected = "true or false"
+    if isinstance(value, str) and value.strip().lower() in ("true", "false"):
+        value = value.strip().lower() == "true"
+    if not isinstance(value, bool):
+        return value, "wrong type", expected
+    return value, None, expected
+
+
+def _coerce_string(spec: Any, value: Any) -> Coerced:
+    return value, None if isinstance(value, str) else "wrong type", "a string"
+
+
+def _coerce_combo(spec: Any, value: Any) -> Coerced:
+    options = spec_options(spec) or []
+    if not options:
+        expected = "a name (the backend did not list the available ones)"
+        return value, None if isinstance(value, str) else "wrong type", expected
+    shown = ", ".join(_describe(o) for o in options[:12]) + (" ..." if len(options) > 12 else "")
+    expected = f"one of {shown}"
+    if value not in options or isinstance(value, bool):
+        return value, "not an option", expected
+    return value, None, expected
+
+
+_COERCERS: dict[str, Callable[[Any, Any], Coerced]] = {
+    "INT": _coerce_int,
+    "FLOAT": _coerce_float,
+    "BOOLEAN": _coerce_boolean,
+    "STRING": _coerce_string,
+    "COMBO": _coerce_combo,
+}
+
+
+def _coerce(kind: str, spec: Any, value: Any) -> Coerced:
+    """Check one value against its input type: (value to store, error or None, what was expected)."""
+    coerce = _COERCERS.get(kind)
+    if coerce is None:
+        return value, None, f"a {kind} value"  # a type ComfyGate does not model: ComfyUI checks it
+    return coerce(spec, value)
+
+
+class _Refused(Exception):
+    """One parameter that cannot be applied; carries its problem entry."""
+
+    def __init__(self, problem: dict[str, Any]) -> None:
+        super().__init__(problem["message"])
+        self.problem = problem
+
+
+@dataclass(slots=True)
+class _Target:
+    """The input a parameter key addresses, once it is known to exist."""
+
+    node_id: str
+    name: str
+    class_type: str
+    spec: Any
+    inputs: dict[str, Any]
+
+    @property
+    def where(self) -> str:
+        return f"node {self.node_id} ({self.class_type}) input '{self.name}'"
+
+
+def _locate(api: dict[str, Any], object_info: dict[str, Any] | None, key: str, existing: str) -> _Target:
+    """The node and input a key addresses, or _Refused saying which part does not exist."""
+    parsed = parse_param_key(key)
+    if parsed is None:
+        raise _Refused(
+            _problem(
+                key,
+                None,
+                None,
+                '"<node_id>.<input>" or "<node_id>-inputs-<input>"',
+                key,
+                f'parameter key {key!r} is not of the form "6.text" or "6-inputs-text"',
+            )
+        )
+    node_id, name = parsed
+    node = api.get(node_id)
+    if not isinstance(node, dict):
+        raise _Refused(
+            _problem(
+                key,
+                node_id,
+                name,
+                f"one of the node ids {existing}",
+                node_id,
+                f"parameter {key!r}: there is no node {node_id} in this workflow (existing node ids: {existing})",
+            )
+        )
+    class_type = str(node.get("class_type", "?"))
+    specs = input_specs((object_info or {}).get(class_type))
+    inputs = node.setdefault("inputs", {})
+    valid = list(dict.fromkeys([*specs, *inputs]))
+    if name not in valid:
+        raise _Refused(
+            _problem(
+                key,
+                node_id,
+                name,
+                f"one of the inputs {', '.join(valid)}",
+                name,
+                f"node {node_id} ({class_type}) has no input '{name}'; its inputs are: {', '.join(valid) or '(none)'}",
+            )
+        )
+    return _Target(node_id, name, class_type, specs.get(name), inputs)
+
+
+def _new_value(
+    api: dict[str, Any], object_info: dict[str, Any] | None, key: str, target: _Target, value: Any, rng: random.Random
+) -> Any:
+    """The value to store for one parameter (a link, a fresh seed, or the coerced value), or _Refused."""
+    name, spec, inputs = target.name, target.spec, target.inputs
+    current = inputs.get(name)
+    if is_link(value):
+        link = [str(value[0]), int(value[1])]
+        problem = _check_link(api, object_info, link)
+        if problem:
+            raise _Refused(
+                _problem(
+                    key, target.node_id, name, "a link to an existing node output", value, f"{target.where}: {problem}"
+                )
+            )
+        return link
+    if is_link(current):
+        raise _Refused(
+            _problem(
+                key,
+                target.node_id,
+                name,
+                f'a link like ["{current[0]}", {current[1]}]',
+                value,
+                f"{target.where} is connected to node {current[0]} output {current[1]}; it cannot be "
+                f"replaced by the value {_describe(value)} (send a link like "
+                f'["{current[0]}", {current[1]}] or edit the workflow)',
+            )
+        )
+    kind = spec_type(spec) if spec is not None else (_value_type(current) if name in inputs else None)
+    if is_seed_input(name, spec) and (value in RANDOM_SEED_VALUES and not isinstance(value, bool)):
+        value = rng.randint(0, _seed_max(spec))
+    if kind is None:
+        return value
+    coerced, error, expected = _coerce(kind, spec, value)
+    if error:
+        raise _Refused(
+            _problem(
+                key,
+                target.node_id,
+                name,
+                expected,
+                value,
+                f"{target.where}: expected {expected}, got {_describe(value)}",
+            )
+        )
+    if isinstance(current, dict) and "__value__" in current and isinstance(coerced, list):
+        coerced = {"__value__": coerced}
+    return coerced
 
 
 def apply_params(
@@ -351,105 +504,14 @@ def apply_params(
     for key, value in params.items():
         if not isinstance(key, str) or key.startswith("_"):
             continue
-        parsed = parse_param_key(key)
-        if parsed is None:
-            problems.append(
-                _problem(
-                    key,
-                    None,
-                    None,
-                    '"<node_id>.<input>" or "<node_id>-inputs-<input>"',
-                    key,
-                    f'parameter key {key!r} is not of the form "6.text" or "6-inputs-text"',
-                )
-            )
+        try:
+            target = _locate(result, object_info, key, existing)
+            new = _new_value(result, object_info, key, target, value, rng)
+        except _Refused as refused:
+            problems.append(refused.problem)
             continue
-        node_id, name = parsed
-        node = result.get(node_id)
-        if not isinstance(node, dict):
-            problems.append(
-                _problem(
-                    key,
-                    node_id,
-                    name,
-                    f"one of the node ids {existing}",
-                    node_id,
-                    f"parameter {key!r}: there is no node {node_id} in this workflow (existing node ids: {existing})",
-                )
-            )
-            continue
-        class_type = str(node.get("class_type", "?"))
-        class_def = (object_info or {}).get(class_type)
-        specs = input_specs(class_def)
-        inputs = node.setdefault("inputs", {})
-        where = f"node {node_id} ({class_type}) input '{name}'"
-        valid = list(dict.fromkeys([*specs, *inputs]))
-        if name not in valid:
-            problems.append(
-                _problem(
-                    key,
-                    node_id,
-                    name,
-                    f"one of the inputs {', '.join(valid)}",
-                    name,
-                    f"node {node_id} ({class_type}) has no input '{name}'; its inputs are: "
-                    f"{', '.join(valid) or '(none)'}",
-                )
-            )
-            continue
-        current = inputs.get(name)
-        spec = specs.get(name)
-        if is_link(value):
-            link = [str(value[0]), int(value[1])]
-            problem = _check_link(result, object_info, link)
-            if problem:
-                problems.append(
-                    _problem(key, node_id, name, "a link to an existing node output", value, f"{where}: {problem}")
-                )
-                continue
-            inputs[name] = link
-            applied[f"{node_id}.{name}"] = link
-            continue
-        if is_link(current):
-            problems.append(
-                _problem(
-                    key,
-                    node_id,
-                    name,
-                    f'a link like ["{current[0]}", {current[1]}]',
-                    value,
-                    f"{where} is connected to node {current[0]} output {current[1]}; it cannot be "
-                    f"replaced by the value {_describe(value)} (send a link like "
-                    f'["{current[0]}", {current[1]}] or edit the workflow)',
-                )
-            )
-            continue
-        kind = spec_type(spec) if spec is not None else (_value_type(current) if name in inputs else None)
-        is_seed = is_seed_input(name, spec)
-        if is_seed and (value in RANDOM_SEED_VALUES and not isinstance(value, bool)):
-            hi = _seed_max(spec)
-            value = rng.randint(0, int(hi))
-        if kind is None:
-            inputs[name] = value
-            applied[f"{node_id}.{name}"] = value
-            continue
-        coerced, error, expected = _coerce(kind, spec, value)
-        if error:
-            problems.append(
-                _problem(
-                    key,
-                    node_id,
-                    name,
-                    expected,
-                    value,
-                    f"{where}: expected {expected}, got {_describe(value)}",
-                )
-            )
-            continue
-        if isinstance(current, dict) and "__value__" in current and isinstance(coerced, list):
-            coerced = {"__value__": coerced}
-        inputs[name] = coerced
-        applied[f"{node_id}.{name}"] = coerced
+        target.inputs[target.name] = new
+        applied[f"{target.node_id}.{target.name}"] = new
     if problems:
         raise ParameterError(problems)
     return result, applied
