@@ -74,6 +74,7 @@ async def submit_body(request: Request, services: Services = Depends(get_service
     media = _media_type(request)
     if media == ("multipart", "form-data"):
         return await _from_form(request, services.settings.max_upload_bytes)
+    raw = await request.body()  # read whatever the type: the size limit applies to every body
     if media is not None and not (media[0] == "application" and (media[1] == "json" or media[1].endswith("+json"))):
         raise RequestValidationError(
             [
@@ -86,7 +87,6 @@ async def submit_body(request: Request, services: Services = Depends(get_service
                 }
             ]
         )
-    raw = await request.body()
     if not raw:
         raise RequestValidationError([{"type": "missing", "loc": ("body",), "msg": "Field required", "input": None}])
     try:

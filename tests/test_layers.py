@@ -156,13 +156,9 @@ def circles(imports: list[Import]) -> list[list[str]]:
             elif nxt in on_stack:
                 low[node] = min(low[node], index[nxt])
         if low[node] == index[node]:
-            component = []
-            while True:
-                member = stack.pop()
-                on_stack.discard(member)
-                component.append(member)
-                if member == node:
-                    break
+            component = stack[stack.index(node) :]
+            del stack[stack.index(node) :]
+            on_stack.difference_update(component)
             if len(component) > 1:
                 found.append(sorted(component))
 
