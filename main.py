@@ -1,4 +1,8 @@
-"""ComfyGate: the app factory. The lifespan owns every resource and closes each on shutdown."""
+"""ComfyGate: the app factory. The lifespan owns every resource and closes each on shutdown.
+
+``python start.py`` is the way to run it; under a uvicorn command of your own, use the factory:
+``uvicorn --factory main:create_app`` (importing this module builds no app).
+"""
 
 from __future__ import annotations
 
@@ -16,7 +20,8 @@ from fastapi.staticfiles import StaticFiles
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from api.routers import core as routes_core
-from api.routers import integration as routes_integration
+from api.routers import metrics as routes_metrics
+from api.routers import task_events as routes_task_events
 from api.routers import tasks as routes_tasks
 from api.routers import viewcomfy as routes_viewcomfy
 from api.routers import workflows as routes_workflows
@@ -166,8 +171,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.add_exception_handler(StarletteHTTPException, http_error)
     app.add_exception_handler(Exception, unexpected_error)
     app.include_router(routes_core.router)
-    app.include_router(routes_integration.router)  # before routes_tasks: its multipart submit shares the path
     app.include_router(routes_tasks.router)
+    app.include_router(routes_task_events.router)
+    app.include_router(routes_metrics.router)
     app.include_router(routes_workflows.router)
     app.include_router(routes_ws.router)
     app.include_router(routes_viewcomfy.router)
@@ -182,10 +188,3 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         return JSONResponse({"name": "ComfyGate", "docs": "/docs"})
 
     return app
-
-
-def __getattr__(name: str) -> Any:
-    """``uvicorn main:app`` works; importing main for its factory builds no app."""
-    if name == "app":
-        return create_app()
-    raise AttributeError(name)

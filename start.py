@@ -14,6 +14,7 @@ from typing import Any
 
 import uvicorn
 
+from api.ws_protocol import websocket_protocol
 from config import Settings
 
 
@@ -55,16 +56,6 @@ def build_settings(args: argparse.Namespace, **extra: Any) -> Settings:
     return Settings(**overrides)
 
 
-def websocket_protocol() -> Any:
-    """ComfyGate's coalescing protocol; uvicorn's own when this uvicorn's internals differ from ours."""
-    try:
-        from api.ws_protocol import CoalescingWebSocketProtocol
-    except ImportError as exc:  # ws_protocol subclasses a uvicorn module that is not public API
-        logging.getLogger("comfygate").warning("plain websockets-sansio protocol in use (%s)", exc)
-        return "websockets-sansio"
-    return CoalescingWebSocketProtocol
-
-
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
@@ -92,7 +83,7 @@ def main(argv: list[str] | None = None) -> int:
             port=settings.port,
             log_level=args.log_level,
             # uvicorn's websockets-sansio protocol, writing the frames of one loop turn at once (ws_protocol).
-            ws=websocket_protocol(),
+            ws=websocket_protocol(),  # uvicorn's stock protocol, logged, if its internals changed
             # Browsers offer permessage-deflate; granting it compresses every update once per listener.
             # Updates are small JSON: the CPU matters more than the bytes (see BENCHMARKS.md, fan-out).
             ws_per_message_deflate=False,

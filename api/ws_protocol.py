@@ -17,16 +17,50 @@ offered only when no WebSocket extension (permessage-deflate) was negotiated; ap
 for it are unaffected. Its dict also holds two callables for writing outside the app's task:
 ``write(frames)`` (the same as that send, synchronously; raises ``OSError`` once the connection is
 gone) and ``writable()`` (False while the socket's buffer is full: then use the awaiting send).
+
+The base class is uvicorn's, not public API: ``requirements.txt`` bounds uvicorn to the tested range,
+and ``websocket_protocol()`` checks at import that every method and attribute this subclass relies on
+is still there. When one is missing it logs why and returns uvicorn's stock protocol instead: the app
+then sends text frames one by one (``FRAMES_EXTENSION`` is absent), slower but the same messages.
 """
 
 from __future__ import annotations
 
 import asyncio
+import logging
+from collections.abc import Iterable
 from typing import Any
 
-from uvicorn.protocols.utils import ClientDisconnected
-from uvicorn.protocols.websockets.websockets_sansio_impl import WebSocketsSansIOProtocol
 from websockets.protocol import State
+from websockets.server import ServerProtocol
+
+log = logging.getLogger("comfygate.ws")
+
+try:
+    from uvicorn.protocols.utils import ClientDisconnected
+    from uvicorn.protocols.websockets.websockets_sansio_impl import WebSocketsSansIOProtocol
+
+    _IMPORT_PROBLEM: str | None = None
+except ImportError as exc:  # a uvicorn outside the bounds of requirements.txt
+    _IMPORT_PROBLEM = str(exc)
+    WebSocketsSansIOProtocol = object  # type: ignore[misc,assignment]  # never served: see websocket_protocol()
+    ClientDisconnected = ConnectionError  # type: ignore[misc,assignment]
+
+STOCK_PROTOCOL = "websockets-sansio"
+#: What the subclass below calls or reads on uvicorn's protocol (methods, and attributes its code sets).
+PROTOCOL_NEEDS = (
+    "connection_made",
+    "handle_connect",
+    "send",
+    "conn",
+    "writable",
+    "disconnected",
+    "close_sent",
+    "transport",
+    "scope",
+)
+#: What it reads on the websockets connection uvicorn wraps (``self.conn``).
+CONNECTION_NEEDS = ("extensions", "state", "expect_continuation_frame")
 
 FRAMES_EXTENSION = "comfygate.websocket.frames"
 # text → its frame, for the most recent messages: built once, whatever the number of listeners. Large
@@ -131,3 +165,45 @@ class CoalescingWebSocketProtocol(WebSocketsSansIOProtocol):
         if not self.writable.is_set():  # the socket's buffer is full: wait like uvicorn's own send
             await self.writable.wait()
         self.write_frames(frames)
+
+
+def _known_names(cls: type) -> set[str]:
+    """Attributes a class has or its code touches (instance attributes are set in its methods)."""
+    names = set(dir(cls))
+    for klass in cls.__mro__:
+        for value in vars(klass).values():
+            for func in (value, getattr(value, "fget", None), getattr(value, "__func__", None)):
+                code = getattr(func, "__code__", None)
+                if code is not None:
+                    names.update(code.co_names)
+    return names
+
+
+def missing_internals(
+    protocol: type | None = None,
+    connection: type = ServerProtocol,
+    protocol_needs: Iterable[str] = PROTOCOL_NEEDS,
+    connection_needs: Iterable[str] = CONNECTION_NEEDS,
+) -> list[str]:
+    """The uvicorn/websockets internals this module needs and cannot find (empty: safe to serve with)."""
+    if _IMPORT_PROBLEM is not None:
+        return [_IMPORT_PROBLEM]
+    base = protocol or WebSocketsSansIOProtocol
+    found = _known_names(base)
+    missing = [f"{base.__name__}.{name}" for name in protocol_needs if name not in found]
+    found = _known_names(connection)
+    missing += [f"{connection.__name__}.{name}" for name in connection_needs if name not in found]
+    return missing
+
+
+def websocket_protocol(missing: list[str] | None = None) -> type[Any] | str:
+    """The protocol for uvicorn's ``ws=``: ours, or uvicorn's stock one (logged) when internals changed."""
+    missing = missing_internals() if missing is None else missing
+    if missing:
+        log.warning(
+            "serving WebSockets with uvicorn's stock %s protocol (one write per message): this uvicorn lacks %s",
+            STOCK_PROTOCOL if _IMPORT_PROBLEM is None else "auto",
+            ", ".join(missing),
+        )
+        return STOCK_PROTOCOL if _IMPORT_PROBLEM is None else "auto"
+    return CoalescingWebSocketProtocol

@@ -20,7 +20,6 @@ import argparse
 import asyncio
 import json
 import logging
-import os
 import random
 import shutil
 import socket
@@ -49,8 +48,6 @@ from emulator.web import Frontdoor, guard
 
 log = logging.getLogger("comfyui_emulator")
 
-HERE = Path(__file__).resolve().parent
-PROTOCOL_DIR = Path(os.environ.get("COMFYGATE_PROTOCOL_DIR") or HERE.parent / "shared" / "comfyui-protocol")
 
 
 class _Client:

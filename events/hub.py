@@ -23,35 +23,51 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-import re
 from collections import deque
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Mapping
+from dataclasses import dataclass
 from typing import Any
 
 from core.task import FINAL_STATUSES  # TaskStatus is a str Enum: "completed" in FINAL_STATUSES
 
 log = logging.getLogger("comfygate.hub")
 
-# The head of what TaskManager publishes: {"type":"task_update", **task.summary(), ...}. A message that
-# does not match (another shape, an unusual id) is simply never conflated.
-_TASK_UPDATE = re.compile(
-    r'\{"type":"task_update","task_id":"([^"\\]*)","prompt_id":(?:"[^"\\]*"|null),"status":"(\w+)"'
-)
-_QUEUE_UPDATE = re.compile(r'\{"type":"queue_update","backend":"([^"\\]*)",')
-
 Key = str  # "t" + task_id or "q" + backend: a new str per publish, hashed once for every listener
 
 
-def conflation_key(text: str) -> tuple[Key, str] | None:
-    """(key, status) for a message a newer one of the same key may replace; None if it must be kept."""
-    if text.startswith('{"type":"task_update"'):
-        match = _TASK_UPDATE.match(text)
-        if match is None or match.group(2) in FINAL_STATUSES or '"log":' in text:
+@dataclass(frozen=True, slots=True)
+class Published:
+    """One published message as taps see it: its serialised text, its task (None: every listener), its type."""
+
+    text: str
+    task_id: str | None
+    kind: str
+
+
+def message_kind(message: Mapping[str, Any]) -> str:
+    """The message's ``type`` (the SSE event name), ``message`` when it has none."""
+    kind = message.get("type")
+    return kind if isinstance(kind, str) and kind else "message"
+
+
+def conflation_key(message: Mapping[str, Any]) -> tuple[Key, str] | None:
+    """(key, status) for a message a newer one of the same key may replace; None if it must be kept.
+
+    Read from the message itself before it is serialised: a non-final ``task_update`` of a task (by
+    task id and status) or a ``queue_update`` of a backend.
+    """
+    kind = message.get("type")
+    if kind == "task_update":
+        task_id, status = message.get("task_id"), message.get("status")
+        if not isinstance(task_id, str) or not isinstance(status, str) or status in FINAL_STATUSES:
+            return None
+        progress = message.get("progress")
+        if "log" in message or (isinstance(progress, Mapping) and "log" in progress):
             return None  # a progress log line (a ViewComfy backend's) is an event of its own, not state
-        return "t" + match.group(1), match.group(2)
-    if text.startswith('{"type":"queue_update"'):
-        match = _QUEUE_UPDATE.match(text)
-        return ("q" + match.group(1), "") if match is not None else None
+        return "t" + task_id, status
+    if kind == "queue_update":
+        backend = message.get("backend")
+        return ("q" + backend, "") if isinstance(backend, str) else None
     return None
 
 
@@ -84,9 +100,6 @@ class Subscription:
         self._sink_ready: Callable[[], bool] | None = None
         self._deferred = False  # the sink was not ready: the reading task delivers until it catches up
         self._scheduled = False  # in the hub's list for its next flush
-
-    def wants(self, task_id: str | None) -> bool:
-        return self.task_ids is None or task_id is None or task_id in self.task_ids
 
     def qsize(self) -> int:
         return self._live
@@ -160,7 +173,7 @@ class Subscription:
         out: list[str] = []
         append = out.append
         for item in items:
-            if type(item) is str:
+            if isinstance(item, str):  # exact str: CPython's fast path, as cheap as type() is
                 append(item)
             elif item not in dead:
                 append(item.text)
@@ -227,18 +240,14 @@ class EventHub:
         self._dirty: list[Subscription] = []  # subscriptions with a sink and something queued
         # Taps see every message synchronously, in order, before any listener: the SSE event log
         # (task_events) numbers them there so a resumed stream replays exactly what it missed.
-        self.taps: list[Callable[[str, str | None], None]] = []
+        self.taps: list[Callable[[Published], None]] = []
 
-    def add_tap(self, tap: Callable[[str, str | None], None]) -> None:
+    def add_tap(self, tap: Callable[[Published], None]) -> None:
         self.taps.append(tap)
 
     @property
     def listeners(self) -> int:
         return len(self._all) + len(self._filtered)
-
-    @property
-    def conflated_total(self) -> int:
-        return sum(s.conflated for s in self._all) + sum(s.conflated for s in self._filtered)
 
     def _changed(self) -> None:
         self._all_tuple = self._everyone_tuple = None
@@ -292,17 +301,30 @@ class EventHub:
             sub._flush()
 
     def publish(self, message: dict[str, Any], task_id: str | None = None) -> None:
-        """Serialise once, queue everywhere. ``task_id=None`` means a message for every listener."""
+        """Serialise once, queue everywhere. ``task_id=None`` means a message for every listener.
+
+        The type and the conflation key are read from the dict before it is serialised, never parsed back.
+        """
         text = json.dumps(message, separators=(",", ":"), default=str)
-        self.publish_text(text, task_id)
+        self._deliver(Published(text, task_id, message_kind(message)), conflation_key(message))
 
     def publish_text(self, text: str, task_id: str | None = None) -> None:
+        """Publish an already serialised message (transitional: callers should hand ``publish`` the dict).
+
+        The text is decoded once to read its type and conflation key, which ``publish`` gets for free.
+        """
+        message = json.loads(text)
+        if not isinstance(message, dict):
+            message = {}
+        self._deliver(Published(text, task_id, message_kind(message)), conflation_key(message))
+
+    def _deliver(self, published: Published, found: tuple[Key, str] | None) -> None:
         for tap in self.taps:
             try:
-                tap(text, task_id)
+                tap(published)
             except Exception:
                 log.exception("event hub tap %r failed", tap)
-        found = conflation_key(text)
+        text, task_id = published.text, published.task_id
         entry = _Entry(text, *found) if found is not None else None
         # Tuples: offering can drop a subscription, which edits the dicts.
         if task_id is None:

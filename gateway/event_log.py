@@ -12,14 +12,13 @@ from __future__ import annotations
 
 import asyncio
 import json
-import re
 from collections import OrderedDict, deque
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 
 from core.task import Task
+from events.hub import Published
 
-_TYPE = re.compile(r'^\{"type":"([A-Za-z0-9_.\-]+)"')
 PREVIEWS_KEPT = 4
 
 
@@ -72,12 +71,11 @@ class EventLog:
         self._final_ids: OrderedDict[str, int] = OrderedDict()  # finished task → id of its final event
         self.sse_listeners = 0
 
-    def tap(self, text: str, task_id: str | None) -> None:
-        if task_id is None:
+    def tap(self, published: Published) -> None:
+        """Hub tap: number every message of a task (its type comes with it, never parsed back)."""
+        if published.task_id is None:
             return  # queue and backend updates belong to no task
-        match = _TYPE.match(text)
-        kind = match.group(1) if match else str(json.loads(text).get("type", "message"))
-        self.log(task_id).append(kind, text)
+        self.log(published.task_id).append(published.kind, published.text)
 
     def log(self, task_id: str) -> TaskLog:
         found = self._logs.get(task_id)

@@ -149,38 +149,50 @@ async def resolve_image_params(
     if not pending:
         return params
     image_keys = _image_keys(api, object_info)
-    limit = services.settings.max_upload_bytes
-    problems = []
-    for key, kind in pending.items():
+
+    def for_image_input(key: Any) -> bool:
         parsed = parse_param_key(key) if isinstance(key, str) else None
-        if parsed is None or f"{parsed[0]}.{parsed[1]}" not in image_keys:
-            if kind == "file":
-                problems.append({"key": key, "message": f"file part {key!r} does not name an image input"})
+        return parsed is not None and f"{parsed[0]}.{parsed[1]}" in image_keys
+
+    problems = [
+        {"key": key, "message": f"file part {key!r} does not name an image input"}
+        for key, kind in pending.items()
+        if kind == "file" and not for_image_input(key)
+    ]
     if problems:
         raise ParameterError(problems)
     resolved = dict(params)
     for key, kind in pending.items():
-        parsed = parse_param_key(key)
-        if parsed is None or f"{parsed[0]}.{parsed[1]}" not in image_keys:
-            continue  # a text that merely looks like a URL or base64, for a non-image input
-        value = params[key]
-        if kind == "file":
-            data = value.data
-        elif kind == "data_url":
-            data = decode_data_url(value, key, limit)
-        elif kind == "base64":
-            data = _b64(value, key, limit)
-        else:
-            data = await download(services, value, key)
-        if not data:
-            raise RemoteInputError(f"parameter {key!r}: the image is empty", param=key)
-        if len(data) > limit:
-            raise PayloadTooLarge(f"parameter {key!r}: the image is larger than {limit} bytes", limit=limit)
-        name = await asyncio.to_thread(_image_name, data, key)
-        local = services.settings.uploads_dir / name
-        if not local.exists():
-            await asyncio.to_thread(local.write_bytes, data)
-        uploaded = await push_upload(services, name, data, overwrite=True, local=name)
-        sub = uploaded.get("subfolder") or ""
-        resolved[key] = f"{sub}/{uploaded['name']}" if sub else uploaded["name"]
+        if for_image_input(key):  # else a text that merely looks like a URL or base64, for a non-image input
+            resolved[key] = await _upload_image(services, key, kind, params[key])
     return resolved
+
+
+async def _image_bytes(services: Services, key: str, kind: str, value: Any) -> bytes:
+    """The image a parameter carries (file part, data: URL, base64 or a URL to fetch), within the size limit."""
+    limit = services.settings.max_upload_bytes
+    if kind == "file":
+        data = value.data
+    elif kind == "data_url":
+        data = decode_data_url(value, key, limit)
+    elif kind == "base64":
+        data = _b64(value, key, limit)
+    else:
+        data = await download(services, value, key)
+    if not data:
+        raise RemoteInputError(f"parameter {key!r}: the image is empty", param=key)
+    if len(data) > limit:
+        raise PayloadTooLarge(f"parameter {key!r}: the image is larger than {limit} bytes", limit=limit)
+    return data
+
+
+async def _upload_image(services: Services, key: str, kind: str, value: Any) -> str:
+    """Keep the image in uploads/ and push it to the backends: the name a LoadImage input takes."""
+    data = await _image_bytes(services, key, kind, value)
+    name = await asyncio.to_thread(_image_name, data, key)
+    local = services.settings.uploads_dir / name
+    if not local.exists():
+        await asyncio.to_thread(local.write_bytes, data)
+    uploaded = await push_upload(services, name, data, overwrite=True, local=name)
+    sub = uploaded.get("subfolder") or ""
+    return f"{sub}/{uploaded['name']}" if sub else uploaded["name"]

@@ -1,13 +1,21 @@
-"""From what a caller sent (inline or saved workflow, params) to an API-format prompt ready to run."""
+"""From what a caller sent (inline or saved workflow, params) to an API-format prompt ready to run, and run.
+
+``submit`` is the whole submission path without a route: whichever public API received the request
+(ComfyGate's JSON or multipart submit today) hands it a ``SubmitOrder``.
+"""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
+from starlette.requests import Request
+
 from core.errors import InvalidRequest, WorkflowFormatError
+from gateway import integration
 from gateway.remote_inputs import resolve_image_params
 from gateway.services import Services
+from gateway.wait import SyncOptions
 from workflow.format import to_api
 from workflow.params import apply_params, randomize_seed_if_no_params, validate_workflow
 
@@ -55,3 +63,34 @@ async def prepare_submission(
     else:
         api, applied = apply_params(api, params, info)
     return Prepared(api, applied, name)
+
+
+@dataclass(slots=True)
+class SubmitOrder:
+    """What a caller asks to run, whatever API it came through."""
+
+    workflow: dict[str, Any] | None = None
+    workflow_name: str | None = None
+    params: dict[str, Any] = field(default_factory=dict)
+    backend: str | None = None
+    timeout: float | None = None
+    webhook: str | None = None
+    wait: bool = False
+    output_format: str | None = None
+
+
+async def submit(services: Services, request: Request, order: SubmitOrder, sync: SyncOptions) -> Any:
+    """Prepare, queue and (when asked) wait: the task's summary, or what waiting produced."""
+    prepared = await prepare_submission(services, order.workflow, order.workflow_name, order.params, order.backend)
+    task = await services.manager.submit(
+        prepared.workflow,
+        params=prepared.applied,
+        timeout=order.timeout,
+        workflow_name=prepared.name,
+        backend=order.backend,
+        extra=await integration.submission_extra(services, order.webhook),
+    )
+    waited = await integration.after_submit(services, request, task, sync, order.wait, order.output_format)
+    if waited is not None:
+        return waited
+    return {"task_id": task.task_id, "prompt_id": task.prompt_id, "status": task.status.value, "params": task.params}

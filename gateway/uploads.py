@@ -6,7 +6,7 @@ import asyncio
 import io
 from typing import Any
 
-from fastapi import UploadFile
+from starlette.datastructures import UploadFile  # FastAPI's UploadFile and a parsed form's parts both are
 
 from core.errors import InvalidRequest, PayloadTooLarge, ServiceBusy
 from gateway.services import Services

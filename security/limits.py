@@ -18,6 +18,7 @@ from __future__ import annotations
 import asyncio
 import json
 import re
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -83,6 +84,45 @@ def _json_response(status: int, error: str, message: str, **extra: Any) -> tuple
         "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())],
     }
     return start, {"type": "http.response.body", "body": body}
+
+
+class _CountedBody:
+    """One request's body counted as the app reads it; past the limit the app's answer becomes a 413."""
+
+    __slots__ = ("max_bytes", "size", "over", "started", "_receive", "_send", "_too_large")
+
+    def __init__(
+        self, max_bytes: int, receive: Receive, send: Send, too_large: Callable[[Send], Awaitable[None]]
+    ) -> None:
+        self.max_bytes = max_bytes
+        self.size = 0
+        self.over = False
+        self.started = False  # a response has started: nothing else may be sent
+        self._receive, self._send, self._too_large = receive, send, too_large
+
+    async def receive(self) -> Message:
+        message = await self._receive()
+        if message["type"] == "http.request":
+            self.size += len(message.get("body", b""))
+            if self.size > self.max_bytes:
+                self.over = True
+                raise BodyTooLarge
+        return message
+
+    async def send(self, message: Message) -> None:
+        if self.over:
+            if message["type"] == "http.response.start":
+                await self.refuse()
+            return  # the app's own answer (often a 400 about a broken body) is dropped
+        if message["type"] == "http.response.start":
+            self.started = True
+        await self._send(message)
+
+    async def refuse(self) -> None:
+        """The 413, once, unless a response already started."""
+        if not self.started:
+            self.started = True
+            await self._too_large(self._send)
 
 
 class RequestLimitsMiddleware:
@@ -170,42 +210,13 @@ class RequestLimitsMiddleware:
 
     async def stream_counted(self, scope: Scope, receive: Receive, send: Send) -> None:
         """Pass the body through while counting; past the limit, answer 413 whatever the app says."""
-        size = 0
-        over = False
-        started = False
-
-        async def counted() -> Message:
-            nonlocal size, over
-            message = await receive()
-            if message["type"] == "http.request":
-                size += len(message.get("body", b""))
-                if size > self.max_bytes:
-                    over = True
-                    raise BodyTooLarge
-            return message
-
-        async def guarded_send(message: Message) -> None:
-            nonlocal started
-            if over:
-                if message["type"] == "http.response.start" and not started:
-                    started = True
-                    await self.too_large(send)
-                return  # the app's own answer (often a 400 about a broken body) is dropped
-            if message["type"] == "http.response.start":
-                started = True
-            await send(message)
-
+        body = _CountedBody(self.max_bytes, receive, send, self.too_large)
         try:
-            await self.app(scope, counted, guarded_send)
+            await self.app(scope, body.receive, body.send)
         except BodyTooLarge:
-            if not started:
-                started = True
-                await self.too_large(send)
+            pass
         except Exception:
-            if not over:
+            if not body.over:
                 raise
-            if not started:
-                started = True
-                await self.too_large(send)
-        if over and not started:
-            await self.too_large(send)
+        if body.over:
+            await body.refuse()

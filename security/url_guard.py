@@ -63,7 +63,7 @@ async def resolve_checked(url: str | httpx.URL, *, allow_private: bool, what: st
             )
         except (OSError, TimeoutError) as exc:
             raise UnsafeURL(f"{what}: cannot resolve host {host!r} ({exc})") from exc
-        addresses = list(dict.fromkeys(ipaddress.ip_address(info[4][0].split("%")[0]) for info in infos))
+        addresses = list(dict.fromkeys(ipaddress.ip_address(str(info[4][0]).split("%")[0]) for info in infos))
     if not addresses:
         raise UnsafeURL(f"{what}: host {host!r} has no address")
     if not allow_private:

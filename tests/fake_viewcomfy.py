@@ -15,7 +15,7 @@ Endpoints (all ``POST``; ``fake.url(path)`` builds the URL):
 ``/ok200``      a valid result but with status 200 (the published client treats it as an error)
 ``/truncated``  SSE that closes without a ``prompt_result``
 ``/extra-key``  201 whose result has an extra key
-``/parsed``     parses the body with ``viewcomfy_protocol.parse_infer_form`` and echoes it in ``prompt``
+``/parsed``     parses the body with ``api.viewcomfy_form.parse_infer_form`` and echoes it in ``prompt``
 Wrong credentials on any endpoint: 401 with a JSON error body.
 
 Also: ``closed_port()`` (a port nothing listens on) and ``DropAfterRequest`` (a raw socket server
@@ -41,7 +41,9 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, PlainTextResponse, Response, StreamingResponse
 from starlette.routing import Route
 
-from backends.viewcomfy.protocol import SSE_KEEPALIVE, FileOutput, parse_infer_form, result_to_json, sse_event
+from api.viewcomfy_form import parse_infer_form
+from backends.viewcomfy.protocol import FileOutput, result_to_json
+from backends.viewcomfy.sse import SSE_KEEPALIVE, sse_event
 from core.errors import ComfyGateError
 
 PNG_BYTES = base64.b64decode(

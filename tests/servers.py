@@ -9,7 +9,7 @@ from typing import Any
 
 import uvicorn
 
-from api.ws_protocol import CoalescingWebSocketProtocol  # what start.py serves with
+from api.ws_protocol import websocket_protocol  # what start.py serves with
 
 
 def free_port() -> int:
@@ -21,8 +21,9 @@ def free_port() -> int:
 class AppServer:
     """A uvicorn server for ``app`` on its own event loop in a daemon thread."""
 
-    def __init__(self, app: Any, host: str = "127.0.0.1", port: int = 0) -> None:
+    def __init__(self, app: Any, host: str = "127.0.0.1", port: int = 0, ws: Any = None) -> None:
         self.app = app
+        self.ws = ws if ws is not None else websocket_protocol()
         self.host = host
         self.port = port or free_port()
         self.server: uvicorn.Server | None = None
@@ -38,7 +39,7 @@ class AppServer:
 
     def start(self, timeout: float = 10.0) -> AppServer:
         config = uvicorn.Config(
-            self.app, host=self.host, port=self.port, log_level="warning", lifespan="on", ws=CoalescingWebSocketProtocol
+            self.app, host=self.host, port=self.port, log_level="warning", lifespan="on", ws=self.ws
         )
         self.server = uvicorn.Server(config)
         self.thread = threading.Thread(target=self.server.run, daemon=True, name=f"uvicorn:{self.port}")

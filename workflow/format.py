@@ -9,8 +9,8 @@ Decisions:
   of the wrapped workflow and `to_api` unwraps it (clients often paste the request body they already have).
 - Unknown node classes raise `UnknownNodeClass` (the frontend silently emits an entry without
   class_type). Muted or bypassed nodes never reach the prompt, so their class is not checked.
-- Widget types: INT, FLOAT, STRING, BOOLEAN, COMBO (a list or the "COMBO" type) and MARKDOWN, unless the
-  spec says `forceInput`. Other frontend-only widget types (WEBCAM, LOAD_3D) are not modelled.
+- Which inputs are widgets, their slots and defaults come from `workflow.node_specs` (INT, FLOAT, STRING,
+  BOOLEAN, COMBO and MARKDOWN unless `forceInput`; WEBCAM, LOAD_3D are not modelled).
 - Legacy group nodes (`workflow>Name`) are expanded on a best-effort basis (they predate subgraphs and
   are rare in the wild).
 """
@@ -18,15 +18,20 @@ Decisions:
 from __future__ import annotations
 
 import copy
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from core.errors import UnknownNodeClass, WorkflowFormatError
+from workflow.node_specs import (
+    MISSING,
+    display_name,
+    input_default,
+    input_specs,
+    output_types,
+    widget_names,
+    widget_slots,
+)
 
-WIDGET_TYPES = frozenset({"INT", "FLOAT", "STRING", "BOOLEAN", "COMBO", "MARKDOWN"})
-SEED_INPUTS = frozenset({"seed", "noise_seed"})
-UPLOAD_FLAGS = ("image_upload", "video_upload", "animated_image_upload")
 VIRTUAL_CLASSES = frozenset({"Note", "MarkdownNote", "Reroute", "PrimitiveNode"})
 LEGACY_RENAMES = {"T2IAdapterLoader": "ControlNetLoader", "SDV_img2vid": "SVD_img2vid"}
 ALWAYS_WRITTEN = {"PreviewAny": {"preview": ""}}
@@ -119,94 +124,6 @@ def workflow_node_classes(api: dict[str, Any]) -> set[str]:
     return {node["class_type"] for node in api.values() if isinstance(node, dict) and "class_type" in node}
 
 
-# --------------------------------------------------------------------------------------------------
-# object_info helpers
-
-
-def spec_opts(spec: Any) -> dict[str, Any]:
-    if isinstance(spec, list | tuple) and len(spec) > 1 and isinstance(spec[1], dict):
-        return spec[1]
-    return {}
-
-
-def is_widget_spec(spec: Any) -> bool:
-    """True when the frontend draws a widget for this input spec (so it holds a widgets_values slot)."""
-    if not isinstance(spec, list | tuple) or not spec:
-        return False
-    if spec_opts(spec).get("forceInput"):
-        return False
-    kind = spec[0]
-    return isinstance(kind, list) or kind in WIDGET_TYPES
-
-
-def ordered_inputs(class_def: dict[str, Any]) -> Iterator[tuple[str, str, Any]]:
-    """Yield (section, name, spec) for required then optional inputs, in `input_order`."""
-    inputs = class_def.get("input") or {}
-    order = class_def.get("input_order") or {}
-    for section in ("required", "optional"):
-        specs = inputs.get(section) or {}
-        names = list(order.get(section) or specs.keys())
-        names += [n for n in specs if n not in names]
-        for name in names:
-            if name in specs:
-                yield section, name, specs[name]
-
-
-def has_control_after_generate(name: str, spec: Any) -> bool:
-    """The frontend adds a control_after_generate widget after every seed/noise_seed and flagged inputs.
-
-    Seeds get one even when their spec says `control_after_generate: False` (real templates store a
-    control value there, e.g. MoonvalleyVideo2VideoNode).
-    """
-    return name in SEED_INPUTS or bool(spec_opts(spec).get("control_after_generate"))
-
-
-def widget_slots(class_def: dict[str, Any]) -> list[str | None]:
-    """Names of the inputs behind each widgets_values slot; None marks a frontend-only slot."""
-    slots: list[str | None] = []
-    upload = False
-    for section, name, spec in ordered_inputs(class_def):
-        if section == "required" and any(spec_opts(spec).get(f) for f in UPLOAD_FLAGS):
-            upload = True
-        if section == "optional" and upload:
-            slots.append(None)  # the upload button is appended to the required inputs
-            upload = False
-        if not is_widget_spec(spec):
-            continue
-        slots.append(name)
-        if has_control_after_generate(name, spec):
-            slots.append(None)
-    if upload:
-        slots.append(None)
-    return slots
-
-
-def input_default(spec: Any) -> Any:
-    """Value the frontend gives a widget that has no stored value (_MISSING when it has none)."""
-    opts = spec_opts(spec)
-    if "default" in opts:
-        return opts["default"]
-    kind = spec[0]
-    options = kind if isinstance(kind, list) else opts.get("options")
-    if isinstance(options, list):
-        return options[0] if options else _MISSING
-    if kind in ("INT", "FLOAT"):
-        return opts.get("min", 0)
-    if kind == "BOOLEAN":
-        return False
-    if kind in ("STRING", "MARKDOWN"):
-        return ""
-    return _MISSING
-
-
-class _Missing:
-    def __repr__(self) -> str:
-        return "<missing>"
-
-
-_MISSING: Any = _Missing()
-
-
 def _types_compatible(a: Any, b: Any) -> bool:
     """LiteGraph.isValidConnection: '*'/empty match anything, comma lists match on any member."""
     if not a or not b or a == "*" or b == "*" or a == b:
@@ -275,6 +192,15 @@ def _find_input(node: dict[str, Any], name: str) -> dict[str, Any] | None:
         if inp.get("name") == name or widget.get("name") == name:
             return inp
     return None
+
+
+def _stored_value(stored: Any, name: str, index: int) -> Any:
+    """A widget's value in ``widgets_values`` (a list by slot, or an object by name); MISSING if absent."""
+    if isinstance(stored, dict):
+        return stored.get(name, MISSING)
+    if isinstance(stored, list) and index < len(stored):
+        return stored[index]
+    return MISSING
 
 
 class _Converter:
@@ -354,7 +280,9 @@ class _Converter:
             feeds_widget = False
             for link_id in sg_input.get("linkIds") or []:
                 link = sub.links.get(str(link_id))
-                target = sub.nodes.get(link[3]) if link else None
+                if link is None:
+                    continue
+                target = sub.nodes.get(link[3])
                 if target is None:
                     continue
                 inputs = target.get("inputs") or []
@@ -461,7 +389,7 @@ class _Converter:
         if class_def is None:
             raise UnknownNodeClass(api_id, node_type)
         class_type = LEGACY_RENAMES.get(node_type, node_type)
-        specs = {name: spec for _, name, spec in ordered_inputs(class_def)}
+        specs = input_specs(class_def)
         inputs: dict[str, Any] = dict(ALWAYS_WRITTEN.get(class_type, {}))
         stored = node.get("widgets_values")
         handled: set[str] = set()
@@ -469,24 +397,8 @@ class _Converter:
             if name is None:
                 continue
             handled.add(name)
-            if isinstance(stored, dict):
-                value = stored.get(name, _MISSING)
-            elif isinstance(stored, list) and index < len(stored):
-                value = stored[index]
-            else:
-                value = _MISSING
-            if value is _MISSING:
-                value = input_default(specs[name])
-            if name == "sampler_name" and isinstance(value, str) and value.startswith("sample_"):
-                value = value[len("sample_") :]
-            if isinstance(value, list):
-                value = {"__value__": value}
-            socket = _find_input(node, name)
-            if socket is not None and socket.get("link") is not None:
-                resolved = self.resolve_link(g, socket["link"], socket.get("type"))
-                if resolved is not None:
-                    value = self.api_value(resolved)
-            if value is not _MISSING:
+            value = self.widget_value(g, node, name, _stored_value(stored, name, index), specs[name])
+            if value is not MISSING:
                 inputs[name] = value
         for socket in node.get("inputs") or []:
             name = socket.get("name")
@@ -495,8 +407,23 @@ class _Converter:
             resolved = self.resolve_link(g, socket["link"], socket.get("type"))
             if resolved is not None:
                 inputs[name] = self.api_value(resolved)
-        title = node.get("title") or class_def.get("display_name") or class_type
+        title = node.get("title") or display_name(class_def) or class_type
         self.output[api_id] = {"inputs": inputs, "class_type": class_type, "_meta": {"title": title}}
+
+    def widget_value(self, g: _Graph, node: dict[str, Any], name: str, value: Any, spec: Any) -> Any:
+        """What the prompt gets for one widget: its stored value (or default), or what a link into it brings."""
+        if value is MISSING:
+            value = input_default(spec)
+        if name == "sampler_name" and isinstance(value, str) and value.startswith("sample_"):
+            value = value[len("sample_") :]
+        if isinstance(value, list):
+            value = {"__value__": value}
+        socket = _find_input(node, name)
+        if socket is not None and socket.get("link") is not None:
+            resolved = self.resolve_link(g, socket["link"], socket.get("type"))
+            if resolved is not None:
+                value = self.api_value(resolved)
+        return value
 
     @staticmethod
     def api_value(resolved: tuple[str, Any, int]) -> Any:
@@ -523,24 +450,7 @@ class _Converter:
         for position, inner in enumerate(inner_nodes):
             inner["id"] = inner.get("index", position)
             inner.setdefault("mode", 0)
-        internal: dict[tuple[int, int], Any] = {}
-        linked_from: set[tuple[int, int]] = set()
-        links: list[dict[str, Any]] = []
-        for number, raw in enumerate(config.get("links") or []):
-            origin, origin_slot, target, target_slot = raw[0], raw[1], raw[2], raw[3]
-            link_id = f"internal{number}"
-            links.append(
-                {
-                    "id": link_id,
-                    "origin_id": origin,
-                    "origin_slot": origin_slot,
-                    "target_id": target,
-                    "target_slot": target_slot,
-                    "type": raw[5] if len(raw) > 5 else None,
-                }
-            )
-            internal[(target, target_slot)] = link_id
-            linked_from.add((origin, origin_slot))
+        links, internal, linked_from = _group_internal_links(config)
         external = {(e[0], e[1]) for e in config.get("external") or []}
 
         # Inner inputs: internal links, or group inputs fed through the subgraph input point (-10).
@@ -553,48 +463,86 @@ class _Converter:
         cursor = 0
         for inner in inner_nodes:
             class_def = self.class_def(str(inner["type"])) or {}
-            sockets = inner.setdefault("inputs", [])
-            widget_names = {n for _, n, s in ordered_inputs(class_def) if is_widget_spec(s)}
-            for slot, socket in enumerate(sockets):
-                key = (inner["id"], slot)
-                if key in internal:
-                    socket["link"] = internal[key]
-                    continue
-                if socket.get("widget") or socket.get("name") in widget_names:
-                    continue
-                position = sum(1 for s in sg_inputs if not s.get("widget"))
-                outer = outer_inputs[position] if position < len(outer_inputs) else {}
-                sg_inputs.append({"name": outer.get("name", f"in{len(sg_inputs)}")})
-                socket["link"] = self.group_input_link(links, len(sg_inputs) - 1, inner["id"], slot)
-            # Widget values: the group node's widgets_values hold each inner node's widgets in turn.
-            slots = widget_slots(class_def)
-            own = list(inner.get("widgets_values") or [])
-            own += [_MISSING] * (len(slots) - len(own))
-            for index, name in enumerate(slots):
-                linked = name is not None and any(
-                    internal.get((inner["id"], s)) for s, sock in enumerate(sockets) if sock.get("name") == name
-                )
-                if linked:
-                    continue
-                if cursor < len(values):
-                    own[index] = values[cursor]
-                cursor += 1
-                if name is not None and name in outer_widgets and outer_widgets[name].get("link") is not None:
-                    sg_inputs.append({"name": name, "widget": True})
-                    socket = _find_input(inner, name)
-                    if socket is None:
-                        socket = {"name": name, "widget": {"name": name}}
-                        sockets.append(socket)
-                    socket["link"] = self.group_input_link(
-                        links, len(sg_inputs) - 1, inner["id"], sockets.index(socket)
-                    )
-                    outer_widgets.pop(name)
-            inner["widgets_values"] = own  # _MISSING slots fall back to defaults in emit_node
-        # Outputs: every inner output not only used inside the group, in order.
+            self.link_group_inputs(inner, class_def, internal, links, sg_inputs, outer_inputs)
+            cursor = self.fill_group_widgets(
+                inner, class_def, internal, links, sg_inputs, outer_widgets, values, cursor
+            )
+        self.link_group_outputs(inner_nodes, linked_from, external, links)
+        return inner_nodes, links, sg_inputs
+
+    def link_group_inputs(
+        self,
+        inner: dict[str, Any],
+        class_def: dict[str, Any],
+        internal: dict[tuple[Any, Any], Any],
+        links: list[dict[str, Any]],
+        sg_inputs: list[dict[str, Any]],
+        outer_inputs: list[dict[str, Any]],
+    ) -> None:
+        """Link an inner node's sockets: to the group's internal links, else to the next group input."""
+        sockets = inner.setdefault("inputs", [])
+        widgets = widget_names(class_def)
+        for slot, socket in enumerate(sockets):
+            key = (inner["id"], slot)
+            if key in internal:
+                socket["link"] = internal[key]
+                continue
+            if socket.get("widget") or socket.get("name") in widgets:
+                continue
+            position = sum(1 for s in sg_inputs if not s.get("widget"))
+            outer = outer_inputs[position] if position < len(outer_inputs) else {}
+            sg_inputs.append({"name": outer.get("name", f"in{len(sg_inputs)}")})
+            socket["link"] = self.group_input_link(links, len(sg_inputs) - 1, inner["id"], slot)
+
+    def fill_group_widgets(
+        self,
+        inner: dict[str, Any],
+        class_def: dict[str, Any],
+        internal: dict[tuple[Any, Any], Any],
+        links: list[dict[str, Any]],
+        sg_inputs: list[dict[str, Any]],
+        outer_widgets: dict[Any, dict[str, Any]],
+        values: list[Any],
+        cursor: int,
+    ) -> int:
+        """Give an inner node its widget values: the group node's widgets_values hold each inner node's
+        widgets in turn. Returns where the next inner node's values start."""
+        sockets = inner["inputs"]
+        slots = widget_slots(class_def)
+        own = list(inner.get("widgets_values") or [])
+        own += [MISSING] * (len(slots) - len(own))
+        for index, name in enumerate(slots):
+            linked = name is not None and any(
+                internal.get((inner["id"], s)) for s, sock in enumerate(sockets) if sock.get("name") == name
+            )
+            if linked:
+                continue
+            if cursor < len(values):
+                own[index] = values[cursor]
+            cursor += 1
+            if name is not None and name in outer_widgets and outer_widgets[name].get("link") is not None:
+                sg_inputs.append({"name": name, "widget": True})
+                socket = _find_input(inner, name)
+                if socket is None:
+                    socket = {"name": name, "widget": {"name": name}}
+                    sockets.append(socket)
+                socket["link"] = self.group_input_link(links, len(sg_inputs) - 1, inner["id"], sockets.index(socket))
+                outer_widgets.pop(name)
+        inner["widgets_values"] = own  # MISSING slots fall back to defaults in emit_node
+        return cursor
+
+    def link_group_outputs(
+        self,
+        inner_nodes: list[dict[str, Any]],
+        linked_from: set[tuple[Any, Any]],
+        external: set[tuple[Any, Any]],
+        links: list[dict[str, Any]],
+    ) -> None:
+        """Outputs: every inner output not only used inside the group, in order."""
         output_index = 0
         for inner in inner_nodes:
             class_def = self.class_def(str(inner["type"])) or {}
-            for slot in range(len(class_def.get("output") or [])):
+            for slot in range(len(output_types(class_def))):
                 key = (inner["id"], slot)
                 if key in linked_from and key not in external:
                     continue
@@ -609,7 +557,6 @@ class _Converter:
                     }
                 )
                 output_index += 1
-        return inner_nodes, links, sg_inputs
 
     @staticmethod
     def group_input_link(links: list[dict[str, Any]], index: int, target: Any, slot: int) -> str:
@@ -625,6 +572,31 @@ class _Converter:
             }
         )
         return link_id
+
+
+def _group_internal_links(
+    config: dict[str, Any],
+) -> tuple[list[dict[str, Any]], dict[tuple[Any, Any], Any], set[tuple[Any, Any]]]:
+    """A legacy group's own links as subgraph links, which input each feeds, and which outputs they use."""
+    internal: dict[tuple[Any, Any], Any] = {}
+    linked_from: set[tuple[Any, Any]] = set()
+    links: list[dict[str, Any]] = []
+    for number, raw in enumerate(config.get("links") or []):
+        origin, origin_slot, target, target_slot = raw[0], raw[1], raw[2], raw[3]
+        link_id = f"internal{number}"
+        links.append(
+            {
+                "id": link_id,
+                "origin_id": origin,
+                "origin_slot": origin_slot,
+                "target_id": target,
+                "target_slot": target_slot,
+                "type": raw[5] if len(raw) > 5 else None,
+            }
+        )
+        internal[(target, target_slot)] = link_id
+        linked_from.add((origin, origin_slot))
+    return links, internal, linked_from
 
 
 def ui_to_api(ui: dict[str, Any], object_info: dict[str, Any]) -> dict[str, Any]:

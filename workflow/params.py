@@ -23,11 +23,28 @@ from __future__ import annotations
 import copy
 import random
 import re
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
 from typing import Any
 
 from core.errors import ParameterError
-from workflow.format import SEED_INPUTS, has_control_after_generate, is_widget_spec, ordered_inputs, spec_opts
+from workflow.node_specs import (
+    SEED_INPUTS,
+    display_name,
+    has_control_after_generate,
+    input_specs,
+    is_multiline,
+    is_seed_input,
+    is_widget_spec,
+    output_name,
+    output_types,
+    spec_declared_default,
+    spec_max,
+    spec_min,
+    spec_options,
+    spec_step,
+    spec_type,
+)
 
 SEED_MAX = 0xFFFFFFFFFFFFFFFF
 VIEWCOMFY_KEY = re.compile(r"^(?P<node>.+?)-inputs-(?P<input>.+)$")
@@ -73,36 +90,18 @@ def node_sort_key(node_id: str) -> tuple[Any, ...]:
     return (1, (), str(node_id))
 
 
-def _input_specs(class_def: dict[str, Any] | None) -> dict[str, Any]:
-    if not class_def:
-        return {}
-    return {name: spec for _, name, spec in ordered_inputs(class_def)}
-
-
-def _spec_type(spec: Any) -> str | None:
-    if not isinstance(spec, list | tuple) or not spec:
-        return None
-    kind = spec[0]
-    if isinstance(kind, list):
-        return "COMBO"
-    return str(kind)
-
-
-def _spec_options(spec: Any) -> list[Any] | None:
-    if not isinstance(spec, list | tuple) or not spec:
-        return None
-    if isinstance(spec[0], list):
-        return list(spec[0])
-    options = spec_opts(spec).get("options")
-    return list(options) if isinstance(options, list) else None
+def _seed_max(spec: Any) -> int:
+    """The largest seed an input takes (its spec's max, else ComfyUI's 2**64-1)."""
+    hi = spec_max(spec)
+    return SEED_MAX if hi is None else int(hi)
 
 
 def _title(node: dict[str, Any], class_def: dict[str, Any] | None) -> str:
     meta = node.get("_meta") or {}
     if meta.get("title"):
         return str(meta["title"])
-    if class_def and class_def.get("display_name"):
-        return str(class_def["display_name"])
+    if display_name(class_def):
+        return str(display_name(class_def))
     return str(node.get("class_type", "?"))
 
 
@@ -119,7 +118,7 @@ def _value_type(value: Any) -> str:
 
 
 def _ordered_input_names(node: dict[str, Any], class_def: dict[str, Any] | None) -> list[str]:
-    names = [n for n in _input_specs(class_def) if n in node.get("inputs", {})]
+    names = [n for n in input_specs(class_def) if n in node.get("inputs", {})]
     names += [n for n in node.get("inputs", {}) if n not in names]
     return names
 
@@ -128,61 +127,64 @@ def _ordered_input_names(node: dict[str, Any], class_def: dict[str, Any] | None)
 # roles
 
 
-def _output_name(class_def: dict[str, Any] | None, slot: int) -> str | None:
-    names = (class_def or {}).get("output_name") or []
-    return str(names[slot]).lower() if 0 <= slot < len(names) else None
-
-
 def _text_inputs(node: dict[str, Any], class_def: dict[str, Any] | None) -> list[str]:
     """Prompt inputs of a text encoder: multiline (or `text`) STRING inputs holding a value."""
-    specs = _input_specs(class_def)
+    specs = input_specs(class_def)
     names = []
     for name, value in node.get("inputs", {}).items():
         spec = specs.get(name)
         if is_link(value) or not isinstance(value, str):
             continue
-        if spec is not None and _spec_type(spec) == "STRING" and (spec_opts(spec).get("multiline") or name == "text"):
+        if spec is not None and spec_type(spec) == "STRING" and (is_multiline(spec) or name == "text"):
             names.append(name)
     return names
 
 
-def _prompt_roles(api: dict[str, Any], object_info: dict[str, Any]) -> dict[tuple[str, str], str]:
-    """Find the text inputs that end up as a sampler's positive / negative conditioning."""
-    found: dict[tuple[str, str], set[str]] = {}
+@dataclass(slots=True)
+class _ConditioningWalk:
+    """Follows conditioning links upstream from a sampler, noting which text inputs feed which role."""
 
-    def follow(link: Any, role: str, depth: int, seen: set[tuple[str, int]]) -> None:
+    api: dict[str, Any]
+    object_info: dict[str, Any]
+    found: dict[tuple[str, str], set[str]] = field(default_factory=dict)
+
+    def follow(self, link: Any, role: str, depth: int, seen: set[tuple[str, int]]) -> None:
         if not is_link(link) or depth > MAX_FOLLOW:
             return
         node_id, slot = str(link[0]), int(link[1])
-        if (node_id, slot) in seen or node_id not in api:
+        if (node_id, slot) in seen or node_id not in self.api:
             return
         seen.add((node_id, slot))
-        node = api[node_id]
-        class_def = object_info.get(node.get("class_type", ""))
-        outputs = (class_def or {}).get("output") or []
+        node = self.api[node_id]
+        class_def = self.object_info.get(node.get("class_type", ""))
+        outputs = output_types(class_def)
         if slot >= len(outputs) or outputs[slot] != "CONDITIONING":
             return
         for name in _text_inputs(node, class_def):
-            found.setdefault((node_id, name), set()).add(role)
+            self.found.setdefault((node_id, name), set()).add(role)
         inputs = node.get("inputs", {})
-        out_name = _output_name(class_def, slot)
+        out_name = output_name(class_def, slot)
         if out_name in ("positive", "negative") and out_name in inputs:
-            follow(inputs[out_name], role, depth + 1, seen)
+            self.follow(inputs[out_name], role, depth + 1, seen)
             return
-        specs = _input_specs(class_def)
+        specs = input_specs(class_def)
         for name, value in inputs.items():
-            if _spec_type(specs.get(name)) == "CONDITIONING":
-                follow(value, role, depth + 1, seen)
+            if spec_type(specs.get(name)) == "CONDITIONING":
+                self.follow(value, role, depth + 1, seen)
 
+
+def _prompt_roles(api: dict[str, Any], object_info: dict[str, Any]) -> dict[tuple[str, str], str]:
+    """Find the text inputs that end up as a sampler's positive / negative conditioning."""
+    walk = _ConditioningWalk(api, object_info)
     for node in api.values():
         class_type = node.get("class_type")
         inputs = node.get("inputs", {})
         if class_type in SAMPLERS:
             for role in ("positive", "negative"):
-                follow(inputs.get(role), role, 0, set())
+                walk.follow(inputs.get(role), role, 0, set())
         elif class_type in SINGLE_CONDITIONING_GUIDERS:
-            follow(inputs.get(SINGLE_CONDITIONING_GUIDERS[class_type]), "positive", 0, set())
-    return {key: f"{roles.pop()}_prompt" for key, roles in found.items() if len(roles) == 1}
+            walk.follow(inputs.get(SINGLE_CONDITIONING_GUIDERS[class_type]), "positive", 0, set())
+    return {key: f"{roles.pop()}_prompt" for key, roles in walk.found.items() if len(roles) == 1}
 
 
 def _role(class_type: str, name: str, spec: Any, prompt_roles: dict[tuple[str, str], str], node_id: str) -> str | None:
@@ -194,7 +196,7 @@ def _role(class_type: str, name: str, spec: Any, prompt_roles: dict[tuple[str, s
         return NAME_ROLES[name]
     if name in SIZE_INPUTS and class_type.startswith("Empty") and ("Latent" in class_type or "Image" in class_type):
         return SIZE_INPUTS[name]
-    if spec is not None and has_control_after_generate(name, spec) and _spec_type(spec) == "INT":
+    if spec is not None and has_control_after_generate(name, spec) and spec_type(spec) == "INT":
         return "seed" if name in SEED_INPUTS else None
     return None
 
@@ -215,14 +217,13 @@ def detect_params(api: dict[str, Any], object_info: dict[str, Any]) -> list[dict
         node = api[node_id]
         class_type = str(node.get("class_type", ""))
         class_def = object_info.get(class_type)
-        specs = _input_specs(class_def)
+        specs = input_specs(class_def)
         for name in _ordered_input_names(node, class_def):
             value = node["inputs"][name]
             if is_link(value):
                 continue
             spec = specs.get(name)
-            opts = spec_opts(spec)
-            kind = _spec_type(spec) or _value_type(value)
+            kind = spec_type(spec) or _value_type(value)
             params.append(
                 {
                     "key": f"{node_id}.{name}",
@@ -232,12 +233,12 @@ def detect_params(api: dict[str, Any], object_info: dict[str, Any]) -> list[dict
                     "input": name,
                     "value": value,
                     "type": kind,
-                    "min": opts.get("min"),
-                    "max": opts.get("max"),
-                    "step": opts.get("step"),
-                    "options": _spec_options(spec),
-                    "multiline": bool(opts.get("multiline")) if kind == "STRING" else None,
-                    "default": opts.get("default"),
+                    "min": spec_min(spec),
+                    "max": spec_max(spec),
+                    "step": spec_step(spec),
+                    "options": spec_options(spec),
+                    "multiline": is_multiline(spec) if kind == "STRING" else None,
+                    "default": spec_declared_default(spec),
                     "role": _role(class_type, name, spec, prompt_roles, str(node_id)),
                 }
             )
@@ -285,60 +286,203 @@ def _range_text(lo: Any, hi: Any) -> str:
     return ""
 
 
-def _coerce(kind: str, spec: Any, value: Any) -> tuple[Any, str | None, str]:
-    """Check one value against its input type: (value to store, error or None, what was expected)."""
-    opts = spec_opts(spec)
-    lo, hi = opts.get("min"), opts.get("max")
-    if kind == "INT":
-        expected = f"an integer{_range_text(lo, hi)}"
-        if isinstance(value, str):
-            try:
-                value = int(value.strip())
-            except ValueError:
-                return value, "not an integer", expected
-        elif isinstance(value, float) and value.is_integer():
-            value = int(value)
-        if isinstance(value, bool) or not isinstance(value, int):
-            return value, "wrong type", expected
-    elif kind == "FLOAT":
-        expected = f"a number{_range_text(lo, hi)}"
-        if isinstance(value, str):
-            try:
-                value = float(value.strip())
-            except ValueError:
-                return value, "not a number", expected
-        if isinstance(value, bool) or not isinstance(value, int | float):
-            return value, "wrong type", expected
-        if value != value or value in (float("inf"), float("-inf")):
-            return value, "not finite", expected
-    elif kind == "BOOLEAN":
-        expected = "true or false"
-        if isinstance(value, str) and value.strip().lower() in ("true", "false"):
-            value = value.strip().lower() == "true"
-        if not isinstance(value, bool):
-            return value, "wrong type", expected
-        return value, None, expected
-    elif kind == "STRING":
-        expected = "a string"
-        if not isinstance(value, str):
-            return value, "wrong type", expected
-        return value, None, expected
-    elif kind == "COMBO":
-        options = _spec_options(spec) or []
-        if not options:
-            if isinstance(value, str):
-                return value, None, "a name (the backend did not list the available ones)"
-            return value, "wrong type", "a name (the backend did not list the available ones)"
-        shown = ", ".join(_describe(o) for o in options[:12]) + (" ..." if len(options) > 12 else "")
-        expected = f"one of {shown}"
-        if value not in options or isinstance(value, bool):
-            return value, "not an option", expected
-        return value, None, expected
-    else:
-        return value, None, f"a {kind} value"
+Coerced = tuple[Any, str | None, str]  # (value to store, error or None, what was expected)
+
+
+def _in_range(value: Any, spec: Any, expected: str) -> Coerced:
+    lo, hi = spec_min(spec), spec_max(spec)
     if lo is not None and value < lo or hi is not None and value > hi:
         return value, "out of range", expected
     return value, None, expected
+
+
+def _coerce_int(spec: Any, value: Any) -> Coerced:
+    expected = f"an integer{_range_text(spec_min(spec), spec_max(spec))}"
+    if isinstance(value, str):
+        try:
+            value = int(value.strip())
+        except ValueError:
+            return value, "not an integer", expected
+    elif isinstance(value, float) and value.is_integer():
+        value = int(value)
+    if isinstance(value, bool) or not isinstance(value, int):
+        return value, "wrong type", expected
+    return _in_range(value, spec, expected)
+
+
+def _coerce_float(spec: Any, value: Any) -> Coerced:
+    expected = f"a number{_range_text(spec_min(spec), spec_max(spec))}"
+    if isinstance(value, str):
+        try:
+            value = float(value.strip())
+        except ValueError:
+            return value, "not a number", expected
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return value, "wrong type", expected
+    if value != value or value in (float("inf"), float("-inf")):
+        return value, "not finite", expected
+    return _in_range(value, spec, expected)
+
+
+def _coerce_boolean(spec: Any, value: Any) -> Coerced:
+    expected = "true or false"
+    if isinstance(value, str) and value.strip().lower() in ("true", "false"):
+        value = value.strip().lower() == "true"
+    if not isinstance(value, bool):
+        return value, "wrong type", expected
+    return value, None, expected
+
+
+def _coerce_string(spec: Any, value: Any) -> Coerced:
+    return value, None if isinstance(value, str) else "wrong type", "a string"
+
+
+def _coerce_combo(spec: Any, value: Any) -> Coerced:
+    options = spec_options(spec) or []
+    if not options:
+        expected = "a name (the backend did not list the available ones)"
+        return value, None if isinstance(value, str) else "wrong type", expected
+    shown = ", ".join(_describe(o) for o in options[:12]) + (" ..." if len(options) > 12 else "")
+    expected = f"one of {shown}"
+    if value not in options or isinstance(value, bool):
+        return value, "not an option", expected
+    return value, None, expected
+
+
+_COERCERS: dict[str, Callable[[Any, Any], Coerced]] = {
+    "INT": _coerce_int,
+    "FLOAT": _coerce_float,
+    "BOOLEAN": _coerce_boolean,
+    "STRING": _coerce_string,
+    "COMBO": _coerce_combo,
+}
+
+
+def _coerce(kind: str, spec: Any, value: Any) -> Coerced:
+    """Check one value against its input type: (value to store, error or None, what was expected)."""
+    coerce = _COERCERS.get(kind)
+    if coerce is None:
+        return value, None, f"a {kind} value"  # a type ComfyGate does not model: ComfyUI checks it
+    return coerce(spec, value)
+
+
+class _Refused(Exception):
+    """One parameter that cannot be applied; carries its problem entry."""
+
+    def __init__(self, problem: dict[str, Any]) -> None:
+        super().__init__(problem["message"])
+        self.problem = problem
+
+
+@dataclass(slots=True)
+class _Target:
+    """The input a parameter key addresses, once it is known to exist."""
+
+    node_id: str
+    name: str
+    class_type: str
+    spec: Any
+    inputs: dict[str, Any]
+
+    @property
+    def where(self) -> str:
+        return f"node {self.node_id} ({self.class_type}) input '{self.name}'"
+
+
+def _locate(api: dict[str, Any], object_info: dict[str, Any] | None, key: str, existing: str) -> _Target:
+    """The node and input a key addresses, or _Refused saying which part does not exist."""
+    parsed = parse_param_key(key)
+    if parsed is None:
+        raise _Refused(
+            _problem(
+                key,
+                None,
+                None,
+                '"<node_id>.<input>" or "<node_id>-inputs-<input>"',
+                key,
+                f'parameter key {key!r} is not of the form "6.text" or "6-inputs-text"',
+            )
+        )
+    node_id, name = parsed
+    node = api.get(node_id)
+    if not isinstance(node, dict):
+        raise _Refused(
+            _problem(
+                key,
+                node_id,
+                name,
+                f"one of the node ids {existing}",
+                node_id,
+                f"parameter {key!r}: there is no node {node_id} in this workflow (existing node ids: {existing})",
+            )
+        )
+    class_type = str(node.get("class_type", "?"))
+    specs = input_specs((object_info or {}).get(class_type))
+    inputs = node.setdefault("inputs", {})
+    valid = list(dict.fromkeys([*specs, *inputs]))
+    if name not in valid:
+        raise _Refused(
+            _problem(
+                key,
+                node_id,
+                name,
+                f"one of the inputs {', '.join(valid)}",
+                name,
+                f"node {node_id} ({class_type}) has no input '{name}'; its inputs are: {', '.join(valid) or '(none)'}",
+            )
+        )
+    return _Target(node_id, name, class_type, specs.get(name), inputs)
+
+
+def _new_value(
+    api: dict[str, Any], object_info: dict[str, Any] | None, key: str, target: _Target, value: Any, rng: random.Random
+) -> Any:
+    """The value to store for one parameter (a link, a fresh seed, or the coerced value), or _Refused."""
+    name, spec, inputs = target.name, target.spec, target.inputs
+    current = inputs.get(name)
+    if is_link(value):
+        link = [str(value[0]), int(value[1])]
+        problem = _check_link(api, object_info, link)
+        if problem:
+            raise _Refused(
+                _problem(
+                    key, target.node_id, name, "a link to an existing node output", value, f"{target.where}: {problem}"
+                )
+            )
+        return link
+    if is_link(current):
+        raise _Refused(
+            _problem(
+                key,
+                target.node_id,
+                name,
+                f'a link like ["{current[0]}", {current[1]}]',
+                value,
+                f"{target.where} is connected to node {current[0]} output {current[1]}; it cannot be "
+                f"replaced by the value {_describe(value)} (send a link like "
+                f'["{current[0]}", {current[1]}] or edit the workflow)',
+            )
+        )
+    kind = spec_type(spec) if spec is not None else (_value_type(current) if name in inputs else None)
+    if is_seed_input(name, spec) and (value in RANDOM_SEED_VALUES and not isinstance(value, bool)):
+        value = rng.randint(0, _seed_max(spec))
+    if kind is None:
+        return value
+    coerced, error, expected = _coerce(kind, spec, value)
+    if error:
+        raise _Refused(
+            _problem(
+                key,
+                target.node_id,
+                name,
+                expected,
+                value,
+                f"{target.where}: expected {expected}, got {_describe(value)}",
+            )
+        )
+    if isinstance(current, dict) and "__value__" in current and isinstance(coerced, list):
+        coerced = {"__value__": coerced}
+    return coerced
 
 
 def apply_params(
@@ -360,105 +504,14 @@ def apply_params(
     for key, value in params.items():
         if not isinstance(key, str) or key.startswith("_"):
             continue
-        parsed = parse_param_key(key)
-        if parsed is None:
-            problems.append(
-                _problem(
-                    key,
-                    None,
-                    None,
-                    '"<node_id>.<input>" or "<node_id>-inputs-<input>"',
-                    key,
-                    f'parameter key {key!r} is not of the form "6.text" or "6-inputs-text"',
-                )
-            )
+        try:
+            target = _locate(result, object_info, key, existing)
+            new = _new_value(result, object_info, key, target, value, rng)
+        except _Refused as refused:
+            problems.append(refused.problem)
             continue
-        node_id, name = parsed
-        node = result.get(node_id)
-        if not isinstance(node, dict):
-            problems.append(
-                _problem(
-                    key,
-                    node_id,
-                    name,
-                    f"one of the node ids {existing}",
-                    node_id,
-                    f"parameter {key!r}: there is no node {node_id} in this workflow (existing node ids: {existing})",
-                )
-            )
-            continue
-        class_type = str(node.get("class_type", "?"))
-        class_def = (object_info or {}).get(class_type)
-        specs = _input_specs(class_def)
-        inputs = node.setdefault("inputs", {})
-        where = f"node {node_id} ({class_type}) input '{name}'"
-        valid = list(dict.fromkeys([*specs, *inputs]))
-        if name not in valid:
-            problems.append(
-                _problem(
-                    key,
-                    node_id,
-                    name,
-                    f"one of the inputs {', '.join(valid)}",
-                    name,
-                    f"node {node_id} ({class_type}) has no input '{name}'; its inputs are: "
-                    f"{', '.join(valid) or '(none)'}",
-                )
-            )
-            continue
-        current = inputs.get(name)
-        spec = specs.get(name)
-        if is_link(value):
-            link = [str(value[0]), int(value[1])]
-            problem = _check_link(result, object_info, link)
-            if problem:
-                problems.append(
-                    _problem(key, node_id, name, "a link to an existing node output", value, f"{where}: {problem}")
-                )
-                continue
-            inputs[name] = link
-            applied[f"{node_id}.{name}"] = link
-            continue
-        if is_link(current):
-            problems.append(
-                _problem(
-                    key,
-                    node_id,
-                    name,
-                    f'a link like ["{current[0]}", {current[1]}]',
-                    value,
-                    f"{where} is connected to node {current[0]} output {current[1]}; it cannot be "
-                    f"replaced by the value {_describe(value)} (send a link like "
-                    f'["{current[0]}", {current[1]}] or edit the workflow)',
-                )
-            )
-            continue
-        kind = _spec_type(spec) if spec is not None else (_value_type(current) if name in inputs else None)
-        is_seed = name in SEED_INPUTS or (spec is not None and has_control_after_generate(name, spec))
-        if is_seed and (value in RANDOM_SEED_VALUES and not isinstance(value, bool)):
-            hi = spec_opts(spec).get("max", SEED_MAX) if spec is not None else SEED_MAX
-            value = rng.randint(0, int(hi))
-        if kind is None:
-            inputs[name] = value
-            applied[f"{node_id}.{name}"] = value
-            continue
-        coerced, error, expected = _coerce(kind, spec, value)
-        if error:
-            problems.append(
-                _problem(
-                    key,
-                    node_id,
-                    name,
-                    expected,
-                    value,
-                    f"{where}: expected {expected}, got {_describe(value)}",
-                )
-            )
-            continue
-        if isinstance(current, dict) and "__value__" in current and isinstance(coerced, list):
-            coerced = {"__value__": coerced}
-        inputs[name] = coerced
-        applied[f"{node_id}.{name}"] = coerced
+        target.inputs[target.name] = new
+        applied[f"{target.node_id}.{target.name}"] = new
     if problems:
         raise ParameterError(problems)
     return result, applied
@@ -474,7 +527,7 @@ def _check_link(api: dict[str, Any], object_info: dict[str, Any] | None, link: l
         return f"links to output {slot} of node {origin}; output slots start at 0"
     class_def = (object_info or {}).get(str(api[origin].get("class_type")))
     if class_def is not None:
-        outputs = class_def.get("output") or []
+        outputs = output_types(class_def)
         if slot >= len(outputs):
             return (
                 f"links to output {slot} of node {origin} ({api[origin].get('class_type')}), "
@@ -570,7 +623,7 @@ def seed_inputs(api: dict[str, Any], object_info: dict[str, Any] | None = None) 
     """(node_id, input) of every seed input that holds a value (not a link)."""
     for node_id in sorted(api, key=node_sort_key):
         node = api[node_id]
-        specs = _input_specs((object_info or {}).get(str(node.get("class_type"))))
+        specs = input_specs((object_info or {}).get(str(node.get("class_type"))))
         for name, value in (node.get("inputs") or {}).items():
             if is_link(value) or isinstance(value, bool) or not isinstance(value, int):
                 continue
@@ -578,7 +631,7 @@ def seed_inputs(api: dict[str, Any], object_info: dict[str, Any] | None = None) 
             if name in SEED_INPUTS or (
                 spec is not None
                 and has_control_after_generate(name, spec)
-                and _spec_type(spec) == "INT"
+                and spec_type(spec) == "INT"
                 and is_widget_spec(spec)
             ):
                 yield node_id, name
@@ -592,9 +645,8 @@ def bump_seed(
     result = copy.deepcopy(api)
     applied: dict[str, Any] = {}
     for node_id, name in list(seed_inputs(result, object_info)):
-        spec = _input_specs((object_info or {}).get(str(result[node_id].get("class_type")))).get(name)
-        hi = int(spec_opts(spec).get("max", SEED_MAX)) if spec is not None else SEED_MAX
-        value = rng.randint(0, hi)
+        spec = input_specs((object_info or {}).get(str(result[node_id].get("class_type")))).get(name)
+        value = rng.randint(0, _seed_max(spec))
         result[node_id]["inputs"][name] = value
         applied[f"{node_id}.{name}"] = value
     return result, applied

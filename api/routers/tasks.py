@@ -8,11 +8,12 @@ from fastapi import APIRouter, Depends, Query, Request
 
 from api.dependencies import get_services
 from api.models import SubmitRequest, SubmitResponse, TaskList, TaskOut
+from api.submit_body import SUBMIT_OPENAPI, submit_body
 from core.errors import InvalidRequest
 from core.task import TaskStatus
-from gateway import integration
+from gateway import submission
 from gateway.services import Services
-from gateway.submission import prepare_submission
+from gateway.submission import SubmitOrder
 from gateway.wait import SyncOptions, sync_options
 
 router = APIRouter(prefix="/api", tags=["tasks"])
@@ -22,28 +23,28 @@ router = APIRouter(prefix="/api", tags=["tasks"])
     "/workflow/submit",
     response_model=SubmitResponse,
     summary="Run a workflow (inline or saved) with parameters",
+    description="JSON body, or multipart/form-data: a `request` field holding the JSON body plus one image "
+    "file part per image parameter, named by its key (`1.image` or `1-inputs-image`).",
     responses={422: {"description": "invalid parameters, or ComfyUI's node_errors"}, 503: {"description": "busy"}},
+    openapi_extra=SUBMIT_OPENAPI,
 )
 async def submit(
-    body: SubmitRequest,
     request: Request,
+    body: SubmitRequest = Depends(submit_body),
     services: Services = Depends(get_services),
     sync: SyncOptions = Depends(sync_options),
 ) -> Any:
-    """Also accepts multipart/form-data (a ``request`` JSON field + image files named by param key)."""
-    prepared = await prepare_submission(services, body.workflow, body.workflow_name, body.params, body.backend)
-    task = await services.manager.submit(
-        prepared.workflow,
-        params=prepared.applied,
-        timeout=body.timeout,
-        workflow_name=prepared.name,
+    order = SubmitOrder(
+        workflow=body.workflow,
+        workflow_name=body.workflow_name,
+        params=body.params,
         backend=body.backend,
-        extra=await integration.submission_extra(services, body.webhook),
+        timeout=body.timeout,
+        webhook=body.webhook,
+        wait=body.wait,
+        output_format=body.output_format,
     )
-    waited = await integration.after_submit(services, request, task, sync, body.wait, body.output_format)
-    if waited is not None:
-        return waited
-    return {"task_id": task.task_id, "prompt_id": task.prompt_id, "status": task.status.value, "params": task.params}
+    return await submission.submit(services, request, order, sync)
 
 
 @router.get("/task/{task_id}", response_model=TaskOut, summary="One task: status, progress, outputs, error")

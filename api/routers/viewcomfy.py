@@ -1,7 +1,7 @@
 """A ViewComfy-compatible endpoint: existing ViewComfy client code runs workflows on ComfyGate's ComfyUI.
 
 ``POST /api/viewcomfy/infer`` and ``POST /api/viewcomfy/infer/{name}`` speak the wire format of
-``viewcomfy_protocol`` (see ``/work/shared/viewcomfy-protocol.md``) and run the request as an ordinary
+``backends.viewcomfy.protocol`` (see ``/work/shared/viewcomfy-protocol.md``) and run the request as an ordinary
 task (it shows in ``/api/tasks`` and on ``/ws``), on ComfyUI backends only, never on a ViewComfy backend
 (which could be this very endpoint).
 
@@ -34,15 +34,9 @@ from fastapi import APIRouter, Depends, Request
 from fastapi.responses import JSONResponse, Response, StreamingResponse
 
 from api.dependencies import get_services
-from backends.viewcomfy.protocol import (
-    SSE_KEEPALIVE,
-    FileOutput,
-    InferRequest,
-    parse_infer_form,
-    result_to_json,
-    split_viewcomfy_key,
-    sse_event,
-)
+from api.viewcomfy_form import InferRequest, parse_infer_form
+from backends.viewcomfy.protocol import FileOutput, result_to_json, split_viewcomfy_key
+from backends.viewcomfy.sse import SSE_KEEPALIVE, sse_event
 from core.errors import InvalidRequest, Unauthorized
 from core.task import Task, TaskStatus
 from events.hub import Subscription

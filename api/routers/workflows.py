@@ -25,6 +25,7 @@ import re
 from typing import Any
 
 from fastapi import APIRouter, Body, Depends, File, Form, Query, UploadFile
+from fastapi.openapi.models import Example
 
 from api.dependencies import get_services
 from api.models import (
@@ -57,7 +58,7 @@ _ERRORS: dict[int | str, dict[str, Any]] = {
     503: {"model": ErrorBody, "description": "no ComfyUI backend reachable to describe its nodes"},
 }
 _NAME_CHARS = re.compile(r"[^A-Za-z0-9._\- ]")
-_WORKFLOW_EXAMPLE = {
+_WORKFLOW_EXAMPLE: dict[str, Example] = {
     "api": {
         "summary": "API format",
         "value": {"1": {"class_type": "EmptyImage", "inputs": {"width": 64, "height": 64, "color": 0}}},

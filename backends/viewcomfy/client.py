@@ -24,7 +24,8 @@ from typing import IO, Any
 import httpx
 from pydantic import ValidationError
 
-from backends.viewcomfy.protocol import FORM_FIELDS, PromptResult, SSEParser
+from backends.viewcomfy.protocol import FORM_FIELDS, PromptResult
+from backends.viewcomfy.sse import SSEParser
 from core.errors import InvalidRequest, ViewComfyError, ViewComfyUnavailable
 from security.safe_paths import sanitize_filename
 
@@ -285,8 +286,8 @@ def _open_files(
                 raise InvalidRequest(f"file {key!r}: expected a path or (filename, bytes)")
         yield parts
     finally:
-        for handle in handles:
-            handle.close()
+        for opened in handles:
+            opened.close()
 
 
 async def _call(callback: LogCallback | None, text: str, level: int, fmt: str) -> None:

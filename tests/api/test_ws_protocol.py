@@ -11,7 +11,16 @@ import pytest
 from fastapi import FastAPI, WebSocket
 from websockets.sync.client import connect
 
-from api.ws_protocol import FRAMES_EXTENSION, CoalescingTransport, frame_text
+from api.ws_protocol import (
+    FRAMES_EXTENSION,
+    PROTOCOL_NEEDS,
+    STOCK_PROTOCOL,
+    CoalescingTransport,
+    CoalescingWebSocketProtocol,
+    frame_text,
+    missing_internals,
+    websocket_protocol,
+)
 from tests.servers import AppServer
 
 TEXTS = ["a", "é" * 100, "x" * 200, json.dumps({"big": "y" * 70_000}), "last"]
@@ -116,3 +125,33 @@ def test_gate_ws_frames_path_and_text_path_carry_the_same_updates(gate: Any) -> 
             seen.append(updates)
     assert seen[0] == seen[1]
     assert seen[0][-1] == ("task_update", "completed")
+
+
+def test_this_uvicorn_has_every_internal_the_protocol_uses() -> None:
+    assert missing_internals() == []
+    assert websocket_protocol() is CoalescingWebSocketProtocol
+
+
+def test_missing_internals_are_named() -> None:
+    class OldProtocol:
+        def send(self) -> None:
+            self.transport = None
+
+    missing = missing_internals(OldProtocol)
+    assert "OldProtocol.handle_connect" in missing and "OldProtocol.writable" in missing
+    assert "OldProtocol.send" not in missing and "OldProtocol.transport" not in missing
+
+
+def test_changed_internals_fall_back_to_the_stock_protocol(caplog: pytest.LogCaptureFixture) -> None:
+    """A uvicorn whose protocol lost an attribute we use: the stock protocol serves, with a log line why."""
+    missing = missing_internals(protocol_needs=(*PROTOCOL_NEEDS, "renamed_in_a_newer_uvicorn"))
+    assert missing == ["WebSocketsSansIOProtocol.renamed_in_a_newer_uvicorn"]
+    with caplog.at_level("WARNING", logger="comfygate.ws"):
+        protocol = websocket_protocol(missing)
+    assert protocol == STOCK_PROTOCOL
+    assert "renamed_in_a_newer_uvicorn" in caplog.text and "stock" in caplog.text
+    with AppServer(make_app(), ws=protocol) as srv, connect(f"{srv.ws_url}/ws", max_size=None) as ws:
+        assert json.loads(ws.recv(timeout=5)) == {"framed": False}  # no pre-framed extension: text frames
+        got = [ws.recv(timeout=5) for _ in range(len(TEXTS) + 1)]
+        ws.send("bye")
+    assert got == [*TEXTS, "end"]

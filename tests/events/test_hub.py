@@ -6,7 +6,12 @@ import asyncio
 import json
 from typing import Any
 
-from events.hub import EventHub, conflation_key
+import pytest
+
+import events.hub as hub_module
+import gateway.event_log as event_log_module
+from events.hub import EventHub, Published, conflation_key
+from gateway.event_log import EventLog
 
 
 def update(task_id: str, status: str, percent: float = 0.0, **more: Any) -> dict[str, Any]:
@@ -74,14 +79,52 @@ async def test_stopped_listener_is_dropped_and_its_stream_ends() -> None:
     assert [json.loads(t)["n"] for t in received] == list(range(10))
 
 
-def test_conflation_keys() -> None:
-    text = json.dumps(update("t1", "running", 5), separators=(",", ":"))
-    assert conflation_key(text) == ("tt1", "running")
-    assert conflation_key(json.dumps(update("t1", "completed", outputs={}), separators=(",", ":"))) is None
-    queue = json.dumps({"type": "queue_update", "backend": "b0", "queue_remaining": 3}, separators=(",", ":"))
-    assert conflation_key(queue) == ("qb0", "")
-    assert conflation_key('{"type":"node_output","task_id":"t1"}') is None
-    assert conflation_key('{"type":"task_update","n":1}') is None  # other shapes are never conflated
+def test_conflation_keys_come_from_the_message_not_its_text() -> None:
+    assert conflation_key(update("t1", "running", 5)) == ("tt1", "running")
+    assert conflation_key(update("t1", "completed", outputs={})) is None
+    assert conflation_key({"type": "queue_update", "backend": "b0", "queue_remaining": 3}) == ("qb0", "")
+    assert conflation_key({"type": "node_output", "task_id": "t1"}) is None
+    assert conflation_key({"type": "task_update", "n": 1}) is None  # other shapes are never conflated
+    assert conflation_key(update("t1", "running", progress={"percent": 5, "log": "step 1"})) is None
+    # Key order and unusual ids do not matter any more (a regex over the JSON text required both).
+    assert conflation_key({"status": "running", "type": "task_update", "task_id": 'a"b\\c'}) == ('ta"b\\c', "running")
+
+
+async def test_the_hub_never_parses_what_it_serialised(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Task id, kind and status travel with the message: taps and conflation read no JSON text back."""
+
+    def refuse(*args: Any, **kwargs: Any) -> Any:
+        raise AssertionError("json.loads called on a published message")
+
+    hub = EventHub(queue_size=100, conflate_after=0)
+    tapped: list[Published] = []
+    hub.add_tap(tapped.append)
+    events = EventLog(events_per_task=16, max_tasks=4)
+    hub.add_tap(events.tap)
+    sub = hub.subscribe()
+    monkeypatch.setattr(hub_module.json, "loads", refuse)
+    monkeypatch.setattr(event_log_module.json, "loads", refuse)
+    odd = 't"1'
+    hub.publish({"task_id": odd, "type": "task_update", "status": "running", "progress": {"percent": 1}}, odd)
+    hub.publish({"task_id": odd, "type": "task_update", "status": "running", "progress": {"percent": 2}}, odd)
+    hub.publish({"task_id": odd, "node": "9", "type": "node_output"}, odd)
+    hub.publish({"type": "queue_update", "backend": "b0"})
+    monkeypatch.undo()
+    assert [(p.kind, p.task_id) for p in tapped] == [
+        ("task_update", odd),
+        ("task_update", odd),
+        ("node_output", odd),
+        ("queue_update", None),
+    ]
+    logged = [(e.id, e.type) for e in events.log(odd).entries]
+    assert logged == [(1, "task_update"), (2, "task_update"), (3, "node_output")]
+    got = [json.loads(t) for t in sub.take()]
+    assert [(m["type"], (m.get("progress") or {}).get("percent")) for m in got] == [
+        ("task_update", 2),  # the first running update was replaced by the second
+        ("node_output", None),
+        ("queue_update", None),
+    ]
+    assert sub.conflated == 1
 
 
 async def test_progress_updates_conflate_status_changes_and_finals_do_not() -> None:

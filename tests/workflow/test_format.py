@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 
 from core.errors import UnknownNodeClass, WorkflowFormatError
-from workflow.format import detect_format, to_api, ui_to_api, widget_slots, workflow_node_classes
+from workflow.format import detect_format, to_api, ui_to_api, workflow_node_classes
 from workflow.params import is_link, validate_workflow
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -163,22 +163,6 @@ def test_example_workflows_are_valid() -> None:
 
 
 # ---- widgets ---------------------------------------------------------------------------------------
-
-
-def test_widget_slots_include_frontend_only_slots() -> None:
-    oi = object_info()
-    assert widget_slots(oi["KSampler"]) == [
-        "seed",
-        None,
-        "steps",
-        "cfg",
-        "sampler_name",
-        "scheduler",
-        "denoise",
-    ]
-    assert widget_slots(oi["LoadImage"]) == ["image", None]
-    assert widget_slots(oi["LoadImageMask"]) == ["image", "channel", None]
-    assert widget_slots(oi["PrimitiveInt"]) == ["value", None]
 
 
 @pytest.mark.parametrize("control", ["randomize", "fixed", True, False])

@@ -18,7 +18,8 @@ import pytest
 from PIL import Image
 
 from backends.viewcomfy.client import ViewComfyClient, decode_outputs
-from backends.viewcomfy.protocol import RESULT_KEYS, PromptResult, SSEParser
+from backends.viewcomfy.protocol import RESULT_KEYS, PromptResult
+from backends.viewcomfy.sse import SSEParser
 from core.errors import ViewComfyError
 from tests.conftest import Gate
 from tests.protocol import load_workflow
