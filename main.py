@@ -63,7 +63,7 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         await asyncio.to_thread(db.open)
 
         def load() -> None:  # before anything else uses the store: read and compact off the event loop
-            for task in db.load():  # type: ignore[union-attr]
+            for task in db.load():
                 store.add(task)
                 if not task.status.final:
                     recovered.append(task)
@@ -72,7 +72,7 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         manager.add_observer(db.observe)
 
         async def load_workflow(task_id: str) -> dict[str, Any] | None:
-            return await asyncio.to_thread(db.load_workflow, task_id)  # type: ignore[union-attr]
+            return await asyncio.to_thread(db.load_workflow, task_id)
 
         manager.workflow_loader = load_workflow
     for index, server in enumerate(settings.servers, start=1):

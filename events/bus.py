@@ -6,16 +6,12 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any, Protocol
 
-from events.hub import Subscription
+from events.hub import Published, Subscription
 
 
 class EventBus(Protocol):
     def publish(self, message: dict[str, Any], task_id: str | None = None) -> None:
         """Send to every listener of ``task_id`` (None: to every listener)."""
-        ...
-
-    def publish_text(self, text: str, task_id: str | None = None) -> None:
-        """The same, for a message already serialised as JSON."""
         ...
 
     def subscribe(self, task_ids: set[str] | None = None) -> Subscription: ...
@@ -24,7 +20,7 @@ class EventBus(Protocol):
 
     def unsubscribe(self, sub: Subscription) -> None: ...
 
-    def add_tap(self, tap: Callable[[str, str | None], None]) -> None:
+    def add_tap(self, tap: Callable[[Published], None]) -> None:
         """Called with every published message (the per-task SSE log hangs off this)."""
         ...
 

@@ -308,16 +308,6 @@ class EventHub:
         text = json.dumps(message, separators=(",", ":"), default=str)
         self._deliver(Published(text, task_id, message_kind(message)), conflation_key(message))
 
-    def publish_text(self, text: str, task_id: str | None = None) -> None:
-        """Publish an already serialised message (transitional: callers should hand ``publish`` the dict).
-
-        The text is decoded once to read its type and conflation key, which ``publish`` gets for free.
-        """
-        message = json.loads(text)
-        if not isinstance(message, dict):
-            message = {}
-        self._deliver(Published(text, task_id, message_kind(message)), conflation_key(message))
-
     def _deliver(self, published: Published, found: tuple[Key, str] | None) -> None:
         for tap in self.taps:
             try:

@@ -7,7 +7,6 @@ otherwise be fanned out to every listener.
 
 from __future__ import annotations
 
-import json
 import logging
 from collections.abc import Callable
 from typing import Any, Protocol
@@ -53,8 +52,7 @@ class Updates:
             if self._last_update.get(task.task_id) == seen:
                 return
             self._last_update[task.task_id] = seen
-        message = {"type": "task_update", **task.summary(), **more}
-        self.bus.publish_text(json.dumps(message, separators=(",", ":"), default=str), task.task_id)
+        self.bus.publish({"type": "task_update", **task.summary(), **more}, task.task_id)
 
     def message(self, message: dict[str, Any], task_id: str | None = None) -> None:
         """Another kind of message (node_output, preview, text), for one task's listeners or for all."""

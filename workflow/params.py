@@ -25,7 +25,7 @@ import random
 import re
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeGuard
 
 from core.errors import ParameterError
 from workflow.node_specs import (
@@ -70,7 +70,7 @@ MAX_FOLLOW = 16
 # helpers
 
 
-def is_link(value: Any) -> bool:
+def is_link(value: Any) -> TypeGuard[list[Any] | tuple[Any, ...]]:
     """True for an API-format link `["node_id", slot]`."""
     return (
         isinstance(value, list | tuple)
