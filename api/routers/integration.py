@@ -27,6 +27,7 @@ from gateway.remote_inputs import InlineFile
 from gateway.services import Services
 from gateway.uploads import read_limited
 from gateway.wait import SyncOptions, sync_options
+from security.json_safety import check_body
 
 MAX_FILES = 32
 
@@ -57,6 +58,9 @@ async def submit_multipart(
         if raw is None:
             raise InvalidRequest('a multipart submit needs a "request" field holding the JSON body')
         text = (await raw.read()).decode("utf-8", "replace") if isinstance(raw, UploadFile) else raw
+        unsafe = check_body(text.encode("utf-8", "surrogatepass"))  # as the JSON route's middleware does
+        if unsafe is not None:
+            raise unsafe.as_error()
         try:
             body = SubmitRequest.model_validate_json(text)
         except ValidationError as exc:

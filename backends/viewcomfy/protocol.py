@@ -29,6 +29,7 @@ from starlette.exceptions import HTTPException
 from starlette.requests import Request
 
 from core.errors import InvalidRequest, PayloadTooLarge
+from security.json_safety import UnsafeJSON
 from security.limits import safe_json_loads
 from security.safe_paths import sanitize_filename
 
@@ -240,7 +241,9 @@ def parse_params_field(raw: str | None) -> dict[str, Any]:
     if raw is None or not raw.strip():
         return {}
     try:
-        value = safe_json_loads(raw)  # ValueError when nested too deep: no RecursionError
+        value = safe_json_loads(raw, root="params")  # ValueError when nested too deep: no RecursionError
+    except UnsafeJSON as exc:
+        raise exc.as_error() from None
     except ValueError as exc:
         raise InvalidRequest(
             f"params must be a JSON object encoded as a string; it is not valid JSON ({exc})", field="params"
@@ -267,7 +270,9 @@ def parse_workflow_api_field(raw: str | Mapping[str, Any] | None) -> dict[str, A
     if not raw.strip():
         return None
     try:
-        value = safe_json_loads(raw)  # ValueError when nested too deep: no RecursionError
+        value = safe_json_loads(raw, root="workflow_api")  # ValueError when nested too deep: no RecursionError
+    except UnsafeJSON as exc:
+        raise exc.as_error() from None
     except ValueError as exc:
         raise InvalidRequest(
             f"workflow_api must be an API-format workflow as a JSON string; it is not valid JSON ({exc})",
@@ -412,6 +417,8 @@ async def _parse_json_body(request: Request, max_bytes: int) -> InferRequest:
             raise PayloadTooLarge(f"JSON body is larger than {max_bytes} bytes", limit=max_bytes)
     try:
         payload = safe_json_loads(body) if body.strip() else {}
+    except UnsafeJSON as exc:
+        raise exc.as_error() from None
     except ValueError as exc:
         raise InvalidRequest(f"request body is not valid JSON ({exc})") from None
     if not isinstance(payload, dict):
