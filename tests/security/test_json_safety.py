@@ -117,7 +117,7 @@ def test_viewcomfy_endpoint_refuses_json_and_form(gate: Gate, emulator: Emulator
         response = gate.client.post(url, data=form)
         assert response.status_code == 422, response.text
         assert response.json()["field"] == "params.6-inputs-text"
-    form = {"workflow_api": workflow.replace('"seed": 42', "\"seed\": NaN"), "params": "{}"}
+    form = {"workflow_api": workflow.replace('"seed": 42', '"seed": NaN'), "params": "{}"}
     response = gate.client.post(url, data=form)
     assert response.status_code == 422 and response.json()["field"] == "workflow_api.3.inputs.seed", response.text
     assert gate.client.get("/api/tasks").json()["total"] == 0
@@ -125,9 +125,7 @@ def test_viewcomfy_endpoint_refuses_json_and_form(gate: Gate, emulator: Emulator
 
 
 # ------------------------------------------------------------------------------------------ the store
-def test_a_poisoned_store_is_read_back_answerable(
-    emulator: EmulatorThread, gate_factory: Callable[..., Gate]
-) -> None:
+def test_a_poisoned_store_is_read_back_answerable(emulator: EmulatorThread, gate_factory: Callable[..., Gate]) -> None:
     """Rows an older ComfyGate wrote (a lone surrogate in params, an unreadable row) do not break listings."""
     gate = gate_factory([emulator.url])
     canary(gate)
