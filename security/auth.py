@@ -172,9 +172,8 @@ class APIKeyMiddleware:
             if scope["type"] == "websocket":
                 message += " (or ?token=<key>)"
         if scope.get("path", "").startswith(VIEWCOMFY_PREFIX):
-            message += (
-                "; or, on this ViewComfy endpoint, client_id and client_secret: "
-                + (viewcomfy_pair_problem(self.settings) or "missing or wrong")
+            message += "; or, on this ViewComfy endpoint, client_id and client_secret: " + (
+                viewcomfy_pair_problem(self.settings) or "missing or wrong"
             )
         challenge = 'Bearer realm="ComfyGate"' + (', error="invalid_token"' if wrong else "")
         body = {"error": "unauthorized", "message": message}
