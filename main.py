@@ -34,6 +34,7 @@ from core.task import Task
 from events.hub import EventHub
 from gateway import integration
 from gateway.services import Services
+from security.json_safety import scrub
 from security.setup import install_security
 from tasks.manager import TaskManager
 from tasks.memory_store import TaskStore
@@ -117,7 +118,8 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
 
 async def comfygate_error(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, ComfyGateError)
-    return JSONResponse(exc.to_dict(), status_code=exc.status_code, headers=exc.headers())
+    # scrub: an error that echoes what it refused (a NaN, a lone surrogate) must still be a JSON answer
+    return JSONResponse(scrub(exc.to_dict()), status_code=exc.status_code, headers=exc.headers())
 
 
 _HTTP_CODES = {400: "invalid_request", 404: "not_found", 405: "method_not_allowed", 413: "payload_too_large"}
@@ -136,7 +138,7 @@ async def validation_error(request: Request, exc: Exception) -> JSONResponse:
     problems = []
     for err in exc.errors():
         where = ".".join(str(p) for p in err.get("loc", ()) if p != "body") or "body"
-        problems.append({"field": where, "message": err.get("msg"), "type": err.get("type")})
+        problems.append(scrub({"field": where, "message": err.get("msg"), "type": err.get("type")}))
     if any(p["type"] == "json_invalid" for p in problems):
         return JSONResponse(
             {"error": "invalid_json", "message": "the request body is not valid JSON", "problems": problems},

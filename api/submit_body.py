@@ -21,6 +21,7 @@ from core.errors import InvalidRequest
 from gateway.remote_inputs import InlineFile
 from gateway.services import Services
 from gateway.uploads import read_limited
+from security.json_safety import check_body
 
 MAX_FILES = 32
 
@@ -101,6 +102,9 @@ async def _from_form(request: Request, limit: int) -> SubmitRequest:
         if raw is None:
             raise InvalidRequest('a multipart submit needs a "request" field holding the JSON body')
         text = (await raw.read()).decode("utf-8", "replace") if isinstance(raw, UploadFile) else raw
+        unsafe = check_body(text.encode("utf-8", "surrogatepass"))  # as the request limits do for a JSON body
+        if unsafe is not None:
+            raise unsafe.as_error()
         try:
             body = SubmitRequest.model_validate_json(text)
         except ValidationError as exc:

@@ -22,6 +22,7 @@ from backends.viewcomfy.protocol import (
     parse_workflow_api_field,
 )
 from core.errors import InvalidRequest, PayloadTooLarge
+from security.json_safety import UnsafeJSON
 from security.limits import safe_json_loads
 from security.safe_paths import sanitize_filename
 
@@ -132,6 +133,8 @@ async def _parse_json_body(request: Request, max_bytes: int) -> InferRequest:
             raise PayloadTooLarge(f"JSON body is larger than {max_bytes} bytes", limit=max_bytes)
     try:
         payload = safe_json_loads(body) if body.strip() else {}
+    except UnsafeJSON as exc:
+        raise exc.as_error() from None
     except ValueError as exc:
         raise InvalidRequest(f"request body is not valid JSON ({exc})") from None
     if not isinstance(payload, dict):

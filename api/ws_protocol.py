@@ -150,6 +150,28 @@ class CoalescingWebSocketProtocol(WebSocketsSansIOProtocol):
         if scope is not None and not self.conn.extensions:
             scope["extensions"][FRAMES_EXTENSION] = {"write": self.write_frames, "writable": self.writable.is_set}
 
+    def data_received(self, data: bytes) -> None:
+        super().data_received(data)
+        if not self.handshake_initiated and self.conn.handshake_exc is not None:
+            self.refuse_handshake()
+
+    def refuse_handshake(self) -> None:
+        """Answer a handshake the parser refused (request line over 8 KB: 414, header too long: 431,
+        unparsable: 400) and close. uvicorn's sansio protocol only looks for the parsed request, so
+        such a client would otherwise wait forever on an open socket."""
+        if self.transport.is_closing():
+            return
+        answer = b"".join(self.conn.data_to_send())
+        if not answer.startswith(b"HTTP/"):  # websockets only closes on an unparsable request
+            body = b"Failed to open a WebSocket connection: did not receive a valid HTTP request.\n"
+            answer = (
+                b"HTTP/1.1 400 Bad Request\r\nContent-Type: text/plain\r\nConnection: close\r\n"
+                b"Content-Length: %d\r\n\r\n%s" % (len(body), body)
+            )
+        self.handshake_initiated = self.handshake_complete = self.close_sent = True
+        self.transport.write(answer)
+        self.transport.close()
+
     def write_frames(self, frames: bytes) -> None:
         # What websockets' send_text checks, and uvicorn's answer when the connection is gone.
         if self.disconnected or self.close_sent or self.conn.state is not State.OPEN:

@@ -13,6 +13,7 @@ websockets exception) should escape a client module.
     │   └── ViewComfyUnavailable      unreachable or timed out (503)
     ├── InvalidRequest                the caller sent something unusable (400)
     │   ├── InvalidJSON               a body or file that does not parse as JSON; says where (400)
+    │   ├── UnsafeJSONValue           JSON holding a lone surrogate, NaN, Infinity, a huge number (422)
     │   ├── WorkflowFormatError       not a workflow in API or UI format (422)
     │   │   └── UnknownNodeClass      a node class no backend knows (422)
     │   └── ParameterError            params that do not fit the workflow; lists every problem (422)
@@ -108,6 +109,13 @@ class InvalidRequest(ComfyGateError):
 
 class InvalidJSON(InvalidRequest):
     code = "invalid_json"
+
+
+class UnsafeJSONValue(InvalidRequest):
+    """A JSON value no JSON answer could carry (security.json_safety); ``field`` says where it is."""
+
+    status_code = 422
+    code = "invalid_json_value"
 
 
 class WorkflowFormatError(InvalidRequest):

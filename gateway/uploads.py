@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import io
+import re
 from typing import Any
 
 from starlette.datastructures import UploadFile  # FastAPI's UploadFile and a parsed form's parts both are
@@ -28,8 +29,22 @@ def check_image(data: bytes, name: str, max_pixels: int = 89_478_485) -> None:
             img.load()  # and the pixels themselves (bounded by the size check above)
     except Image.DecompressionBombError as exc:
         raise PayloadTooLarge(f"{name!r} decodes to too many pixels ({exc})", limit=max_pixels) from exc
-    except (UnidentifiedImageError, OSError, SyntaxError, ValueError, EOFError) as exc:
-        raise InvalidRequest(f"{name!r} is not an image ComfyUI can read ({exc})") from exc
+    except UnidentifiedImageError as exc:
+        raise InvalidRequest(
+            f"{name!r} is not an image ComfyUI can read: its format is not recognised (send PNG, JPEG, WebP, GIF, "
+            "BMP or TIFF)"
+        ) from exc
+    except (OSError, SyntaxError, ValueError, EOFError) as exc:
+        raise InvalidRequest(f"{name!r} is not an image ComfyUI can read: {_reason(exc)}") from exc
+
+
+_OBJECT_REPR = re.compile(r"<[^<>]* (?:object )?at 0x[0-9a-fA-F]+>")
+
+
+def _reason(exc: BaseException) -> str:
+    """Pillow's complaint without its internals (object reprs like ``<_io.BytesIO object at 0x…>``)."""
+    text = _OBJECT_REPR.sub("the data", str(exc)).strip() or type(exc).__name__
+    return f"it is damaged or truncated ({text})"
 
 
 async def read_limited(upload: UploadFile, limit: int) -> bytes:

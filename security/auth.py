@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import hashlib
 import hmac
-import json
 import logging
 import re
 from collections.abc import Iterable
@@ -29,6 +28,7 @@ from urllib.parse import parse_qsl
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from config import Settings
+from security.refusal import refuse
 
 # Open without a key: the health probe (load balancers), the debugger page and its files (the page asks
 # for a key itself). Everything else, including /metrics and routes nobody has written yet, needs one.
@@ -53,6 +53,52 @@ def key_matches(given: str | None, digests: Iterable[bytes]) -> bool:
     ok = False
     for digest in digests:
         ok |= hmac.compare_digest(candidate, digest)
+    return ok
+
+
+VIEWCOMFY_HEADERS = (("client_id", "client-id"), ("client_secret", "client-secret"))
+
+
+def viewcomfy_pair(settings: Settings) -> tuple[str, str] | None:
+    """The endpoint's configured (client_id, client_secret), or None when neither is set.
+
+    Half a pair (one unset, or empty) is a misconfiguration: it must not open the endpoint to any
+    secret, so it yields a pair nothing can match (an empty value never matches, see below).
+    """
+    client_id = getattr(settings, "viewcomfy_server_client_id", None)
+    secret = getattr(settings, "viewcomfy_server_client_secret", None)
+    if client_id is None and secret is None:
+        return None
+    return (
+        client_id.get_secret_value() if client_id is not None else "",
+        secret.get_secret_value() if secret is not None else "",
+    )
+
+
+def viewcomfy_pair_problem(settings: Settings) -> str | None:
+    """Why the configured pair can never match (to log at startup and to say in a 401), or None."""
+    pair = viewcomfy_pair(settings)
+    if pair is None or all(pair):
+        return None
+    missing = [name for name, value in zip(("CLIENT_ID", "CLIENT_SECRET"), pair, strict=True) if not value]
+    return (
+        "the ViewComfy endpoint's credentials are half configured (set COMFYUI_VIEWCOMFY_SERVER_"
+        + " and COMFYUI_VIEWCOMFY_SERVER_".join(missing)
+        + "); every client_id/client_secret is refused until both are set"
+    )
+
+
+def viewcomfy_credentials_ok(headers: dict[str, str], settings: Settings) -> bool:
+    """``client_id``/``client_secret`` (or ``client-id``/``client-secret``: proxies drop underscores)
+    against the configured pair: both must be configured, non-empty, and match. SHA-256 of each side
+    with ``compare_digest``, both compared always: neither which one failed nor a length leaks."""
+    pair = viewcomfy_pair(settings)
+    if pair is None:
+        return False
+    ok = all(pair)
+    for names, expected in zip(VIEWCOMFY_HEADERS, pair, strict=True):
+        given = next((headers[n] for n in names if headers.get(n)), "")
+        ok &= hmac.compare_digest(_digest(given), _digest(expected)) and bool(given)
     return ok
 
 
@@ -94,20 +140,7 @@ class APIKeyMiddleware:
         return path in self.open_paths or path.startswith(OPEN_PREFIXES)
 
     def viewcomfy_credentials_ok(self, scope: Scope) -> bool:
-        """client_id / client_secret headers against the endpoint's configured pair (never when unset)."""
-        expected = {
-            "client_id": getattr(self.settings, "viewcomfy_server_client_id", None),
-            "client_secret": getattr(self.settings, "viewcomfy_server_client_secret", None),
-        }
-        if all(v is None for v in expected.values()):
-            return False
-        headers = _headers(scope)
-        ok = True
-        for header, secret in expected.items():
-            if secret is not None:
-                given = headers.get(header, "") or headers.get(header.replace("_", "-"), "")
-                ok &= hmac.compare_digest(_digest(given), _digest(secret.get_secret_value()))
-        return ok
+        return viewcomfy_credentials_ok(_headers(scope), self.settings)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] not in ("http", "websocket") or not self.digests:
@@ -138,23 +171,13 @@ class APIKeyMiddleware:
             message = "an API key is required: send 'Authorization: Bearer <key>' or 'X-API-Key: <key>'"
             if scope["type"] == "websocket":
                 message += " (or ?token=<key>)"
+        if scope.get("path", "").startswith(VIEWCOMFY_PREFIX):
+            message += "; or, on this ViewComfy endpoint, client_id and client_secret: " + (
+                viewcomfy_pair_problem(self.settings) or "missing or wrong"
+            )
         challenge = 'Bearer realm="ComfyGate"' + (', error="invalid_token"' if wrong else "")
-        body = json.dumps({"error": "unauthorized", "message": message}).encode()
-        headers = [
-            (b"content-type", b"application/json"),
-            (b"content-length", str(len(body)).encode()),
-            (b"www-authenticate", challenge.encode()),
-        ]
-        if scope["type"] == "http":
-            await send({"type": "http.response.start", "status": 401, "headers": headers})
-            await send({"type": "http.response.body", "body": body})
-            return
-        # WebSocket: never accept. Deny with a real HTTP 401 where the server can, else close with 1008.
-        if "websocket.http.response" in scope.get("extensions", {}):
-            await send({"type": "websocket.http.response.start", "status": 401, "headers": headers})
-            await send({"type": "websocket.http.response.body", "body": body})
-        else:
-            await send({"type": "websocket.close", "code": 1008, "reason": "unauthorized"})
+        body = {"error": "unauthorized", "message": message}
+        await refuse(scope, send, 401, body, [(b"www-authenticate", challenge.encode())])
 
 
 # ------------------------------------------------------------------------------------------ logging

@@ -11,6 +11,9 @@ on its way in:
 * JSON bodies (``application/json``, ``*+json``, or no content type, which FastAPI parses as JSON) are
   read whole (they are bounded by the size limit) and their bracket depth is counted without recursion
   before the app sees them: deeper than ``max_json_depth`` → 422.
+* The same JSON bodies may not hold a value no JSON answer can carry (a lone UTF-16 surrogate, NaN,
+  Infinity, 1e400, an integer over 4300 digits; see ``json_safety``): 422 naming the field. Once
+  accepted, such a value would make every listing that shows its task fail.
 """
 
 from __future__ import annotations
@@ -24,6 +27,8 @@ from typing import Any
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from config import Settings
+from core.errors import UnsafeJSONValue
+from security.json_safety import check_body, strict_loads
 
 _STRING = re.compile(rb'"[^"\\]*(?:\\.[^"\\]*)*"')
 _BRACKET = re.compile(rb"[\[\]{}]")
@@ -59,14 +64,15 @@ class JSONTooDeep(ValueError):
     pass
 
 
-def safe_json_loads(text: str | bytes, max_depth: int = 64) -> Any:
-    """``json.loads`` that refuses (ValueError) nesting deeper than ``max_depth`` instead of recursing.
+def safe_json_loads(text: str | bytes, max_depth: int = 64, root: str | None = None) -> Any:
+    """``json.loads`` that refuses (ValueError) nesting deeper than ``max_depth`` instead of recursing,
+    and values ComfyGate could not answer with (``UnsafeJSON``, a ValueError naming the field under ``root``).
 
     For JSON that arrives inside something else (a form field, a WebSocket message).
     """
     if json_depth(text, max_depth) > max_depth:
         raise JSONTooDeep(f"JSON nested deeper than {max_depth} levels")
-    return json.loads(text)
+    return strict_loads(text, root)
 
 
 def _is_json(content_type: str | None) -> bool:
@@ -166,6 +172,17 @@ class RequestLimitsMiddleware:
         else:
             await self.stream_counted(scope, receive, send)
 
+    def refusal(self, body: bytes) -> tuple[str, str, dict[str, Any]] | None:
+        """(error, message, extra) for a JSON body nested too deep or holding a value nothing can answer
+        with (lone surrogate, NaN, Infinity, 1e400, a 5000-digit integer: see json_safety), else None."""
+        if json_depth(body, self.max_depth) > self.max_depth:
+            message = f"the JSON body is nested deeper than {self.max_depth} levels"
+            return "json_too_deep", message, {"limit": self.max_depth}
+        unsafe = check_body(body)
+        if unsafe is not None:
+            return UnsafeJSONValue.code, str(unsafe), {"field": unsafe.field}
+        return None
+
     async def check_json(self, scope: Scope, receive: Receive, send: Send) -> None:
         """Read the whole (bounded) JSON body, check its depth, then replay it to the app."""
         chunks: list[bytes] = []
@@ -185,17 +202,11 @@ class RequestLimitsMiddleware:
         body = b"".join(chunks)
         if body:
             if len(body) > 256 * 1024:
-                depth = await asyncio.to_thread(json_depth, body, self.max_depth)
+                refusal = await asyncio.to_thread(self.refusal, body)
             else:
-                depth = json_depth(body, self.max_depth)
-            if depth > self.max_depth:
-                await self._send_json(
-                    send,
-                    422,
-                    "json_too_deep",
-                    f"the JSON body is nested deeper than {self.max_depth} levels",
-                    limit=self.max_depth,
-                )
+                refusal = self.refusal(body)
+            if refusal is not None:
+                await self._send_json(send, 422, *refusal[:2], **refusal[2])
                 return
         replayed = False
 

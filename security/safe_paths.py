@@ -39,10 +39,12 @@ def sanitize_filename(name: str, default: str = "file") -> str:
 
 def check_filename(name: str, what: str = "filename") -> str:
     """Validate a name a caller gave us (no silent rewriting: a bad name is a 400 that says why)."""
-    if not name or not name.strip():
+    if not name:
         raise InvalidRequest(f"{what} is empty")
-    if "\x00" in name or any(ord(c) < 32 for c in name):
-        raise InvalidRequest(f"{what} {name!r} contains control characters")
+    if any(ord(c) < 32 or ord(c) == 127 for c in name):
+        raise InvalidRequest(f"{what} {name!r} contains control characters (line breaks, tabs, NUL...)")
+    if not name.strip():
+        raise InvalidRequest(f"{what} {name!r} is only spaces")
     if "/" in name or "\\" in name:
         raise InvalidRequest(f"{what} {name!r} must be a plain name, without '/' or '\\'")
     if name in {".", ".."} or name.startswith("."):
@@ -64,16 +66,45 @@ def resolve_inside(folder: Path, name: str, what: str = "file") -> Path:
     return path
 
 
-def unique_path(folder: Path, name: str) -> Path:
-    """``name`` in ``folder``, with ``_1``, ``_2``... added before the extension when taken."""
-    path = folder / name
-    stem, ext = path.stem, path.suffix
-    counter = 1
-    while path.exists():
-        path = folder / f"{stem}_{counter}{ext}"
-        counter += 1
-    return path
+def write_new_file(folder: Path, name: str, data: bytes) -> Path:
+    """Store ``data`` under ``name`` in ``folder``, or ``name_1``, ``name_2``... when taken: the name is
+    claimed by creating the file (``O_EXCL``), so concurrent writers of one name never share a file.
+    Blocking: call through a thread."""
+    stem, ext = Path(name).stem, Path(name).suffix
+    counter = 0
+    while True:
+        path = folder / (name if counter == 0 else f"{stem}_{counter}{ext}")
+        try:
+            with open(path, "xb") as file:
+                file.write(data)
+            return path
+        except FileExistsError:
+            counter += 1
 
 
 def content_type(name: str) -> str:
     return mimetypes.guess_type(name)[0] or "application/octet-stream"
+
+
+# Types a browser only displays: no script runs in them, whatever the bytes say (with nosniff).
+_PASSIVE_PREFIXES = ("image/", "audio/", "video/", "model/")
+_PASSIVE_TYPES = frozenset({"text/plain", "application/json", "application/octet-stream"})
+# What an active output (an SVG, HTML, XML, script...) may do when opened anyway: nothing.
+ACTIVE_OUTPUT_CSP = "default-src 'none'; style-src 'unsafe-inline'; img-src data:; sandbox"
+
+
+def is_active_type(media_type: str) -> bool:
+    """True for types a browser may run script in (SVG, HTML, XML, JavaScript, PDF, unknown text...)."""
+    media = media_type.split(";", 1)[0].strip().lower()
+    if media == "image/svg+xml":
+        return True
+    return not (media.startswith(_PASSIVE_PREFIXES) or media in _PASSIVE_TYPES)
+
+
+def output_headers(media_type: str) -> dict[str, str]:
+    """Headers for serving a file a workflow wrote: never sniffed into another type; an active one is
+    a download that cannot run script on ComfyGate's origin (ComfyUI has an SVG saver, nodes write HTML)."""
+    headers = {"X-Content-Type-Options": "nosniff"}
+    if is_active_type(media_type):
+        headers["Content-Security-Policy"] = ACTIVE_OUTPUT_CSP
+    return headers

@@ -29,10 +29,23 @@ class UnsafeURL(InvalidRequest):
     code = "url_not_allowed"
 
 
+# IPv6 ranges whose last 32 bits are an IPv4 address that a translator reaches: NAT64's well-known
+# prefix (RFC 6052) and SIIT's IPv4-translated addresses (RFC 2765). Public only if that IPv4 is.
+_EMBEDS_IPV4 = (ipaddress.ip_network("64:ff9b::/96"), ipaddress.ip_network("::ffff:0:0:0/96"))
+# Never public, whatever they embed: NAT64 local-use (RFC 8215: a site's own translator, into its own
+# network) and the deprecated IPv4-compatible addresses (::a.b.c.d, RFC 4291).
+_NEVER_PUBLIC = (ipaddress.ip_network("64:ff9b:1::/48"), ipaddress.ip_network("::/96"))
+
+
 def is_public(ip: IPAddress) -> bool:
-    """Globally routable unicast only: no loopback, private, link-local, CGNAT, multicast, reserved."""
+    """Globally routable unicast only: no loopback, private, link-local, CGNAT, multicast, reserved,
+    and no IPv6 form that carries such an IPv4 address (mapped, 6to4, Teredo, NAT64, SIIT, compatible)."""
     if isinstance(ip, ipaddress.IPv6Address):
+        if any(ip in net for net in _NEVER_PUBLIC):
+            return False
         embedded = ip.ipv4_mapped or ip.sixtofour or (ip.teredo[1] if ip.teredo else None)
+        if embedded is None and any(ip in net for net in _EMBEDS_IPV4):
+            embedded = ipaddress.IPv4Address(int(ip) & 0xFFFFFFFF)
         if embedded is not None:
             return is_public(embedded)
     return ip.is_global and not ip.is_multicast

@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from core.task import Task, TaskStatus
+from security.json_safety import may_hold_surrogates, scrub
 
 log = logging.getLogger("comfygate.taskdb")
 
@@ -49,11 +50,23 @@ def task_record(task: Task) -> str:
     return json.dumps(body, default=str, separators=(",", ":"))
 
 
-def task_from_record(record: str, workflow: str | None) -> Task:
-    body = json.loads(record)
-    known = {k: v for k, v in body.items() if k in RECORD_FIELDS}
-    known["status"] = TaskStatus(known.get("status", "failed"))
-    return Task(workflow=json.loads(workflow) if workflow else {}, **known)
+def read_json(text: str) -> Any:
+    """A stored JSON text, made answerable: a row written before json_safety refused lone surrogates
+    may hold one, and it would make every listing that shows the task fail (U+FFFD instead)."""
+    value = json.loads(text)
+    return scrub(value) if may_hold_surrogates(text) else value
+
+
+def task_from_record(record: str, workflow: str | None) -> Task | None:
+    """The task of one row, or None (logged) when the row cannot be read: one bad row loses one task."""
+    try:
+        body = read_json(record)
+        known = {k: v for k, v in body.items() if k in RECORD_FIELDS}
+        known["status"] = TaskStatus(known.get("status", "failed"))
+        return Task(workflow=read_json(workflow) if workflow else {}, **known)
+    except (ValueError, TypeError, AttributeError) as exc:
+        log.warning("skipped an unreadable task row (%s): %.200s", exc, record)
+        return None
 
 
 class _Flush:
@@ -130,8 +143,8 @@ class TaskDatabase:
                 (self.history_limit,),
             )
             rows = heapq.merge(
-                (task_from_record(r, w) for r, w in unfinished),
-                (task_from_record(r, None) for r, _ in finished),
+                (t for r, w in unfinished if (t := task_from_record(r, w)) is not None),
+                (t for r, _ in finished if (t := task_from_record(r, None)) is not None),
                 key=lambda t: t.created_at,
             )
             yield from rows
@@ -141,7 +154,7 @@ class TaskDatabase:
         assert self._read is not None
         with self._read_lock:
             row = self._read.execute("SELECT workflow FROM tasks WHERE task_id = ?", (task_id,)).fetchone()
-        return json.loads(row[0]) if row and row[0] else None
+        return read_json(row[0]) if row and row[0] else None
 
     def count(self) -> int:
         self.flush()

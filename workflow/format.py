@@ -40,6 +40,8 @@ SUBGRAPH_OUTPUT_NODE = "-20"
 MODE_MUTED = 2
 MODE_BYPASS = 4
 MAX_NESTING = 32
+# Reroutes, bypassed nodes and subgraph borders one link may pass through (each is a recursion step).
+MAX_LINK_HOPS = 200
 
 _EXPECTED = (
     "expected either an API-format workflow (an object mapping node ids to {class_type, inputs}, as "
@@ -216,6 +218,7 @@ class _Converter:
         self.group_nodes: dict[str, Any] = (ui.get("extra") or {}).get("groupNodes") or {}
         self.root = _Graph.build(ui["nodes"], ui.get("links") or [])
         self.output: dict[str, Any] = {}
+        self.following: dict[tuple[int, str, int], None] = {}  # outputs being resolved, in order
 
     # ---- helpers -----------------------------------------------------------------------------------
 
@@ -306,6 +309,29 @@ class _Converter:
         return self.resolve_output(g, link[1], link[2], want)
 
     def resolve_output(self, g: _Graph, node_id: str, slot: int, want: Any) -> _Resolved:
+        """:meth:`follow_output`, refusing a loop of pass-through nodes (Reroutes linked to each other)
+        and chains too long to follow, which would otherwise end in a RecursionError."""
+        key = (id(g), node_id, slot)
+        if key in self.following:
+            loop = [n for graph, n, _ in self.following if graph == key[0]]
+            loop = loop[loop.index(node_id) :] + [node_id]
+            raise WorkflowFormatError(
+                f"nodes {' → '.join(g.prefix + n for n in loop)} link back to themselves (Reroute or bypassed "
+                "nodes in a loop): reconnect them to a real output in ComfyUI's editor",
+                nodes=[g.prefix + n for n in loop],
+            )
+        if len(self.following) >= MAX_LINK_HOPS:
+            raise WorkflowFormatError(
+                f"a link passes through more than {MAX_LINK_HOPS} Reroute, bypassed or subgraph nodes (at node "
+                f"{g.prefix + node_id}); connect it more directly"
+            )
+        self.following[key] = None
+        try:
+            return self.follow_output(g, node_id, slot, want)
+        finally:
+            del self.following[key]
+
+    def follow_output(self, g: _Graph, node_id: str, slot: int, want: Any) -> _Resolved:
         """What a consumer of output `slot` of `node_id` really gets: a link, a value, or nothing."""
         if node_id == SUBGRAPH_INPUT_NODE:
             return self.resolve_subgraph_input(g, slot, want)

@@ -536,8 +536,42 @@ def _check_link(api: dict[str, Any], object_info: dict[str, Any] | None, link: l
     return None
 
 
+def find_cycle(api: dict[str, Any]) -> list[str] | None:
+    """Node ids of one dependency cycle (first id repeated at the end), or None. Iterative: any size."""
+    done: set[str] = set()
+    for start in api:
+        if start in done:
+            continue
+        path: list[str] = []
+        on_path: set[str] = set()
+        stack: list[tuple[str, Any]] = [(start, None)]
+        while stack:
+            node_id, inputs = stack[-1]
+            if inputs is None:  # entering the node
+                if node_id in on_path:
+                    return path[path.index(node_id) :] + [node_id]
+                if node_id in done or not isinstance(api.get(node_id), dict):
+                    stack.pop()
+                    continue
+                path.append(node_id)
+                on_path.add(node_id)
+                node_inputs = api[node_id].get("inputs")
+                values = node_inputs.values() if isinstance(node_inputs, dict) else ()
+                inputs = iter([str(v[0]) for v in values if is_link(v)])
+                stack[-1] = (node_id, inputs)
+            origin = next(inputs, None)
+            if origin is None:  # every input followed: leave the node
+                stack.pop()
+                path.pop()
+                on_path.discard(node_id)
+                done.add(node_id)
+            else:
+                stack.append((origin, None))
+    return None
+
+
 def validate_workflow(api: dict[str, Any], object_info: dict[str, Any]) -> list[dict[str, Any]]:
-    """Structural problems (no class_type, unknown class, dangling link, bad slot), as in ParameterError."""
+    """Structural problems (no class_type, unknown class, dangling link, bad slot, a cycle), as in ParameterError."""
     problems: list[dict[str, Any]] = []
     if not isinstance(api, dict):
         return [
@@ -616,6 +650,18 @@ def validate_workflow(api: dict[str, Any], object_info: dict[str, Any]) -> list[
                         f"node {node_id} ({class_type}) input '{name}' {problem}",
                     )
                 )
+    cycle = find_cycle(api)
+    if cycle:  # ComfyUI would accept it and fail at run time ("Dependency cycle detected")
+        problems.append(
+            _problem(
+                cycle[0],
+                cycle[0],
+                None,
+                "a workflow without cycles",
+                cycle,
+                f"nodes {' → '.join(cycle)} depend on each other in a cycle, so none of them can run first",
+            )
+        )
     return problems
 
 

@@ -16,7 +16,14 @@ from core.errors import ComfyGateError, InvalidRequest, NotFound
 from core.task import TaskStatus
 from gateway.services import Services
 from gateway.uploads import check_image, push_upload, read_limited
-from security.safe_paths import content_type, resolve_inside, sanitize_filename, unique_path
+from security.safe_paths import (
+    content_type,
+    is_active_type,
+    output_headers,
+    resolve_inside,
+    sanitize_filename,
+    write_new_file,
+)
 
 router = APIRouter(prefix="/api", tags=["core"])
 
@@ -183,7 +190,14 @@ async def image(
     path = resolve_inside(folder, filename, "output file")
     if not path.is_file():
         raise NotFound(f"no output file named {filename!r}")
-    return BigChunkFileResponse(path, media_type=content_type(path.name))
+    media = content_type(path.name)
+    return BigChunkFileResponse(
+        path,
+        media_type=media,
+        headers=output_headers(media),
+        filename=path.name,  # Content-Disposition, with the RFC 5987 form for any name
+        content_disposition_type="attachment" if is_active_type(media) else "inline",
+    )
 
 
 @router.post("/upload/image", response_model=UploadOut, summary="Upload an input image to every reachable backend")
@@ -203,6 +217,5 @@ async def upload_image(
         if sanitize != subfolder:
             raise InvalidRequest(f"subfolder {subfolder!r} must be a plain folder name")
     folder = services.settings.uploads_dir
-    local = unique_path(folder, name)
-    await asyncio.to_thread(local.write_bytes, data)
+    local = await asyncio.to_thread(write_new_file, folder, name, data)  # never another upload's file
     return await push_upload(services, name, data, subfolder=subfolder, overwrite=overwrite, local=local.name)

@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import asyncio
 import base64
-import hmac
 import json
 from collections.abc import AsyncIterator
 from typing import Any
@@ -43,7 +42,7 @@ from events.hub import Subscription
 from gateway.services import Services
 from gateway.submission import prepare_submission
 from gateway.uploads import push_upload
-from security.auth import is_authenticated
+from security.auth import is_authenticated, viewcomfy_credentials_ok, viewcomfy_pair, viewcomfy_pair_problem
 from security.safe_paths import content_type
 
 router = APIRouter(prefix="/api/viewcomfy", tags=["viewcomfy"])
@@ -108,25 +107,18 @@ async def _infer(request: Request, services: Services, name: str | None) -> Resp
 
 
 def check_credentials(request: Request, services: Services) -> None:
-    """The client_id / client_secret headers against the configured ones (each checked when set).
+    """The client_id / client_secret headers against the configured pair (the same check as the
+    API-key middleware's: security.auth.viewcomfy_credentials_ok). No pair configured: open.
 
     A request the API-key middleware let in on a valid key needs no ViewComfy credentials (SECURITY.md).
     """
     if is_authenticated(request):
         return
     settings = services.settings
-    expected = {
-        "client_id": settings.viewcomfy_server_client_id,
-        "client_secret": settings.viewcomfy_server_client_secret,
-    }
-    ok = True
-    for header, secret in expected.items():
-        if secret is None:
-            continue
-        given = request.headers.get(header, "").encode()
-        ok &= hmac.compare_digest(given, secret.get_secret_value().encode())  # no early exit: constant time
-    if not ok:
-        raise Unauthorized("client_id / client_secret are missing or wrong")
+    if viewcomfy_pair(settings) is None:
+        return
+    if not viewcomfy_credentials_ok({k.lower(): v for k, v in request.headers.items()}, settings):
+        raise Unauthorized(viewcomfy_pair_problem(settings) or "client_id / client_secret are missing or wrong")
 
 
 def pick_workflow(

@@ -41,6 +41,7 @@ from api.models import (
 from core.errors import InvalidJSON, InvalidRequest, WorkflowFormatError
 from gateway.services import Services
 from gateway.uploads import read_limited
+from security.json_safety import UnsafeJSON, strict_loads
 from security.limits import json_depth
 from security.safe_paths import sanitize_filename
 from workflow.format import detect_format, to_api, unwrap_prompt
@@ -83,7 +84,9 @@ def parse_json(data: bytes, what: str) -> Any:
     if json_depth(text, MAX_JSON_DEPTH) > MAX_JSON_DEPTH:  # before json.loads, which would recurse that deep
         raise InvalidJSON(f"{what} is nested deeper than {MAX_JSON_DEPTH} levels; no workflow is")
     try:
-        return json.loads(text)
+        return strict_loads(text)  # no NaN, lone surrogate or 1e400 in the library (json_safety)
+    except UnsafeJSON as exc:
+        raise exc.as_error() from None
     except json.JSONDecodeError as exc:
         raise InvalidJSON(
             f"{what} is not valid JSON: {exc.msg} at line {exc.lineno} column {exc.colno} (char {exc.pos})",

@@ -24,6 +24,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict
 
 from core.errors import InvalidRequest
+from security.json_safety import UnsafeJSON
 from security.limits import safe_json_loads
 
 __all__ = [
@@ -131,7 +132,9 @@ def parse_params_field(raw: str | None) -> dict[str, Any]:
     if raw is None or not raw.strip():
         return {}
     try:
-        value = safe_json_loads(raw)  # ValueError when nested too deep: no RecursionError
+        value = safe_json_loads(raw, root="params")  # ValueError when nested too deep: no RecursionError
+    except UnsafeJSON as exc:
+        raise exc.as_error() from None
     except ValueError as exc:
         raise InvalidRequest(
             f"params must be a JSON object encoded as a string; it is not valid JSON ({exc})", field="params"
@@ -158,7 +161,9 @@ def parse_workflow_api_field(raw: str | Mapping[str, Any] | None) -> dict[str, A
     if not raw.strip():
         return None
     try:
-        value = safe_json_loads(raw)  # ValueError when nested too deep: no RecursionError
+        value = safe_json_loads(raw, root="workflow_api")  # ValueError when nested too deep: no RecursionError
+    except UnsafeJSON as exc:
+        raise exc.as_error() from None
     except ValueError as exc:
         raise InvalidRequest(
             f"workflow_api must be an API-format workflow as a JSON string; it is not valid JSON ({exc})",

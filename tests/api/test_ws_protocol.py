@@ -155,3 +155,37 @@ def test_changed_internals_fall_back_to_the_stock_protocol(caplog: pytest.LogCap
         got = [ws.recv(timeout=5) for _ in range(len(TEXTS) + 1)]
         ws.send("bye")
     assert got == [*TEXTS, "end"]
+
+
+def _raw_handshake(server: AppServer, path: bytes, extra: bytes = b"") -> bytes:
+    """Send an upgrade request over a raw socket; everything the server answers until it closes."""
+    import socket
+
+    with socket.create_connection((server.host, server.port), timeout=5) as sock:
+        sock.sendall(
+            b"GET " + path + b" HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+            b"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n" + extra + b"\r\n"
+        )
+        answer = b""
+        while chunk := sock.recv(65536):  # a timeout here (never answered, never closed) fails the test
+            answer += chunk
+    return answer
+
+
+@pytest.mark.parametrize(
+    ("path", "extra", "status"),
+    [
+        (b"/ws?task_id=" + b"a" * 9000, b"", b"414"),
+        (b"/ws", b"X-Big: " + b"b" * 9000 + b"\r\n", b"431"),
+    ],
+    ids=["request line over 8 KB", "header over 8 KB"],
+)
+def test_an_oversized_handshake_is_answered_and_closed(
+    server: AppServer, path: bytes, extra: bytes, status: bytes
+) -> None:
+    answer = _raw_handshake(server, path, extra)
+    assert answer.startswith(b"HTTP/1.1 " + status), answer[:200]
+    assert b"Failed to open a WebSocket connection" in answer
+    with connect(f"{server.ws_url}/ws", compression=None, max_size=None) as ws:  # and serves the next one
+        assert json.loads(ws.recv(timeout=5)) == {"framed": True}
+        ws.send("bye")

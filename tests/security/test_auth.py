@@ -305,3 +305,58 @@ def test_viewcomfy_endpoint_with_its_credentials_configured(gate_factory: Callab
     for headers in ({"client_id": "cid", "client_secret": "csecret"}, {"X-API-Key": KEYS[0]}):
         response = gate.client.post(url, data={"params": "{}"}, headers=headers)
         assert response.status_code in {400, 404, 503}, (headers, response.status_code, response.text)
+
+
+# ------------------------------------------------------------------------------- ViewComfy credential pair
+def _infer(gate: Gate, headers: dict[str, str]) -> httpx.Response:
+    form = {"workflow_api": json.dumps(load_workflow("sd_txt2img_api.json")), "params": '{"3-inputs-steps": 1}'}
+    return gate.client.post("/api/viewcomfy/infer", data=form, headers=headers, timeout=30)
+
+
+@pytest.mark.parametrize(
+    "pair",
+    [
+        {"viewcomfy_server_client_id": "cid"},
+        {"viewcomfy_server_client_secret": "csecret"},
+        {"viewcomfy_server_client_id": "cid", "viewcomfy_server_client_secret": ""},
+    ],
+    ids=["id only", "secret only", "empty secret"],
+)
+@pytest.mark.parametrize("keys", [True, False], ids=["keys on", "keys off"])
+def test_a_half_configured_pair_fails_closed(
+    pair: dict[str, str], keys: bool, emulator: Any, gate_factory: Callable[..., Gate]
+) -> None:
+    gate = gate_factory([emulator.url], **({"api_keys": KEYS} if keys else {}), **pair)
+    for headers in (
+        {"client_id": "cid", "client_secret": "anything"},
+        {"client_id": "cid", "client_secret": ""},
+        {"client_id": "cid"},
+        {"client_secret": "csecret"},
+        {"client_id": "", "client_secret": ""},
+    ):
+        response = _infer(gate, headers)
+        assert response.status_code == 401, (headers, response.text)
+    assert "half configured" in _infer(gate, {"client_id": "cid", "client_secret": "x"}).json()["message"]
+    assert gate.client.get("/api/tasks", headers={"X-API-Key": KEYS[0]}).json()["total"] == 0
+
+
+@pytest.mark.parametrize("keys", [True, False], ids=["keys on", "keys off"])
+def test_dash_and_underscore_headers_are_one_check(
+    keys: bool, emulator: Any, gate_factory: Callable[..., Gate]
+) -> None:
+    gate = gate_factory(
+        [emulator.url],
+        **({"api_keys": KEYS} if keys else {}),
+        viewcomfy_server_client_id="cid",
+        viewcomfy_server_client_secret="csecret",
+    )
+    for right in ({"client-id": "cid", "client-secret": "csecret"}, {"client_id": "cid", "client_secret": "csecret"}):
+        response = _infer(gate, right)
+        assert response.status_code == 201, (right, response.text)
+        assert response.json()["status"] == "success"
+    for wrong in (
+        {"client-id": "cid", "client-secret": "nope"},
+        {"client-id": "cid"},
+        {"client_id": "x", "client-secret": "csecret"},
+    ):
+        assert _infer(gate, wrong).status_code == 401, wrong
