@@ -51,6 +51,7 @@ class ComfyUIBackend(BackendBase):
         self.object_info: dict[str, Any] | None = None
         # The node classes seen on this connection; routing needs them, so None keeps it out of rotation.
         self.node_classes: frozenset[str] | None = None
+        self.output_classes: frozenset[str] = frozenset()
         self.probe_ok = True  # the last /system_stats probe answered
         self._object_info_lock = asyncio.Lock()
 
@@ -106,6 +107,10 @@ class ComfyUIBackend(BackendBase):
                 info = await self.client.object_info()
                 self.object_info = info
                 self.node_classes = frozenset(info)
+                # Its output nodes: once each of a prompt's has sent ``executed``, the run has nothing left.
+                self.output_classes = frozenset(
+                    name for name, spec in info.items() if isinstance(spec, dict) and spec.get("output_node")
+                )
                 return info
         return self.object_info
 
