@@ -78,6 +78,13 @@ class Settings(BaseSettings):
         description="POST /prompt over ComfyGate's own keep-alive connections (plain http) instead of httpx: "
         "~1 ms less CPU per task; set false if a proxy in front of ComfyUI needs more of HTTP than it speaks",
     )
+    # Outputs: how finished files reach outputs/ and the client (README, "Outputs").
+    output_cache_bytes: int = Field(
+        64 * 1024 * 1024, ge=0, description="memory for just-finished small outputs that /api/image serves; 0 = off"
+    )
+    output_cache_file_bytes: int = Field(
+        1024 * 1024, ge=0, description="outputs up to this size are fetched into memory and kept there too"
+    )
     max_upload_bytes: int = 50 * 1024 * 1024
     ws_queue_size: int = Field(1000, ge=1, description="messages buffered per WebSocket listener")
 

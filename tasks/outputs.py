@@ -24,6 +24,8 @@ from backends.comfyui import ComfyUIBackend
 from config import Settings
 from core.task import Task
 from security.safe_paths import content_type, sanitize_filename
+from tasks.output_cache import OutputCache
+from tasks.output_fetch import OutputFetcher
 from tasks.runtime import Jobs
 
 log = logging.getLogger("comfygate.tasks")
@@ -47,6 +49,9 @@ class Outputs:
     """Downloads of output files per task, started early and awaited once."""
 
     def __init__(self, settings: Settings, temp_dir: Path, jobs: Jobs) -> None:
+        # Just-finished small outputs, in memory for /api/image (api/routers/core.py).
+        self.cache = OutputCache(settings.output_cache_bytes, settings.output_cache_file_bytes)
+        self.fetcher = OutputFetcher(self.cache)
         self.settings = settings
         self.temp_dir = temp_dir
         self.jobs = jobs
@@ -85,6 +90,7 @@ class Outputs:
                 self.jobs.spawn(self._remove(job.result()), name=f"remove output of {task.task_id}")
 
     async def _remove(self, output: dict[str, Any]) -> None:
+        self.cache.discard(output["filename"])
         folder = self.settings.outputs_dir if output["type"] == "output" else self.temp_dir
         await asyncio.to_thread((folder / output["filename"]).unlink, missing_ok=True)
 
@@ -108,7 +114,8 @@ class Outputs:
         folder = self.settings.outputs_dir if kind == "output" else self.temp_dir
         local = f"{task.task_id[:8]}_{sanitize_filename(item['filename'])}"
         subfolder = str(item.get("subfolder") or "")
-        size = await backend.client.download(item["filename"], subfolder, str(remote), folder / local)
+        wanted = {"filename": str(item["filename"]), "subfolder": subfolder, "type": str(remote)}
+        size = await self.fetcher.fetch(backend, wanted, folder / local, local if kind == "output" else None)
         query = "" if kind == "output" else "?type=temp"
         return {
             "filename": local,
