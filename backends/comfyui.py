@@ -6,6 +6,7 @@ import asyncio
 import logging
 import time
 from collections.abc import Awaitable, Callable
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -35,10 +36,13 @@ class ComfyUIBackend(BackendBase):
         *,
         timeout: float = 30.0,
         fast_post: bool = True,
+        output_dir: Path | None = None,
         on_event: EventSink,
         on_state: StateSink,
     ) -> None:
         self.name = name
+        # ComfyUI's output folder when it is on this machine (settings.comfyui_output_dir[s]): read, not /view.
+        self.output_dir = output_dir
         self.client = ComfyUIClient(server, http, timeout=timeout, fast_post=fast_post)
         self._on_event = on_event
         self._on_state = on_state

@@ -1,5 +1,7 @@
 """How one finished output file gets from a ComfyUI backend into ``outputs/``, by the quickest safe way.
 
+- Same host (the backend's ``output_dir`` is set, off by default): straight from ComfyUI's output
+  folder, no HTTP at all; big files hard-linked (``local_outputs``). Anything odd falls back to ``/view``.
 - Small files (≤ the cache's entry size): ``/view`` read into memory over the client's keep-alive
   connections, written with one thread hop (open, write, rename), and kept in the ``OutputCache`` so
   ``/api/image`` answers the client without touching the disk.
@@ -12,10 +14,10 @@ rename) and httpx's per-request machinery, ~3.5 ms more than the ``/view`` itsel
 from __future__ import annotations
 
 import asyncio
-import os
 from pathlib import Path
 
 from backends.comfyui import ComfyUIBackend
+from tasks.local_outputs import fetch_local, write_file
 from tasks.output_cache import OutputCache
 
 
@@ -28,6 +30,13 @@ class OutputFetcher:
 
         ``cache_key``: the name ``/api/image`` serves it under (None: not kept in memory)."""
         filename, subfolder, kind = item["filename"], item["subfolder"], item["type"]
+        if backend.output_dir is not None and kind == "output":
+            keep = self.cache.max_entry if cache_key is not None else -1
+            local = await asyncio.to_thread(fetch_local, backend.output_dir, filename, subfolder, dest, keep)
+            if local is not None:
+                if local.data is not None and cache_key is not None:
+                    self.cache.put(cache_key, local.data, local.mtime)
+                return local.size
         if cache_key is not None and self.cache.max_entry > 0:
             data = await backend.client.fetch_small(filename, subfolder, kind, self.cache.max_entry)
             if data is not None:
@@ -35,19 +44,3 @@ class OutputFetcher:
                 self.cache.put(cache_key, data, mtime)
                 return len(data)
         return await backend.client.download(filename, subfolder, kind, dest)
-
-
-def write_file(path: Path, data: bytes) -> float:
-    """Write ``data`` beside ``path``, then rename: no reader sees half a file (blocking: run it in a thread).
-
-    Returns the file's modification time, which the in-memory copy's validators are derived from."""
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.part")
-    try:
-        with open(tmp, "wb") as f:
-            f.write(data)
-            f.flush()  # the write itself sets the modification time
-            mtime = os.fstat(f.fileno()).st_mtime
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
-    return mtime
