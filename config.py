@@ -78,6 +78,13 @@ class Settings(BaseSettings):
         description="POST /prompt over ComfyGate's own keep-alive connections (plain http) instead of httpx: "
         "~1 ms less CPU per task; set false if a proxy in front of ComfyUI needs more of HTTP than it speaks",
     )
+    keep_alive_timeout: int = Field(
+        75,
+        ge=1,
+        description="seconds an idle keep-alive connection stays open; longer than clients' pools keep theirs "
+        "(uvicorn's own 5 s races with a pool reusing the connection: a reset)",
+    )
+
     # Outputs: how finished files reach outputs/ and the client (README, "Outputs").
     comfyui_output_dir: Path | None = Field(
         None,

@@ -34,3 +34,9 @@ def test_a_malformed_list_of_folders_says_how_to_write_it(monkeypatch: pytest.Mo
     monkeypatch.setenv("COMFYUI_COMFYUI_OUTPUT_DIRS", "/just/a/folder")
     with pytest.raises(ValidationError, match="server=folder"):
         Settings(_env_file=None)  # type: ignore[call-arg]
+
+
+def test_keep_alive_is_longer_than_clients_pools_by_default(monkeypatch: pytest.MonkeyPatch) -> None:
+    assert Settings(_env_file=None).keep_alive_timeout == 75  # type: ignore[call-arg]
+    monkeypatch.setenv("COMFYUI_KEEP_ALIVE_TIMEOUT", "5")
+    assert Settings(_env_file=None).keep_alive_timeout == 5  # type: ignore[call-arg]
