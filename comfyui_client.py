@@ -17,7 +17,7 @@ import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit
+from urllib.parse import urlencode, urlsplit
 
 import httpx
 import websockets
@@ -55,7 +55,8 @@ class _RawResponse:
 
 
 class _KeepAlivePoster:
-    """POST over a few keep-alive HTTP/1.1 connections of its own, for the one call on every task's path.
+    """POST /prompt and small GET /view over a few keep-alive HTTP/1.1 connections of its own: the calls on
+    every task's path.
 
     httpx spends ~1 ms of CPU per request here (connection-pool bookkeeping, a poll() per pooled
     connection, anyio stream layers): nearly half of ComfyGate's CPU per task in the throughput
@@ -73,36 +74,48 @@ class _KeepAlivePoster:
         self._idle: list[tuple[asyncio.StreamReader, asyncio.StreamWriter]] = []
 
     async def post(self, path: str, body: bytes, timeout: float) -> _RawResponse:
-        conn = None
-        while self._idle:
-            reader, writer = self._idle.pop()
-            if reader.at_eof() or writer.is_closing():
-                writer.close()
-                continue
-            conn = (reader, writer)
-            break
+        head = (
+            f"POST {self.prefix}{path} HTTP/1.1\r\nHost: {self.host_header}\r\n"
+            f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n\r\n"
+        )
+        response = await self._exchange(head.encode("latin-1") + body, -1, timeout)
+        assert response is not None  # no size limit: always read
+        return response
+
+    async def get_small(self, path: str, limit: int, timeout: float) -> _RawResponse | None:
+        """GET ``path``; None when the body is larger than ``limit`` bytes (or of unknown length).
+
+        A GET is safe to repeat: a kept connection that the server closed meanwhile is retried once on a new one.
+        """
+        request = f"GET {self.prefix}{path} HTTP/1.1\r\nHost: {self.host_header}\r\n\r\n".encode("latin-1")
+        try:
+            return await self._exchange(request, limit, timeout, fresh=False)
+        except (ConnectionError, asyncio.IncompleteReadError):
+            return await self._exchange(request, limit, timeout, fresh=True)
+
+    async def _exchange(self, request: bytes, limit: int, timeout: float, fresh: bool = False) -> _RawResponse | None:
+        conn = None if fresh else self._take()
         async with asyncio.timeout(timeout):
             if conn is None:
                 conn = await asyncio.open_connection(self.host, self.port)
             reader, writer = conn
             try:
-                head = (
-                    f"POST {self.prefix}{path} HTTP/1.1\r\nHost: {self.host_header}\r\n"
-                    f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n\r\n"
-                )
-                writer.write(head.encode("latin-1") + body)
-                status, content, keep = await self._read_response(reader)
+                writer.write(request)
+                result = await self._read_response(reader, limit)
             except BaseException:
                 writer.close()
                 raise
-        if keep and len(self._idle) < self.size:
-            self._idle.append((reader, writer))
-        else:
-            writer.close()
+        if result is None:
+            writer.close()  # its body was not read: this connection cannot carry another request
+            return None
+        status, content, keep = result
+        self._give_back(reader, writer, keep)
         return _RawResponse(status, content)
 
     @staticmethod
-    async def _read_response(reader: asyncio.StreamReader) -> tuple[int, bytes, bool]:
+    async def _read_response(reader: asyncio.StreamReader, limit: int = -1) -> tuple[int, bytes, bool] | None:
+        """Status, body and whether the connection may be kept; None (body left unread) when a successful
+        answer's body is larger than ``limit`` (≥ 0) or of unknown length."""
         lines = (await reader.readuntil(b"\r\n\r\n")).decode("latin-1").split("\r\n")
         status = int(lines[0].split(" ", 2)[1])
         length, chunked, keep = -1, False, not lines[0].startswith("HTTP/1.0")
@@ -115,6 +128,8 @@ class _KeepAlivePoster:
                 chunked = "chunked" in value
             elif name == "connection":
                 keep = "close" not in value
+        if limit >= 0 and (length < 0 or length > limit) and status < 300:
+            return None
         if chunked:
             parts = []
             while size := int((await reader.readuntil(b"\r\n")).split(b";")[0], 16):
@@ -125,6 +140,21 @@ class _KeepAlivePoster:
         if length >= 0:
             return status, await reader.readexactly(length), keep
         return status, await reader.read(), False
+
+    def _take(self) -> tuple[asyncio.StreamReader, asyncio.StreamWriter] | None:
+        while self._idle:
+            reader, writer = self._idle.pop()
+            if reader.at_eof() or writer.is_closing():
+                writer.close()
+                continue
+            return reader, writer
+        return None
+
+    def _give_back(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, keep: bool) -> None:
+        if keep and len(self._idle) < self.size:
+            self._idle.append((reader, writer))
+        else:
+            writer.close()
 
     def close(self) -> None:
         for _, writer in self._idle:
@@ -287,6 +317,26 @@ class ComfyUIClient:
                 yield response
         except httpx.HTTPError as exc:
             raise ComfyUIUnavailable(f"download of {filename} from {self.base_url} failed: {exc}") from exc
+
+    async def fetch_small(self, filename: str, subfolder: str, type: str, limit: int) -> bytes | None:
+        """One file from ``/view`` into memory over the keep-alive connections; None if larger than ``limit``
+        (or when this client has no raw connections: https)."""
+        if self._poster is None:
+            return None
+        query = urlencode({"filename": filename, "subfolder": subfolder, "type": type})
+        try:
+            response = await self._poster.get_small(f"/view?{query}", limit, self.timeout)
+        except TimeoutError as exc:
+            raise ComfyUIUnavailable(f"ComfyUI at {self.base_url} timed out on /view of {filename}") from exc
+        except (OSError, asyncio.IncompleteReadError, asyncio.LimitOverrunError, ValueError, IndexError) as exc:
+            raise ComfyUIUnavailable(f"download of {filename} from {self.base_url} failed: {exc}") from exc
+        if response is None:
+            return None
+        if response.status_code == 404:
+            raise ComfyUINotFound(f"ComfyUI has no {type} file {subfolder}/{filename}".replace("//", "/"))
+        if response.status_code >= 400:
+            raise ComfyUIError(f"ComfyUI answered {response.status_code} to /view of {filename}")
+        return response.content
 
     async def download(self, filename: str, subfolder: str, type: str, dest: Path) -> int:
         """Stream a file to ``dest`` (written beside it, then renamed); returns its size."""

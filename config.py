@@ -78,6 +78,30 @@ class Settings(BaseSettings):
         description="POST /prompt over ComfyGate's own keep-alive connections (plain http) instead of httpx: "
         "~1 ms less CPU per task; set false if a proxy in front of ComfyUI needs more of HTTP than it speaks",
     )
+    keep_alive_timeout: int = Field(
+        75,
+        ge=1,
+        description="seconds an idle keep-alive connection stays open; longer than clients' pools keep theirs "
+        "(uvicorn's own 5 s races with a pool reusing the connection: a reset)",
+    )
+
+    # Outputs: how finished files reach outputs/ and the client (README, "Outputs").
+    comfyui_output_dir: Path | None = Field(
+        None,
+        description="ComfyUI's output folder when ComfyGate runs on the same machine (one backend): finished files "
+        "are taken from there instead of downloaded through /view. Unset (default): always /view",
+    )
+    comfyui_output_dirs: Annotated[dict[str, Path], NoDecode] = Field(
+        default_factory=dict,
+        description="the same per backend: 'server=folder,...' or a JSON object; a key is a server address as "
+        "given in COMFYUI_COMFYUI_SERVERS or a backend name (comfyui-1, ...)",
+    )
+    output_cache_bytes: int = Field(
+        64 * 1024 * 1024, ge=0, description="memory for just-finished small outputs that /api/image serves; 0 = off"
+    )
+    output_cache_file_bytes: int = Field(
+        1024 * 1024, ge=0, description="outputs up to this size are fetched into memory and kept there too"
+    )
     max_upload_bytes: int = 50 * 1024 * 1024
     ws_queue_size: int = Field(1000, ge=1, description="messages buffered per WebSocket listener")
 
@@ -129,6 +153,36 @@ class Settings(BaseSettings):
     @classmethod
     def _lists(cls, value: object) -> object:
         return _split_list(value)
+
+    @field_validator("comfyui_output_dirs", mode="before")
+    @classmethod
+    def _dirs(cls, value: object) -> object:
+        """``host:8188=/srv/comfy/output,comfyui-2=/mnt/out`` (or a JSON object) → {key: folder}."""
+        if isinstance(value, str):
+            text = value.strip()
+            if text.startswith("{"):
+                import json
+
+                return json.loads(text)
+            pairs = [part.partition("=") for part in text.split(",") if part.strip()]
+            if any(not key.strip() or not folder.strip() for key, _, folder in pairs):
+                raise ValueError("use server=folder pairs separated by commas, e.g. 127.0.0.1:8188=/srv/comfy/output")
+            return {key.strip(): folder.strip() for key, _, folder in pairs}
+        return value
+
+    def output_dir_for(self, name: str, server: str) -> Path | None:
+        """ComfyUI's output folder for backend ``name`` at ``server``, when ComfyGate was told it (same host)."""
+
+        def address(text: str) -> str:  # 127.0.0.1:8188 and http://127.0.0.1:8188/ are one server
+            text = text.strip().rstrip("/")
+            return text if "://" in text else f"http://{text}"
+
+        folder = self.comfyui_output_dirs.get(name)
+        if folder is None:
+            folder = next((f for key, f in self.comfyui_output_dirs.items() if address(key) == address(server)), None)
+        if folder is None and len(self.servers) == 1:
+            folder = self.comfyui_output_dir
+        return folder
 
     @field_validator("api_keys", mode="before")
     @classmethod

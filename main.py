@@ -84,6 +84,7 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
                 http,
                 timeout=settings.request_timeout,
                 fast_post=settings.fast_prompt_post,
+                output_dir=settings.output_dir_for(f"comfyui-{index}", server),
                 on_event=manager.on_event,
                 on_state=manager.on_backend_state,
             )

@@ -87,6 +87,9 @@ def main(argv: list[str] | None = None) -> int:
             # Browsers offer permessage-deflate; granting it compresses every update once per listener.
             # Updates are small JSON: the CPU matters more than the bytes (see BENCHMARKS.md, fan-out).
             ws_per_message_deflate=False,
+            # Idle keep-alive connections live longer than clients' pools keep them (as load balancers do):
+            # uvicorn's 5 s closed one just as a pool reused it, a reset in a burst (issue 18).
+            timeout_keep_alive=settings.keep_alive_timeout,
         )
     finally:
         if emulator is not None:

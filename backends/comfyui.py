@@ -6,6 +6,7 @@ import asyncio
 import logging
 import time
 from collections.abc import Awaitable, Callable
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -35,10 +36,13 @@ class ComfyUIBackend(BackendBase):
         *,
         timeout: float = 30.0,
         fast_post: bool = True,
+        output_dir: Path | None = None,
         on_event: EventSink,
         on_state: StateSink,
     ) -> None:
         self.name = name
+        # ComfyUI's output folder when it is on this machine (settings.comfyui_output_dir[s]): read, not /view.
+        self.output_dir = output_dir
         self.client = ComfyUIClient(server, http, timeout=timeout, fast_post=fast_post)
         self._on_event = on_event
         self._on_state = on_state
@@ -51,6 +55,7 @@ class ComfyUIBackend(BackendBase):
         self.object_info: dict[str, Any] | None = None
         # The node classes seen on this connection; routing needs them, so None keeps it out of rotation.
         self.node_classes: frozenset[str] | None = None
+        self.output_classes: frozenset[str] = frozenset()
         self.probe_ok = True  # the last /system_stats probe answered
         self._object_info_lock = asyncio.Lock()
 
@@ -106,6 +111,10 @@ class ComfyUIBackend(BackendBase):
                 info = await self.client.object_info()
                 self.object_info = info
                 self.node_classes = frozenset(info)
+                # Its output nodes: once each of a prompt's has sent ``executed``, the run has nothing left.
+                self.output_classes = frozenset(
+                    name for name, spec in info.items() if isinstance(spec, dict) and spec.get("output_node")
+                )
                 return info
         return self.object_info
 

@@ -117,14 +117,24 @@ def wait_until(check: Any, what: str, proc: Proc | None = None, timeout: float =
 class Emulator:
     """``python -m emulator`` in its own process."""
 
-    def __init__(self, workdir: Path, name: str, *, step_delay: float = 0.0, node_delay: float = 0.0) -> None:
+    def __init__(
+        self,
+        workdir: Path,
+        name: str,
+        *,
+        step_delay: float = 0.0,
+        node_delay: float = 0.0,
+        costs: str = "realistic",
+        gc_pauses: bool = False,
+    ) -> None:
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         base = workdir / name
         base.mkdir(parents=True, exist_ok=True)
         self.base_dir = base
         args = [sys.executable, "-m", "emulator", "--port", str(self.port), "--base-dir", str(base)]
-        args += ["--step-delay", str(step_delay), "--node-delay", str(node_delay)]
+        args += ["--step-delay", str(step_delay), "--node-delay", str(node_delay), "--costs", costs]
+        args += ["--gc-pauses"] if gc_pauses else []
         self.proc = Proc(name, args, workdir / f"{name}.log")
 
     def wait_ready(self) -> Emulator:
@@ -193,6 +203,27 @@ class Gate:
 
     def rss_mb(self, field: str = "VmRSS") -> float:
         return rss_kb(self.pid, field) / 1024
+
+    def stop(self) -> None:
+        self.proc.stop()
+
+
+class Proxy:
+    """comfy-api-proxy (Comfy-Org's official proxy, from PyPI) in front of a ComfyUI: a peer to compare with."""
+
+    def __init__(self, workdir: Path, name: str, comfyui_url: str) -> None:
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        args = [sys.executable, "-m", "comfy_api_proxy.cli", "run", "--comfyui", comfyui_url, "--port", str(self.port)]
+        self.proc = Proc(name, args, workdir / f"{name}.log")
+
+    def wait_ready(self) -> Proxy:
+        wait_until(lambda: http_json(f"{self.url}/api/v2/health")[0] == 200, self.proc.name, self.proc)
+        return self
+
+    @property
+    def pid(self) -> int:
+        return self.proc.pid
 
     def stop(self) -> None:
         self.proc.stop()

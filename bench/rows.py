@@ -10,7 +10,6 @@ import asyncio
 import contextlib
 import json
 import shutil
-import statistics
 import subprocess
 import sys
 import threading
@@ -22,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from bench.lean import HttpConn, HttpPool, WsReader, split_url, ws_connect
-from bench.procs import PROJECT, Emulator, Gate, http_json, reset_peak_rss, rss_kb
+from bench.procs import PROJECT, Emulator, Gate, Proxy, http_json, reset_peak_rss, rss_kb
 
 FINAL = ("completed", "failed", "interrupted", "timeout")
 FINAL_BYTES = tuple(f'"status":"{s}"'.encode() for s in FINAL)
@@ -113,7 +112,7 @@ class Bench:
         self.workdir = workdir
         self.comfyui_url: str | None = args.comfyui_url
         self._color = 0
-        self._procs: list[Emulator | Gate] = []
+        self._procs: list[Emulator | Gate | Proxy] = []
         self._shared: dict[str, Any] = {}
 
     @property
@@ -130,8 +129,11 @@ class Bench:
             "2": {"class_type": "PreviewAny", "inputs": {"source": ["1", 0]}},
         }
 
-    def start_emulators(self, count: int, prefix: str, *, wait: bool = True, **delays: float) -> list[Emulator]:
-        emus = [Emulator(self.workdir, f"{prefix}-{i + 1}", **delays) for i in range(count)]
+    def start_emulators(self, count: int, prefix: str, *, wait: bool = True, **options: Any) -> list[Emulator]:
+        """``options``: step_delay, node_delay, costs ("realistic" unless --emulator-costs says otherwise)."""
+        options.setdefault("costs", self.args.emulator_costs or "realistic")
+        options.setdefault("gc_pauses", self.args.gc_pauses)
+        emus = [Emulator(self.workdir, f"{prefix}-{i + 1}", **options) for i in range(count)]
         self._procs += emus
         for emu in emus if wait else ():
             emu.wait_ready()
@@ -143,10 +145,19 @@ class Bench:
         self._procs.append(gate)
         return gate.wait_ready() if wait else gate
 
-    def stack(self, name: str, fresh: bool, **gate_kwargs: Any) -> tuple[str, Emulator | None, Gate]:
+    def start_proxy(self, name: str, comfyui_url: str) -> Proxy:
+        proxy = Proxy(self.workdir, name, comfyui_url)
+        self._procs.append(proxy)
+        return proxy.wait_ready()
+
+    def stack(
+        self, name: str, fresh: bool, *, costs: str = "realistic", **gate_kwargs: Any
+    ) -> tuple[str, Emulator | None, Gate]:
         """A ComfyUI (emulator, or the real one) and a ComfyGate in front of it.
 
         ``fresh=False`` reuses the stack of an earlier row (smoke runs: start-up dominates them).
+        ``costs``: the emulator's cost model ("realistic": a real server's timings; "none": instant, for rows
+        that measure ComfyGate's own capacity); ``--emulator-costs`` overrides it for every row.
         """
         if not fresh and "stack" in self._shared:
             return self._shared["stack"]
@@ -154,7 +165,7 @@ class Bench:
             assert self.comfyui_url is not None
             url, emu = self.comfyui_url, None
         else:
-            emu = self.start_emulators(1, f"{name}-emulator", wait=False)[0]
+            emu = self.start_emulators(1, f"{name}-emulator", wait=False, costs=self.args.emulator_costs or costs)[0]
             url = emu.url
         gate = self.start_gate(f"{name}-gate", [url], wait=False, **gate_kwargs)
         if emu is not None:
@@ -165,7 +176,7 @@ class Bench:
             self._shared["stack"] = result
         return result
 
-    def release(self, *procs: Emulator | Gate | None) -> None:
+    def release(self, *procs: Emulator | Gate | Proxy | None) -> None:
         """Stop processes a row no longer needs (unless shared)."""
         shared = self._shared.get("stack", ())
         for proc in procs:
@@ -225,68 +236,6 @@ async def push(count: int, concurrency: int, one: Callable[[int], Awaitable[Any]
     return results
 
 
-# ----------------------------------------------------------------------------------- latency
-async def row_latency(bench: Bench) -> Result:
-    """Trivial workflow one at a time: ComfyGate submit → completed vs. ComfyUI POST → execution_success."""
-    args = bench.args
-    url, emu, gate = bench.stack("latency", fresh=not args.smoke)
-    direct_done, gate_done = Completions(), Completions()
-    client_id = f"bench-{uuid.uuid4().hex[:8]}"
-    direct_ws = await comfy_ws(url, client_id, direct_done)
-    our_ws = await gate_ws(gate, gate_done)
-    direct_http, gate_http = HttpConn(url), HttpConn(gate.url)
-
-    async def direct_once() -> float:
-        t0 = time.time()
-        prompt_id = await submit_comfy(direct_http, bench.workflow(), client_id)
-        when, message = await direct_done.wait(prompt_id)
-        assert message["type"] == "execution_success", message
-        return when - t0
-
-    async def gate_once() -> float:
-        t0 = time.time()
-        answer = await submit_gate(gate_http, bench.workflow(), retry_busy=False)
-        when, message = await gate_done.wait(answer["task_id"])
-        assert message["status"] == "completed", message
-        return when - t0
-
-    direct: list[float] = []
-    through: list[float] = []
-    try:
-        for _ in range(args.warmup):
-            await direct_once()
-            await gate_once()
-        for i in range(args.runs):
-            # Alternate which goes first, and let the trailing events of a run settle before the next.
-            pair = (direct_once, gate_once) if i % 2 == 0 else (gate_once, direct_once)
-            for fn in pair:
-                (direct if fn is direct_once else through).append(await fn())
-                await asyncio.sleep(0.005)
-    finally:
-        direct_ws.close()
-        our_ws.close()
-        await direct_http.close()
-        await gate_http.close()
-        bench.release(gate, emu)
-    med_d, med_g = statistics.median(direct), statistics.median(through)
-    p99_d, p99_g = percentile(direct, 99), percentile(through, 99)
-    added_med, added_p99 = med_g - med_d, p99_g - p99_d
-    return Result(
-        "latency",
-        f"added median {ms(added_med)} ms, p99 {ms(added_p99)} ms",
-        "median ≤ 3 ms, p99 ≤ 15 ms",
-        added_med <= 0.003 and added_p99 <= 0.015,
-        {
-            "runs": len(direct),
-            "direct_median_ms": ms(med_d),
-            "direct_p99_ms": ms(p99_d),
-            "gate_median_ms": ms(med_g),
-            "gate_p99_ms": ms(p99_g),
-            "ratio_median": round(med_g / med_d, 2),
-        },
-    )
-
-
 # ----------------------------------------------------------------------------------- throughput
 async def run_throughput_direct(bench: Bench, url: str, count: int, concurrency: int) -> tuple[float, float]:
     done = Completions()
@@ -330,7 +279,7 @@ async def run_throughput_gate(bench: Bench, gate: Gate, count: int, concurrency:
 async def row_throughput(bench: Bench) -> Result:
     """Instant workflow, ``--tasks`` pushed as fast as accepted, direct vs. through ComfyGate."""
     args = bench.args
-    url, emu, gate = bench.stack("throughput", fresh=not args.smoke)
+    url, emu, gate = bench.stack("throughput", fresh=not args.smoke, costs="none")
     n, c = args.tasks, args.concurrency
     try:
         await run_throughput_direct(bench, url, min(n, 50), c)  # warm both paths up
@@ -435,7 +384,7 @@ def history_success_times(url: str, prompt_ids: set[str]) -> dict[str, float]:
 async def row_fanout(bench: Bench) -> Result:
     """``--listeners`` WebSockets on ComfyGate while ``--rate`` tasks/s run: event → every listener."""
     args = bench.args
-    url, emu, gate = bench.stack("fanout", fresh=not args.smoke)
+    url, emu, gate = bench.stack("fanout", fresh=not args.smoke, costs="none")
     n_listeners, rate, seconds = args.listeners, args.rate, args.fanout_seconds
     count = max(1, int(rate * seconds))
     listeners = ListenerProcs(bench, f"{gate.ws_url}/ws", n_listeners, args.listener_procs)
@@ -535,7 +484,7 @@ async def row_pool(bench: Bench) -> Result:
         return Result("pool", "skipped", "≥ 3.6× one backend", None, note="needs 4 emulators with workflow delays")
     args = bench.args
     node_delay = args.workflow_ms / 2000  # the trivial workflow runs two nodes
-    emus = bench.start_emulators(4, "pool-emulator", node_delay=node_delay)
+    emus = bench.start_emulators(4, "pool-emulator", node_delay=node_delay, costs="none")
     per = args.pool_tasks
     try:
         one = bench.start_gate("pool-gate-1", [emus[0].url], wait=False)
@@ -563,7 +512,7 @@ async def row_memory(bench: Bench) -> Result:
     """RSS of ComfyGate holding ``--memory-tasks`` finished tasks (real instant tasks)."""
     args = bench.args
     n = args.memory_tasks
-    url, emu, gate = bench.stack("memory", fresh=not args.smoke, history_limit=max(n + 1000, 200_000))
+    url, emu, gate = bench.stack("memory", fresh=not args.smoke, costs="none", history_limit=max(n + 1000, 200_000))
     done = Completions()
     ws = await gate_ws(gate, done)
     pool = HttpPool(gate.url, args.concurrency)
@@ -712,8 +661,7 @@ async def row_big(bench: Bench) -> Result:
     )
 
 
-ROWS: dict[str, Callable[[Bench], Awaitable[Result]]] = {
-    "latency": row_latency,
+ROWS: dict[str, Callable[[Bench], Awaitable[Result | list[Result]]]] = {
     "throughput": row_throughput,
     "fanout": row_fanout,
     "pool": row_pool,

@@ -22,11 +22,18 @@ from typing import Any
 if __package__ in (None, ""):  # ``python bench/run.py``
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench.rows import ROWS, Bench, Result  # noqa: E402
+from bench import rows  # noqa: E402
+from bench.images import row_burst, row_latency  # noqa: E402
+from bench.rows import Bench, Result  # noqa: E402
+
+ROWS = {"latency": row_latency, "burst": row_burst, **rows.ROWS}
 
 FULL = {
     "runs": 200,
     "warmup": 20,
+    "burst": 50,
+    "burst_rounds": 3,
+    "burst_idle": 5.0,
     "tasks": 2000,
     "concurrency": 8,
     "listeners": 1000,
@@ -41,6 +48,9 @@ FULL = {
 SMOKE = {
     "runs": 10,
     "warmup": 2,
+    "burst": 5,
+    "burst_rounds": 1,
+    "burst_idle": 0.0,
     "tasks": 40,
     "concurrency": 4,
     "listeners": 10,
@@ -62,9 +72,19 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--json", type=Path, help="also write every figure to this file")
     p.add_argument("--keep", action="store_true", help="keep the scratch folder (logs of every process)")
     p.add_argument("--gate-log-level", default="info", help="ComfyGate's --log-level (default: its default)")
+    p.add_argument(
+        "--emulator-costs",
+        choices=("realistic", "none"),
+        help="the emulators' cost model for every row (default: realistic for latency, burst and big; none for "
+        "throughput, fan-out, pool and memory, which measure ComfyGate's own capacity)",
+    )
+    p.add_argument("--gc-pauses", action="store_true", help="emulators pause 300-650 ms every ~10 s like ComfyUI")
     sizes = p.add_argument_group("sizes (defaults: the targets' sizes; --smoke: tiny)")
     sizes.add_argument("--runs", type=int, help="latency: sequential runs per side (200)")
     sizes.add_argument("--warmup", type=int, help="latency: warm-up runs per side (20)")
+    sizes.add_argument("--burst", type=int, help="burst: images requested at once (50)")
+    sizes.add_argument("--burst-rounds", type=int, help="burst: rounds of each path (3)")
+    sizes.add_argument("--burst-idle", type=float, help="burst: seconds connections stay idle between rounds (5)")
     sizes.add_argument("--tasks", type=int, help="throughput: tasks per side (2000)")
     sizes.add_argument("--concurrency", type=int, help="throughput/memory: submitting connections (8)")
     sizes.add_argument("--listeners", type=int, help="fan-out: WebSocket listeners (1000)")
@@ -130,13 +150,14 @@ async def run_rows(bench: Bench) -> list[Result]:
         print(f"[bench] {name} ...", flush=True)
         t0 = time.monotonic()
         try:
-            result = await ROWS[name](bench)
+            outcome = await ROWS[name](bench)
         except Exception as exc:  # one broken row must not hide the others
             traceback.print_exc()
-            result = Result(name, f"error: {type(exc).__name__}: {exc}"[:200], "", False)
-        result.details["row_seconds"] = round(time.monotonic() - t0, 1)
-        print(f"[bench] {name}: {result.measured} {json.dumps(result.details)}", flush=True)
-        results.append(result)
+            outcome = Result(name, f"error: {type(exc).__name__}: {exc}"[:200], "", False)
+        for result in outcome if isinstance(outcome, list) else [outcome]:
+            result.details["row_seconds"] = round(time.monotonic() - t0, 1)
+            print(f"[bench] {result.row}: {result.measured} {json.dumps(result.details)}", flush=True)
+            results.append(result)
     return results
 
 

@@ -14,6 +14,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
+from emulator.costs import Costs
 from emulator.web import guard, json_body, json_response
 
 if TYPE_CHECKING:
@@ -30,6 +31,7 @@ class EmulatorControl:
         return [
             Route("/emulator/config", guard(self.get_emulator_config), methods=["GET"]),
             Route("/emulator/delays", guard(self.post_emulator_delays), methods=["POST"]),
+            Route("/emulator/costs", guard(self.post_emulator_costs), methods=["POST"]),
             Route("/emulator/extra_output", guard(self.post_emulator_extra_output), methods=["POST"]),
             Route("/emulator/drop_websockets", guard(self.post_emulator_drop), methods=["POST"]),
             Route("/emulator/restart", guard(self.post_emulator_restart), methods=["POST"]),
@@ -44,6 +46,8 @@ class EmulatorControl:
             "base_dir": str(self.emu.base_dir),
             "history_delay": self.emu.history_delay,
             "extra_output": self.emu.extra_output,
+            "costs": self.emu.costs.describe(),
+            "views": self.emu.files.views,
         }
 
     async def get_emulator_config(self, request: Request) -> Response:
@@ -54,6 +58,21 @@ class EmulatorControl:
         self.emu.set_delays(data.get("step_delay"), data.get("node_delay"))
         if "history_delay" in data:
             self.emu.history_delay = float(data["history_delay"])
+        return json_response(self.config())
+
+    async def post_emulator_costs(self, request: Request) -> Response:
+        """``{"name": "realistic"|"none", "gc_pauses": bool, "seed": int, <any Costs field>: value}``."""
+        data = await json_body(request)
+        costs = Costs.named(
+            str(data.pop("name", self.emu.costs.name)),
+            gc_pauses=bool(data.pop("gc_pauses", False)),
+            seed=int(data.pop("seed", 0)),
+        )
+        for key, value in data.items():
+            if key.startswith("_") or not hasattr(costs, key):
+                return json_response({"error": f"no cost named {key!r}"}, 400)
+            setattr(costs, key, value)
+        self.emu.costs = costs
         return json_response(self.config())
 
     async def post_emulator_extra_output(self, request: Request) -> Response:

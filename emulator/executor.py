@@ -177,6 +177,7 @@ class PromptExecutor:
                 ctx.check_interrupt()
                 if emu.node_delay > 0:
                     await asyncio.sleep(emu.node_delay)
+                await emu.costs.wait_ms(emu.costs.node_cost_ms(class_type))
                 outs, ui = await en.run_node(class_type, inputs, ctx)
                 if ui and emu.output_name_hook is not None:
                     ui = emu.files.rename_outputs(ui, emu.output_name_hook)

@@ -17,6 +17,7 @@ from starlette.requests import Request
 from starlette.responses import FileResponse, Response
 
 from emulator import nodes as en
+from emulator.costs import Costs
 from emulator.web import empty_response, json_response
 
 _DOWNLOAD_ONLY = {"text/html", "text/html-sandboxed", "application/xhtml+xml", "text/javascript", "text/css"}
@@ -31,8 +32,10 @@ class _FileResponse(FileResponse):
 class EmulatorFiles:
     """The three folders under the base dir and the routes that read and write them."""
 
-    def __init__(self, dirs: en.Dirs) -> None:
+    def __init__(self, dirs: en.Dirs, costs: Callable[[], Costs] = Costs) -> None:
         self.dirs = dirs
+        self._costs = costs  # the emulator's current cost model (it can be switched at run time)
+        self.views = 0  # /view requests answered with a file (tests tell downloads from other ways)
         self._output_aliases: dict[str, Path] = {}  # names output_name_hook made up → the real files
 
     def folder(self, kind: str | None) -> Path | None:
@@ -78,14 +81,18 @@ class EmulatorFiles:
         return (200 if os.path.isfile(path) else 404), path, filename
 
     async def get_view(self, request: Request) -> Response:
+        costs = self._costs()
+        await costs.wait_ms(costs.view_ms)  # a real /view: stat and open in aiohttp's executor
         q = request.query_params
         if "filename" not in q:
             return empty_response(404)
         if q["filename"] in self._output_aliases:  # a name output_name_hook made up: serve it as is
+            self.views += 1
             return FileResponse(self._output_aliases[q["filename"]], media_type="image/png")
         status, path, filename = self._view_path(q)
         if status != 200:
             return empty_response(status)
+        self.views += 1
         headers = {"Content-Disposition": f'filename="{filename}"'}
         preview = q.get("preview")
         channel = q.get("channel", "rgba")

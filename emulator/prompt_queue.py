@@ -33,6 +33,7 @@ class QueueItem:
     prompt: dict[str, Any]
     extra: dict[str, Any]
     outputs: list[str]
+    not_before: float = 0.0  # loop time before which the worker may not start it (cost model)
 
     def __lt__(self, other: QueueItem) -> bool:
         return (self.number, self.prompt_id) < (other.number, other.prompt_id)
@@ -86,15 +87,31 @@ class PromptQueue:
 
     async def worker(self) -> None:
         st = self.emu.state
+        costs = self.emu.costs
+        loop = asyncio.get_running_loop()
+        ended = 0.0
         while True:
             while not st.queue:
                 self.wakeup.clear()
                 await self.wakeup.wait()
+            head = st.queue[0]
+            # Cost model: a prompt starts about when the answer to its POST leaves, and the worker's own
+            # bookkeeping after the previous prompt takes a while (bursts: ~11 ms per prompt, recorded).
+            ready = max(head.not_before, ended + costs.prompt_gap_ms / 1000)
+            if ready > loop.time():
+                await costs.wait_until(ready)
+                continue  # the queue may have changed meanwhile (front=true, delete, clear)
             item = heapq.heappop(st.queue)
             st.running = item
             self.updated()
             status_str, completed, messages, outputs, meta = await self.executor.execute(item)
-            await asyncio.sleep(self.emu.history_delay)  # history lands just after execution_success
+            # History lands just after execution_success: a client reading it at once may find {}.
+            if costs.history_lag_share:
+                lag = costs.history_lag_ms / 1000 if costs.history_lags() else 0.0
+            else:
+                lag = self.emu.history_delay
+            if lag:
+                await asyncio.sleep(lag)
             history = st.history
             if len(history) > 10000:
                 history.pop(next(iter(history)))
@@ -108,13 +125,21 @@ class PromptQueue:
             self.updated()
             if st.client_id is not None:
                 self.emu.send("executing", {"node": None, "prompt_id": item.prompt_id}, st.client_id)
+            costs.gc_after_prompt()
+            ended = loop.time()
 
     # -------------------------------------------------------------------------------------- routes
     async def get_prompt(self, request: Request) -> Response:
-        return json_response(self.info())
+        info = self.info()
+        await self.emu.costs.wait_ms(self.emu.costs.route_ms)
+        return json_response(info)
 
     async def post_prompt(self, request: Request) -> Response:
+        costs = self.emu.costs
+        arrived = asyncio.get_running_loop().time()
+        answer_at = arrived + costs.post_answer_ms() / 1000
         data = json.loads(await request.body())
+        await costs.validate()
         st = self.emu.state
         if "number" in data:
             number: float = float(data["number"])
@@ -143,15 +168,18 @@ class PromptQueue:
             return json_response({"error": error, "node_errors": node_errors}, 400)
         for key in SENSITIVE_EXTRA_DATA_KEYS:
             extra.pop(key, None)
-        heapq.heappush(st.queue, QueueItem(number, prompt_id, prompt, extra, outputs))
+        heapq.heappush(st.queue, QueueItem(number, prompt_id, prompt, extra, outputs, arrived + costs.start_ms / 1000))
         self.wakeup.set()
         self.updated()
+        await costs.wait_until(answer_at)
         return json_response({"prompt_id": prompt_id, "number": number, "node_errors": node_errors})
 
     async def get_queue(self, request: Request) -> Response:
         st = self.emu.state
         running = [st.running.as_list()] if st.running else []
-        return json_response({"queue_running": running, "queue_pending": [i.as_list() for i in st.queue]})
+        body = {"queue_running": running, "queue_pending": [i.as_list() for i in st.queue]}
+        await self.emu.costs.wait_ms(self.emu.costs.route_ms)
+        return json_response(body)
 
     async def post_queue(self, request: Request) -> Response:
         data = json.loads(await request.body())
@@ -172,17 +200,22 @@ class PromptQueue:
         history = self.emu.state.history
         max_items = request.query_params.get("max_items")
         if max_items is None:
-            return json_response(history)
+            body = dict(history)
+            await self.emu.costs.wait_ms(self.emu.costs.history_ms)
+            return json_response(body)
         n = int(max_items)
         offset = int(request.query_params.get("offset", -1))
         if offset < 0:
             offset = max(0, len(history) - n)
         keys = list(history)[offset : offset + n]
-        return json_response({k: history[k] for k in keys})
+        body = {k: history[k] for k in keys}
+        await self.emu.costs.wait_ms(self.emu.costs.history_ms)
+        return json_response(body)
 
     async def get_history_item(self, request: Request) -> Response:
         pid = request.path_params["prompt_id"]
-        item = self.emu.state.history.get(pid)
+        item = self.emu.state.history.get(pid)  # what is written when the request arrives
+        await self.emu.costs.wait_ms(self.emu.costs.history_ms)
         return json_response({pid: item} if item is not None else {})
 
     async def post_history(self, request: Request) -> Response:

@@ -40,6 +40,7 @@ from starlette.websockets import WebSocket
 
 from emulator import nodes as en
 from emulator.control import EmulatorControl
+from emulator.costs import Costs
 from emulator.executor import PromptExecutor
 from emulator.files import EmulatorFiles
 from emulator.info import SERVER_FEATURES, EmulatorInfo, base_object_info, custom_validators
@@ -47,7 +48,6 @@ from emulator.prompt_queue import EmulatorState, PromptQueue
 from emulator.web import Frontdoor, guard
 
 log = logging.getLogger("comfyui_emulator")
-
 
 
 class _Client:
@@ -94,8 +94,11 @@ class ComfyUIEmulator:
         node_delay: float = 0.0,
         base_dir: Path | None = None,
         exclude_classes: Iterable[str] = (),
+        costs: Costs | str = "realistic",
     ) -> None:
         self.host = host
+        # What answers cost in time (emulator/costs.py): "realistic" follows the recorded real server.
+        self.costs = Costs.named(costs) if isinstance(costs, str) else costs
         # Node classes this server pretends not to have installed (to test capability routing).
         self.exclude_classes = frozenset(exclude_classes)
         self.port = port
@@ -112,7 +115,7 @@ class ComfyUIEmulator:
         self.validators = custom_validators(self.dirs)
         # Benchmarks: a file in output/ that every executed output node also reports (off by default).
         self.extra_output: dict[str, Any] | None = None
-        self.files = EmulatorFiles(self.dirs)
+        self.files = EmulatorFiles(self.dirs, lambda: self.costs)
         self.info = EmulatorInfo(self)
         self.queue = PromptQueue(self, PromptExecutor(self))
         self.app = Frontdoor(Starlette(routes=self._routes()))
@@ -367,6 +370,11 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--step-delay", type=float, default=0.0)
     p.add_argument("--node-delay", type=float, default=0.0)
     p.add_argument("--base-dir", type=Path, default=None)
+    p.add_argument(
+        "--costs", choices=("realistic", "none"), default="realistic", help="answer times: a real server's, or instant"
+    )
+    p.add_argument("--gc-pauses", action="store_true", help="block 300-650 ms every ~10 s like ComfyUI's gc.collect()")
+    p.add_argument("--cost-seed", type=int, default=0, help="seed of the cost model's random draws")
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
 
@@ -377,6 +385,7 @@ def main(argv: list[str] | None = None) -> None:
             step_delay=args.step_delay,
             node_delay=args.node_delay,
             base_dir=args.base_dir,
+            costs=Costs.named(args.costs, gc_pauses=args.gc_pauses, seed=args.cost_seed),
         )
         await emu.start()
         log.info("ComfyUI emulator on %s (files in %s)", emu.url, emu.base_dir)

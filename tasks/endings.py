@@ -1,14 +1,14 @@
 """How a task ends: outputs downloaded then completed, failed, timed out or interrupted.
 
-Outputs are streamed to ``outputs/`` before a task is called completed. ``finish`` is the single way
-to a final status: it releases the task from the pool and its timer, tells observers and listeners,
-and drops the workflow from memory when the durable store keeps it. Timeouts and interrupts live here
-too: both end a task and stop it on its backend.
+Outputs are in ``outputs/`` before a task is called completed (``outputs``: fetched from ComfyUI's
+``executed`` on; the task completes once every output node has reported, or at ``execution_success``).
+``finish`` is the single way to a final status: it releases the task from the pool and its timer,
+tells observers and listeners, and drops the workflow from memory when the durable store keeps it.
+Timeouts and interrupts live here too: both end a task and stop it on its backend.
 """
 
 from __future__ import annotations
 
-import asyncio
 import time
 from collections.abc import Callable, Coroutine
 from pathlib import Path
@@ -18,7 +18,7 @@ from backends.comfyui import ComfyUIBackend
 from config import Settings
 from core.errors import ComfyGateError
 from core.task import Task, TaskStatus
-from security.safe_paths import content_type, sanitize_filename
+from tasks.outputs import Outputs
 from tasks.pool import Pool
 from tasks.runtime import Jobs, Timers
 from tasks.store import TaskStore
@@ -37,6 +37,7 @@ class Endings:
         jobs: Jobs,
         timers: Timers,
         temp_dir: Path,
+        outputs: Outputs,
     ) -> None:
         self.settings = settings
         self.store = store
@@ -45,10 +46,31 @@ class Endings:
         self.jobs = jobs
         self.timers = timers
         self.temp_dir = temp_dir
+        self.outputs = outputs
+        self._completing: set[str] = set()  # tasks whose outputs are being gathered before they complete
         # Set by the durable store: finished tasks then drop their workflow, loaded back on demand.
         self.workflow_loader: WorkflowLoader | None = None
 
     # --- completed -------------------------------------------------------------------------------
+    def output_named(self, task: Task, backend: ComfyUIBackend, node_id: str) -> None:
+        """ComfyUI's ``executed``: fetch the node's files now; complete once every output node has reported."""
+        self.outputs.named(task, backend, node_id, task.node_outputs.get(node_id))
+        if self.outputs.all_reported(task, backend):
+            self.start_completion(task, backend)
+
+    def start_completion(self, task: Task, backend: ComfyUIBackend) -> None:
+        """Gather the outputs, then complete the task (once, whoever asks first: the last output or the end)."""
+        if task.task_id in self._completing or task.status.final:
+            return
+        self._completing.add(task.task_id)
+        self.jobs.spawn(self.complete_from(task, backend), name=f"complete {task.task_id}")
+
+    def restarting(self, task: Task) -> None:
+        """The task runs again from the start elsewhere: forget the run that was cut off, and its files."""
+        self._completing.discard(task.task_id)
+        self.outputs.drop(task)
+        task.node_outputs = {}
+
     async def complete_from(
         self, task: Task, backend: ComfyUIBackend, node_outputs: dict[str, Any] | None = None
     ) -> None:
@@ -56,45 +78,12 @@ class Endings:
         if node_outputs is not None:
             task.node_outputs = node_outputs
         try:
-            task.outputs = await self._download_outputs(task, backend)
+            task.outputs = await self.outputs.gather(task, backend)
         except ComfyGateError as exc:
             self.finish(task, TaskStatus.FAILED, error={"type": "output_download_failed", "message": exc.message})
             return
         task.progress.update({"percent": 100.0, "nodes_done": task.progress.get("nodes_total", len(task.workflow))})
         self.finish(task, TaskStatus.COMPLETED)
-
-    async def _download_outputs(self, task: Task, backend: ComfyUIBackend) -> list[dict[str, Any]]:
-        jobs = []
-        for node_id, output in task.node_outputs.items():
-            if not isinstance(output, dict):
-                continue
-            for items in output.values():
-                if not isinstance(items, list):
-                    continue
-                for item in items:
-                    if isinstance(item, dict) and isinstance(item.get("filename"), str):
-                        jobs.append(self._download_one(task, backend, node_id, item))
-        return list(await asyncio.gather(*jobs)) if jobs else []
-
-    async def _download_one(
-        self, task: Task, backend: ComfyUIBackend, node_id: str, item: dict[str, Any]
-    ) -> dict[str, Any]:
-        remote = item.get("type") if isinstance(item.get("type"), str) and item.get("type") else "output"
-        kind = "output" if remote == "output" else "temp"  # a backend's answer never picks a local folder
-        folder = self.settings.outputs_dir if kind == "output" else self.temp_dir
-        local = f"{task.task_id[:8]}_{sanitize_filename(item['filename'])}"
-        subfolder = str(item["subfolder"]) if isinstance(item.get("subfolder"), str) else ""
-        size = await backend.client.download(item["filename"], subfolder, str(remote), folder / local)
-        query = "" if kind == "output" else "?type=temp"
-        return {
-            "filename": local,
-            "content_type": content_type(local),
-            "size": size,
-            "node_id": node_id,
-            "type": kind,
-            "url": f"/api/image/{local}{query}",
-            "comfyui": {"filename": item["filename"], "subfolder": subfolder, "type": remote},
-        }
 
     def complete(self, task: Task, outputs: list[dict[str, Any]]) -> None:
         """For backends that fetch their own outputs (ViewComfy): files are already in outputs/."""
@@ -106,6 +95,11 @@ class Endings:
     def finish(self, task: Task, status: TaskStatus, error: dict[str, Any] | None = None) -> None:
         if task.status.final:
             return
+        self._completing.discard(task.task_id)
+        if status == TaskStatus.COMPLETED:
+            self.outputs.forget(task)
+        else:
+            self.outputs.drop(task)
         task.status = status
         task.finished_at = time.time()
         if error is not None:

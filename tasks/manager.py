@@ -27,6 +27,7 @@ from core.errors import NotFound, PromptRejected
 from core.task import Task, TaskStatus
 from events.bus import EventBus
 from tasks.endings import Endings, WorkflowLoader
+from tasks.outputs import Outputs
 from tasks.pool import Pool
 from tasks.progress import End, apply_event
 from tasks.recovery import Recovery
@@ -50,7 +51,10 @@ class TaskManager:
         self.timers = Timers()
         self.updates = Updates(hub)
         self.pool = Pool(settings, store, self.updates)
-        self.endings = Endings(settings, store, self.pool, self.updates, self.jobs, self.timers, self.temp_dir)
+        self.outputs = Outputs(settings, self.temp_dir, self.jobs)
+        self.endings = Endings(
+            settings, store, self.pool, self.updates, self.jobs, self.timers, self.temp_dir, self.outputs
+        )
         self.submitter = Submitter(settings, store, self.pool, self.endings, self.updates, self)
         self.recovery = Recovery(settings, store, self.pool, self.endings, self.updates, self.jobs)
 
@@ -151,8 +155,10 @@ class TaskManager:
             self.updates.notify(task, "status")
         if outcome.update:
             self.updates.task(task)
+        if event.type == "executed":
+            self.endings.output_named(task, backend, str(event.data.get("node")))
         if outcome.end is End.SUCCESS:
-            self.spawn(self.endings.complete_from(task, backend), name=f"complete {task.task_id}")
+            self.endings.start_completion(task, backend)
         elif outcome.end is End.ERROR:
             self.endings.fail(task, outcome.error or {})
         elif outcome.end is End.INTERRUPTED:

@@ -46,6 +46,7 @@ class Recovery:
 
     def requeue(self, task: Task, reason: str, *, new_prompt: bool) -> None:
         self.followed.discard(task.task_id)
+        self.endings.restarting(task)  # files of the interrupted run are not this task's outputs
         self.pool.requeue(task, reason, new_prompt=new_prompt)
 
     # --- backend up / down -----------------------------------------------------------------------

@@ -151,3 +151,22 @@ async def test_one_websocket_gets_the_recorded_sequence_and_reconnects(
     assert states[:3] == [True, False, True] and ws.connects == 2
     await ws.stop()
     client.close()
+
+
+async def test_small_files_come_over_the_kept_connections(emulator: EmulatorThread, http: httpx.AsyncClient) -> None:
+    client = ComfyUIClient(emulator.url, http)
+    answer = await client.post_prompt(workflow("invert_save"), client_id="c1")
+    entry: dict = {}
+    while not entry:
+        entry = (await client.get_history(answer["prompt_id"])).get(answer["prompt_id"], {})
+        await asyncio.sleep(0.01)
+    [image] = entry["outputs"]["3"]["images"]
+    via_httpx = (await http.get(f"{emulator.url}/view", params=image)).content
+    data = await client.fetch_small(image["filename"], image["subfolder"], image["type"], 1 << 20)
+    assert data == via_httpx and data[:8] == b"\x89PNG\r\n\x1a\n"
+    assert await client.fetch_small(image["filename"], image["subfolder"], image["type"], len(data) - 1) is None
+    with pytest.raises(ComfyUINotFound):
+        await client.fetch_small("nope.png", "", "output", 1 << 20)
+    emulator.restart()  # every kept connection is now dead: a GET is retried once on a new one
+    assert await client.fetch_small(image["filename"], image["subfolder"], image["type"], 1 << 20) == data
+    client.close()

@@ -2,12 +2,20 @@
 
 from __future__ import annotations
 
+import os
+import socket
+import subprocess
+import sys
+import time
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 import start
+from tests.servers import free_port
+
+PROJECT = Path(__file__).resolve().parent.parent
 
 
 @pytest.fixture
@@ -65,3 +73,58 @@ def test_is_loopback() -> None:
     assert start.is_loopback("127.0.0.1") and start.is_loopback("::1") and start.is_loopback("localhost")
     assert not start.is_loopback("0.0.0.0") and not start.is_loopback("::") and not start.is_loopback("10.0.0.1")
     assert not start.is_loopback("localhost.evil.example")
+
+
+def idle_close_after(port: int, idle: float) -> bool:
+    """Send one keep-alive request, stay idle ``idle`` seconds: has the server closed the connection?"""
+    with socket.create_connection(("127.0.0.1", port), timeout=5) as sock:
+        sock.sendall(b"GET /api/health HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
+        answer = b""
+        while b"\r\n\r\n" not in answer:
+            answer += sock.recv(65536)
+        head, _, body = answer.partition(b"\r\n\r\n")
+        length = int(
+            next(line.split(b":")[1] for line in head.split(b"\r\n") if line.lower().startswith(b"content-length"))
+        )
+        while len(body) < length:
+            body += sock.recv(65536)
+        time.sleep(idle)
+        sock.settimeout(0.5)
+        try:
+            return sock.recv(1) == b""
+        except TimeoutError:
+            return False
+
+
+@pytest.mark.parametrize(("setting", "idle", "closed"), [(None, 6.0, False), ("1", 2.0, True)])
+def test_idle_keep_alive_connections_outlive_clients_pools(
+    tmp_path: Path, setting: str | None, idle: float, closed: bool
+) -> None:
+    """Started the way users start it: uvicorn's 5 s default would close the first one (a pool's reset)."""
+    port = free_port()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("COMFYUI_")}
+    env.update({"COMFYUI_DATA_DIR": str(tmp_path / "data"), "COMFYUI_OUTPUTS_DIR": str(tmp_path / "out")})
+    env.update({"COMFYUI_WORKFLOWS_DIR": str(tmp_path / "wf"), "COMFYUI_UPLOADS_DIR": str(tmp_path / "up")})
+    env["COMFYUI_COMFYUI_SERVER"] = f"127.0.0.1:{free_port()}"  # nothing there: ComfyGate runs anyway
+    if setting is not None:
+        env["COMFYUI_KEEP_ALIVE_TIMEOUT"] = setting
+    proc = subprocess.Popen(
+        [sys.executable, "start.py", "--port", str(port), "--log-level", "warning"],
+        cwd=PROJECT,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                socket.create_connection(("127.0.0.1", port), timeout=1).close()
+                break
+            except OSError:
+                assert time.monotonic() < deadline and proc.poll() is None, "ComfyGate did not start"
+                time.sleep(0.1)
+        assert idle_close_after(port, idle) is closed
+    finally:
+        proc.terminate()
+        proc.wait(10)

@@ -5,8 +5,8 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
-from fastapi import APIRouter, Depends, File, Form, Query, UploadFile
-from fastapi.responses import FileResponse
+from fastapi import APIRouter, Depends, File, Form, Header, Query, UploadFile
+from fastapi.responses import FileResponse, Response
 
 from api.dependencies import get_services
 from api.models import HealthOut, QueueOut, TaskList, TaskOut, UploadOut
@@ -185,7 +185,16 @@ async def image(
     filename: str,
     services: Services = Depends(get_services),
     type: str = Query("output", pattern="^(output|temp)$"),
-) -> FileResponse:
+    range_: str | None = Header(None, alias="range", include_in_schema=False),
+    if_none_match: str | None = Header(None, include_in_schema=False),
+) -> Response:
+    if type == "output" and range_ is None:
+        cached = services.manager.outputs.cache.get(filename)
+        if cached is not None:  # just finished: from memory, without the thread hops of a file response
+            headers = {"etag": cached.etag, "last-modified": cached.last_modified, "accept-ranges": "bytes"}
+            if if_none_match is not None and cached.etag in if_none_match:
+                return Response(status_code=304, headers=headers)
+            return Response(cached.data, media_type=content_type(filename), headers=headers)
     folder = services.settings.outputs_dir if type == "output" else services.manager.temp_dir
     path = resolve_inside(folder, filename, "output file")
     if not path.is_file():

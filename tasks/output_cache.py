@@ -1,0 +1,67 @@
+"""Small, just-finished output files kept in memory, so ``/api/image`` answers them without a thread hop.
+
+A client usually fetches an output right after its task completes. Serving a 400-byte PNG from disk
+costs Starlette's FileResponse a stat, an open and a read, each a hop to the thread pool (1.5 ms of the
+request on this 2-core machine, 5.3 ms measured against a real ComfyUI in issue 18); the bytes were in
+ComfyGate's hands a moment before. Entries are bounded in size and in total (least recently used
+dropped first); the file on disk stays the truth: a Range request or an evicted entry is served from it,
+with the same ETag.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections import OrderedDict
+from dataclasses import dataclass
+from email.utils import formatdate
+
+
+@dataclass(frozen=True, slots=True)
+class CachedOutput:
+    data: bytes
+    etag: str
+    last_modified: str
+
+
+class OutputCache:
+    """An LRU of ``key → bytes`` bounded by ``max_bytes`` in total and ``max_entry`` per entry."""
+
+    def __init__(self, max_bytes: int = 64 << 20, max_entry: int = 1 << 20) -> None:
+        self.max_bytes = max_bytes
+        self.max_entry = max_entry
+        self._items: OrderedDict[str, CachedOutput] = OrderedDict()
+        self.size = 0
+        self.hits = 0
+
+    def fits(self, size: int) -> bool:
+        return 0 <= size <= self.max_entry and self.max_bytes > 0
+
+    def put(self, key: str, data: bytes, mtime: float) -> None:
+        """Keep ``data`` (written to disk with modification time ``mtime``) under ``key``."""
+        if not self.fits(len(data)):
+            return
+        self.discard(key)
+        # The validators Starlette's FileResponse derives from the file's stat, so a client's ETag holds
+        # whichever way the file is served later.
+        etag = hashlib.md5(f"{mtime}-{len(data)}".encode(), usedforsecurity=False).hexdigest()
+        item = CachedOutput(data, f'"{etag}"', formatdate(mtime, usegmt=True))
+        self._items[key] = item
+        self.size += len(data)
+        while self.size > self.max_bytes and self._items:
+            _, old = self._items.popitem(last=False)
+            self.size -= len(old.data)
+
+    def get(self, key: str) -> CachedOutput | None:
+        item = self._items.get(key)
+        if item is not None:
+            self._items.move_to_end(key)
+            self.hits += 1
+        return item
+
+    def discard(self, key: str) -> None:
+        item = self._items.pop(key, None)
+        if item is not None:
+            self.size -= len(item.data)
+
+    def __len__(self) -> int:
+        return len(self._items)

@@ -1,0 +1,157 @@
+"""Output files fetched as soon as ComfyUI names them, and the task completed once every output has reported.
+
+ComfyUI's events are fed to a real ``TaskManager`` whose backend is a real emulator (its ``/view`` serves
+the files), so the rule is checked step by step; the last test runs it end to end through ComfyGate.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import uuid
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from backends.comfyui import ComfyUIBackend
+from backends.comfyui_events import ComfyUIEvent
+from config import Settings
+from core.task import Task, TaskStatus
+from emulator.server import EmulatorThread
+from events.hub import EventHub
+from tasks.manager import TaskManager
+from tasks.memory_store import TaskStore
+from tests.conftest import Gate, submit_ok
+
+TWO_OUTPUTS = {
+    "1": {"class_type": "EmptyImage", "inputs": {"width": 8, "height": 8, "batch_size": 1, "color": 255}},
+    "2": {"class_type": "SaveImage", "inputs": {"images": ["1", 0], "filename_prefix": "first"}},
+    "3": {"class_type": "ImageInvert", "inputs": {"image": ["1", 0]}},
+    "4": {"class_type": "SaveImage", "inputs": {"images": ["3", 0], "filename_prefix": "second"}},
+}
+
+
+@dataclass
+class Rig:
+    manager: TaskManager
+    backend: ComfyUIBackend
+    outputs_dir: Path
+    files: dict[str, dict[str, Any]]  # node id → the file ComfyUI reported for it (really on the emulator)
+
+    def running(self, workflow: dict[str, Any]) -> Task:
+        task = Task(task_id=uuid.uuid4().hex, workflow=workflow, prompt_id=str(uuid.uuid4()), backend="comfyui-1")
+        task.status = TaskStatus.RUNNING
+        self.manager.store.add(task)
+        self.backend.inflight.add(task.task_id)
+        return task
+
+    def event(self, task: Task, kind: str, **data: Any) -> None:
+        self.manager.on_event(self.backend, ComfyUIEvent(kind, {**data, "prompt_id": task.prompt_id}))
+
+    def executed(self, task: Task, node: str) -> None:
+        self.event(task, "executed", node=node, display_node=node, output={"images": [self.files[node]]})
+
+    def on_disk(self, task: Task) -> list[str]:
+        return sorted(p.name for p in self.outputs_dir.glob(f"{task.task_id[:8]}_*"))
+
+
+async def until(predicate: Callable[[], bool], timeout: float = 5.0) -> None:
+    async with asyncio.timeout(timeout):
+        while not predicate():  # noqa: ASYNC110 (a test polls state it does not own)
+            await asyncio.sleep(0.005)
+
+
+@pytest.fixture
+async def rig(tmp_path: Path, emulator: EmulatorThread) -> AsyncIterator[Rig]:
+    async with httpx.AsyncClient(trust_env=False) as http:
+        # Real files on the emulator, named the way ComfyUI names them.
+        answer = (await http.post(f"{emulator.url}/prompt", json={"prompt": TWO_OUTPUTS})).json()
+        history: dict[str, Any] = {}
+        while not history:
+            history = (await http.get(f"{emulator.url}/history/{answer['prompt_id']}")).json()
+            await asyncio.sleep(0.01)
+        outputs = history[answer["prompt_id"]]["outputs"]
+        files = {node: outputs[node]["images"][0] for node in ("2", "4")}
+        settings = Settings(outputs_dir=tmp_path / "out", data_dir=tmp_path / "data", _env_file=None)  # type: ignore[call-arg]
+        manager = TaskManager(settings, TaskStore(), EventHub())
+        backend = ComfyUIBackend(
+            "comfyui-1", emulator.url, http, on_event=manager.on_event, on_state=manager.on_backend_state
+        )
+        manager.add_backend(backend)
+        await backend.get_object_info()  # which classes are output nodes
+        settings.outputs_dir.mkdir(parents=True)
+        manager.temp_dir.mkdir(parents=True)
+        try:
+            yield Rig(manager, backend, settings.outputs_dir, files)
+        finally:
+            await manager.jobs.stop()
+
+
+async def test_a_file_is_fetched_when_executed_names_it_and_the_last_output_completes(rig: Rig) -> None:
+    task = rig.running(TWO_OUTPUTS)
+    rig.executed(task, "2")
+    await until(lambda: len(rig.on_disk(task)) == 1)  # fetched while node 4 has not even run
+    assert task.status == TaskStatus.RUNNING
+    rig.executed(task, "4")  # every output node has reported: nothing is left to run
+    await until(lambda: task.status.final)
+    assert task.status == TaskStatus.COMPLETED, task.error
+    assert [o["node_id"] for o in task.outputs] == ["2", "4"] and len(rig.on_disk(task)) == 2
+    rig.event(task, "execution_success")  # arrives after: changes nothing
+    assert task.status == TaskStatus.COMPLETED
+
+
+async def test_an_output_node_that_never_reports_waits_for_execution_success(rig: Rig) -> None:
+    workflow = {**TWO_OUTPUTS, "5": {"class_type": "SaveImageWebsocket", "inputs": {"images": ["1", 0]}}}
+    task = rig.running(workflow)
+    rig.executed(task, "2")
+    rig.executed(task, "4")
+    await until(lambda: len(rig.on_disk(task)) == 2)
+    await asyncio.sleep(0.1)
+    assert task.status == TaskStatus.RUNNING  # SaveImageWebsocket sends no ``executed``: the run may go on
+    rig.event(task, "execution_success")
+    await until(lambda: task.status.final)
+    assert task.status == TaskStatus.COMPLETED and len(task.outputs) == 2
+
+
+async def test_a_run_that_fails_after_an_output_keeps_no_file(rig: Rig) -> None:
+    task = rig.running(TWO_OUTPUTS)
+    rig.executed(task, "2")
+    await until(lambda: len(rig.on_disk(task)) == 1)
+    rig.event(task, "execution_error", node_id="4", node_type="SaveImage", exception_message="disk full")
+    assert task.status == TaskStatus.FAILED and task.outputs == []
+    await until(lambda: rig.on_disk(task) == [])  # the file fetched for node 2 is removed
+
+
+async def test_a_failure_while_a_file_is_fetched_cancels_it(rig: Rig, emulator: EmulatorThread) -> None:
+    emulator.emulator.costs.view_ms = 300.0  # a slow /view: the error arrives mid-download
+    task = rig.running(TWO_OUTPUTS)
+    rig.executed(task, "2")
+    await asyncio.sleep(0.05)
+    rig.event(task, "execution_error", node_id="4", node_type="SaveImage", exception_message="boom")
+    assert task.status == TaskStatus.FAILED
+    await asyncio.sleep(0.5)
+    assert rig.on_disk(task) == []
+
+
+def test_through_comfygate_the_first_output_is_on_disk_while_the_run_goes_on(
+    emulator: EmulatorThread, gate: Gate
+) -> None:
+    emulator.set_delays(node_delay=0.3)  # each node 0.3 s: node 2 reports ~0.6 s before the run ends
+    task_id = submit_ok(gate, TWO_OUTPUTS)["task_id"]
+    early = False
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        on_disk = list(gate.settings.outputs_dir.glob(f"{task_id[:8]}_first_*"))
+        status = gate.task(task_id)["status"]
+        if on_disk and status == "running":
+            early = True
+        if status in ("completed", "failed"):
+            break
+        time.sleep(0.02)
+    task = gate.wait(task_id)
+    assert task["status"] == "completed" and len(task["outputs"]) == 2
+    assert early, "the first output was not fetched before the run ended"
