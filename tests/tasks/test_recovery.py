@@ -36,6 +36,10 @@ class FakeClient:
     async def get_history(self, prompt_id: str | None = None) -> dict[str, Any]:
         return {prompt_id: self.history[prompt_id]} if prompt_id in self.history else {}
 
+    async def fetch_small(self, filename: str, subfolder: str, type: str, limit: int) -> bytes | None:
+        self.downloads.append(filename)
+        return b"png"
+
     async def download(self, filename: str, subfolder: str, type: str, dest: Path) -> int:
         await asyncio.to_thread(dest.write_bytes, b"png")
         self.downloads.append(filename)
