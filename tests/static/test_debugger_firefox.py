@@ -17,13 +17,14 @@ import pytest
 
 from config import PROJECT_DIR
 from tests.conftest import Gate
+from tests.equipment import import_or_missing, missing
 from tests.servers import free_port
 
 FIREFOX = shutil.which("firefox-esr") or shutil.which("firefox")
 if FIREFOX is None:
-    pytest.skip("Firefox is not installed (Debian's firefox-esr)", allow_module_level=True)
-marionette = pytest.importorskip("marionette_driver.marionette")
-By = pytest.importorskip("marionette_driver.by").By
+    missing("Firefox is not installed (Debian's firefox-esr)", module_level=True)
+marionette = import_or_missing("marionette_driver.marionette")
+By = import_or_missing("marionette_driver.by").By
 
 PAYLOAD = "<img src=x onerror=window.__pwned=1>"
 
