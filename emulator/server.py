@@ -49,7 +49,6 @@ from emulator.web import Frontdoor, guard
 log = logging.getLogger("comfyui_emulator")
 
 
-
 class _Client:
     """One WS connection with its own writer task, so a slow client never stalls execution."""
 
