@@ -30,8 +30,12 @@ PAYLOAD = "<img src=x onerror=window.__pwned=1>"
 
 
 @pytest.fixture(scope="module")
-def firefox() -> Iterator[Any]:
-    client = marionette.Marionette(host="127.0.0.1", port=free_port(), bin=FIREFOX, headless=True, startup_timeout=60)
+def firefox(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
+    # Firefox's own log goes to a scratch folder (by default Marionette writes gecko.log where pytest runs).
+    log = tmp_path_factory.mktemp("firefox") / "gecko.log"
+    client = marionette.Marionette(
+        host="127.0.0.1", port=free_port(), bin=FIREFOX, headless=True, startup_timeout=60, gecko_log=str(log)
+    )
     client.start_session()
     client.set_window_rect(width=1366, height=768)
     try:
