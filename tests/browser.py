@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
-CHROMIUM = Path("/usr/bin/chromium")  # Debian's package; Playwright's own download is not used
+# Debian's package; Playwright's own download is not used. COMFYGATE_CHROMIUM points elsewhere.
+CHROMIUM = Path(os.environ.get("COMFYGATE_CHROMIUM") or "/usr/bin/chromium")
 CHROMIUM_ARGS = [
     "--no-sandbox",
     "--disable-gpu",

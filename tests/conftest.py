@@ -14,13 +14,23 @@ import pytest
 from config import Settings
 from emulator.server import EmulatorThread
 from main import create_app
+from tests.equipment import missing
 from tests.protocol import PROTOCOL_DIR, load_workflow, sd_workflow
+from tests.protocol_transcripts import PROTOCOL_MISSING, protocol_available
 from tests.servers import AppServer
 
 __all__ = ["PROTOCOL_DIR", "load_workflow", "sd_workflow"]
 
 FINAL = {"completed", "failed", "interrupted", "timeout"}
 Emulators = Callable[..., list[EmulatorThread]]
+
+
+@pytest.fixture
+def protocol_recordings() -> Path:
+    """The recorded ComfyUI protocol (``requires_protocol``): skips, or fails with CI=true, without it."""
+    if not protocol_available():
+        missing(PROTOCOL_MISSING)
+    return PROTOCOL_DIR
 
 
 @pytest.fixture

@@ -1,6 +1,7 @@
 """Access to the recorded ComfyUI protocol (transcripts + workflows) for contract tests.
 
-Tests that need recordings use ``requires_protocol`` so they skip cleanly where ``shared/`` is absent.
+Tests that need recordings use ``requires_protocol``: where ``shared/`` is absent they skip, or fail
+with ``CI=true`` (``tests/equipment.py``).
 """
 
 from __future__ import annotations
@@ -16,9 +17,13 @@ PROTOCOL_DIR = Path(
     os.environ.get("COMFYGATE_PROTOCOL_DIR")
     or Path(__file__).resolve().parent.parent.parent / "shared" / "comfyui-protocol"
 )
-requires_protocol = pytest.mark.skipif(
-    not (PROTOCOL_DIR / "transcripts").is_dir(), reason=f"protocol recordings not found in {PROTOCOL_DIR}"
-)
+PROTOCOL_MISSING = f"protocol recordings not found in {PROTOCOL_DIR} (set COMFYGATE_PROTOCOL_DIR)"
+# The fixture (tests/conftest.py) skips, or fails in CI, when the recordings are not there.
+requires_protocol = pytest.mark.usefixtures("protocol_recordings")
+
+
+def protocol_available() -> bool:
+    return (PROTOCOL_DIR / "transcripts").is_dir()
 
 
 def transcript(name: str) -> Any:

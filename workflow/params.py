@@ -439,7 +439,7 @@ def _new_value(
 ) -> Any:
     """The value to store for one parameter (a link, a fresh seed, or the coerced value), or _Refused."""
     name, spec, inputs = target.name, target.spec, target.inputs
-    current = inputs.get(name)
+    current: Any = inputs.get(name)
     if is_link(value):
         link = [str(value[0]), int(value[1])]
         problem = _check_link(api, object_info, link)

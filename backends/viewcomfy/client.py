@@ -1,6 +1,6 @@
 """Async client for the ViewComfy serverless API (plain and SSE-with-logs), as a ComfyGate backend.
 
-Speaks the same wire format as ViewComfy's published Python client (see ``viewcomfy_protocol``).
+Speaks the wire format of ViewComfy's published Python client (``backends.viewcomfy.protocol``, ``.sse``).
 Every failure surfaces as ``ViewComfyError`` / ``ViewComfyUnavailable``; no httpx exception escapes.
 
 Retries are deliberately narrow: a POST starts a *paid* run, so only failures that prove the request

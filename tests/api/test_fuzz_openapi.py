@@ -14,7 +14,9 @@ from typing import Any
 
 import pytest
 
-schemathesis = pytest.importorskip("schemathesis")
+from tests.equipment import import_or_missing
+
+schemathesis = import_or_missing("schemathesis")
 from hypothesis import HealthCheck, Phase, settings  # noqa: E402
 from schemathesis.checks import response_schema_conformance  # noqa: E402
 

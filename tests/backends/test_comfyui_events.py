@@ -8,6 +8,7 @@ import struct
 import pytest
 
 from backends.comfyui_events import MalformedFrame, parse_frame
+from tests.equipment import missing
 from tests.protocol import PROTOCOL_DIR
 
 PNG = b"\x89PNG\r\n\x1a\n" + b"\x00" * 253  # 261 bytes, as recorded
@@ -16,7 +17,7 @@ PNG = b"\x89PNG\r\n\x1a\n" + b"\x00" * 253  # 261 bytes, as recorded
 def recorded_frames(name: str) -> list[dict]:
     path = PROTOCOL_DIR / "transcripts" / name
     if not path.is_file():
-        pytest.skip("shared/comfyui-protocol is not beside the project")
+        missing(f"shared/comfyui-protocol is not beside the project (no {path})")
     return [f for f in json.loads(path.read_text())["ws_A_submitter"]]
 
 

@@ -23,11 +23,12 @@ from emulator.server import EmulatorThread
 from main import create_app
 from tests.browser import CHROMIUM, CHROMIUM_ARGS
 from tests.conftest import Gate, make_settings, wait_backends_up
+from tests.equipment import import_or_missing, missing
 from tests.servers import AppServer, free_port
 
 if not CHROMIUM.exists():
-    pytest.skip("Debian's chromium is not installed at /usr/bin/chromium", allow_module_level=True)
-sync_api = pytest.importorskip("playwright.sync_api")
+    missing(f"Debian's chromium is not installed at {CHROMIUM}", module_level=True)
+sync_api = import_or_missing("playwright.sync_api")
 
 WORKFLOWS = PROJECT_DIR / "workflows"
 TIMEOUT_MS = 10_000

@@ -17,20 +17,25 @@ import pytest
 
 from config import PROJECT_DIR
 from tests.conftest import Gate
+from tests.equipment import import_or_missing, missing
 from tests.servers import free_port
 
 FIREFOX = shutil.which("firefox-esr") or shutil.which("firefox")
 if FIREFOX is None:
-    pytest.skip("Firefox is not installed (Debian's firefox-esr)", allow_module_level=True)
-marionette = pytest.importorskip("marionette_driver.marionette")
-By = pytest.importorskip("marionette_driver.by").By
+    missing("Firefox is not installed (Debian's firefox-esr)", module_level=True)
+marionette = import_or_missing("marionette_driver.marionette")
+By = import_or_missing("marionette_driver.by").By
 
 PAYLOAD = "<img src=x onerror=window.__pwned=1>"
 
 
 @pytest.fixture(scope="module")
-def firefox() -> Iterator[Any]:
-    client = marionette.Marionette(host="127.0.0.1", port=free_port(), bin=FIREFOX, headless=True, startup_timeout=60)
+def firefox(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
+    # Firefox's own log goes to a scratch folder (by default Marionette writes gecko.log where pytest runs).
+    log = tmp_path_factory.mktemp("firefox") / "gecko.log"
+    client = marionette.Marionette(
+        host="127.0.0.1", port=free_port(), bin=FIREFOX, headless=True, startup_timeout=60, gecko_log=str(log)
+    )
     client.start_session()
     client.set_window_rect(width=1366, height=768)
     try:
