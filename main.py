@@ -80,6 +80,7 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
                 fast_post=settings.fast_prompt_post,
                 on_event=manager.on_event,
                 on_state=manager.on_backend_state,
+                partner_key=settings.partner_key(index - 1),
             )
         )
     if settings.viewcomfy_url:

@@ -39,11 +39,18 @@ async def submit(
         workflow_name=prepared.name,
         backend=body.backend,
         extra=await integration.submission_extra(services, body.webhook),
+        partner_key=body.api_key_comfy_org.get_secret_value() if body.api_key_comfy_org else None,
     )
     waited = await integration.after_submit(services, request, task, sync, body.wait, body.output_format)
     if waited is not None:
         return waited
-    return {"task_id": task.task_id, "prompt_id": task.prompt_id, "status": task.status.value, "params": task.params}
+    return {
+        "task_id": task.task_id,
+        "prompt_id": task.prompt_id,
+        "status": task.status.value,
+        "params": task.params,
+        "warnings": task.warnings,
+    }
 
 
 @router.get("/task/{task_id}", response_model=TaskOut, summary="One task: status, progress, outputs, error")
