@@ -42,6 +42,9 @@ class SubmitRequest(BaseModel):
 class OutputFile(BaseModel):
     model_config = ConfigDict(extra="allow")
     filename: str
+    kind: Literal["image", "video", "audio", "text", "3d", "file"] = Field(
+        "file", description="what it is, for display: image (animated ones too), video, audio, text, 3d or file"
+    )
     content_type: str
     size: int
     node_id: str

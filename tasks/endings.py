@@ -15,14 +15,19 @@ from pathlib import Path
 from typing import Any
 
 from backends.comfyui import ComfyUIBackend
+from backends.comfyui_outputs import OutputRef, output_refs
 from config import Settings
 from core.errors import ComfyGateError
+from core.media_types import content_type
 from core.task import Task, TaskStatus
-from security.safe_paths import content_type, sanitize_filename
+from security.safe_paths import sanitize_filename
 from tasks.pool import Pool
 from tasks.runtime import Jobs, Timers
 from tasks.store import TaskStore
 from tasks.updates import Updates
+
+MAX_TEXT_BYTES = 10 * 1024 * 1024  # a text output longer than this is cut when saved
+INLINE_TEXT_BYTES = 16 * 1024  # and the first this many bytes are kept on the task itself
 
 WorkflowLoader = Callable[[str], Coroutine[Any, Any, dict[str, Any] | None]]
 
@@ -64,37 +69,51 @@ class Endings:
         self.finish(task, TaskStatus.COMPLETED)
 
     async def _download_outputs(self, task: Task, backend: ComfyUIBackend) -> list[dict[str, Any]]:
-        jobs = []
-        for node_id, output in task.node_outputs.items():
-            if not isinstance(output, dict):
-                continue
-            for items in output.values():
-                if not isinstance(items, list):
-                    continue
-                for item in items:
-                    if isinstance(item, dict) and isinstance(item.get("filename"), str):
-                        jobs.append(self._download_one(task, backend, node_id, item))
+        """Every output a node reported, whatever its shape (images, gifs, audio, 3d, text, bare names)."""
+        refs = output_refs(task.node_outputs)
+        jobs = [
+            self._save_text(task, ref, index) if ref.kind == "text" else self._download_one(task, backend, ref)
+            for index, ref in enumerate(refs)
+        ]
         return list(await asyncio.gather(*jobs)) if jobs else []
 
-    async def _download_one(
-        self, task: Task, backend: ComfyUIBackend, node_id: str, item: dict[str, Any]
-    ) -> dict[str, Any]:
-        remote = item.get("type") if isinstance(item.get("type"), str) and item.get("type") else "output"
-        kind = "output" if remote == "output" else "temp"  # a backend's answer never picks a local folder
+    async def _download_one(self, task: Task, backend: ComfyUIBackend, ref: OutputRef) -> dict[str, Any]:
+        kind = "output" if ref.type == "output" else "temp"  # a backend's answer never picks a local folder
         folder = self.settings.outputs_dir if kind == "output" else self.temp_dir
-        local = f"{task.task_id[:8]}_{sanitize_filename(item['filename'])}"
-        subfolder = item.get("subfolder") if isinstance(item.get("subfolder"), str) else ""
-        size = await backend.client.download(item["filename"], subfolder, str(remote), folder / local)
+        local = f"{task.task_id[:8]}_{sanitize_filename(ref.filename)}"
+        size = await backend.client.download(ref.filename, ref.subfolder, ref.type, folder / local)
+        entry = self._entry(ref, local, kind, size)
+        entry["comfyui"] = {"filename": ref.filename, "subfolder": ref.subfolder, "type": ref.type, **dict(ref.extra)}
+        return entry
+
+    async def _save_text(self, task: Task, ref: OutputRef, index: int) -> dict[str, Any]:
+        """A text output (e.g. PreviewAny) becomes a .txt file like any other output, and is inlined when short."""
+        data = (ref.text or "").encode("utf-8")[:MAX_TEXT_BYTES]
+        local = sanitize_filename(f"{task.task_id[:8]}_{ref.node_id}_text_{index}.txt")
+        await asyncio.to_thread((self.settings.outputs_dir / local).write_bytes, data)
+        entry = self._entry(ref, local, "output", len(data))
+        text = data[:INLINE_TEXT_BYTES].decode("utf-8", errors="ignore")
+        entry["text"] = text
+        if len(data) > INLINE_TEXT_BYTES:
+            entry["text_truncated"] = True
+        entry["comfyui"] = {"key": ref.key}
+        return entry
+
+    @staticmethod
+    def _entry(ref: OutputRef, local: str, kind: str, size: int) -> dict[str, Any]:
         query = "" if kind == "output" else "?type=temp"
-        return {
+        entry: dict[str, Any] = {
             "filename": local,
-            "content_type": content_type(local),
+            "kind": ref.kind,
+            "content_type": "text/plain; charset=utf-8" if ref.kind == "text" else content_type(local),
             "size": size,
-            "node_id": node_id,
+            "node_id": ref.node_id,
             "type": kind,
             "url": f"/api/image/{local}{query}",
-            "comfyui": {"filename": item["filename"], "subfolder": subfolder, "type": remote},
         }
+        if ref.animated:
+            entry["animated"] = True
+        return entry
 
     def complete(self, task: Task, outputs: list[dict[str, Any]]) -> None:
         """For backends that fetch their own outputs (ViewComfy): files are already in outputs/."""

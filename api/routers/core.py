@@ -13,14 +13,18 @@ from api.models import HealthOut, QueueOut, TaskList, TaskOut, UploadOut
 from backends.base import Backend
 from backends.comfyui import ComfyUIBackend
 from core.errors import ComfyGateError, InvalidRequest, NotFound
+from core.media_types import content_type
 from core.task import TaskStatus
 from gateway.services import Services
 from gateway.uploads import check_image, push_upload, read_limited
-from security.safe_paths import content_type, resolve_inside, sanitize_filename, unique_path
+from security.safe_paths import resolve_inside, sanitize_filename, unique_path
 
 router = APIRouter(prefix="/api", tags=["core"])
 
 VERSION = "0.1.0"
+
+
+INLINE_TYPES = ("image/", "video/", "audio/", "text/plain")  # shown in the page; anything else is a download
 
 
 class BigChunkFileResponse(FileResponse):
@@ -183,7 +187,12 @@ async def image(
     path = resolve_inside(folder, filename, "output file")
     if not path.is_file():
         raise NotFound(f"no output file named {filename!r}")
-    return BigChunkFileResponse(path, media_type=content_type(path.name))
+    media_type = content_type(path.name)
+    # A backend names its outputs: whatever it wrote (HTML, SVG, scripts) must not run in ComfyGate's origin.
+    headers = {"X-Content-Type-Options": "nosniff", "Content-Security-Policy": "default-src 'none'; sandbox"}
+    if not media_type.startswith(INLINE_TYPES) or media_type == "image/svg+xml":
+        headers["Content-Disposition"] = f'attachment; filename="{path.name}"'
+    return BigChunkFileResponse(path, media_type=media_type, headers=headers)
 
 
 @router.post("/upload/image", response_model=UploadOut, summary="Upload an input image to every reachable backend")

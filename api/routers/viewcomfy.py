@@ -44,13 +44,13 @@ from backends.viewcomfy.protocol import (
     sse_event,
 )
 from core.errors import InvalidRequest, Unauthorized
+from core.media_types import content_type
 from core.task import Task, TaskStatus
 from events.hub import Subscription
 from gateway.services import Services
 from gateway.submission import prepare_submission
 from gateway.uploads import push_upload
 from security.auth import is_authenticated
-from security.safe_paths import content_type
 
 router = APIRouter(prefix="/api/viewcomfy", tags=["viewcomfy"])
 
