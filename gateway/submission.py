@@ -2,14 +2,15 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from core.errors import InvalidRequest, WorkflowFormatError
 from gateway.remote_inputs import resolve_image_params
 from gateway.services import Services
-from workflow.format import to_api
+from workflow.format import detect_format, to_api, unwrap_prompt
 from workflow.params import apply_params, randomize_seed_if_no_params, validate_workflow
+from workflow.ui_convert import convert_ui
 
 
 @dataclass(slots=True)
@@ -17,6 +18,7 @@ class Prepared:
     workflow: dict[str, Any]
     applied: dict[str, Any]
     name: str | None
+    subgraph_titles: dict[str, str] = field(default_factory=dict)  # of a UI workflow: what progress shows
 
 
 async def prepare_submission(
@@ -38,7 +40,12 @@ async def prepare_submission(
     if not isinstance(workflow, dict) or not workflow:
         raise WorkflowFormatError("the workflow must be a non-empty JSON object")
     info = await services.object_info(backend, stale_ok=True)  # a held task is checked now
-    api = to_api(workflow, info)
+    titles: dict[str, str] = {}
+    if detect_format(workflow) == "ui":
+        conversion = convert_ui(unwrap_prompt(workflow), info)
+        api, titles = conversion.api, conversion.subgraph_titles
+    else:
+        api = to_api(workflow, info)
     problems = validate_workflow(api, info)
     if problems:
         raise WorkflowFormatError(
@@ -54,4 +61,4 @@ async def prepare_submission(
         api, applied = randomize_seed_if_no_params(api, params, info)
     else:
         api, applied = apply_params(api, params, info)
-    return Prepared(api, applied, name)
+    return Prepared(api, applied, name, titles)

@@ -230,6 +230,7 @@ class _Converter:
         nodes = [self.legacy_group_as_subgraph(n, last_id) if self.group_name(n) else n for n in ui["nodes"]]
         self.root = _Graph.build(nodes, ui.get("links") or [])
         self.output: dict[str, Any] = {}
+        self.titles: dict[str, str] = {}  # API id of each subgraph instance -> the title the user sees
         self._layouts: dict[str, list[Slot]] = {}
 
     # ---- helpers -----------------------------------------------------------------------------------
@@ -396,10 +397,12 @@ class _Converter:
         if g.depth >= MAX_NESTING:
             raise WorkflowFormatError(f"subgraphs nested deeper than {MAX_NESTING} levels (a cycle?)")
         sg = self.subgraphs[str(node["type"])]
+        api_id = f"{g.prefix}{node.get('_api_id', key)}"
+        self.titles[api_id] = str(node.get("title") or sg.get("name") or f"Subgraph {api_id}")
         sub = _Graph.build(
             sg.get("nodes") or [],
             sg.get("links") or [],
-            prefix=f"{g.prefix}{node.get('_api_id', key)}:",
+            prefix=f"{api_id}:",
             parent=g,
             instance=node,
             definition=sg,
@@ -660,8 +663,36 @@ class _Converter:
         return self.output
 
 
-def ui_to_api(ui: dict[str, Any], object_info: dict[str, Any]) -> dict[str, Any]:
-    """Convert a UI-format workflow to the API prompt ComfyUI's frontend would queue for it."""
+@dataclass(frozen=True)
+class UIConversion:
+    """A UI workflow's API prompt, with what the user sees of it that the prompt lost."""
+
+    api: dict[str, Any]
+    subgraph_titles: dict[str, str]  # API id of each subgraph instance ("12", "12:7") -> its title
+    exposed: list[tuple[str, str]]  # App Mode: the (node id, widget) the author exposed, in order
+
+
+def _exposed_inputs(ui: dict[str, Any]) -> list[tuple[str, str]]:
+    """extra.linearData.inputs: [[nodeId, widgetName, config?], ...] (frontend >= 1.41, App Mode)."""
+    linear = (ui.get("extra") or {}).get("linearData")
+    entries = linear.get("inputs") if isinstance(linear, dict) else None
+    exposed = []
+    for entry in entries if isinstance(entries, list) else []:
+        if isinstance(entry, list) and len(entry) >= 2 and isinstance(entry[1], str):
+            if isinstance(entry[0], str | int) and not isinstance(entry[0], bool):
+                exposed.append((str(entry[0]), entry[1]))
+    return exposed
+
+
+def convert_ui(ui: dict[str, Any], object_info: dict[str, Any]) -> UIConversion:
+    """Convert a UI-format workflow, keeping its subgraph titles and App Mode inputs."""
     if not isinstance(ui, dict) or not isinstance(ui.get("nodes"), list):
         raise WorkflowFormatError("not a UI-format workflow (no 'nodes' list)")
-    return _Converter(ui, object_info).convert()
+    converter = _Converter(ui, object_info)
+    api = converter.convert()
+    return UIConversion(api, converter.titles, _exposed_inputs(ui))
+
+
+def ui_to_api(ui: dict[str, Any], object_info: dict[str, Any]) -> dict[str, Any]:
+    """Convert a UI-format workflow to the API prompt ComfyUI's frontend would queue for it."""
+    return convert_ui(ui, object_info).api

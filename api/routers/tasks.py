@@ -38,7 +38,10 @@ async def submit(
         timeout=body.timeout,
         workflow_name=prepared.name,
         backend=body.backend,
-        extra=await integration.submission_extra(services, body.webhook),
+        extra={
+            **await integration.submission_extra(services, body.webhook),
+            **({"subgraph_titles": prepared.subgraph_titles} if prepared.subgraph_titles else {}),
+        },
         partner_key=body.api_key_comfy_org.get_secret_value() if body.api_key_comfy_org else None,
     )
     waited = await integration.after_submit(services, request, task, sync, body.wait, body.output_format)

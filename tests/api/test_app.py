@@ -353,3 +353,32 @@ def test_partner_key_set_per_backend(gate_factory: Any, emulator: Any, caplog: p
     assert emulator.emulator.state.partner_keys_seen == ["api_key_comfy_org"]
     assert "backend-key-42" not in gate.client.get("/api/health").text
     assert "backend-key-42" not in caplog.text
+
+
+def test_subgraph_workflow_with_colon_id_params_and_visible_progress(gate: Gate) -> None:
+    from tests.workflow.test_format import _subgraph_workflow
+
+    wf = _subgraph_workflow()
+    described = gate.client.post("/api/workflow/params", json={"workflow": wf}).json()
+    grouped = {p["key"]: p.get("group") for p in described["params"]}
+    assert grouped["9:100:101.blur_radius"] == {"node_id": "9", "title": "Invert then blur"}
+    with connect(f"{gate.ws_url}/ws") as ws:
+        response = gate.submit(wf, params={"9:100:101.blur_radius": 3, "12:100:101-inputs-sigma": 0.7})
+        assert response.status_code == 200, response.text
+        task = gate.wait(response.json()["task_id"])
+        updates = []
+        while True:
+            try:
+                updates.append(json.loads(ws.recv(timeout=0.3)))
+            except TimeoutError:
+                break
+    assert task["status"] == "completed", task
+    assert task["params"] == {"9:100:101.blur_radius": 3, "12:100:101.sigma": 0.7}
+    assert task["subgraph_titles"]["9"] == "Invert then blur"
+    shown = {
+        (u["progress"].get("node"), u["progress"].get("display_node"), u["progress"].get("display_title"))
+        for u in updates
+        if u.get("type") == "task_update" and u.get("progress", {}).get("node")
+    }
+    assert ("9:100:101", "9", "Invert then blur") in shown
+    assert {o["node_id"] for o in task["outputs"]} == {"20", "21"}
