@@ -287,6 +287,28 @@ class ComfyUIClient:
     async def interrupt(self, prompt_id: str | None = None) -> None:
         await self._json_or_empty("POST", "/interrupt", json={"prompt_id": prompt_id} if prompt_id else {})
 
+    # --- the jobs API of newer servers (NEWER-SERVERS.md); callers check `jobs_api()` first ---------
+    async def jobs_api(self) -> bool:
+        """Whether this server has the jobs API: a 404 on the route (older servers) says no."""
+        try:
+            answer = await self._json("GET", "/api/jobs", params={"limit": 1})
+        except ComfyUINotFound:
+            return False
+        return isinstance(answer, dict) and isinstance(answer.get("jobs"), list)
+
+    async def get_job(self, prompt_id: str) -> dict[str, Any] | None:
+        """One job (status pending/in_progress/completed/failed/cancelled), or None: the server never had it."""
+        try:
+            job = await self._json("GET", f"/api/jobs/{prompt_id}")
+        except ComfyUINotFound:
+            return None
+        return job if isinstance(job, dict) else None
+
+    async def cancel_job(self, prompt_id: str) -> bool:
+        """Atomic cancel of a queued or running job; True when the server says it is cancelled."""
+        answer = await self._json("POST", f"/api/jobs/{prompt_id}/cancel")
+        return bool(isinstance(answer, dict) and answer.get("cancelled"))
+
     async def free(self, unload_models: bool = True, free_memory: bool = True) -> None:
         await self._json_or_empty("POST", "/free", json={"unload_models": unload_models, "free_memory": free_memory})
 

@@ -105,6 +105,10 @@ class Settings(BaseSettings):
     max_upload_bytes: int = 50 * 1024 * 1024
     ws_queue_size: int = Field(1000, ge=1, description="messages buffered per WebSocket listener")
 
+    # Keys for Comfy.org's paid partner API nodes, sent as extra_data.api_key_comfy_org: one for every
+    # ComfyUI backend, or one per entry of comfyui_servers (comma-separated, in order; empty = none).
+    comfy_org_api_keys: Annotated[list[SecretStr], NoDecode] = Field(default_factory=list)
+
     # Security (see SECURITY.md).
     api_keys: Annotated[list[SecretStr], NoDecode] = Field(default_factory=list)
     cors_origins: Annotated[list[str], NoDecode] = Field(default_factory=list)
@@ -188,6 +192,19 @@ class Settings(BaseSettings):
     @classmethod
     def _keys(cls, value: object) -> object:
         return _split_list(value)
+
+    @field_validator("comfy_org_api_keys", mode="before")
+    @classmethod
+    def _partner_keys(cls, value: object) -> object:
+        """Positions matter (one per server), so empty entries stay."""
+        return [v.strip() for v in value.split(",")] if isinstance(value, str) else value
+
+    def partner_key(self, index: int) -> str | None:
+        """The partner-node key of the index-th ComfyUI server (0-based)."""
+        keys = self.comfy_org_api_keys
+        chosen = keys[0] if len(keys) == 1 else (keys[index] if index < len(keys) else None)
+        value = chosen.get_secret_value() if chosen is not None else ""
+        return value or None
 
     @field_validator("workflows_dir", "uploads_dir", "outputs_dir", "data_dir", "viewcomfy_object_info")
     @classmethod

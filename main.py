@@ -87,6 +87,7 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
                 output_dir=settings.output_dir_for(f"comfyui-{index}", server),
                 on_event=manager.on_event,
                 on_state=manager.on_backend_state,
+                partner_key=settings.partner_key(index - 1),
             )
         )
     if settings.viewcomfy_url:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, SecretStr
 
 
 class ErrorBody(BaseModel):
@@ -33,11 +33,18 @@ class SubmitRequest(BaseModel):
     wait: bool = Field(False, description="answer only when the task has ended")
     output_format: str | None = Field(None, description='"base64" to inline output files (with wait)')
     webhook: str | None = Field(None, description="URL that receives task.completed / task.failed / ...")
+    api_key_comfy_org: SecretStr | None = Field(
+        None,
+        description="key for Comfy.org's partner API nodes, passed to ComfyUI as extra_data; never stored or returned",
+    )
 
 
 class OutputFile(BaseModel):
     model_config = ConfigDict(extra="allow")
     filename: str
+    kind: Literal["image", "video", "audio", "text", "3d", "file"] = Field(
+        "file", description="what it is, for display: image (animated ones too), video, audio, text, 3d or file"
+    )
     content_type: str
     size: int
     node_id: str
@@ -63,6 +70,9 @@ class TaskOut(BaseModel):
     outputs: list[OutputFile] = []
     node_outputs: dict[str, Any] = {}
     error: dict[str, Any] | None = None
+    warnings: list[dict[str, Any]] = Field(
+        default_factory=list, description="outputs ComfyUI dropped because they failed validation (200 + node_errors)"
+    )
 
 
 class SubmitResponse(BaseModel):
@@ -71,6 +81,9 @@ class SubmitResponse(BaseModel):
     prompt_id: str
     status: str
     params: dict[str, Any] = Field(default_factory=dict, description="values applied, random seeds resolved")
+    warnings: list[dict[str, Any]] = Field(
+        default_factory=list, description="outputs ComfyUI dropped because they failed validation (200 + node_errors)"
+    )
 
 
 class TaskList(BaseModel):

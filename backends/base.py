@@ -32,6 +32,9 @@ class TaskHost(Protocol):
     def finish_interrupted(self, task: Task, reason: str) -> None: ...
 
     def backend_changed(self, backend: Backend) -> None: ...
+    def partner_key(self, task: Task) -> str | None:
+        """The Comfy.org key for partner API nodes this task runs with (memory only, never stored)."""
+        ...
 
 
 @runtime_checkable

@@ -19,6 +19,8 @@ from core.task import Task
 
 log = logging.getLogger("comfygate.backend")
 
+PARTNER_KEY_FIELD = "api_key_comfy_org"  # extra_data key of Comfy.org's paid partner API nodes
+
 EventSink = Callable[["ComfyUIBackend", ComfyUIEvent], None]
 StateSink = Callable[["ComfyUIBackend", bool], Awaitable[None]]
 
@@ -39,6 +41,7 @@ class ComfyUIBackend(BackendBase):
         output_dir: Path | None = None,
         on_event: EventSink,
         on_state: StateSink,
+        partner_key: str | None = None,
     ) -> None:
         self.name = name
         # ComfyUI's output folder when it is on this machine (settings.comfyui_output_dir[s]): read, not /view.
@@ -58,6 +61,11 @@ class ComfyUIBackend(BackendBase):
         self.output_classes: frozenset[str] = frozenset()
         self.probe_ok = True  # the last /system_stats probe answered
         self._object_info_lock = asyncio.Lock()
+        # Detected on each connection (a server may be upgraded while down): its version, and whether it
+        # has the jobs API (list/get/atomic cancel). None: not known yet, so the old routes are used.
+        self.comfyui_version: str | None = None
+        self.jobs_api: bool | None = None
+        self.partner_key = partner_key  # this backend's own key for Comfy.org partner API nodes
 
     @property
     def url(self) -> str:
@@ -97,6 +105,8 @@ class ComfyUIBackend(BackendBase):
             # Nodes can be installed while ComfyUI is down: refresh what it can run.
             self.object_info = None
             self.node_classes = None
+            self.comfyui_version = None
+            self.jobs_api = None
         else:
             self.down_since = time.time()
             self.running_prompt = None
@@ -141,7 +151,23 @@ class ComfyUIBackend(BackendBase):
             "probe_ok": self.probe_ok,
             "node_classes": len(self.node_classes) if self.node_classes is not None else None,
             "load": self.load,
+            "comfyui_version": self.comfyui_version,
+            "features": {"jobs_api": self.jobs_api},
         }
+
+    async def detect_features(self) -> None:
+        """Learn what this server offers (once per connection), so newer routes are used only where they exist."""
+        if self.jobs_api is not None:
+            return
+        stats = await self.probe()
+        if stats is not None:
+            version = (stats.get("system") or {}).get("comfyui_version")
+            self.comfyui_version = version if isinstance(version, str) else None
+        try:
+            self.jobs_api = await self.client.jobs_api()
+        except ComfyGateError as exc:
+            log.info("%s: jobs API not detected (%s); using /queue and /history", self.name, exc.message)
+            self.jobs_api = False
 
     async def probe(self) -> dict[str, Any] | None:
         """Ask ``/system_stats``; None when the backend does not answer."""
@@ -156,17 +182,41 @@ class ComfyUIBackend(BackendBase):
 
     # --- running tasks ---------------------------------------------------------------------------
     async def hand_over(self, task: Task, host: TaskHost) -> None:
-        """POST the prompt under ComfyGate's prompt id; its WebSocket events then drive the task."""
+        """POST the prompt under ComfyGate's prompt id; its WebSocket events then drive the task.
+
+        A 200 may still carry node_errors: the outputs that failed validation are dropped from the run;
+        they become the task's warnings. A partner-node key goes in extra_data and nowhere else.
+        """
+        key = host.partner_key(task) or self.partner_key
+        extra_data = {PARTNER_KEY_FIELD: key} if key else None
         try:
-            answer = await self.client.post_prompt(task.workflow, client_id=self.ws.client_id, prompt_id=task.prompt_id)
+            answer = await self.client.post_prompt(
+                task.workflow, client_id=self.ws.client_id, prompt_id=task.prompt_id, extra_data=extra_data
+            )
         except ComfyUIUnavailable as exc:
             self.last_error = exc.message
             raise
         task.extra["number"] = answer.get("number")
+        node_errors = answer.get("node_errors")
+        if isinstance(node_errors, dict) and node_errors:
+            task.warnings = partial_validation_warnings(node_errors, task.workflow)
 
     async def cancel(self, task: Task) -> str:
-        """Delete it from the queue if it waits there, else interrupt it (targeted at its prompt id)."""
+        """Delete it from the queue if it waits there, else interrupt it (targeted at its prompt id).
+
+        With the jobs API one atomic call does either; asking the job first says which it was.
+        """
         client = self.client
+        if self.jobs_api:
+            try:
+                job = await client.get_job(task.prompt_id)
+                if job is None:
+                    return "gone"
+                cancelled = await client.cancel_job(task.prompt_id)
+                return "deleted" if cancelled and job.get("status") == "pending" else "interrupted"
+            except ComfyGateError as exc:
+                log.warning("could not cancel task %s on %s: %s", task.task_id, self.name, exc.message)
+                return "unreachable"
         try:
             queue = await client.get_queue()
             pending = {item[1] for item in queue.get("queue_pending", [])}
@@ -180,3 +230,27 @@ class ComfyUIBackend(BackendBase):
         except ComfyGateError as exc:
             log.warning("could not stop task %s on %s: %s", task.task_id, self.name, exc.message)
             return "unreachable"
+
+
+def partial_validation_warnings(node_errors: dict[str, Any], workflow: dict[str, Any]) -> list[dict[str, Any]]:
+    """ComfyUI accepted the prompt but dropped the outputs listed in node_errors: one warning per node."""
+    warnings = []
+    for node_id, entry in node_errors.items():
+        entry = entry if isinstance(entry, dict) else {}
+        errors = [e for e in entry.get("errors") or [] if isinstance(e, dict)]
+        node = workflow.get(str(node_id))
+        class_type = entry.get("class_type") or (node.get("class_type") if isinstance(node, dict) else None)
+        reasons = "; ".join(f"{e.get('message', '')}: {e.get('details', '')}".strip(": ") for e in errors)
+        warnings.append(
+            {
+                "type": "output_dropped",
+                "node_id": str(node_id),
+                "class_type": class_type,
+                "message": f"node {node_id} ({class_type}) failed validation, so ComfyUI skipped "
+                f"{', '.join(map(str, entry.get('dependent_outputs') or [])) or 'the outputs depending on it'}"
+                + (f": {reasons}" if reasons else ""),
+                "errors": errors,
+                "dependent_outputs": [str(o) for o in entry.get("dependent_outputs") or []],
+            }
+        )
+    return warnings

@@ -15,7 +15,8 @@ websockets exception) should escape a client module.
     │   ├── InvalidJSON               a body or file that does not parse as JSON; says where (400)
     │   ├── UnsafeJSONValue           JSON holding a lone surrogate, NaN, Infinity, a huge number (422)
     │   ├── WorkflowFormatError       not a workflow in API or UI format (422)
-    │   │   └── UnknownNodeClass      a node class no backend knows (422)
+    │   │   ├── UnknownNodeClass      a node class no backend knows (422)
+    │   │   └── UnsupportedWidget     a UI node whose widgets cannot be laid out like the frontend (422)
     │   └── ParameterError            params that do not fit the workflow; lists every problem (422)
     ├── NotFound                      unknown task, workflow, file (404)
     ├── Conflict                      would overwrite without being asked to (409)
@@ -133,6 +134,22 @@ class UnknownNodeClass(WorkflowFormatError):
             node_id=node_id,
             class_type=class_type,
             backend=backend,
+        )
+
+
+class UnsupportedWidget(WorkflowFormatError):
+    """A UI workflow node whose stored widget values ComfyGate cannot lay out as the frontend does."""
+
+    code = "unsupported_widget"
+
+    def __init__(self, node_id: str, class_type: str, reason: str) -> None:
+        super().__init__(
+            f"node {node_id} ({class_type}): {reason}, whose stored values ComfyGate cannot lay out exactly as "
+            "ComfyUI's frontend does; rather than guess it refuses: export this workflow with 'Export (API)' "
+            "or replace that node",
+            node_id=node_id,
+            class_type=class_type,
+            reason=reason,
         )
 
 

@@ -45,6 +45,8 @@ class Task:
     node_outputs: dict[str, Any] = field(default_factory=dict)
     cached_nodes: list[str] = field(default_factory=list)
     error: dict[str, Any] | None = None
+    # ComfyUI ran the prompt but dropped outputs that failed validation (a 200 with node_errors).
+    warnings: list[dict[str, Any]] = field(default_factory=list)
     attempts: int = 0
     extra: dict[str, Any] = field(default_factory=dict)
 
@@ -64,6 +66,7 @@ class Task:
             "backend": self.backend,
             "progress": self.progress,
             "error": self.error,
+            **({"warnings": self.warnings} if self.warnings else {}),
         }
 
     def to_dict(self, *, include_workflow: bool = False) -> dict[str, Any]:
@@ -85,6 +88,7 @@ class Task:
             "node_outputs": self.node_outputs,
             "cached_nodes": self.cached_nodes,
             "error": self.error,
+            "warnings": self.warnings,
             "attempts": self.attempts,
         }
         body.update(self.extra)

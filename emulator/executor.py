@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any
 from PIL import Image
 
 from emulator import nodes as en
+from emulator.media_nodes import MEDIA_NODES
 from emulator.validation import is_link
 
 if TYPE_CHECKING:
@@ -28,6 +29,16 @@ BIN_PREVIEW, BIN_TEXT, BIN_PREVIEW_META = 1, 3, 4
 class CacheEntry:
     outputs: tuple[Any, ...]
     ui: dict[str, Any] | None
+
+
+def display_node(emu: ComfyUIEmulator, node_id: str) -> str:
+    """The node a user sees: a newer server maps a node inside a subgraph (`12:5`) to its instance (`12`)."""
+    return node_id.split(":", 1)[0] if emu.newer else node_id
+
+
+def parent_node(emu: ComfyUIEmulator, node_id: str) -> str | None:
+    """The subgraph instance holding a node (`12:5:3` -> `12:5`), on a newer server."""
+    return node_id.rsplit(":", 1)[0] if emu.newer and ":" in node_id else None
 
 
 def _now_ms() -> int:
@@ -52,8 +63,8 @@ class Progress:
             "state": state,
             "node_id": node_id,
             "prompt_id": self.prompt_id,
-            "display_node_id": node_id,
-            "parent_node_id": None,
+            "display_node_id": display_node(self.emu, node_id),
+            "parent_node_id": parent_node(self.emu, node_id),
             "real_node_id": node_id,
         }
         self.emu.send("progress_state", {"prompt_id": self.prompt_id, "nodes": self.nodes}, self.sid)
@@ -155,7 +166,12 @@ class PromptExecutor:
                 if sid is not None:
                     emu.send(
                         "executed",
-                        {"node": nid, "display_node": nid, "output": entry.ui, "prompt_id": prompt_id},
+                        {
+                            "node": nid,
+                            "display_node": display_node(emu, nid),
+                            "output": entry.ui,
+                            "prompt_id": prompt_id,
+                        },
                         sid,
                     )
                 if entry.ui is not None:
@@ -169,7 +185,9 @@ class PromptExecutor:
             progress.start(nid)
             if sid is not None:
                 st.last_node_id = nid
-                emu.send("executing", {"node": nid, "display_node": nid, "prompt_id": prompt_id}, sid)
+                emu.send(
+                    "executing", {"node": nid, "display_node": display_node(emu, nid), "prompt_id": prompt_id}, sid
+                )
             class_info = info[class_type]
             inputs = self._resolve_inputs(node, class_info, values)
             ctx = self._node_context(nid, prompt_id, prompt, sid, progress, class_info)
@@ -178,7 +196,11 @@ class PromptExecutor:
                 if emu.node_delay > 0:
                     await asyncio.sleep(emu.node_delay)
                 await emu.costs.wait_ms(emu.costs.node_cost_ms(class_type))
-                outs, ui = await en.run_node(class_type, inputs, ctx)
+                media_node = MEDIA_NODES.get(class_type)
+                if media_node is not None:
+                    outs, ui = await media_node(ctx, **inputs)
+                else:
+                    outs, ui = await en.run_node(class_type, inputs, ctx)
                 if ui and emu.output_name_hook is not None:
                     ui = emu.files.rename_outputs(ui, emu.output_name_hook)
             except en.InterruptProcessing:
@@ -198,7 +220,7 @@ class PromptExecutor:
                 if sid is not None:
                     emu.send(
                         "executed",
-                        {"node": nid, "display_node": nid, "output": ui, "prompt_id": prompt_id},
+                        {"node": nid, "display_node": display_node(emu, nid), "output": ui, "prompt_id": prompt_id},
                         sid,
                     )
             cache[sigs[nid]] = CacheEntry(outs, ui or None)
@@ -234,7 +256,15 @@ class PromptExecutor:
                     False,
                 )
         st.last_node_id = None
-        meta = {n: {"node_id": n, "display_node": n, "parent_node": None, "real_node_id": n} for n in ui_outputs}
+        meta = {
+            n: {
+                "node_id": n,
+                "display_node": display_node(emu, n),
+                "parent_node": parent_node(emu, n),
+                "real_node_id": n,
+            }
+            for n in ui_outputs
+        }
         ok = failure is None
         return ("success" if ok else "error"), ok, messages, ui_outputs, meta
 
@@ -294,8 +324,8 @@ class PromptExecutor:
                     {
                         "node_id": nid,
                         "prompt_id": prompt_id,
-                        "display_node_id": nid,
-                        "parent_node_id": None,
+                        "display_node_id": display_node(emu, nid),
+                        "parent_node_id": parent_node(emu, nid),
                         "real_node_id": nid,
                         "image_type": "image/jpeg" if kind == "JPEG" else "image/png",
                     }

@@ -17,6 +17,7 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from emulator import nodes as en
+from emulator.media_nodes import newer_object_info
 from emulator.web import empty_response, guard, json_response
 
 if TYPE_CHECKING:
@@ -24,6 +25,8 @@ if TYPE_CHECKING:
 
 OBJECT_INFO_PATH = Path(__file__).resolve().parent / "data" / "object_info.json"
 SERVER_FEATURES = {"supports_preview_metadata": True, "max_upload_size": 104857600}
+NEWER_VERSION = "0.36.0"
+AUDIO_EXTENSIONS = frozenset({".wav", ".mp3", ".flac", ".ogg", ".opus", ".m4a"})
 MODEL_FOLDERS = {
     "checkpoints": "ckpt_name",
     "loras": "lora_name",
@@ -82,8 +85,10 @@ class EmulatorInfo:
         ]
 
     def object_info(self) -> dict[str, Any]:
-        """The installed node classes: the recording minus ``exclude_classes``."""
+        """The installed node classes: the recording (+ a newer server's media classes) minus ``exclude_classes``."""
         info = base_object_info()
+        if self.emu.newer:
+            info = {**info, **newer_object_info(en.input_files(self.emu.dirs.input, AUDIO_EXTENSIONS))}
         if not self.emu.exclude_classes:
             return info
         return {k: v for k, v in info.items() if k not in self.emu.exclude_classes}
@@ -127,8 +132,8 @@ class EmulatorInfo:
                     "os": os.name,
                     "ram_total": total,
                     "ram_free": free,
-                    "comfyui_version": "0.3.64",
-                    "required_frontend_version": "1.27.10",
+                    "comfyui_version": NEWER_VERSION if self.emu.newer else "0.3.64",
+                    "required_frontend_version": "1.58.1" if self.emu.newer else "1.27.10",
                     "installed_templates_version": "0.1.95",
                     "required_templates_version": "0.1.95",
                     "python_version": sys.version,

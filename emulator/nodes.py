@@ -642,12 +642,10 @@ def is_changed(class_type: str, inputs: dict[str, Any], dirs: Dirs) -> Any:
     return None
 
 
-def input_files(folder: Path) -> list[str]:
-    """What LoadImage lists: image files directly in the input folder, sorted."""
+def input_files(folder: Path, extensions: frozenset[str] | set[str] = IMAGE_EXTENSIONS) -> list[str]:
+    """What LoadImage (or, with other extensions, LoadAudio) lists: files directly in the input folder, sorted."""
     try:
-        return sorted(
-            e.name for e in os.scandir(folder) if e.is_file() and Path(e.name).suffix.lower() in IMAGE_EXTENSIONS
-        )
+        return sorted(e.name for e in os.scandir(folder) if e.is_file() and Path(e.name).suffix.lower() in extensions)
     except FileNotFoundError:
         return []
 

@@ -6,6 +6,8 @@ from __future__ import annotations
 import asyncio
 import heapq
 import json
+import re
+import time
 import uuid
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -22,6 +24,8 @@ if TYPE_CHECKING:
     from emulator.server import ComfyUIEmulator
 
 SENSITIVE_EXTRA_DATA_KEYS = ("auth_token_comfy_org", "api_key_comfy_org")
+HISTORY_MAX = 10_000  # ComfyUI's MAXIMUM_HISTORY_SIZE: older entries are evicted first
+_CANONICAL_UUID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
 
 
 @dataclass
@@ -55,6 +59,9 @@ class EmulatorState:
     client_id: str | None = None
     last_node_id: str | None = None
     temp_prefix: str = ""
+    created: dict[str, float] = field(default_factory=dict)  # prompt id -> submit time (ms), for /api/jobs
+    cancelled: dict[str, float] = field(default_factory=dict)  # queued jobs removed by the jobs API (ms)
+    partner_keys_seen: list[str] = field(default_factory=list)  # extra_data keys received (tests only)
 
 
 class PromptQueue:
@@ -113,8 +120,10 @@ class PromptQueue:
             if lag:
                 await asyncio.sleep(lag)
             history = st.history
-            if len(history) > 10000:
-                history.pop(next(iter(history)))
+            while history and len(history) >= self.emu.history_max:
+                evicted = next(iter(history))
+                history.pop(evicted)
+                st.created.pop(evicted, None)
             history[item.prompt_id] = {
                 "prompt": item.as_list(),
                 "outputs": outputs,
@@ -158,6 +167,14 @@ class PromptQueue:
             return json_response({"error": error, "node_errors": {}}, 400)
         prompt = data["prompt"]
         prompt_id = str(data.get("prompt_id", uuid.uuid4()))
+        if self.emu.newer and "prompt_id" in data and not _CANONICAL_UUID.fullmatch(prompt_id):
+            error = {
+                "type": "invalid_prompt_id",
+                "message": "Invalid prompt_id",
+                "details": "prompt_id must be a canonical lowercase UUID (8-4-4-4-12 hex digits)",
+                "extra_info": {},
+            }
+            return json_response({"error": error, "node_errors": {}}, 400)
         ok, error, outputs, node_errors = validate_prompt(
             prompt, self.emu.info.object_info(), self.emu.validators, data.get("partial_execution_targets")
         )
@@ -167,7 +184,10 @@ class PromptQueue:
         if not ok:
             return json_response({"error": error, "node_errors": node_errors}, 400)
         for key in SENSITIVE_EXTRA_DATA_KEYS:
+            if extra.get(key):
+                st.partner_keys_seen.append(key)
             extra.pop(key, None)
+        st.created[prompt_id] = time.time() * 1000
         heapq.heappush(st.queue, QueueItem(number, prompt_id, prompt, extra, outputs, arrived + costs.start_ms / 1000))
         self.wakeup.set()
         self.updated()

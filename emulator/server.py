@@ -44,7 +44,8 @@ from emulator.costs import Costs
 from emulator.executor import PromptExecutor
 from emulator.files import EmulatorFiles
 from emulator.info import SERVER_FEATURES, EmulatorInfo, base_object_info, custom_validators
-from emulator.prompt_queue import EmulatorState, PromptQueue
+from emulator.jobs import JobsAPI
+from emulator.prompt_queue import HISTORY_MAX, EmulatorState, PromptQueue
 from emulator.web import Frontdoor, guard
 
 log = logging.getLogger("comfyui_emulator")
@@ -95,10 +96,15 @@ class ComfyUIEmulator:
         base_dir: Path | None = None,
         exclude_classes: Iterable[str] = (),
         costs: Costs | str = "realistic",
+        newer: bool = False,
+        history_max: int = HISTORY_MAX,
     ) -> None:
         self.host = host
         # What answers cost in time (emulator/costs.py): "realistic" follows the recorded real server.
         self.costs = Costs.named(costs) if isinstance(costs, str) else costs
+        # A newer server (v0.36, NEWER-SERVERS.md): jobs API, atomic cancel, UUID prompt ids, subgraph ids.
+        self.newer = newer
+        self.history_max = history_max
         # Node classes this server pretends not to have installed (to test capability routing).
         self.exclude_classes = frozenset(exclude_classes)
         self.port = port
@@ -249,6 +255,7 @@ class ComfyUIEmulator:
             Route("/view", guard(self.files.get_view), methods=["GET"]),
             Route("/upload/image", guard(self.post_upload_image), methods=["POST"]),
             *self.info.routes(),
+            *(JobsAPI(self).routes() if self.newer else []),
             *EmulatorControl(self).routes(),
             WebSocketRoute("/ws", self.websocket),
         ]
@@ -364,7 +371,7 @@ class EmulatorThread:
 # ------------------------------------------------------------------------------------------ CLI
 def main(argv: list[str] | None = None) -> None:
     """Serve until Ctrl-C: ``python -m emulator --port 8188 --step-delay 0.05``."""
-    p = argparse.ArgumentParser(description="Model-free ComfyUI 0.3.64 emulator")
+    p = argparse.ArgumentParser(description="Model-free ComfyUI emulator (0.3.64, or --newer: v0.36)")
     p.add_argument("--host", default="127.0.0.1")
     p.add_argument("--port", type=int, default=8188)
     p.add_argument("--step-delay", type=float, default=0.0)
@@ -375,6 +382,7 @@ def main(argv: list[str] | None = None) -> None:
     )
     p.add_argument("--gc-pauses", action="store_true", help="block 300-650 ms every ~10 s like ComfyUI's gc.collect()")
     p.add_argument("--cost-seed", type=int, default=0, help="seed of the cost model's random draws")
+    p.add_argument("--newer", action="store_true", help="behave as ComfyUI v0.36 (jobs API, atomic cancel, ...)")
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
 
@@ -386,6 +394,7 @@ def main(argv: list[str] | None = None) -> None:
             node_delay=args.node_delay,
             base_dir=args.base_dir,
             costs=Costs.named(args.costs, gc_pauses=args.gc_pauses, seed=args.cost_seed),
+            newer=args.newer,
         )
         await emu.start()
         log.info("ComfyUI emulator on %s (files in %s)", emu.url, emu.base_dir)

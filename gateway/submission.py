@@ -16,8 +16,9 @@ from gateway import integration
 from gateway.remote_inputs import resolve_image_params
 from gateway.services import Services
 from gateway.wait import SyncOptions
-from workflow.format import to_api
+from workflow.format import detect_format, to_api, unwrap_prompt
 from workflow.params import apply_params, randomize_seed_if_no_params, validate_workflow
+from workflow.ui_convert import convert_ui
 
 
 @dataclass(slots=True)
@@ -25,6 +26,7 @@ class Prepared:
     workflow: dict[str, Any]
     applied: dict[str, Any]
     name: str | None
+    subgraph_titles: dict[str, str] = field(default_factory=dict)  # of a UI workflow: what progress shows
 
 
 async def prepare_submission(
@@ -46,7 +48,12 @@ async def prepare_submission(
     if not isinstance(workflow, dict) or not workflow:
         raise WorkflowFormatError("the workflow must be a non-empty JSON object")
     info = await services.object_info(backend, stale_ok=True)  # a held task is checked now
-    api = to_api(workflow, info)
+    titles: dict[str, str] = {}
+    if detect_format(workflow) == "ui":
+        conversion = convert_ui(unwrap_prompt(workflow), info)
+        api, titles = conversion.api, conversion.subgraph_titles
+    else:
+        api = to_api(workflow, info)
     problems = validate_workflow(api, info)
     if problems:
         raise WorkflowFormatError(
@@ -62,7 +69,7 @@ async def prepare_submission(
         api, applied = randomize_seed_if_no_params(api, params, info)
     else:
         api, applied = apply_params(api, params, info)
-    return Prepared(api, applied, name)
+    return Prepared(api, applied, name, titles)
 
 
 @dataclass(slots=True)
@@ -77,6 +84,8 @@ class SubmitOrder:
     webhook: str | None = None
     wait: bool = False
     output_format: str | None = None
+    # Comfy's partner API nodes' key for this run only: passed to ComfyUI, never stored, logged or returned.
+    partner_key: str | None = None
 
 
 async def submit(services: Services, request: Request, order: SubmitOrder, sync: SyncOptions) -> Any:
@@ -88,9 +97,19 @@ async def submit(services: Services, request: Request, order: SubmitOrder, sync:
         timeout=order.timeout,
         workflow_name=prepared.name,
         backend=order.backend,
-        extra=await integration.submission_extra(services, order.webhook),
+        extra={
+            **await integration.submission_extra(services, order.webhook),
+            **({"subgraph_titles": prepared.subgraph_titles} if prepared.subgraph_titles else {}),
+        },
+        partner_key=order.partner_key,
     )
     waited = await integration.after_submit(services, request, task, sync, order.wait, order.output_format)
     if waited is not None:
         return waited
-    return {"task_id": task.task_id, "prompt_id": task.prompt_id, "status": task.status.value, "params": task.params}
+    return {
+        "task_id": task.task_id,
+        "prompt_id": task.prompt_id,
+        "status": task.status.value,
+        "params": task.params,
+        "warnings": task.warnings,
+    }

@@ -7,7 +7,6 @@ pointing out of the folder are all refused or neutralised.
 
 from __future__ import annotations
 
-import mimetypes
 import re
 import unicodedata
 from pathlib import Path
@@ -16,12 +15,6 @@ from core.errors import InvalidRequest, NotFound
 
 _UNSAFE = re.compile(r"[^A-Za-z0-9._\- ()+@]")
 MAX_NAME = 180
-
-mimetypes.add_type("image/webp", ".webp")
-mimetypes.add_type("video/webm", ".webm")
-mimetypes.add_type("video/mp4", ".mp4")
-mimetypes.add_type("audio/flac", ".flac")
-mimetypes.add_type("model/gltf-binary", ".glb")
 
 
 def sanitize_filename(name: str, default: str = "file") -> str:
@@ -80,10 +73,6 @@ def write_new_file(folder: Path, name: str, data: bytes) -> Path:
             return path
         except FileExistsError:
             counter += 1
-
-
-def content_type(name: str) -> str:
-    return mimetypes.guess_type(name)[0] or "application/octet-stream"
 
 
 # Types a browser only displays: no script runs in them, whatever the bytes say (with nosniff).

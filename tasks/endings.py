@@ -24,6 +24,9 @@ from tasks.runtime import Jobs, Timers
 from tasks.store import TaskStore
 from tasks.updates import Updates
 
+MAX_TEXT_BYTES = 10 * 1024 * 1024  # a text output longer than this is cut when saved
+INLINE_TEXT_BYTES = 16 * 1024  # and the first this many bytes are kept on the task itself
+
 WorkflowLoader = Callable[[str], Coroutine[Any, Any, dict[str, Any] | None]]
 
 

@@ -194,5 +194,8 @@ class TaskManager:
     def backend_changed(self, backend: Backend) -> None:
         self.updates.backend(backend)
 
+    def partner_key(self, task: Task) -> str | None:
+        return self.pool.partner_keys.get(task.task_id)
+
 
 __all__ = ["TaskManager", "PromptRejected"]

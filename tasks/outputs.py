@@ -21,28 +21,20 @@ from pathlib import Path
 from typing import Any
 
 from backends.comfyui import ComfyUIBackend
+from backends.comfyui_outputs import OutputRef, node_output_refs
 from config import Settings
+from core.media_types import content_type
 from core.task import Task
-from security.safe_paths import content_type, sanitize_filename
+from security.safe_paths import sanitize_filename
 from tasks.output_cache import OutputCache
 from tasks.output_fetch import OutputFetcher
 from tasks.runtime import Jobs
 
 log = logging.getLogger("comfygate.tasks")
 
-FileKey = tuple[str, str, str, str]  # node id, filename, subfolder, type
-
-
-def named_files(node_outputs: dict[str, Any]) -> list[tuple[str, dict[str, Any]]]:
-    """(node id, item) for every file the node outputs name: ``{"images": [{"filename", ...}], ...}``."""
-    found: list[tuple[str, dict[str, Any]]] = []
-    for node_id, output in node_outputs.items():
-        if not isinstance(output, dict):
-            continue
-        for items in output.values():
-            if isinstance(items, list):
-                found += [(node_id, i) for i in items if isinstance(i, dict) and isinstance(i.get("filename"), str)]
-    return found
+FileKey = tuple[str, str, str, str, str]  # node id, key, filename (or text index), subfolder, type
+MAX_TEXT_BYTES = 10 * 1024 * 1024  # a text output longer than this is cut when saved
+INLINE_TEXT_BYTES = 16 * 1024  # and the first this many bytes are kept on the task itself
 
 
 class Outputs:
@@ -59,8 +51,8 @@ class Outputs:
 
     def named(self, task: Task, backend: ComfyUIBackend, node_id: str, output: Any) -> None:
         """ComfyUI's ``executed``: start fetching that node's files now, while the prompt runs on."""
-        for _, item in named_files({node_id: output}):
-            self._fetch(task, backend, node_id, item)
+        for index, ref in enumerate(node_output_refs(node_id, output)):
+            self._fetch(task, backend, ref, index)
 
     def all_reported(self, task: Task, backend: ComfyUIBackend) -> bool:
         """Has every output node of the task's prompt sent ``executed``? (False when unknown.)"""
@@ -73,8 +65,11 @@ class Outputs:
         return bool(outputs) and all(n in task.node_outputs for n in outputs)
 
     async def gather(self, task: Task, backend: ComfyUIBackend) -> list[dict[str, Any]]:
-        """Every file of every node output, in order; the downloads already running are awaited, not repeated."""
-        jobs = [self._fetch(task, backend, node_id, item) for node_id, item in named_files(task.node_outputs)]
+        """Every output of every node (images, video, audio, 3D, text, bare names), in order; the downloads
+        already running are awaited, not repeated."""
+        jobs: list[asyncio.Task[dict[str, Any]]] = []
+        for node_id, output in task.node_outputs.items():
+            jobs += [self._fetch(task, backend, ref, i) for i, ref in enumerate(node_output_refs(str(node_id), output))]
         return list(await asyncio.gather(*jobs)) if jobs else []
 
     def forget(self, task: Task) -> None:
@@ -94,38 +89,55 @@ class Outputs:
         folder = self.settings.outputs_dir if output["type"] == "output" else self.temp_dir
         await asyncio.to_thread((folder / output["filename"]).unlink, missing_ok=True)
 
-    def _fetch(
-        self, task: Task, backend: ComfyUIBackend, node_id: str, item: dict[str, Any]
-    ) -> asyncio.Task[dict[str, Any]]:
-        """The download of one file: started now unless it already is."""
+    def _fetch(self, task: Task, backend: ComfyUIBackend, ref: OutputRef, index: int) -> asyncio.Task[dict[str, Any]]:
+        """The download (or save, for a text) of one output: started now unless it already is."""
         started = self._started.setdefault(task.task_id, {})
-        key = (node_id, str(item["filename"]), str(item.get("subfolder") or ""), str(item.get("type") or ""))
+        name = ref.filename if ref.kind != "text" else f"text:{index}"
+        key = (ref.node_id, ref.key, name, ref.subfolder, ref.type)
         job = started.get(key)
         if job is None:
-            job = started[key] = asyncio.ensure_future(self._download(task, backend, node_id, item))
+            work = self._save_text(task, ref, index) if ref.kind == "text" else self._download(task, backend, ref)
+            job = started[key] = asyncio.ensure_future(work)
             job.add_done_callback(_retrieved)
         return job
 
-    async def _download(
-        self, task: Task, backend: ComfyUIBackend, node_id: str, item: dict[str, Any]
-    ) -> dict[str, Any]:
-        remote = item.get("type") if isinstance(item.get("type"), str) and item.get("type") else "output"
-        kind = "output" if remote == "output" else "temp"  # a backend's answer never picks a local folder
+    async def _download(self, task: Task, backend: ComfyUIBackend, ref: OutputRef) -> dict[str, Any]:
+        kind = "output" if ref.type == "output" else "temp"  # a backend's answer never picks a local folder
         folder = self.settings.outputs_dir if kind == "output" else self.temp_dir
-        local = f"{task.task_id[:8]}_{sanitize_filename(item['filename'])}"
-        subfolder = str(item.get("subfolder") or "")
-        wanted = {"filename": str(item["filename"]), "subfolder": subfolder, "type": str(remote)}
+        local = f"{task.task_id[:8]}_{sanitize_filename(ref.filename)}"
+        wanted = {"filename": ref.filename, "subfolder": ref.subfolder, "type": ref.type}
         size = await self.fetcher.fetch(backend, wanted, folder / local, local if kind == "output" else None)
-        query = "" if kind == "output" else "?type=temp"
-        return {
-            "filename": local,
-            "content_type": content_type(local),
-            "size": size,
-            "node_id": node_id,
-            "type": kind,
-            "url": f"/api/image/{local}{query}",
-            "comfyui": {"filename": item["filename"], "subfolder": subfolder, "type": remote},
-        }
+        entry = _entry(ref, local, kind, size)
+        entry["comfyui"] = {"filename": ref.filename, "subfolder": ref.subfolder, "type": ref.type, **dict(ref.extra)}
+        return entry
+
+    async def _save_text(self, task: Task, ref: OutputRef, index: int) -> dict[str, Any]:
+        """A text output (PreviewAny, LLM nodes) becomes a .txt file like any other output, inlined when short."""
+        data = (ref.text or "").encode("utf-8")[:MAX_TEXT_BYTES]
+        local = sanitize_filename(f"{task.task_id[:8]}_{ref.node_id}_text_{index}.txt")
+        await asyncio.to_thread((self.settings.outputs_dir / local).write_bytes, data)
+        entry = _entry(ref, local, "output", len(data))
+        entry["text"] = data[:INLINE_TEXT_BYTES].decode("utf-8", errors="ignore")
+        if len(data) > INLINE_TEXT_BYTES:
+            entry["text_truncated"] = True
+        entry["comfyui"] = {"key": ref.key}
+        return entry
+
+
+def _entry(ref: OutputRef, local: str, kind: str, size: int) -> dict[str, Any]:
+    query = "" if kind == "output" else "?type=temp"
+    entry: dict[str, Any] = {
+        "filename": local,
+        "kind": ref.kind,
+        "content_type": "text/plain; charset=utf-8" if ref.kind == "text" else content_type(local),
+        "size": size,
+        "node_id": ref.node_id,
+        "type": kind,
+        "url": f"/api/image/{local}{query}",
+    }
+    if ref.animated:
+        entry["animated"] = True
+    return entry
 
 
 def _retrieved(job: asyncio.Future[Any]) -> None:

@@ -46,6 +46,8 @@ class Pool:
         self._wakeup = asyncio.Event()
         self._classes: dict[str, frozenset[str]] = {}  # node classes of each unfinished task
         self._given: dict[str, int] = {}  # tasks handed to each backend, to break ties evenly
+        # Comfy.org partner-node keys of unfinished tasks: in memory only, never in the task or its store.
+        self.partner_keys: dict[str, str] = {}
         self._merged_info: tuple[list[dict[str, Any]], dict[str, Any]] | None = None
 
     def add(self, backend: Backend) -> None:
@@ -140,6 +142,7 @@ class Pool:
             backend.inflight.discard(task.task_id)
         self.pending.pop(task.task_id, None)
         self._classes.pop(task.task_id, None)
+        self.partner_keys.pop(task.task_id, None)
 
     def hold(self, task: Task) -> None:
         """Into ComfyGate's queue; a full queue is a 503."""
@@ -269,7 +272,8 @@ class Pool:
         self.wake()
 
     async def refresh_info(self, backend: ComfyUIBackend) -> None:
-        """On connect: learn what the backend can run, then let it take pending work."""
+        """On connect: learn what the backend can run and which newer routes it has, then let it take work."""
+        await backend.detect_features()
         if await backend.refresh_object_info():
             self.updates.backend(backend)
         self.wake()

@@ -78,7 +78,7 @@ def _executing(task: Task, event: ComfyUIEvent) -> Outcome:
     node = event.data.get("node")
     if node is None:
         return Outcome()  # end of the prompt: execution_success/error decides
-    set_node(task, str(node))
+    set_node(task, str(node), event.data.get("display_node"))
     return Outcome(update=True)
 
 
@@ -148,11 +148,20 @@ _HANDLERS = {
 }
 
 
-def set_node(task: Task, node: str) -> None:
+def set_node(task: Task, node: str, display: Any = None) -> None:
+    """The running node, and the one the user sees: for a node inside a subgraph (`12:5`), its subgraph (`12`)."""
     spec = task.workflow.get(node) or {}
     task.progress["node"] = node
     task.progress["node_class"] = spec.get("class_type")
     task.progress["node_title"] = (spec.get("_meta") or {}).get("title") or spec.get("class_type")
+    # Newer servers say it (display_node); 0.3.64 echoes the node itself, so the id's first part decides.
+    visible = str(display) if display and str(display) != node else node.split(":", 1)[0]
+    task.progress["display_node"] = visible
+    if visible == node:
+        task.progress["display_title"] = task.progress["node_title"]
+    else:
+        titles = task.extra.get("subgraph_titles") or {}
+        task.progress["display_title"] = titles.get(visible) or f"Subgraph {visible}"
     task.progress.pop("value", None)
     task.progress.pop("max", None)
 

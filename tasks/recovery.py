@@ -89,6 +89,10 @@ class Recovery:
         if not backend.inflight:
             return
         asked_at = time.time()
+        await backend.detect_features()
+        if backend.jobs_api:
+            await self._reconcile_with_jobs(backend, asked_at)
+            return
         try:
             queue = await backend.client.get_queue()
         except ComfyGateError as exc:
@@ -116,6 +120,54 @@ class Recovery:
                 continue
             self.jobs.spawn(self.settle_from_history(task, backend), name=f"settle {task_id}")
 
+    async def _reconcile_with_jobs(self, backend: ComfyUIBackend, asked_at: float) -> None:
+        """The jobs API knows queued, running, ended and unknown apart: no guessing from /queue + /history."""
+        for task_id in list(backend.inflight):
+            task = self.store.get(task_id)
+            if task is None or task.status.final:
+                backend.inflight.discard(task_id)
+                continue
+            if task_id in self.followed or task.status == TaskStatus.PENDING:
+                continue
+            try:
+                job = await backend.client.get_job(task.prompt_id)
+            except ComfyGateError as exc:
+                log.warning("reconcile of %s postponed: %s", backend.name, exc.message)
+                return
+            if task.status.final or task.backend != backend.name:
+                continue
+            status = job.get("status") if job is not None else None
+            if status == "pending":
+                continue
+            if status == "in_progress":
+                backend.running_prompt = task.prompt_id
+                if task.status != TaskStatus.RUNNING:
+                    task.status = TaskStatus.RUNNING
+                    task.started_at = task.started_at or time.time()
+                    self.updates.task(task)
+                continue
+            if job is None and task.queued_at is not None and task.queued_at > asked_at:
+                continue  # accepted after we asked: not lost
+            if job is None:
+                self._lost(task, backend)
+            else:
+                self.jobs.spawn(self.settle_from_history(task, backend), name=f"settle {task_id}")
+
+    def _lost(self, task: Task, backend: ComfyUIBackend) -> None:
+        """The backend does not know the task (it restarted): run it again if it never started, else fail it."""
+        if task.started_at is None and task.status == TaskStatus.QUEUED:
+            log.info("task %s vanished from %s before it started; submitting it again", task.task_id, backend.name)
+            self.requeue(task, f"{backend.name} lost it before it started (restarted?)", new_prompt=False)
+        else:
+            self.endings.fail(
+                task,
+                {
+                    "type": "backend_restarted",
+                    "message": f"ComfyUI at {backend.url} lost this task while it was running "
+                    "(it restarted or dropped its queue); submit it again",
+                },
+            )
+
     async def settle_from_history(self, task: Task, backend: ComfyUIBackend) -> None:
         """A task missing from its backend's queue: completed (history), or lost. One settle per task."""
         if task.task_id in self._settling:
@@ -141,18 +193,8 @@ class Recovery:
             return  # settled, moved or resubmitted meanwhile
         if entry:
             await self.apply_history(task, backend, entry)
-        elif task.started_at is None and task.status == TaskStatus.QUEUED:
-            log.info("task %s vanished from %s before it started; submitting it again", task.task_id, backend.name)
-            self.requeue(task, f"{backend.name} lost it before it started (restarted?)", new_prompt=False)
         else:
-            self.endings.fail(
-                task,
-                {
-                    "type": "backend_restarted",
-                    "message": f"ComfyUI at {backend.url} lost this task while it was running "
-                    "(it restarted or dropped its queue); submit it again",
-                },
-            )
+            self._lost(task, backend)
 
     async def apply_history(self, task: Task, backend: ComfyUIBackend, entry: dict[str, Any]) -> None:
         status = entry.get("status") or {}

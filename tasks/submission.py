@@ -41,12 +41,14 @@ class Submitter:
         backend: str | None = None,
         extra: dict[str, Any] | None = None,
         kind: str | None = None,
+        partner_key: str | None = None,
     ) -> Task:
         """Hand a ready API-format workflow to a backend, or hold it in ComfyGate's queue.
 
         When a backend can take it now, its refusal is raised (422), not stored. When none can (all
         capable backends down or full), the task is held as ``pending``; a full queue is a 503.
-        ``kind`` limits the choice to backends of that kind (e.g. "comfyui").
+        ``kind`` limits the choice to backends of that kind (e.g. "comfyui"). ``partner_key`` (Comfy.org
+        partner API nodes) reaches the backend with the prompt and is kept nowhere else.
         """
         classes = workflow_classes(workflow)
         pinned = self.pool.candidates(backend, kind, classes)
@@ -63,12 +65,15 @@ class Submitter:
         if kind is not None:
             task.extra["backend_kind"] = kind  # kept with the task, so a held or recovered one obeys it too
         self.pool.remember_classes(task, classes)
+        if partner_key:
+            self.pool.partner_keys[task.task_id] = partner_key
         target = self.pool.pick(task)
         if target is not None and not self.pool.waiting_for(target):
             try:
                 await self.dispatch(task, target, new=True)
             except BaseException:
                 self.pool.forget_classes(task)
+                self.pool.partner_keys.pop(task.task_id, None)
                 raise
             return task
         self.pool.hold(task)

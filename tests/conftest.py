@@ -25,6 +25,20 @@ FINAL = {"completed", "failed", "interrupted", "timeout"}
 Emulators = Callable[..., list[EmulatorThread]]
 
 
+# The ComfyUI generations the emulator plays: the recorded 0.3.64, and a newer server (NEWER-SERVERS.md).
+GENERATIONS = ("0.3.64", "0.36")
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line("markers", "both_generations: run against the emulator as ComfyUI 0.3.64 and as v0.36")
+
+
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    """Tests marked ``both_generations`` that use the ``emulator`` fixture run once per ComfyUI generation."""
+    if metafunc.definition.get_closest_marker("both_generations") and "emulator" in metafunc.fixturenames:
+        metafunc.parametrize("emulator", GENERATIONS, indirect=True, ids=[f"comfyui-{g}" for g in GENERATIONS])
+
+
 @pytest.fixture
 def protocol_recordings() -> Path:
     """The recorded ComfyUI protocol (``requires_protocol``): skips, or fails with CI=true, without it."""
@@ -34,8 +48,10 @@ def protocol_recordings() -> Path:
 
 
 @pytest.fixture
-def emulator(tmp_path: Path) -> Iterator[EmulatorThread]:
-    emu = EmulatorThread(base_dir=tmp_path / "emulator").start()
+def emulator(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[EmulatorThread]:
+    """The emulator as ComfyUI 0.3.64, or as ``request.param`` ("0.36": the newer-server mode)."""
+    newer = getattr(request, "param", GENERATIONS[0]) != GENERATIONS[0]
+    emu = EmulatorThread(base_dir=tmp_path / "emulator", newer=newer).start()
     try:
         yield emu
     finally:

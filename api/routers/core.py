@@ -13,11 +13,11 @@ from api.models import HealthOut, QueueOut, TaskList, TaskOut, UploadOut
 from backends.base import Backend
 from backends.comfyui import ComfyUIBackend
 from core.errors import ComfyGateError, InvalidRequest, NotFound
+from core.media_types import content_type
 from core.task import TaskStatus
 from gateway.services import Services
 from gateway.uploads import check_image, push_upload, read_limited
 from security.safe_paths import (
-    content_type,
     is_active_type,
     output_headers,
     resolve_inside,
@@ -28,6 +28,9 @@ from security.safe_paths import (
 router = APIRouter(prefix="/api", tags=["core"])
 
 VERSION = "0.1.0"
+
+
+INLINE_TYPES = ("image/", "video/", "audio/", "text/plain")  # shown in the page; anything else is a download
 
 
 class BigChunkFileResponse(FileResponse):

@@ -43,6 +43,7 @@ async def submit(
         webhook=body.webhook,
         wait=body.wait,
         output_format=body.output_format,
+        partner_key=body.api_key_comfy_org.get_secret_value() if body.api_key_comfy_org else None,
     )
     return await submission.submit(services, request, order, sync)
 

@@ -37,13 +37,13 @@ from api.viewcomfy_form import InferRequest, parse_infer_form
 from backends.viewcomfy.protocol import FileOutput, result_to_json, split_viewcomfy_key
 from backends.viewcomfy.sse import SSE_KEEPALIVE, sse_event
 from core.errors import InvalidRequest, Unauthorized
+from core.media_types import content_type
 from core.task import Task, TaskStatus
 from events.hub import Subscription
 from gateway.services import Services
 from gateway.submission import prepare_submission
 from gateway.uploads import push_upload
 from security.auth import is_authenticated, viewcomfy_credentials_ok, viewcomfy_pair, viewcomfy_pair_problem
-from security.safe_paths import content_type
 
 router = APIRouter(prefix="/api/viewcomfy", tags=["viewcomfy"])
 

@@ -46,7 +46,9 @@ from security.limits import json_depth
 from security.safe_paths import sanitize_filename
 from workflow.format import detect_format, to_api, unwrap_prompt
 from workflow.library import MAX_WORKFLOW_BYTES, normalise_name
+from workflow.param_groups import arrange_params
 from workflow.params import apply_params, detect_params, validate_workflow
+from workflow.ui_convert import convert_ui
 
 MAX_JSON_DEPTH = 64  # as COMFYUI_MAX_JSON_DEPTH's default; workflows nest 3-4 levels
 
@@ -117,7 +119,13 @@ def unwrap_body(body: dict[str, Any]) -> dict[str, Any]:
 
 
 def _convert(workflow: Any, info: dict[str, Any], *, validate: bool) -> tuple[dict[str, Any], list[dict[str, Any]]]:
-    api = to_api(workflow, info)
+    titles: dict[str, str] = {}
+    exposed: list[tuple[str, str]] = []
+    if detect_format(workflow) == "ui":
+        conversion = convert_ui(workflow, info)
+        api, titles, exposed = conversion.api, conversion.subgraph_titles, conversion.exposed
+    else:
+        api = to_api(workflow, info)
     if validate:
         problems = validate_workflow(api, info)
         if problems:
@@ -125,7 +133,7 @@ def _convert(workflow: Any, info: dict[str, Any], *, validate: bool) -> tuple[di
             raise WorkflowFormatError(
                 f"the workflow is not valid: {problems[0].get('message')}{more}", problems=problems
             )
-    return api, detect_params(api, info)
+    return api, arrange_params(detect_params(api, info), titles, exposed)
 
 
 async def describe(

@@ -40,8 +40,8 @@ from backends.base import BackendBase, TaskHost
 from backends.viewcomfy.client import ViewComfyClient, decode_outputs
 from backends.viewcomfy.protocol import PromptResult, viewcomfy_key
 from core.errors import ComfyGateError, ViewComfyError, ViewComfyUnavailable
+from core.media_types import content_type
 from core.task import Task, TaskStatus
-from security.safe_paths import content_type
 from workflow.params import bump_seed
 
 log = logging.getLogger("comfygate.viewcomfy")

@@ -9,10 +9,14 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import pytest
 from websockets.sync.client import connect
 
 from tests.conftest import FINAL, Gate
 from tests.protocol import load_workflow, sd_workflow
+
+# The core flows, against the emulator as ComfyUI 0.3.64 and as a newer server (jobs API, atomic cancel).
+pytestmark = pytest.mark.both_generations
 
 
 def test_txt2img_end_to_end_with_params_and_outputs_on_disk(gate: Gate) -> None:
@@ -270,3 +274,112 @@ def test_browser_origin_is_never_forwarded_to_comfyui(gate: Gate, emulator: Any)
     assert response.status_code == 200, response.text
     assert gate.wait(response.json()["task_id"])["status"] == "completed"
     assert gate.client.get("/api/queue", headers=evil).json()["backends"]["comfyui-1"]["reachable"]
+
+
+def test_newer_features_are_used_only_when_detected(gate: Gate, emulator: Any) -> None:
+    newer = emulator.emulator.newer
+    [backend] = gate.client.get("/api/health").json()["backends"]
+    assert backend["comfyui_version"] == ("0.36.0" if newer else "0.3.64")
+    assert backend["features"] == {"jobs_api": newer}
+    # Interrupting a queued task: the atomic cancel on a newer server, /queue delete on 0.3.64; either way
+    # ComfyUI's queue no longer holds it and the running one finishes.
+    emulator.set_delays(step_delay=0.05)
+    running = gate.submit(sd_workflow(steps=10)).json()["task_id"]
+    waiting = gate.submit(sd_workflow(steps=10, seed=5)).json()["task_id"]
+    gate.wait(running, {"running"})
+    assert gate.client.post(f"/api/interrupt/{waiting}").status_code == 200
+    assert gate.wait(waiting)["status"] == "interrupted"
+    pending = httpx.get(f"{emulator.url}/queue").json()["queue_pending"]
+    assert pending == []
+    if newer:
+        job = httpx.get(f"{emulator.url}/api/jobs/{gate.task(waiting)['prompt_id']}").json()
+        assert job["status"] == "cancelled"
+    assert gate.wait(running)["status"] == "completed"
+
+
+def _two_outputs_one_invalid() -> dict[str, Any]:
+    """SaveImage 4 is fed a MASK: ComfyUI drops it (return_type_mismatch) and still runs SaveImage 2."""
+    return {
+        "1": {"class_type": "EmptyImage", "inputs": {"width": 16, "height": 16, "batch_size": 1, "color": 0}},
+        "2": {"class_type": "SaveImage", "inputs": {"images": ["1", 0], "filename_prefix": "good"}},
+        "3": {"class_type": "SolidMask", "inputs": {"value": 1.0, "width": 16, "height": 16}},
+        "4": {"class_type": "SaveImage", "inputs": {"images": ["3", 0], "filename_prefix": "dropped"}},
+    }
+
+
+def test_partial_validation_is_a_warning_on_the_task_and_in_the_answer(gate: Gate) -> None:
+    response = gate.submit(_two_outputs_one_invalid())
+    assert response.status_code == 200, response.text
+    [warning] = response.json()["warnings"]
+    assert warning["node_id"] == "4" and warning["class_type"] == "SaveImage"
+    assert warning["dependent_outputs"] == ["4"] and warning["errors"][0]["type"] == "return_type_mismatch"
+    assert "node 4 (SaveImage)" in warning["message"]
+    task = gate.wait(response.json()["task_id"])
+    assert task["status"] == "completed"
+    assert task["warnings"] == [warning]
+    assert [o["node_id"] for o in task["outputs"]] == ["2"]
+
+
+def test_partner_key_reaches_comfyui_and_nowhere_else(gate: Gate, emulator: Any) -> None:
+    secret = "comfy-org-key-0123456789"
+    with connect(f"{gate.ws_url}/ws") as ws:
+        response = gate.client.post(
+            "/api/workflow/submit",
+            json={"workflow": load_workflow("invert_save.json"), "api_key_comfy_org": secret, "wait": True},
+        )
+        assert response.status_code == 200, response.text
+        frames = []
+        while True:
+            try:
+                frames.append(ws.recv(timeout=0.5))
+            except TimeoutError:
+                break
+    assert response.json()["status"] == "completed"
+    assert emulator.emulator.state.partner_keys_seen == ["api_key_comfy_org"]
+    task_id = response.json()["task_id"]
+    seen = [
+        response.text,
+        gate.client.get(f"/api/task/{task_id}").text,
+        gate.client.get("/api/tasks").text,
+        *map(str, frames),
+    ]
+    assert all(secret not in text for text in seen)
+    assert secret not in httpx.get(f"{emulator.url}/history").text
+
+
+def test_partner_key_set_per_backend(gate_factory: Any, emulator: Any, caplog: pytest.LogCaptureFixture) -> None:
+    gate = gate_factory([emulator.url], comfy_org_api_keys="backend-key-42")
+    task = gate.submit(load_workflow("invert_save.json")).json()
+    assert gate.wait(task["task_id"])["status"] == "completed"
+    assert emulator.emulator.state.partner_keys_seen == ["api_key_comfy_org"]
+    assert "backend-key-42" not in gate.client.get("/api/health").text
+    assert "backend-key-42" not in caplog.text
+
+
+def test_subgraph_workflow_with_colon_id_params_and_visible_progress(gate: Gate) -> None:
+    from tests.workflow.test_format import _subgraph_workflow
+
+    wf = _subgraph_workflow()
+    described = gate.client.post("/api/workflow/params", json={"workflow": wf}).json()
+    grouped = {p["key"]: p.get("group") for p in described["params"]}
+    assert grouped["9:100:101.blur_radius"] == {"node_id": "9", "title": "Invert then blur"}
+    with connect(f"{gate.ws_url}/ws") as ws:
+        response = gate.submit(wf, params={"9:100:101.blur_radius": 3, "12:100:101-inputs-sigma": 0.7})
+        assert response.status_code == 200, response.text
+        task = gate.wait(response.json()["task_id"])
+        updates = []
+        while True:
+            try:
+                updates.append(json.loads(ws.recv(timeout=0.3)))
+            except TimeoutError:
+                break
+    assert task["status"] == "completed", task
+    assert task["params"] == {"9:100:101.blur_radius": 3, "12:100:101.sigma": 0.7}
+    assert task["subgraph_titles"]["9"] == "Invert then blur"
+    shown = {
+        (u["progress"].get("node"), u["progress"].get("display_node"), u["progress"].get("display_title"))
+        for u in updates
+        if u.get("type") == "task_update" and u.get("progress", {}).get("node")
+    }
+    assert ("9:100:101", "9", "Invert then blur") in shown
+    assert {o["node_id"] for o in task["outputs"]} == {"20", "21"}

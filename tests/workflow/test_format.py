@@ -14,6 +14,7 @@ import pytest
 from core.errors import UnknownNodeClass, WorkflowFormatError
 from workflow.format import detect_format, to_api, ui_to_api, workflow_node_classes
 from workflow.params import is_link, validate_workflow
+from workflow.widgets import widget_layout
 
 ROOT = Path(__file__).resolve().parents[2]
 TEMPLATES_PACKAGE = "comfyui_workflow_templates"
@@ -165,6 +166,30 @@ def test_example_workflows_are_valid() -> None:
 # ---- widgets ---------------------------------------------------------------------------------------
 
 
+def widget_slots(class_type: str) -> list[str | None]:
+    """Names behind each widgets_values slot; None marks a frontend-only slot (never sent)."""
+    return [s.name if s.sent else None for s in widget_layout("1", class_type, object_info()[class_type]) if s.stored]
+
+
+def test_widget_slots_include_frontend_only_slots() -> None:
+    assert widget_slots("KSampler") == [
+        "seed",
+        None,
+        "steps",
+        "cfg",
+        "sampler_name",
+        "scheduler",
+        "denoise",
+    ]
+    assert widget_slots("LoadImage") == ["image", None]
+    assert widget_slots("LoadImageMask") == ["image", "channel", None]
+    assert widget_slots("PrimitiveInt") == ["value", None]
+    # An explicit `control_after_generate: False` on a seed means no control widget (useIntWidget's `??`).
+    assert widget_slots("MoonvalleyVideo2VideoNode")[:4] == ["prompt", "negative_prompt", "seed", "steps"]
+    # SaveGLB gets the frontend's 3D view as a widget that is sent.
+    assert widget_slots("SaveGLB") == ["filename_prefix", "image"]
+
+
 @pytest.mark.parametrize("control", ["randomize", "fixed", True, False])
 def test_control_after_generate_slot_is_skipped(control: Any) -> None:
     wf = ui([node(3, "KSampler", wv=[5, control, 30, 6.5, "dpmpp_2m", "karras", 0.7])], [])
@@ -205,9 +230,13 @@ def test_array_widget_value_is_wrapped() -> None:
     assert ui_to_api(wf, object_info())["1"]["inputs"] == {"filename_prefix": {"__value__": ["a", "b"]}}
 
 
-def test_dict_widget_values_are_read_by_name() -> None:
-    wf = ui([node(1, "EmptyImage", wv={"height": 7, "width": 9})], [])
-    assert ui_to_api(wf, object_info())["1"]["inputs"]["width"] == 9
+def test_dict_widget_values_are_positional_only_when_complete() -> None:
+    # Frontend 1.58 (recorded in tests/workflow/data/frontend_prompts.json, variants widgets_values_dict*):
+    # a dict with one entry per stored widget is read in its key order, any other dict is ignored.
+    complete = ui([node(1, "EmptyImage", wv={"a": 9, "b": 7, "c": 2, "d": 3})], [])
+    assert ui_to_api(complete, object_info())["1"]["inputs"] == {"width": 9, "height": 7, "batch_size": 2, "color": 3}
+    partial = ui([node(1, "EmptyImage", wv={"height": 7, "width": 9})], [])
+    assert ui_to_api(partial, object_info())["1"]["inputs"]["width"] == 512
 
 
 def test_legacy_renames_and_sample_prefix() -> None:
@@ -224,12 +253,13 @@ def test_legacy_renames_and_sample_prefix() -> None:
     assert result["3"]["inputs"]["sampler_name"] == "euler_ancestral"
 
 
-def test_preview_any_always_writes_preview() -> None:
+def test_preview_any_writes_no_preview_input() -> None:
+    # Frontend 1.5x no longer sends PreviewAny's preview widgets (template_sugar_coated_gummy_style_qwen).
     wf = ui(
         [empty_image(links=[1]), node(2, "PreviewAny", inputs=[inp("source", "*", 1)], wv=[])],
         [[1, 1, 0, 2, 0, "IMAGE"]],
     )
-    assert ui_to_api(wf, object_info())["2"]["inputs"] == {"preview": "", "source": ["1", 0]}
+    assert ui_to_api(wf, object_info())["2"]["inputs"] == {"source": ["1", 0]}
 
 
 def test_converted_widget_gets_link_in_widget_position() -> None:
@@ -500,12 +530,14 @@ def _subgraph_workflow(mode_9: int = 0) -> dict[str, Any]:
 
 def test_nested_subgraphs_flatten_with_per_instance_widget_values() -> None:
     result = ui_to_api(_subgraph_workflow(), object_info())
-    assert set(result) == {"1", "9:5", "9:9:5", "20", "12:5", "12:9:5", "21"}
+    # Ids inside definitions that repeat a root id (9) or an earlier definition's (5) are renumbered from
+    # last_node_id (99) on load, as the frontend does (subgraphDeduplication.ts): 9 -> 100, 5 -> 101.
+    assert set(result) == {"1", "9:5", "9:100:101", "20", "12:5", "12:100:101", "21"}
     assert result["9:5"]["inputs"] == {"image": ["1", 0]}
-    assert result["9:9:5"]["inputs"] == {"blur_radius": 7, "sigma": 2.5, "image": ["9:5", 0]}
-    assert result["12:9:5"]["inputs"]["blur_radius"] == 11
-    assert result["20"]["inputs"]["images"] == ["9:9:5", 0]
-    assert result["21"]["inputs"]["images"] == ["12:9:5", 0]
+    assert result["9:100:101"]["inputs"] == {"blur_radius": 7, "sigma": 2.5, "image": ["9:5", 0]}
+    assert result["12:100:101"]["inputs"]["blur_radius"] == 11
+    assert result["20"]["inputs"]["images"] == ["9:100:101", 0]
+    assert result["21"]["inputs"]["images"] == ["12:100:101", 0]
     assert validate_workflow(result, object_info()) == []
 
 
@@ -518,7 +550,7 @@ def test_bypassed_subgraph_passes_through_and_muted_one_disappears() -> None:
     assert "images" not in result["20"]["inputs"]
 
 
-def test_legacy_group_node_expands_with_index_ids() -> None:
+def test_legacy_group_node_expands_with_the_frontends_ids() -> None:
     group = {
         "nodes": [
             {
@@ -555,10 +587,12 @@ def test_legacy_group_node_expands_with_index_ids() -> None:
         extra={"groupNodes": {"InvertBlur": group}},
     )
     result = ui_to_api(wf, object_info())
-    assert set(result) == {"1", "5:0", "5:1", "6"}
-    assert result["5:0"]["inputs"] == {"image": ["1", 0]}
-    assert result["5:1"]["inputs"] == {"blur_radius": 4, "sigma": 0.5, "image": ["5:0", 0]}
-    assert result["6"]["inputs"]["images"] == ["5:1", 0]
+    # On load the frontend unpacks the group into nodes 100, 101 (after last_node_id 99) and wraps them
+    # in a subgraph whose instance is 102 (recorded: variants legacy_group_node*).
+    assert set(result) == {"1", "102:100", "102:101", "6"}
+    assert result["102:100"]["inputs"] == {"image": ["1", 0]}
+    assert result["102:101"]["inputs"] == {"blur_radius": 4, "sigma": 0.5, "image": ["102:100", 0]}
+    assert result["6"]["inputs"]["images"] == ["102:101", 0]
 
 
 # ---- real templates -------------------------------------------------------------------------------

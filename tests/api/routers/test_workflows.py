@@ -324,6 +324,21 @@ def test_convert_unknown_class_names_node_and_class(gate: Gate) -> None:
     assert body["node_id"] == "5" and body["class_type"] == "MysteryNode"
 
 
+def test_convert_a_widget_it_cannot_lay_out_is_422_naming_node_and_reason(gate: Gate) -> None:
+    ui = json.loads(UI_FILE.read_text())
+    ui["nodes"].append(
+        {"id": 77, "type": "WebcamCapture", "mode": 0, "inputs": [], "outputs": [], "widgets_values": ["", 0, 0, True]}
+    )
+    response = gate.client.post("/api/workflow/convert", json=ui)
+    assert response.status_code == 422
+    body = response.json()
+    assert body["error"] == "unsupported_widget"
+    assert body["node_id"] == "77" and body["class_type"] == "WebcamCapture"
+    assert "WEBCAM widget" in body["reason"] and "node 77 (WebcamCapture)" in body["message"]
+    submitted = gate.submit(ui)
+    assert submitted.status_code == 422 and submitted.json()["error"] == "unsupported_widget"
+
+
 def test_convert_not_a_workflow_is_422(gate: Gate) -> None:
     response = gate.client.post("/api/workflow/convert", json={"hello": "world"})
     assert response.status_code == 422 and response.json()["error"] == "invalid_workflow"
