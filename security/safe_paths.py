@@ -76,8 +76,8 @@ def write_new_file(folder: Path, name: str, data: bytes) -> Path:
 
 
 # Types a browser only displays: no script runs in them, whatever the bytes say (with nosniff).
-_PASSIVE_PREFIXES = ("image/", "audio/", "video/", "model/")
-_PASSIVE_TYPES = frozenset({"text/plain", "application/json", "application/octet-stream"})
+_PASSIVE_PREFIXES = ("image/", "audio/", "video/")
+_PASSIVE_TYPES = frozenset({"text/plain", "application/json"})
 # What an active output (an SVG, HTML, XML, script...) may do when opened anyway: nothing.
 ACTIVE_OUTPUT_CSP = "default-src 'none'; style-src 'unsafe-inline'; img-src data:; sandbox"
 

@@ -14,6 +14,7 @@ import errno
 import os
 import shutil
 import stat
+import uuid
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -105,7 +106,7 @@ def write_file(path: Path, data: bytes) -> float:
     """Write ``data`` beside ``path``, then rename: no reader sees half a file (blocking: run it in a thread).
 
     Returns the file's modification time, which the in-memory copy's validators are derived from."""
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.part")
+    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex[:12]}.part")  # unique: writers may race
     try:
         with open(tmp, "wb") as f:
             f.write(data)

@@ -23,6 +23,7 @@ from typing import Any
 from backends.comfyui import ComfyUIBackend
 from backends.comfyui_outputs import OutputRef, node_output_refs
 from config import Settings
+from core.errors import ComfyUINotFound
 from core.media_types import content_type
 from core.task import Task
 from security.safe_paths import sanitize_filename
@@ -48,6 +49,7 @@ class Outputs:
         self.temp_dir = temp_dir
         self.jobs = jobs
         self._started: dict[str, dict[FileKey, asyncio.Task[dict[str, Any]]]] = {}
+        self._names: dict[str, set[str]] = {}  # local names given to each task's outputs
 
     def named(self, task: Task, backend: ComfyUIBackend, node_id: str, output: Any) -> None:
         """ComfyUI's ``executed``: start fetching that node's files now, while the prompt runs on."""
@@ -67,17 +69,33 @@ class Outputs:
     async def gather(self, task: Task, backend: ComfyUIBackend) -> list[dict[str, Any]]:
         """Every output of every node (images, video, audio, 3D, text, bare names), in order; the downloads
         already running are awaited, not repeated."""
-        jobs: list[asyncio.Task[dict[str, Any]]] = []
-        for node_id, output in task.node_outputs.items():
-            jobs += [self._fetch(task, backend, ref, i) for i, ref in enumerate(node_output_refs(str(node_id), output))]
-        return list(await asyncio.gather(*jobs)) if jobs else []
+        refs = [
+            (ref, i)
+            for node_id, output in task.node_outputs.items()
+            for i, ref in enumerate(node_output_refs(str(node_id), output))
+        ]
+        if not refs:
+            return []
+        results = await asyncio.gather(*(self._fetch(task, backend, ref, i) for ref, i in refs), return_exceptions=True)
+        outputs: list[dict[str, Any]] = []
+        for (ref, index), result in zip(refs, results, strict=True):
+            if isinstance(result, ComfyUINotFound):
+                # Fetched early, at ``executed``, a file another node of the prompt writes later (Preview3D
+                # naming a SaveGLB's file without a link to it) was not there yet; the run is over now.
+                result = await self._fetch(task, backend, ref, index, again=True)
+            elif isinstance(result, BaseException):
+                raise result
+            outputs.append(result)
+        return outputs
 
     def forget(self, task: Task) -> None:
         """The task is complete: its files stay, the bookkeeping goes."""
         self._started.pop(task.task_id, None)
+        self._names.pop(task.task_id, None)
 
     def drop(self, task: Task) -> None:
         """The task did not complete: stop its downloads and remove what they already wrote."""
+        self._names.pop(task.task_id, None)
         for job in (self._started.pop(task.task_id, None) or {}).values():
             if not job.done():
                 job.cancel()
@@ -89,12 +107,15 @@ class Outputs:
         folder = self.settings.outputs_dir if output["type"] == "output" else self.temp_dir
         await asyncio.to_thread((folder / output["filename"]).unlink, missing_ok=True)
 
-    def _fetch(self, task: Task, backend: ComfyUIBackend, ref: OutputRef, index: int) -> asyncio.Task[dict[str, Any]]:
-        """The download (or save, for a text) of one output: started now unless it already is."""
+    def _fetch(
+        self, task: Task, backend: ComfyUIBackend, ref: OutputRef, index: int, *, again: bool = False
+    ) -> asyncio.Task[dict[str, Any]]:
+        """The download (or save, for a text) of one output: started now unless it already is (``again``:
+        start it anew)."""
         started = self._started.setdefault(task.task_id, {})
         name = ref.filename if ref.kind != "text" else f"text:{index}"
         key = (ref.node_id, ref.key, name, ref.subfolder, ref.type)
-        job = started.get(key)
+        job = None if again else started.get(key)
         if job is None:
             work = self._save_text(task, ref, index) if ref.kind == "text" else self._download(task, backend, ref)
             job = started[key] = asyncio.ensure_future(work)
@@ -104,12 +125,24 @@ class Outputs:
     async def _download(self, task: Task, backend: ComfyUIBackend, ref: OutputRef) -> dict[str, Any]:
         kind = "output" if ref.type == "output" else "temp"  # a backend's answer never picks a local folder
         folder = self.settings.outputs_dir if kind == "output" else self.temp_dir
-        local = f"{task.task_id[:8]}_{sanitize_filename(ref.filename)}"
+        local = self._local_name(task, f"{task.task_id[:8]}_{sanitize_filename(ref.filename)}")
         wanted = {"filename": ref.filename, "subfolder": ref.subfolder, "type": ref.type}
         size = await self.fetcher.fetch(backend, wanted, folder / local, local if kind == "output" else None)
         entry = _entry(ref, local, kind, size)
         entry["comfyui"] = {"filename": ref.filename, "subfolder": ref.subfolder, "type": ref.type, **dict(ref.extra)}
         return entry
+
+    def _local_name(self, task: Task, name: str) -> str:
+        """``name``, or ``name`` with ``_2``, ``_3``... when another output of the task already has it (two
+        names a backend sent can sanitise to one: ``..`` and ``""`` both become ``file``)."""
+        used = self._names.setdefault(task.task_id, set())
+        stem, dot, ext = name.rpartition(".") if "." in name else (name, "", "")
+        candidate, counter = name, 1
+        while candidate in used:
+            counter += 1
+            candidate = f"{stem}_{counter}{dot}{ext}"
+        used.add(candidate)
+        return candidate
 
     async def _save_text(self, task: Task, ref: OutputRef, index: int) -> dict[str, Any]:
         """A text output (PreviewAny, LLM nodes) becomes a .txt file like any other output, inlined when short."""

@@ -17,10 +17,12 @@ from collections.abc import Iterator
 from typing import Any, Literal
 
 from core.errors import UnknownNodeClass, WorkflowFormatError
-from workflow.ui_convert import ui_to_api
-from workflow.widgets import BASE_WIDGET_TYPES, SEED_INPUTS, spec_opts
+from workflow.node_specs import SEED_INPUTS, spec_opts
+from workflow.node_specs import WIDGET_TYPES as BASE_WIDGET_TYPES
+from workflow.ui_convert import MAX_LINK_HOPS, ui_to_api
 
 __all__ = [
+    "MAX_LINK_HOPS",
     "SEED_INPUTS",
     "detect_format",
     "has_control_after_generate",
@@ -146,6 +148,6 @@ def has_control_after_generate(name: str, spec: Any) -> bool:
     """An input the frontend re-rolls after each queue: a seed/noise_seed, or flagged by its spec.
 
     (For parameters: whether a `control_after_generate` *slot* follows it in widgets_values is
-    `workflow.widgets`' business, where an explicit `False` on a seed means no slot.)
+    `workflow.node_specs`' widget layout's business, where an explicit `False` on a seed means no slot.)
     """
     return name in SEED_INPUTS or bool(spec_opts(spec).get("control_after_generate"))

@@ -3,7 +3,7 @@
 The walk follows the frontend's source (`graphToPrompt` in executionUtil.ts, ExecutableNodeDTO's
 resolveInput/resolveOutput, SubgraphNode's promoted widgets, the id de-duplication of
 subgraphDeduplication.ts, the group-node migration) and is checked against the real frontend run headless on
-the current workflow templates (tests/workflow/test_ui_convert.py). Widgets: `workflow.widgets`.
+the current workflow templates (tests/workflow/test_ui_convert.py). Widgets: `workflow.node_specs`.
 
 Decisions:
 - A node class the server does not know, or a widget ComfyGate cannot lay out, is a 422 naming the node.
@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from core.errors import UnknownNodeClass, UnsupportedWidget, WorkflowFormatError
-from workflow.widgets import MISSING, Slot, api_value, slot_value, stored_widget_values, widget_layout
+from workflow.node_specs import MISSING, Slot, api_value, slot_value, stored_widget_values, widget_layout
 
 VIRTUAL_CLASSES = frozenset({"Note", "MarkdownNote", "Reroute", "PrimitiveNode"})
 LEGACY_RENAMES = {"T2IAdapterLoader": "ControlNetLoader", "SDV_img2vid": "SVD_img2vid"}
@@ -30,7 +30,7 @@ SUBGRAPH_OUTPUT_NODE = "-20"
 MODE_MUTED = 2
 MODE_BYPASS = 4
 MAX_NESTING = 32
-MAX_LINK_HOPS = 10_000
+MAX_LINK_HOPS = 200  # reroutes, bypassed nodes and subgraph borders one link may pass (each is recursion)
 
 _REPO_ID = re.compile(r"^[a-zA-Z0-9](?:[a-zA-Z0-9._-]*[a-zA-Z0-9])?$")
 _GITHUB_USER = re.compile(r"^(?!-)(?!.*--)[a-zA-Z0-9-]+(?<!-)$")
@@ -231,6 +231,7 @@ class _Converter:
         self.root = _Graph.build(nodes, ui.get("links") or [])
         self.output: dict[str, Any] = {}
         self.titles: dict[str, str] = {}  # API id of each subgraph instance -> the title the user sees
+        self._following: dict[tuple[int, str, int], None] = {}  # outputs being resolved, in order (loops)
 
     # ---- helpers -----------------------------------------------------------------------------------
 
@@ -484,10 +485,32 @@ class _Converter:
         if link is None:
             return None
         if depth > MAX_LINK_HOPS:
-            raise WorkflowFormatError("circular links in the workflow")
+            raise WorkflowFormatError(
+                f"a link passes through more than {MAX_LINK_HOPS} Reroute, bypassed or subgraph nodes "
+                f"(at node {g.prefix + str(link[1])}); connect it more directly"
+            )
         return self.resolve_output(g, link[1], link[2], want, depth + 1)
 
     def resolve_output(self, g: _Graph, node_id: str, slot: int, want: Any, depth: int) -> _Resolved:
+        """:meth:`follow_output`, refusing a loop of pass-through nodes (Reroutes linked to each other,
+        bypassed nodes in a ring), which would otherwise end in a RecursionError."""
+        key = (id(g), node_id, slot)
+        if key in self._following:
+            loop = [n for graph, n, _ in self._following if graph == key[0]]
+            loop = loop[loop.index(node_id) :] + [node_id]
+            names = [g.prefix + n for n in loop]
+            raise WorkflowFormatError(
+                f"nodes {' → '.join(names)} link back to themselves (Reroute or bypassed nodes in a loop): "
+                "reconnect them to a real output in ComfyUI's editor",
+                nodes=names,
+            )
+        self._following[key] = None
+        try:
+            return self.follow_output(g, node_id, slot, want, depth)
+        finally:
+            del self._following[key]
+
+    def follow_output(self, g: _Graph, node_id: str, slot: int, want: Any, depth: int) -> _Resolved:
         """What a consumer of output `slot` of `node_id` really gets: a link, a value, or nothing."""
         if node_id == SUBGRAPH_INPUT_NODE:
             return self.resolve_subgraph_input(g, slot, want, depth)

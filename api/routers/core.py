@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 from typing import Any
+from urllib.parse import quote
 
 from fastapi import APIRouter, Depends, File, Form, Header, Query, UploadFile
 from fastapi.responses import FileResponse, Response
@@ -194,10 +195,14 @@ async def image(
     if type == "output" and range_ is None:
         cached = services.manager.outputs.cache.get(filename)
         if cached is not None:  # just finished: from memory, without the thread hops of a file response
+            media = content_type(filename)
             headers = {"etag": cached.etag, "last-modified": cached.last_modified, "accept-ranges": "bytes"}
             if if_none_match is not None and cached.etag in if_none_match:
                 return Response(status_code=304, headers=headers)
-            return Response(cached.data, media_type=content_type(filename), headers=headers)
+            headers.update(output_headers(media))
+            disposition = "attachment" if is_active_type(media) else "inline"
+            headers["content-disposition"] = f"{disposition}; filename*=utf-8''{quote(filename)}"
+            return Response(cached.data, media_type=media, headers=headers)
     folder = services.settings.outputs_dir if type == "output" else services.manager.temp_dir
     path = resolve_inside(folder, filename, "output file")
     if not path.is_file():

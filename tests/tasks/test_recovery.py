@@ -30,6 +30,12 @@ class FakeClient:
         self.history: dict[str, Any] = {}
         self.downloads: list[str] = []
 
+    async def system_stats(self) -> dict[str, Any]:
+        return {"system": {"comfyui_version": "0.3.64"}, "devices": []}  # no jobs API: /queue and /history
+
+    async def jobs_api(self) -> bool:
+        return False
+
     async def get_queue(self) -> dict[str, Any]:
         return self.queue
 

@@ -13,8 +13,8 @@ import pytest
 
 from core.errors import UnknownNodeClass, WorkflowFormatError
 from workflow.format import detect_format, to_api, ui_to_api, workflow_node_classes
+from workflow.node_specs import widget_layout
 from workflow.params import is_link, validate_workflow
-from workflow.widgets import widget_layout
 
 ROOT = Path(__file__).resolve().parents[2]
 TEMPLATES_PACKAGE = "comfyui_workflow_templates"

@@ -28,7 +28,6 @@ from workflow.node_specs import (
     spec_step,
     spec_type,
     widget_names,
-    widget_slots,
 )
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -96,26 +95,12 @@ def test_widget_or_link() -> None:
     assert widget_names(object_info()["CLIPTextEncode"]) == {"text"}
 
 
-def test_widget_slots_include_frontend_only_slots() -> None:
-    oi = object_info()
-    assert widget_slots(oi["KSampler"]) == ["seed", None, "steps", "cfg", "sampler_name", "scheduler", "denoise"]
-    assert widget_slots(oi["LoadImage"]) == ["image", None]
-    assert widget_slots(oi["LoadImageMask"]) == ["image", "channel", None]
-    assert widget_slots(oi["PrimitiveInt"]) == ["value", None]
-    upload_then_optional = {
-        "input": {
-            "required": {"video": [["a.mp4"], {"video_upload": True}]},
-            "optional": {"frames": ["INT", {}]},
-        }
-    }
-    assert widget_slots(upload_then_optional) == ["video", None, "frames"]
-
-
 def test_seeds_control_after_generate_and_upload_flags() -> None:
     oi = object_info()
     ksampler = input_specs(oi["KSampler"])
     assert has_control_after_generate("seed", ksampler["seed"])
-    assert has_control_after_generate("seed", ["INT", {"control_after_generate": False}])
+    # An explicit False on a seed means no control widget (the frontend's useIntWidget reads it with `??`).
+    assert not has_control_after_generate("seed", ["INT", {"control_after_generate": False}])
     assert has_control_after_generate("value", input_specs(oi["PrimitiveInt"])["value"])
     assert not has_control_after_generate("steps", ksampler["steps"])
     assert is_seed_input("noise_seed", None) and not is_seed_input("steps", ksampler["steps"])
