@@ -38,8 +38,10 @@ def _record(node_id: str, key: str, item: dict[str, Any], animated: bool) -> Out
     filename = item.get("filename")
     if not isinstance(filename, str):  # even "" is asked for: the backend said it wrote a file
         return None
-    subfolder = item.get("subfolder") if isinstance(item.get("subfolder"), str) else ""
-    remote = item.get("type") if isinstance(item.get("type"), str) and item.get("type") else "output"
+    subfolder = item.get("subfolder")
+    subfolder = subfolder if isinstance(subfolder, str) else ""
+    remote = item.get("type")
+    remote = remote if isinstance(remote, str) and remote else "output"
     details = tuple((k, item[k]) for k in ("format", "frame_rate") if isinstance(item.get(k), str | int | float))
     return OutputRef(node_id, key, kind_of(filename), filename, subfolder, remote, None, animated, details)
 

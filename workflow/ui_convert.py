@@ -132,7 +132,8 @@ def dedupe_subgraph_node_ids(ui: dict[str, Any]) -> tuple[list[dict[str, Any]], 
     the next free id after the graph's lastNodeId (subgraphDeduplication.ts), and so does its API id.
     """
     definitions = copy.deepcopy(_flatten_definitions((ui.get("definitions") or {}).get("subgraphs") or []))
-    state = ui.get("state") if isinstance(ui.get("state"), dict) else {}
+    state = ui.get("state")
+    state = state if isinstance(state, dict) else {}
     candidates = [_numeric_id(ui.get("last_node_id")), _numeric_id(state.get("lastNodeId"))]
     last = max([c for c in candidates if c is not None], default=0)
     used_keys = {str(n.get("id")) for n in ui.get("nodes") or [] if isinstance(n, dict)}
@@ -231,7 +232,6 @@ class _Converter:
         self.root = _Graph.build(nodes, ui.get("links") or [])
         self.output: dict[str, Any] = {}
         self.titles: dict[str, str] = {}  # API id of each subgraph instance -> the title the user sees
-        self._layouts: dict[str, list[Slot]] = {}
 
     # ---- helpers -----------------------------------------------------------------------------------
 
