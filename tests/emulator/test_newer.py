@@ -12,7 +12,9 @@ import httpx
 import pytest
 
 from emulator.server import ComfyUIEmulator
-from tests.emulator.test_server import WS, post, small_chain
+from tests.emulator.test_server import WS, http, post, small_chain
+
+__all__ = ["http"]  # test_server's client fixture, on this module's newer emulator
 
 IMAGE = {"1": {"class_type": "EmptyImage", "inputs": {"width": 16, "height": 16, "batch_size": 3, "color": 255}}}
 
@@ -23,12 +25,6 @@ async def emu(tmp_path: Path) -> AsyncIterator[ComfyUIEmulator]:
     await e.start()
     yield e
     await e.stop()
-
-
-@pytest.fixture
-async def http(emu: ComfyUIEmulator) -> AsyncIterator[httpx.AsyncClient]:
-    async with httpx.AsyncClient(base_url=emu.url, timeout=10) as c:
-        yield c
 
 
 async def test_version_and_jobs_routes_exist_only_when_newer(tmp_path: Path, http: httpx.AsyncClient) -> None:
