@@ -299,6 +299,7 @@ function showSubmitError(err) {
     prompt_rejected: 'Not run: ComfyUI refused the prompt',
     invalid_workflow: 'Not run: the workflow is not valid',
     unknown_node_class: 'Not run: a node class is not installed',
+    unsupported_widget: 'Not run: a node cannot be converted exactly as ComfyUI would',
   };
   const title = titles[err.code] || `Not run: ${err.message}`;
   if (!problems.length) unplaced.push({ message: err.message });

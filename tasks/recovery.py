@@ -71,18 +71,17 @@ class Recovery:
                 continue
             if task.status == TaskStatus.PENDING:
                 continue  # its POST /prompt is still under way; the dispatcher deals with the outcome
-            if task.started_at is None and task.status == TaskStatus.QUEUED:
-                # A fresh prompt id: should the old backend come back with it queued, that run is ignored.
-                self.requeue(task, f"{backend.name} ({backend.url}) is down", new_prompt=True)
-            else:
-                self.endings.fail(
-                    task,
-                    {
-                        "type": "backend_unreachable",
-                        "message": f"ComfyUI at {backend.url} has been unreachable for "
-                        f"{self.settings.backend_down_grace:g} s; the task's fate there is unknown",
-                    },
-                )
+            # A fresh prompt id: should the old backend come back with it queued, that run is ignored.
+            self._again_or_fail(
+                task,
+                f"{backend.name} ({backend.url}) is down",
+                {
+                    "type": "backend_unreachable",
+                    "message": f"ComfyUI at {backend.url} has been unreachable for "
+                    f"{self.settings.backend_down_grace:g} s; the task's fate there is unknown",
+                },
+                new_prompt=True,
+            )
 
     async def reconcile(self, backend: ComfyUIBackend) -> None:
         """Bring every in-flight task of ``backend`` in line with what ComfyUI says now."""
@@ -100,35 +99,17 @@ class Recovery:
             return
         running = {item[1] for item in queue.get("queue_running", [])}
         pending = {item[1] for item in queue.get("queue_pending", [])}
-        for task_id in list(backend.inflight):
-            task = self.store.get(task_id)
-            if task is None or task.status.final:
-                backend.inflight.discard(task_id)
-                continue
-            if task_id in self.followed or task.status == TaskStatus.PENDING:
-                continue  # followed by polling, or its POST /prompt is still under way
+        for task in self._to_reconcile(backend):
             if task.queued_at is not None and task.queued_at > asked_at:
                 continue  # accepted after /queue answered: not in that answer, yet not lost
             if task.prompt_id in running:
-                backend.running_prompt = task.prompt_id
-                if task.status != TaskStatus.RUNNING:
-                    task.status = TaskStatus.RUNNING
-                    task.started_at = task.started_at or time.time()
-                    self.updates.task(task)
-                continue
-            if task.prompt_id in pending:
-                continue
-            self.jobs.spawn(self.settle_from_history(task, backend), name=f"settle {task_id}")
+                self._running(task, backend)
+            elif task.prompt_id not in pending:
+                self.jobs.spawn(self.settle_from_history(task, backend), name=f"settle {task.task_id}")
 
     async def _reconcile_with_jobs(self, backend: ComfyUIBackend, asked_at: float) -> None:
         """The jobs API knows queued, running, ended and unknown apart: no guessing from /queue + /history."""
-        for task_id in list(backend.inflight):
-            task = self.store.get(task_id)
-            if task is None or task.status.final:
-                backend.inflight.discard(task_id)
-                continue
-            if task_id in self.followed or task.status == TaskStatus.PENDING:
-                continue
+        for task in self._to_reconcile(backend):
             try:
                 job = await backend.client.get_job(task.prompt_id)
             except ComfyGateError as exc:
@@ -137,36 +118,52 @@ class Recovery:
             if task.status.final or task.backend != backend.name:
                 continue
             status = job.get("status") if job is not None else None
-            if status == "pending":
-                continue
             if status == "in_progress":
-                backend.running_prompt = task.prompt_id
-                if task.status != TaskStatus.RUNNING:
-                    task.status = TaskStatus.RUNNING
-                    task.started_at = task.started_at or time.time()
-                    self.updates.task(task)
-                continue
-            if job is None and task.queued_at is not None and task.queued_at > asked_at:
-                continue  # accepted after we asked: not lost
-            if job is None:
-                self._lost(task, backend)
-            else:
-                self.jobs.spawn(self.settle_from_history(task, backend), name=f"settle {task_id}")
+                self._running(task, backend)
+            elif job is None and not (task.queued_at is not None and task.queued_at > asked_at):
+                self._lost(task, backend)  # (one accepted after we asked is not lost)
+            elif job is not None and status != "pending":
+                self.jobs.spawn(self.settle_from_history(task, backend), name=f"settle {task.task_id}")
+
+    def _to_reconcile(self, backend: ComfyUIBackend) -> list[Task]:
+        """The backend's in-flight tasks to check: not final (those leave its set), not followed by polling,
+        not still being posted."""
+        tasks = []
+        for task_id in list(backend.inflight):
+            task = self.store.get(task_id)
+            if task is None or task.status.final:
+                backend.inflight.discard(task_id)
+            elif task_id not in self.followed and task.status != TaskStatus.PENDING:
+                tasks.append(task)
+        return tasks
+
+    def _running(self, task: Task, backend: ComfyUIBackend) -> None:
+        backend.running_prompt = task.prompt_id
+        if task.status != TaskStatus.RUNNING:
+            task.status = TaskStatus.RUNNING
+            task.started_at = task.started_at or time.time()
+            self.updates.task(task)
 
     def _lost(self, task: Task, backend: ComfyUIBackend) -> None:
         """The backend does not know the task (it restarted): run it again if it never started, else fail it."""
+        self._again_or_fail(
+            task,
+            f"{backend.name} lost it before it started (restarted?)",
+            {
+                "type": "backend_restarted",
+                "message": f"ComfyUI at {backend.url} lost this task while it was running "
+                "(it restarted or dropped its queue); submit it again",
+            },
+            new_prompt=False,
+        )
+
+    def _again_or_fail(self, task: Task, reason: str, error: dict[str, Any], *, new_prompt: bool) -> None:
+        """A task whose run is lost: queued again if it never started, else failed with ``error``."""
         if task.started_at is None and task.status == TaskStatus.QUEUED:
-            log.info("task %s vanished from %s before it started; submitting it again", task.task_id, backend.name)
-            self.requeue(task, f"{backend.name} lost it before it started (restarted?)", new_prompt=False)
+            log.info("task %s goes back to the queue: %s", task.task_id, reason)
+            self.requeue(task, reason, new_prompt=new_prompt)
         else:
-            self.endings.fail(
-                task,
-                {
-                    "type": "backend_restarted",
-                    "message": f"ComfyUI at {backend.url} lost this task while it was running "
-                    "(it restarted or dropped its queue); submit it again",
-                },
-            )
+            self.endings.fail(task, error)
 
     async def settle_from_history(self, task: Task, backend: ComfyUIBackend) -> None:
         """A task missing from its backend's queue: completed (history), or lost. One settle per task."""

@@ -27,6 +27,7 @@ export class RunCard {
     this.barText = h('div', { class: 'progress-text small-text' });
     this.preview = h('img', { class: 'live-preview', alt: 'live preview', hidden: true });
     this.errorEl = h('div', { class: 'run-error', role: 'alert', hidden: true });
+    this.warningsEl = h('div', { class: 'run-warnings', role: 'status', hidden: true });
     this.gallery = h('div', { class: 'gallery' });
     this.texts = h('div', { class: 'texts' });
     this.paramsEl = h('details', { class: 'params-used' });
@@ -49,6 +50,7 @@ export class RunCard {
       h('div', { class: 'progress-row' }, this.bar, this.backendEl),
       this.barText,
       this.errorEl,
+      this.warningsEl,
       h('div', { class: 'run-media' }, this.preview, this.gallery),
       this.texts,
       this.paramsEl);
@@ -103,6 +105,7 @@ export class RunCard {
     if (typeof progress.percent === 'number') this.bar.value = progress.percent;
     this.renderProgressText(progress);
     if (task.error) this.showError(task.error);
+    if (Array.isArray(task.warnings) && task.warnings.length) this.showWarnings(task.warnings);
     if (this.final) {
       if (task.status === 'completed') this.bar.value = 100;
       this.el.classList.add('done');
@@ -124,7 +127,9 @@ export class RunCard {
     if (this.status === 'queued' || this.status === 'pending') parts.push('waiting in the queue');
     if (progress.node !== undefined && progress.node !== null && !this.final) {
       const title = progress.node_title || progress.node_class || '';
-      parts.push(`#${progress.node} ${title}${progress.node_class && progress.node_class !== title ? ` (${progress.node_class})` : ''}`);
+      const inside = progress.display_node && progress.display_node !== String(progress.node)
+        ? `#${progress.display_node} ${progress.display_title || ''} › ` : '';
+      parts.push(`${inside}#${progress.node} ${title}${progress.node_class && progress.node_class !== title ? ` (${progress.node_class})` : ''}`);
     }
     if (typeof progress.value === 'number' && typeof progress.max === 'number' && !this.final) {
       parts.push(`step ${progress.value}/${progress.max}`);
@@ -132,6 +137,17 @@ export class RunCard {
     if (typeof progress.nodes_total === 'number') parts.push(`nodes ${progress.nodes_done ?? 0}/${progress.nodes_total}`);
     if (typeof progress.percent === 'number') parts.push(`${Math.round(progress.percent)}%`);
     this.barText.textContent = parts.join(' · ');
+  }
+
+  /** Outputs ComfyUI dropped because they failed validation (it ran the rest): one line per node. */
+  showWarnings(warnings) {
+    clear(this.warningsEl);
+    this.warningsEl.hidden = false;
+    this.warningsEl.append(h('div', { class: 'error-type mono small-text', text: 'outputs dropped by ComfyUI' }));
+    for (const warning of warnings) {
+      this.warningsEl.append(h('div', { class: 'run-warning', dataset: { nodeId: String(warning.node_id ?? '') },
+        text: warning.message || `node #${warning.node_id} (${warning.class_type || '?'})` }));
+    }
   }
 
   showError(error) {

@@ -181,6 +181,22 @@ def test_emulator_restart_mid_task_fails_it_then_next_task_works(gate: Gate, emu
     assert gate.wait(gate.submit(load_workflow("invert_save.json")).json()["task_id"])["status"] == "completed"
 
 
+def test_a_queued_task_the_server_lost_is_submitted_again(gate: Gate, emulator: Any) -> None:
+    """After a restart the server knows neither task: the running one fails, the queued one runs again
+    (a newer server says so at once through the jobs API; 0.3.64 after /queue and /history say nothing)."""
+    emulator.set_delays(step_delay=0.1)
+    running = gate.submit(sd_workflow(steps=50)).json()["task_id"]
+    queued = gate.submit(sd_workflow(steps=2, seed=9)).json()["task_id"]
+    gate.wait(running, {"running"})
+    assert gate.task(queued)["status"] == "queued"
+    emulator.restart()
+    emulator.set_delays(step_delay=0.0)
+    assert gate.wait(running, timeout=8)["status"] == "failed"
+    again = gate.wait(queued, timeout=10)
+    assert again["status"] == "completed", again
+    assert again["attempts"] == 2 and "before it started" in again["requeued"]
+
+
 def test_ws_drop_is_reconciled_from_history(gate: Gate, emulator: Any) -> None:
     emulator.set_delays(step_delay=0.05)
     task_id = gate.submit(sd_workflow(steps=6)).json()["task_id"]

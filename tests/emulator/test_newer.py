@@ -12,7 +12,9 @@ import httpx
 import pytest
 
 from emulator.server import ComfyUIEmulator
-from tests.emulator.test_server import WS, post, small_chain
+from tests.emulator.test_server import WS, http, post, small_chain
+
+__all__ = ["http"]  # test_server's client fixture, on this module's newer emulator
 
 IMAGE = {"1": {"class_type": "EmptyImage", "inputs": {"width": 16, "height": 16, "batch_size": 3, "color": 255}}}
 
@@ -23,12 +25,6 @@ async def emu(tmp_path: Path) -> AsyncIterator[ComfyUIEmulator]:
     await e.start()
     yield e
     await e.stop()
-
-
-@pytest.fixture
-async def http(emu: ComfyUIEmulator) -> AsyncIterator[httpx.AsyncClient]:
-    async with httpx.AsyncClient(base_url=emu.url, timeout=10) as c:
-        yield c
 
 
 async def test_version_and_jobs_routes_exist_only_when_newer(tmp_path: Path, http: httpx.AsyncClient) -> None:
@@ -249,3 +245,30 @@ async def test_preview3d_reports_a_bare_file_name(emu: ComfyUIEmulator, http: ht
     await ws.close()
     outputs = {d["node"]: d["output"] for d in ws.data("executed")}
     assert outputs["4"]["result"][0] == "mesh/m_00001_.glb"
+
+
+def test_command_line_flag_starts_a_newer_server(tmp_path: Path) -> None:
+    import subprocess
+    import sys
+    import time
+
+    from tests.servers import free_port
+
+    port = free_port()
+    root = Path(__file__).resolve().parents[2]
+    cmd = [sys.executable, "-m", "emulator", "--newer", "--port", str(port), "--base-dir", str(tmp_path)]
+    proc = subprocess.Popen(cmd, cwd=root, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 15
+        while True:
+            try:
+                stats = httpx.get(f"http://127.0.0.1:{port}/system_stats", timeout=1).json()
+                break
+            except httpx.HTTPError:
+                assert time.monotonic() < deadline, "python -m emulator --newer did not come up"
+                time.sleep(0.1)
+        assert stats["system"]["comfyui_version"] == "0.36.0"
+        assert httpx.get(f"http://127.0.0.1:{port}/api/jobs").status_code == 200
+    finally:
+        proc.terminate()
+        proc.wait(10)

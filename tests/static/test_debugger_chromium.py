@@ -286,6 +286,26 @@ def test_comfyui_node_error_lands_on_its_node(page: Any, lib_gate: Gate, tmp_pat
     assert "no_such_model" in page.inner_text(field("4.ckpt_name") + " .field-error")
 
 
+def test_outputs_comfyui_dropped_are_shown_on_the_run_card(page: Any, lib_gate: Gate, tmp_path: Path) -> None:
+    """A 200 with node_errors: the run goes on without SaveImage 4 (fed a MASK), and its card says so."""
+    workflow = {
+        "1": {"class_type": "EmptyImage", "inputs": {"width": 16, "height": 16, "batch_size": 1, "color": 0}},
+        "2": {"class_type": "SaveImage", "inputs": {"images": ["1", 0], "filename_prefix": "kept"}},
+        "3": {"class_type": "SolidMask", "inputs": {"value": 1.0, "width": 16, "height": 16}},
+        "4": {"class_type": "SaveImage", "inputs": {"images": ["3", 0], "filename_prefix": "dropped"}},
+    }
+    path = tmp_path / "partly_valid.json"
+    path.write_text(json.dumps(workflow))
+    open_page(page, lib_gate)
+    page.set_input_files("#file-input", str(path))
+    page.wait_for_selector(field("2.filename_prefix"))
+    page.click("#run")
+    task_id = wait_card(page, "completed")
+    warning = page.inner_text(f'.run[data-task-id="{task_id}"] .run-warnings')
+    assert "outputs dropped by ComfyUI" in warning and "node 4 (SaveImage)" in warning, warning
+    wait_output_image(page, task_id)
+
+
 def test_runtime_error_names_the_node(page: Any, lib_gate: Gate) -> None:
     open_page(page, lib_gate)
     load_from_library(page, "image_invert_blur_api.json")
