@@ -6,10 +6,12 @@ from dataclasses import dataclass
 from typing import Any
 
 from core.errors import InvalidRequest, WorkflowFormatError
+from gateway.offload import run_cpu
 from gateway.remote_inputs import resolve_image_params
 from gateway.services import Services
 from workflow.format import to_api
 from workflow.params import apply_params, randomize_seed_if_no_params, validate_workflow
+from workflow.size import check_node_count
 
 
 @dataclass(slots=True)
@@ -37,8 +39,23 @@ async def prepare_submission(
         workflow = await services.library.load(name)  # type: ignore[arg-type]
     if not isinstance(workflow, dict) or not workflow:
         raise WorkflowFormatError("the workflow must be a non-empty JSON object")
+    limit = services.settings.max_workflow_nodes
+    check_node_count(workflow, limit)  # before any work proportional to its size
     info = await services.object_info(backend, stale_ok=True)  # a held task is checked now
+    api = await run_cpu(checked_api, workflow, info, limit)
+    given = params or {}
+    params = await resolve_image_params(services, api, info, given)  # data/URL/file images → uploaded
+    if params != given:  # an upload changes the backends' LoadImage choices: validate against the new ones
+        info = await services.object_info(backend, stale_ok=True)
+    apply = randomize_seed_if_no_params if viewcomfy_seed_rule else apply_params
+    api, applied = await run_cpu(apply, api, params, info)
+    return Prepared(api, applied, name)
+
+
+def checked_api(workflow: dict[str, Any], info: dict[str, Any], limit: int) -> dict[str, Any]:
+    """The workflow in API format, valid against ``info`` (CPU work: run it through ``run_cpu``)."""
     api = to_api(workflow, info)
+    check_node_count(api, limit, "the workflow, with its subgraphs expanded,")
     problems = validate_workflow(api, info)
     if problems:
         raise WorkflowFormatError(
@@ -46,12 +63,4 @@ async def prepare_submission(
             + (f" (and {len(problems) - 1} more)" if len(problems) > 1 else ""),
             problems=problems,
         )
-    given = params or {}
-    params = await resolve_image_params(services, api, info, given)  # data/URL/file images → uploaded
-    if params != given:  # an upload changes the backends' LoadImage choices: validate against the new ones
-        info = await services.object_info(backend, stale_ok=True)
-    if viewcomfy_seed_rule:
-        api, applied = randomize_seed_if_no_params(api, params, info)
-    else:
-        api, applied = apply_params(api, params, info)
-    return Prepared(api, applied, name)
+    return api
