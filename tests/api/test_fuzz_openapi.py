@@ -33,6 +33,14 @@ EXAMPLES = int(os.environ.get("COMFYGATE_FUZZ_EXAMPLES", "10"))
 KEY = "fuzz-key-0123456789abcdef"
 # Streams that only end with their task; a random id 404s at once, but keep the fuzzer off them anyway.
 SKIP_PATHS = r"^/api/task/\{[^}]+\}/events$"
+FUZZ = settings(
+    max_examples=EXAMPLES,
+    deadline=None,
+    derandomize=True,
+    database=None,
+    phases=[Phase.explicit, Phase.generate],
+    suppress_health_check=list(HealthCheck),
+)
 
 
 def _target(tmp_path_factory: pytest.TempPathFactory, **keys: Any) -> Iterator[AppServer]:
@@ -92,14 +100,7 @@ def no_undocumented_server_error(ctx: Any, response: Any, case: Any) -> None:
 
 
 @schema.parametrize()
-@settings(
-    max_examples=EXAMPLES,
-    deadline=None,
-    derandomize=True,
-    database=None,
-    phases=[Phase.explicit, Phase.generate],
-    suppress_health_check=list(HealthCheck),
-)
+@FUZZ
 def test_every_operation_keeps_its_contract(case: Any, fuzz_target: AppServer) -> None:
     response = case.call(headers={"X-API-Key": KEY}, timeout=15)
     case.validate_response(response, checks=[no_undocumented_server_error, response_schema_conformance])
@@ -107,14 +108,7 @@ def test_every_operation_keeps_its_contract(case: Any, fuzz_target: AppServer) -
 
 
 @schema_open.parametrize()
-@settings(
-    max_examples=EXAMPLES,
-    deadline=None,
-    derandomize=True,
-    database=None,
-    phases=[Phase.explicit, Phase.generate],
-    suppress_health_check=list(HealthCheck),
-)
+@FUZZ
 def test_every_operation_keeps_its_contract_without_keys(case: Any, open_target: AppServer) -> None:
     """Keys off (the default): the same contract, and no route behaves differently for lack of a key."""
     response = case.call(timeout=15)
