@@ -69,4 +69,6 @@ def test_a_big_submission_does_not_stall_the_event_loop(gate: Gate) -> None:
         prober.join()
     assert len(latencies) > 10
     worst = max(latencies)
-    assert worst < max(0.25, took / 3), (worst, took)
+    # Before: the loop stalled for the whole submission (worst ≈ took). The emulator runs in this process
+    # too and competes for the GIL, so allow some of it.
+    assert worst < max(0.25, took / 2), (worst, took)
