@@ -117,6 +117,9 @@ class Settings(BaseSettings):
         64 * 1024 * 1024, ge=1024, description="any request body above this is a 413; keep above max_upload_bytes"
     )
     max_json_depth: int = Field(64, ge=2, description="JSON bodies nested deeper are refused (422)")
+    max_workflow_nodes: int = Field(
+        10_000, ge=1, description="workflows with more nodes (subgraphs included) are refused (422)"
+    )
     max_image_pixels: int = Field(
         89_478_485, ge=1, description="uploaded images with more pixels are refused (decompression bombs)"
     )

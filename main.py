@@ -132,7 +132,14 @@ async def http_error(request: Request, exc: Exception) -> JSONResponse:
     so every documented error response really fits its schema."""
     assert isinstance(exc, StarletteHTTPException)
     code = _HTTP_CODES.get(exc.status_code, "http_error")
-    return JSONResponse({"error": code, "message": str(exc.detail)}, status_code=exc.status_code, headers=exc.headers)
+    message = str(exc.detail)
+    where = f"{request.method} {request.url.path}"[:200]
+    if exc.status_code == 404 and message == "Not Found":  # Starlette's bare phrases say nothing actionable
+        message = f"no route {where}; /docs lists them (an id or name in the path may be empty or hold a '/')"
+    elif exc.status_code == 405 and message == "Method Not Allowed":
+        allowed = (exc.headers or {}).get("allow") or (exc.headers or {}).get("Allow")
+        message = f"{where}: method not allowed" + (f"; use {allowed}" if allowed else "")
+    return JSONResponse(scrub({"error": code, "message": message}), status_code=exc.status_code, headers=exc.headers)
 
 
 async def validation_error(request: Request, exc: Exception) -> JSONResponse:

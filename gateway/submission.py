@@ -13,11 +13,13 @@ from starlette.requests import Request
 
 from core.errors import InvalidRequest, WorkflowFormatError
 from gateway import integration
+from gateway.offload import run_cpu
 from gateway.remote_inputs import resolve_image_params
 from gateway.services import Services
 from gateway.wait import SyncOptions
 from workflow.format import detect_format, to_api, unwrap_prompt
 from workflow.params import apply_params, randomize_seed_if_no_params, validate_workflow
+from workflow.size import check_node_count
 from workflow.ui_convert import convert_ui
 
 
@@ -47,29 +49,43 @@ async def prepare_submission(
         workflow = await services.library.load(name)  # type: ignore[arg-type]
     if not isinstance(workflow, dict) or not workflow:
         raise WorkflowFormatError("the workflow must be a non-empty JSON object")
+    limit = services.settings.max_workflow_nodes
+    check_node_count(workflow, limit)  # before any work proportional to its size
     info = await services.object_info(backend, stale_ok=True)  # a held task is checked now
+    api, titles, _ = await run_cpu(checked_api, workflow, info, limit)
+    given = params or {}
+    params = await resolve_image_params(services, api, info, given)  # data/URL/file images → uploaded
+    if params != given:  # an upload changes the backends' LoadImage choices: validate against the new ones
+        info = await services.object_info(backend, stale_ok=True)
+    apply = randomize_seed_if_no_params if viewcomfy_seed_rule else apply_params
+    api, applied = await run_cpu(apply, api, params, info)
+    return Prepared(api, applied, name, titles)
+
+
+Exposed = list[tuple[str, str]]
+
+
+def checked_api(
+    workflow: dict[str, Any], info: dict[str, Any], limit: int, *, validate: bool = True
+) -> tuple[dict[str, Any], dict[str, str], Exposed]:
+    """The workflow in API format (valid against ``info`` unless ``validate`` is False), the titles of its
+    subgraph instances and the inputs App Mode exposes (CPU work: run it through ``run_cpu``)."""
     titles: dict[str, str] = {}
+    exposed: Exposed = []
     if detect_format(workflow) == "ui":
         conversion = convert_ui(unwrap_prompt(workflow), info)
-        api, titles = conversion.api, conversion.subgraph_titles
+        api, titles, exposed = conversion.api, conversion.subgraph_titles, conversion.exposed
     else:
         api = to_api(workflow, info)
-    problems = validate_workflow(api, info)
+    check_node_count(api, limit, "the workflow, with its subgraphs expanded,")
+    problems = validate_workflow(api, info) if validate else []
     if problems:
         raise WorkflowFormatError(
             f"the workflow is not valid: {problems[0].get('message')}"
             + (f" (and {len(problems) - 1} more)" if len(problems) > 1 else ""),
             problems=problems,
         )
-    given = params or {}
-    params = await resolve_image_params(services, api, info, given)  # data/URL/file images → uploaded
-    if params != given:  # an upload changes the backends' LoadImage choices: validate against the new ones
-        info = await services.object_info(backend, stale_ok=True)
-    if viewcomfy_seed_rule:
-        api, applied = randomize_seed_if_no_params(api, params, info)
-    else:
-        api, applied = apply_params(api, params, info)
-    return Prepared(api, applied, name, titles)
+    return api, titles, exposed
 
 
 @dataclass(slots=True)

@@ -3,12 +3,16 @@
 The in-memory ``TaskStore`` stays the index every request reads; this module only mirrors it to disk.
 Writes come from task observers (created / status / finished), are serialised on the event loop (a
 small JSON snapshot) and handed to one writer thread that batches them into a transaction: the event
-loop never waits for the disk. The workflow, the one big field, is written once when the task is
-created and read back on demand, so finished tasks need not keep it in memory.
+loop never waits for the disk. The workflow and the params, the big fields that never change after
+submission, live in their own table (``task_inputs``), written once when the task is created: a status
+change rewrites only the task's small ``tasks`` row, never a 50 MB prompt (SQLite rewrites a whole row
+on update). The workflow is read back on demand, so finished tasks need not keep it in memory. Rows of
+older versions (workflow and params in ``tasks``) are read as they are.
 """
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import heapq
 import json
@@ -32,19 +36,25 @@ CREATE TABLE IF NOT EXISTS tasks (
     status      TEXT NOT NULL,
     final       INTEGER NOT NULL,
     record      TEXT NOT NULL,
-    workflow    TEXT
+    workflow    TEXT  -- written by older versions only: task_inputs holds it now
 );
 CREATE INDEX IF NOT EXISTS tasks_final_created ON tasks (final, created_at);
+CREATE TABLE IF NOT EXISTS task_inputs (
+    task_id     TEXT PRIMARY KEY,
+    workflow    TEXT NOT NULL,
+    params      TEXT NOT NULL
+);
 """
 
-# Fields of Task kept in the record column; the workflow has its own column.
-RECORD_FIELDS = tuple(f.name for f in dataclasses.fields(Task) if f.name != "workflow")
+# Fields of Task kept in the record column; the workflow and params are in task_inputs.
+INPUT_FIELDS = ("workflow", "params")
+RECORD_FIELDS = tuple(f.name for f in dataclasses.fields(Task) if f.name not in INPUT_FIELDS)
 BATCH = 500  # rows per transaction at most
 PRUNE_EVERY = 200  # finished writes between two trims of old finished rows
 
 
 def task_record(task: Task) -> str:
-    """A task (minus its workflow) as JSON: what one row stores."""
+    """A task (minus its workflow and params) as JSON: what one ``tasks`` row stores."""
     body = {name: getattr(task, name) for name in RECORD_FIELDS}
     body["status"] = task.status.value
     return json.dumps(body, default=str, separators=(",", ":"))
@@ -57,12 +67,13 @@ def read_json(text: str) -> Any:
     return scrub(value) if may_hold_surrogates(text) else value
 
 
-def task_from_record(record: str, workflow: str | None) -> Task | None:
+def task_from_record(record: str, workflow: str | None, params: str | None = None) -> Task | None:
     """The task of one row, or None (logged) when the row cannot be read: one bad row loses one task."""
     try:
         body = read_json(record)
         known = {k: v for k, v in body.items() if k in RECORD_FIELDS}
         known["status"] = TaskStatus(known.get("status", "failed"))
+        known["params"] = read_json(params) if params else body.get("params") or {}  # older rows: in the record
         return Task(workflow=read_json(workflow) if workflow else {}, **known)
     except (ValueError, TypeError, AttributeError) as exc:
         log.warning("skipped an unreadable task row (%s): %.200s", exc, record)
@@ -136,15 +147,18 @@ class TaskDatabase:
         """
         assert self._read is not None
         with self._read_lock:
-            unfinished = self._read.execute("SELECT record, workflow FROM tasks WHERE final = 0 ORDER BY created_at")
+            unfinished = self._read.execute(
+                "SELECT t.record, COALESCE(i.workflow, t.workflow), i.params FROM tasks t "
+                "LEFT JOIN task_inputs i USING (task_id) WHERE t.final = 0 ORDER BY t.created_at"
+            )
             finished = self._read.execute(
-                "SELECT record, NULL FROM (SELECT record, created_at FROM tasks WHERE final = 1 "
-                "ORDER BY created_at DESC LIMIT ?) ORDER BY created_at",
+                "SELECT t.record, NULL, i.params FROM (SELECT task_id, record, created_at FROM tasks WHERE final = 1 "
+                "ORDER BY created_at DESC LIMIT ?) t LEFT JOIN task_inputs i USING (task_id) ORDER BY t.created_at",
                 (self.history_limit,),
             )
             rows = heapq.merge(
-                (t for r, w in unfinished if (t := task_from_record(r, w)) is not None),
-                (t for r, _ in finished if (t := task_from_record(r, None)) is not None),
+                (t for r, w, p in unfinished if (t := task_from_record(r, w, p)) is not None),
+                (t for r, _, p in finished if (t := task_from_record(r, None, p)) is not None),
                 key=lambda t: t.created_at,
             )
             yield from rows
@@ -153,7 +167,11 @@ class TaskDatabase:
         self.flush()
         assert self._read is not None
         with self._read_lock:
-            row = self._read.execute("SELECT workflow FROM tasks WHERE task_id = ?", (task_id,)).fetchone()
+            row = self._read.execute(
+                "SELECT COALESCE(i.workflow, t.workflow) FROM tasks t LEFT JOIN task_inputs i USING (task_id) "
+                "WHERE t.task_id = ?",
+                (task_id,),
+            ).fetchone()
         return read_json(row[0]) if row and row[0] else None
 
     def count(self) -> int:
@@ -165,8 +183,10 @@ class TaskDatabase:
     # --- writing -----------------------------------------------------------------------------------
     def observe(self, task: Task, change: str) -> None:
         """Task observer: snapshot on the event loop (cheap), write on the writer thread."""
-        workflow = json.dumps(task.workflow, separators=(",", ":")) if change == "created" else None
-        row = (task.task_id, task.created_at, task.status.value, task.status.final, task_record(task), workflow)
+        inputs = None
+        if change == "created":  # the only time the workflow and params are written
+            inputs = (json.dumps(task.workflow, separators=(",", ":")), json.dumps(task.params, default=str))
+        row = (task.task_id, task.created_at, task.status.value, task.status.final, task_record(task), inputs)
         self._queue.put(row)
 
     def _writer(self) -> None:
@@ -176,7 +196,7 @@ class TaskDatabase:
             while True:
                 item = self._queue.get()
                 batch: dict[str, tuple[Any, ...]] = {}
-                workflows: dict[str, str] = {}
+                inputs: dict[str, tuple[str, str]] = {}
                 markers: list[_Flush] = []
                 stop = False
                 while True:
@@ -185,10 +205,10 @@ class TaskDatabase:
                     elif isinstance(item, _Flush):
                         markers.append(item)
                     else:
-                        task_id, created_at, status, final, record, workflow = item
+                        task_id, created_at, status, final, record, task_inputs = item
                         batch[task_id] = (task_id, created_at, status, int(final), record)
-                        if workflow is not None:
-                            workflows[task_id] = workflow
+                        if task_inputs is not None:
+                            inputs[task_id] = task_inputs
                         finished_since_prune += int(final)
                     if stop or len(batch) >= BATCH:
                         break
@@ -197,7 +217,7 @@ class TaskDatabase:
                     except queue.Empty:
                         break
                 if batch:
-                    self._write(conn, batch, workflows)
+                    self._write(conn, batch, inputs)
                 if finished_since_prune >= PRUNE_EVERY or (stop and finished_since_prune):
                     self._prune(conn)
                     finished_since_prune = 0
@@ -208,7 +228,9 @@ class TaskDatabase:
         finally:
             conn.close()
 
-    def _write(self, conn: sqlite3.Connection, batch: dict[str, tuple[Any, ...]], workflows: dict[str, str]) -> None:
+    def _write(
+        self, conn: sqlite3.Connection, batch: dict[str, tuple[Any, ...]], inputs: dict[str, tuple[str, str]]
+    ) -> None:
         try:
             conn.execute("BEGIN")
             conn.executemany(
@@ -217,9 +239,10 @@ class TaskDatabase:
                 "record = excluded.record",
                 list(batch.values()),
             )
-            if workflows:
+            if inputs:
                 conn.executemany(
-                    "UPDATE tasks SET workflow = ? WHERE task_id = ?", [(w, t) for t, w in workflows.items()]
+                    "INSERT OR IGNORE INTO task_inputs (task_id, workflow, params) VALUES (?, ?, ?)",
+                    [(t, w, p) for t, (w, p) in inputs.items()],
                 )
             conn.execute("COMMIT")
             self.written += len(batch)
@@ -234,10 +257,15 @@ class TaskDatabase:
     def _prune(self, conn: sqlite3.Connection) -> None:
         """Keep the newest ``history_limit`` finished tasks, as the in-memory store does."""
         try:
-            conn.execute(
-                "DELETE FROM tasks WHERE final = 1 AND created_at < (SELECT created_at FROM tasks WHERE final = 1 "
-                "ORDER BY created_at DESC LIMIT 1 OFFSET ?)",
-                (self.history_limit - 1,),
+            old = (
+                "SELECT task_id FROM tasks WHERE final = 1 AND created_at < (SELECT created_at FROM tasks "
+                "WHERE final = 1 ORDER BY created_at DESC LIMIT 1 OFFSET ?)"
             )
+            conn.execute("BEGIN")
+            conn.execute(f"DELETE FROM task_inputs WHERE task_id IN ({old})", (self.history_limit - 1,))
+            conn.execute(f"DELETE FROM tasks WHERE task_id IN ({old})", (self.history_limit - 1,))
+            conn.execute("COMMIT")
         except sqlite3.Error:
             log.exception("could not trim old tasks in %s", self.path)
+            with contextlib.suppress(sqlite3.Error):
+                conn.execute("ROLLBACK")

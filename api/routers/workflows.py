@@ -38,8 +38,10 @@ from api.models import (
     WorkflowParamsOut,
     WorkflowUpdateIn,
 )
-from core.errors import InvalidJSON, InvalidRequest, WorkflowFormatError
+from core.errors import InvalidJSON, InvalidRequest
+from gateway.offload import run_cpu
 from gateway.services import Services
+from gateway.submission import checked_api
 from gateway.uploads import read_limited
 from security.json_safety import UnsafeJSON, strict_loads
 from security.limits import json_depth
@@ -47,8 +49,8 @@ from security.safe_paths import sanitize_filename
 from workflow.format import detect_format, to_api, unwrap_prompt
 from workflow.library import MAX_WORKFLOW_BYTES, normalise_name
 from workflow.param_groups import arrange_params
-from workflow.params import apply_params, detect_params, validate_workflow
-from workflow.ui_convert import convert_ui
+from workflow.params import apply_params, detect_params
+from workflow.size import check_node_count
 
 MAX_JSON_DEPTH = 64  # as COMFYUI_MAX_JSON_DEPTH's default; workflows nest 3-4 levels
 
@@ -118,21 +120,11 @@ def unwrap_body(body: dict[str, Any]) -> dict[str, Any]:
     return body
 
 
-def _convert(workflow: Any, info: dict[str, Any], *, validate: bool) -> tuple[dict[str, Any], list[dict[str, Any]]]:
-    titles: dict[str, str] = {}
-    exposed: list[tuple[str, str]] = []
-    if detect_format(workflow) == "ui":
-        conversion = convert_ui(workflow, info)
-        api, titles, exposed = conversion.api, conversion.subgraph_titles, conversion.exposed
-    else:
-        api = to_api(workflow, info)
-    if validate:
-        problems = validate_workflow(api, info)
-        if problems:
-            more = f" (and {len(problems) - 1} more)" if len(problems) > 1 else ""
-            raise WorkflowFormatError(
-                f"the workflow is not valid: {problems[0].get('message')}{more}", problems=problems
-            )
+def _convert(
+    workflow: Any, info: dict[str, Any], limit: int, *, validate: bool
+) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    """API format and the detected parameters, grouped as the user sees them (CPU work: run through run_cpu)."""
+    api, titles, exposed = checked_api(workflow, info, limit, validate=validate)
     return api, arrange_params(detect_params(api, info), titles, exposed)
 
 
@@ -142,8 +134,10 @@ async def describe(
     """(format, API workflow, params) of a workflow in either format, checked against a backend."""
     workflow = unwrap_prompt(workflow)
     fmt = detect_format(workflow)  # before asking for object_info: a non-workflow is a 422 even with no backend
+    limit = services.settings.max_workflow_nodes
+    check_node_count(workflow, limit)
     info = await services.object_info(backend)
-    api, params = await asyncio.to_thread(_convert, workflow, info, validate=validate)
+    api, params = await run_cpu(_convert, workflow, info, limit, validate=validate)
     return fmt, api, params
 
 
@@ -220,8 +214,8 @@ async def update_workflow(body: WorkflowUpdateIn, services: Services = Depends(g
         converted = False
         if body.params:
             info = await services.object_info(body.backend)
-            api, _ = apply_params(api, body.params, info)
-            params = await asyncio.to_thread(detect_params, api, info)
+            api, _ = await run_cpu(apply_params, api, body.params, info)
+            params = await run_cpu(detect_params, api, info)
             converted, fmt, workflow = fmt == "ui", "api", api
         saved = await services.library.save(body.name, workflow, overwrite=True)
     return {"name": saved, "format": fmt, "workflow": api, "params": params, "converted": converted}
@@ -251,8 +245,11 @@ async def convert_workflow(
 ) -> dict[str, Any]:
     workflow = unwrap_prompt(unwrap_body(body))
     fmt = detect_format(workflow)
+    limit = services.settings.max_workflow_nodes
+    check_node_count(workflow, limit)
     info = await services.object_info(backend)
-    api = await asyncio.to_thread(to_api, workflow, info)
+    api = await run_cpu(to_api, workflow, info)
+    check_node_count(api, limit, "the workflow, with its subgraphs expanded,")
     return {"format": fmt, "workflow": api}
 
 

@@ -279,8 +279,8 @@ def test_queue_health_system_and_nodes(gate: Gate, emulator: Any) -> None:
 
 
 def test_browser_origin_is_never_forwarded_to_comfyui(gate: Gate, emulator: Any) -> None:
-    """ComfyUI (and the emulator) answer 403 to an Origin that is not its own: ComfyGate must not pass on the
-    Origin of a page it allows (a loopback dev server here; foreign origins ComfyGate refuses itself)."""
+    """ComfyUI (and the emulator) answer 403 to an Origin other than its own: ComfyGate must not pass on
+    one it accepts itself (a loopback dev server's; a foreign one ComfyGate refuses: tests/security/test_origin)."""
     evil = {"Origin": "http://localhost:5173"}
     direct = httpx.get(f"{emulator.url}/queue", headers=evil)
     assert direct.status_code == 403  # the backend really does refuse it

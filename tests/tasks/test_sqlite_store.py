@@ -130,3 +130,65 @@ def test_memory_mode_writes_nothing_and_forgets_on_restart(
     started = time.monotonic()
     assert new.client.get(f"/api/task/{task_id}").status_code == 404
     assert time.monotonic() - started < 5
+
+
+def _disk_bytes(path: Path) -> int:
+    return sum(p.stat().st_size for p in path.parent.glob(path.name + "*"))  # the file, its -wal and -shm
+
+
+def test_big_workflow_and_params_are_written_once(tmp_path: Path) -> None:
+    """Status updates rewrite a small row only: a 5 MB prompt costs ~10 MB (workflow + params), not 5 MB × updates."""
+    big = "a lighthouse " * 400_000  # ~5 MB
+    path = tmp_path / "tasks.sqlite3"
+    db = TaskDatabase(path, history_limit=50)
+    db.open()
+    try:
+        task = Task(task_id="big", workflow={"6": {"inputs": {"text": big}}}, prompt_id="p", params={"6.text": big})
+        db.observe(task, "created")
+        assert db.flush()
+        after_create = _disk_bytes(path)
+        for step in range(30):  # progress updates, then the end
+            task.status, task.progress = TaskStatus.RUNNING, {"value": step, "max": 30}
+            db.observe(task, "status")
+            assert db.flush()
+        task.status, task.finished_at = TaskStatus.COMPLETED, time.time()
+        db.observe(task, "finished")
+        assert db.flush()
+        grown = _disk_bytes(path) - after_create
+        assert grown < 1_000_000, f"31 status updates wrote {grown} bytes"
+        assert db.load_workflow("big") == task.workflow
+    finally:
+        db.close()
+    db = TaskDatabase(path, history_limit=50)
+    db.open()
+    try:
+        (loaded,) = db.load()
+        assert loaded.params == {"6.text": big} and loaded.progress == {"value": 29, "max": 30}
+    finally:
+        db.close()
+
+
+def test_rows_of_older_versions_are_read(tmp_path: Path) -> None:
+    """Before task_inputs, the workflow was a column of tasks and params part of the record."""
+    import json
+    import sqlite3
+
+    path = tmp_path / "tasks.sqlite3"
+    db = TaskDatabase(path, history_limit=50)
+    db.open()
+    db.close()
+    record = {"task_id": "old", "prompt_id": "p", "status": "queued", "created_at": 1.0, "params": {"3.seed": 7}}
+    with sqlite3.connect(path) as conn:
+        conn.execute(
+            "INSERT INTO tasks (task_id, created_at, status, final, record, workflow) "
+            "VALUES ('old', 1.0, 'queued', 0, ?, ?)",
+            (json.dumps(record), json.dumps({"3": {"class_type": "KSampler"}})),
+        )
+    db = TaskDatabase(path, history_limit=50)
+    db.open()
+    try:
+        (task,) = db.load()
+        assert task.params == {"3.seed": 7} and task.workflow == {"3": {"class_type": "KSampler"}}
+        assert db.load_workflow("old") == {"3": {"class_type": "KSampler"}}
+    finally:
+        db.close()

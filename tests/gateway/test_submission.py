@@ -1,0 +1,74 @@
+"""The CPU work of a submission (conversion, validation, params) is bounded by a node count and runs
+off the event loop: a big workflow neither stalls health probes, WebSockets and SSE meanwhile, nor
+makes ComfyGate work for seconds on one request."""
+
+from __future__ import annotations
+
+import threading
+import time
+from typing import Any
+
+import httpx
+
+from emulator.server import EmulatorThread
+from tests.conftest import Gate, submit_ok
+from tests.protocol import sd_workflow
+
+
+def chain(nodes: int) -> dict[str, Any]:
+    """EmptyImage → ImageInvert × (nodes - 1), no output node: ComfyUI refuses it after all our checks."""
+    workflow: dict[str, Any] = {
+        "1": {"class_type": "EmptyImage", "inputs": {"width": 8, "height": 8, "batch_size": 1, "color": 0}}
+    }
+    for i in range(2, nodes + 1):
+        workflow[str(i)] = {"class_type": "ImageInvert", "inputs": {"image": [str(i - 1), 0]}}
+    return workflow
+
+
+def test_too_many_nodes_is_a_quick_422(gate: Gate, emulator: EmulatorThread) -> None:
+    limit = gate.settings.max_workflow_nodes
+    started = time.monotonic()
+    response = gate.submit(chain(100_000))
+    assert response.status_code == 422, response.text
+    body = response.json()
+    assert body["nodes"] == 100_000 and body["limit"] == limit and "COMFYUI_MAX_WORKFLOW_NODES" in body["message"]
+    assert time.monotonic() - started < 30  # reading and parsing 7 MB, then refused before any conversion
+    ui = {"nodes": [{"id": i, "type": "Note"} for i in range(limit + 1)], "links": []}
+    for path, body_ in (("/api/workflow/submit", {"workflow": ui}), ("/api/workflow/convert", ui)):
+        response = gate.client.post(path, json=body_)
+        assert response.status_code == 422 and "nodes, more than the limit" in response.json()["message"], path
+    task = submit_ok(gate, sd_workflow(steps=1))
+    assert gate.wait(task["task_id"])["status"] == "completed"
+
+
+def test_a_big_submission_does_not_stall_the_event_loop(gate: Gate) -> None:
+    workflow = chain(gate.settings.max_workflow_nodes - 1)
+    latencies: list[float] = []
+    done = threading.Event()
+
+    def probe() -> None:
+        with httpx.Client(base_url=gate.url, timeout=10) as client:
+            while not done.is_set():
+                started = time.monotonic()
+                assert client.get("/api/health").status_code == 200
+                latencies.append(time.monotonic() - started)
+                time.sleep(0.01)
+
+    prober = threading.Thread(target=probe)
+    prober.start()
+    try:
+        time.sleep(0.2)
+        for _ in range(3):
+            started = time.monotonic()
+            response = gate.submit(workflow)
+            took = time.monotonic() - started
+            assert response.status_code == 422, response.text  # no output node: ComfyUI's own refusal
+            assert response.json()["error"] == "prompt_rejected"
+    finally:
+        done.set()
+        prober.join()
+    assert len(latencies) > 10
+    worst = max(latencies)
+    # Before: the loop stalled for the whole submission (worst ≈ took). The emulator runs in this process
+    # too and competes for the GIL, so allow some of it.
+    assert worst < max(0.25, took / 2), (worst, took)
