@@ -140,7 +140,7 @@ async def test_a_failure_while_a_file_is_fetched_cancels_it(rig: Rig, emulator: 
 def test_through_comfygate_the_first_output_is_on_disk_while_the_run_goes_on(
     emulator: EmulatorThread, gate: Gate
 ) -> None:
-    emulator.set_delays(node_delay=0.3)  # each node 0.3 s: node 2 reports ~0.6 s before the run ends
+    emulator.set_delays(node_delay=0.8)  # each node 0.8 s: node 2 reports ~1.6 s before the run ends
     task_id = submit_ok(gate, TWO_OUTPUTS)["task_id"]
     early = False
     deadline = time.monotonic() + 10
