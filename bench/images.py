@@ -397,8 +397,8 @@ async def row_burst(bench: Bench) -> Result:
                 first_error = first_error or error
                 await asyncio.sleep(0.2)
     finally:
-        for w in ws:
-            w.close()
+        for reader in ws:
+            reader.close()
         for conn in direct_conns + gate_conns + wait_conns:
             await conn.close()
         bench.release(gate, emu)
