@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import stat
 from typing import Any
 
 from fastapi import APIRouter, Depends, File, Form, Header, Query, UploadFile
@@ -17,6 +18,7 @@ from core.task import TaskStatus
 from gateway.services import Services
 from gateway.uploads import check_image, push_upload, read_limited
 from security.safe_paths import content_type, resolve_inside, sanitize_filename, unique_path
+from tasks.output_cache import validators
 
 router = APIRouter(prefix="/api", tags=["core"])
 
@@ -190,9 +192,17 @@ async def image(
             return Response(cached.data, media_type=content_type(filename), headers=headers)
     folder = services.settings.outputs_dir if type == "output" else services.manager.temp_dir
     path = resolve_inside(folder, filename, "output file")
-    if not path.is_file():
+    try:
+        info = path.stat()
+    except OSError:
+        info = None
+    if info is None or not stat.S_ISREG(info.st_mode):
         raise NotFound(f"no output file named {filename!r}")
-    return BigChunkFileResponse(path, media_type=content_type(path.name))
+    etag, _ = validators(info.st_mtime, info.st_size)
+    if range_ is None and if_none_match is not None and etag in if_none_match:
+        return Response(status_code=304, headers={"etag": etag, "accept-ranges": "bytes"})
+    # The stat is passed on: FileResponse would otherwise take it again in a thread.
+    return BigChunkFileResponse(path, media_type=content_type(path.name), stat_result=info)
 
 
 @router.post("/upload/image", response_model=UploadOut, summary="Upload an input image to every reachable backend")
