@@ -384,6 +384,7 @@ async def row_burst(bench: Bench) -> Result:  # noqa: C901 (one row: set-up, bot
         check_png(status, png, "/api/image")
 
     times: dict[str, list[float]] = {"direct": [], "gate": [], "gate_wait": []}
+    cpu = {"gate": 0.0, "gate_wait": 0.0}
     failures = 0
     first_error = ""
     try:
@@ -391,14 +392,17 @@ async def row_burst(bench: Bench) -> Result:  # noqa: C901 (one row: set-up, bot
             if round_no:
                 await asyncio.sleep(args.burst_idle)  # every pooled connection idle as long as this
             for name, fn in (("direct", direct), ("gate", via_socket), ("gate_wait", via_wait)):
+                cpu0 = gate.cpu()
                 seconds, failed, error = await burst(n, fn)
+                if name != "direct":  # ComfyGate's CPU per image: steadier than times on a shared machine
+                    cpu[name] += gate.cpu() - cpu0
                 times[name].append(seconds)
                 failures += failed
                 first_error = first_error or error
                 await asyncio.sleep(0.2)
     finally:
-        for w in ws:
-            w.close()
+        for reader in ws:
+            reader.close()
         for conn in direct_conns + gate_conns + wait_conns:
             await conn.close()
         bench.release(gate, emu)
@@ -418,5 +422,7 @@ async def row_burst(bench: Bench) -> Result:  # noqa: C901 (one row: set-up, bot
             "gate_wait_ms": [ms(t) for t in times["gate_wait"]],
             "failures": failures,
             "first_failure": first_error,
+            "gate_cpu_ms_per_image": round(cpu["gate"] * 1000 / (n * args.burst_rounds), 2),
+            "gate_wait_cpu_ms_per_image": round(cpu["gate_wait"] * 1000 / (n * args.burst_rounds), 2),
         },
     )

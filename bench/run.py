@@ -16,6 +16,7 @@ import sys
 import tempfile
 import time
 import traceback
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
@@ -26,7 +27,11 @@ from bench import rows  # noqa: E402
 from bench.images import row_burst, row_latency  # noqa: E402
 from bench.rows import Bench, Result  # noqa: E402
 
-ROWS = {"latency": row_latency, "burst": row_burst, **rows.ROWS}
+ROWS: dict[str, Callable[[Bench], Awaitable[Result | list[Result]]]] = {
+    "latency": row_latency,
+    "burst": row_burst,
+    **rows.ROWS,
+}
 
 FULL = {
     "runs": 200,
@@ -185,7 +190,7 @@ def main(argv: list[str] | None = None) -> int:
         print("(smoke run: tiny sizes, targets not meaningful)")
     print(f"machine: {info['nproc']} × {info['cpu']}, load {info['load']} → {info['load_after']}")
     if args.json:
-        payload = {"machine": info, "args": {k: v for k, v in vars(args).items() if k != "json"}}
+        payload: dict[str, Any] = {"machine": info, "args": {k: v for k, v in vars(args).items() if k != "json"}}
         payload["results"] = [r.__dict__ for r in results]
         args.json.write_text(json.dumps(payload, indent=2, default=str))
     failed = any(r.passed is False for r in results)

@@ -85,6 +85,10 @@ class Endings:
         except ComfyGateError as exc:
             self.finish(task, TaskStatus.FAILED, error={"type": "output_download_failed", "message": exc.message})
             return
+        except OSError as exc:  # outputs/ not writable, disk full: the task ends now, not at its timeout
+            message = f"could not write an output file in ComfyGate's outputs folder: {exc}"
+            self.finish(task, TaskStatus.FAILED, error={"type": "output_download_failed", "message": message})
+            return
         task.progress.update({"percent": 100.0, "nodes_done": task.progress.get("nodes_total", len(task.workflow))})
         self.finish(task, TaskStatus.COMPLETED)
 

@@ -16,6 +16,13 @@ from dataclasses import dataclass
 from email.utils import formatdate
 
 
+def validators(mtime: float, size: int) -> tuple[str, str]:
+    """ETag and Last-Modified as Starlette's FileResponse derives them from a file's stat: a client's ETag
+    holds whichever way the file is served."""
+    etag = hashlib.md5(f"{mtime}-{size}".encode(), usedforsecurity=False).hexdigest()
+    return f'"{etag}"', formatdate(mtime, usegmt=True)
+
+
 @dataclass(frozen=True, slots=True)
 class CachedOutput:
     data: bytes
@@ -41,10 +48,7 @@ class OutputCache:
         if not self.fits(len(data)):
             return
         self.discard(key)
-        # The validators Starlette's FileResponse derives from the file's stat, so a client's ETag holds
-        # whichever way the file is served later.
-        etag = hashlib.md5(f"{mtime}-{len(data)}".encode(), usedforsecurity=False).hexdigest()
-        item = CachedOutput(data, f'"{etag}"', formatdate(mtime, usegmt=True))
+        item = CachedOutput(data, *validators(mtime, len(data)))
         self._items[key] = item
         self.size += len(data)
         while self.size > self.max_bytes and self._items:

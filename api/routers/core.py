@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import stat
 from typing import Any
 from urllib.parse import quote
 
@@ -25,6 +26,7 @@ from security.safe_paths import (
     sanitize_filename,
     write_new_file,
 )
+from tasks.output_cache import validators
 
 router = APIRouter(prefix="/api", tags=["core"])
 
@@ -205,15 +207,24 @@ async def image(
             return Response(cached.data, media_type=media, headers=headers)
     folder = services.settings.outputs_dir if type == "output" else services.manager.temp_dir
     path = resolve_inside(folder, filename, "output file")
-    if not path.is_file():
+    try:
+        info = path.stat()
+    except OSError:
+        info = None
+    if info is None or not stat.S_ISREG(info.st_mode):
         raise NotFound(f"no output file named {filename!r}")
+    etag, _ = validators(info.st_mtime, info.st_size)
+    if range_ is None and if_none_match is not None and etag in if_none_match:
+        return Response(status_code=304, headers={"etag": etag, "accept-ranges": "bytes"})
     media = content_type(path.name)
+    # The stat is passed on: FileResponse would otherwise take it again in a thread.
     return BigChunkFileResponse(
         path,
         media_type=media,
         headers=output_headers(media),
         filename=path.name,  # Content-Disposition, with the RFC 5987 form for any name
         content_disposition_type="attachment" if is_active_type(media) else "inline",
+        stat_result=info,
     )
 
 

@@ -102,36 +102,46 @@ def test_realistic_prompts_answer_and_start_like_the_recording(realistic: Emulat
 
 
 def test_the_instant_model_stays_instant(realistic: EmulatorThread, instant: EmulatorThread) -> None:
-    slow = statistics.median(r["execution_success"] for r in runs(realistic, 10))
-    fast = statistics.median(r["execution_success"] for r in runs(instant, 10))
-    assert fast + 2 < slow, (fast, slow)
+    none = Costs.none()
+    assert none.post_answer_ms() == 0 and none.node_cost_ms("PreviewAny") == 0 and not none.history_lags()
+    # Alternating, so both see the same machine; the best of each (a busy machine only ever adds time).
+    slow, fast = Client(realistic), Client(instant)
+    try:
+        pairs = [(slow.run(100 + i)["execution_success"], fast.run(200 + i)["execution_success"]) for i in range(12)]
+    finally:
+        slow.close()
+        fast.close()
+    assert min(f for _, f in pairs) < min(s for s, _ in pairs), pairs
 
 
 def test_view_and_history_take_as_long_as_on_a_real_server(realistic: EmulatorThread, instant: EmulatorThread) -> None:
-    def timed(emu: EmulatorThread) -> tuple[float, float]:
+    def fastest(emu: EmulatorThread) -> tuple[float, float]:
+        """The best of 8 /view and /history answers (a busy machine only ever adds time)."""
         [run] = runs(emu, 1)
         with httpx.Client(base_url=emu.url, trust_env=False) as http:
             view, history = [], []
-            for _ in range(5):
+            for _ in range(8):
                 t0 = time.perf_counter()
                 assert http.get("/view", params={"filename": run["file"], "type": "output"}).status_code == 200
                 view.append((time.perf_counter() - t0) * 1000)
                 t0 = time.perf_counter()
                 assert http.get("/history/x").json() == {}
                 history.append((time.perf_counter() - t0) * 1000)
-        return statistics.median(view), statistics.median(history)
+        return min(view), min(history)
 
     costs = Costs.realistic()
-    view, history = timed(realistic)
+    view, history = fastest(realistic)
     assert view >= costs.view_ms and history >= costs.history_ms, (view, history)
-    fast_view, fast_history = timed(instant)
-    assert fast_view < view and fast_history < history
+    assert fastest(instant)[0] < costs.view_ms
 
 
 def test_history_sometimes_lands_after_execution_success(realistic: EmulatorThread) -> None:
-    """Recorded: 11 of 100 immediate reads of /history/{id} after execution_success found ``{}``."""
+    """Recorded: 11 of 100 immediate reads of /history/{id} after execution_success found ``{}``.
+
+    The lag is stretched here so that a read delayed by a busy machine still sees it."""
+    realistic.emulator.costs.history_lag_ms = 300.0
     empty = sum(int(r["history_was_empty"]) for r in runs(realistic, 60))
-    assert 1 <= empty <= 20, empty
+    assert 2 <= empty <= 15, empty
 
 
 def test_a_burst_is_answered_one_validation_after_another(realistic: EmulatorThread) -> None:
@@ -153,17 +163,17 @@ def test_gc_pauses_are_opt_in_and_block_the_whole_server(tmp_path: Path) -> None
     """Recorded (51): ComfyUI's worker runs gc.collect() holding the GIL right after a prompt when the last one
     is ≥ 10 s old; the prompt's own messages wait for it (15-204 ms instead of ~8)."""
     costs = Costs.realistic(gc_pauses=True)
-    costs.gc_interval_s, costs.gc_pause_ms, costs.gc_idle_pause_ms = 0.3, (150.0, 150.0), (150.0, 150.0)
+    costs.gc_interval_s, costs.gc_pause_ms, costs.gc_idle_pause_ms = 0.5, (400.0, 400.0), (400.0, 400.0)
     with EmulatorThread(base_dir=tmp_path, costs=costs) as emu:
         client = Client(emu)
         try:
             client.run(1)
             quick = client.run(2)  # less than gc_interval_s after the last pause: none
-            time.sleep(0.35)
+            time.sleep(0.55)
             paused = client.run(3)
         finally:
             client.close()
-    assert quick["executing_null"] < 100 <= paused["executing_null"], (quick, paused)
+    assert quick["executing_null"] < 300 <= paused["executing_null"], (quick, paused)
     assert Costs.realistic().gc_pauses is False
 
 

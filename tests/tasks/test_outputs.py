@@ -23,6 +23,7 @@ from config import Settings
 from core.task import Task, TaskStatus
 from emulator.server import EmulatorThread
 from events.hub import EventHub
+from tasks import output_fetch
 from tasks.manager import TaskManager
 from tasks.memory_store import TaskStore
 from tests.conftest import Gate, submit_ok
@@ -137,10 +138,25 @@ async def test_a_failure_while_a_file_is_fetched_cancels_it(rig: Rig, emulator: 
     assert rig.on_disk(task) == []
 
 
+async def test_an_output_that_cannot_be_written_fails_the_task_at_once(
+    rig: Rig, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def disk_full(path: Path, data: bytes) -> float:
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(output_fetch, "write_file", disk_full)
+    task = rig.running(TWO_OUTPUTS)
+    rig.executed(task, "2")
+    rig.executed(task, "4")
+    await until(lambda: task.status.final)
+    assert task.status == TaskStatus.FAILED and task.error is not None
+    assert task.error["type"] == "output_download_failed" and "No space left" in task.error["message"]
+
+
 def test_through_comfygate_the_first_output_is_on_disk_while_the_run_goes_on(
     emulator: EmulatorThread, gate: Gate
 ) -> None:
-    emulator.set_delays(node_delay=0.3)  # each node 0.3 s: node 2 reports ~0.6 s before the run ends
+    emulator.set_delays(node_delay=0.8)  # each node 0.8 s: node 2 reports ~1.6 s before the run ends
     task_id = submit_ok(gate, TWO_OUTPUTS)["task_id"]
     early = False
     deadline = time.monotonic() + 10

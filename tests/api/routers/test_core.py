@@ -102,6 +102,8 @@ def test_without_the_memory_copy_outputs_come_from_disk(
     on_disk = gate.settings.outputs_dir / output["filename"]
     answer = gate.client.get(output["url"])
     assert answer.status_code == 200 and answer.content == on_disk.read_bytes()
+    again = gate.client.get(output["url"], headers={"If-None-Match": answer.headers["etag"]})
+    assert again.status_code == 304 and again.content == b""
     on_disk.unlink()
     assert gate.client.get(output["url"]).status_code == 404
 
