@@ -146,10 +146,12 @@ class ComfyUIBackend(BackendBase):
         return stats
 
     # --- running tasks ---------------------------------------------------------------------------
-    async def hand_over(self, task: Task, host: TaskHost) -> None:
+    async def hand_over(self, task: Task, host: TaskHost, extra_data: dict[str, Any] | None = None) -> None:
         """POST the prompt under ComfyGate's prompt id; its WebSocket events then drive the task."""
         try:
-            answer = await self.client.post_prompt(task.workflow, client_id=self.ws.client_id, prompt_id=task.prompt_id)
+            answer = await self.client.post_prompt(
+                task.workflow, client_id=self.ws.client_id, prompt_id=task.prompt_id, extra_data=extra_data
+            )
         except ComfyUIUnavailable as exc:
             self.last_error = exc.message
             raise

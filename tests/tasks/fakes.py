@@ -50,7 +50,7 @@ class FakeBackend(BackendBase):
     async def stop(self) -> None:
         pass
 
-    async def hand_over(self, task: Task, host: TaskHost) -> None:
+    async def hand_over(self, task: Task, host: TaskHost, extra_data: dict[str, Any] | None = None) -> None:
         if self.refuse is not None:
             raise self.refuse
         self.received.append(task.task_id)
