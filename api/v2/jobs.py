@@ -1,0 +1,385 @@
+"""Jobs: submit, list, get, the workflow that ran, cancel, events. A v2 job is an ordinary ComfyGate task.
+
+Submission goes through ComfyGate's own path (validation, the pool, the durable store), so a v2 job
+shows in ``/api/tasks``, on ``/ws`` and in the debugger, and ``POST /api/interrupt/{id}`` stops it as
+well as ``POST /api/v2/jobs/{id}/cancel`` does. Cancel uses the task manager's interrupt, which works on
+every ComfyUI generation: a job still waiting is removed from ComfyGate's queue or ComfyUI's
+(``POST /queue {"delete": ...}``), a running one is interrupted and reads ``canceling`` until ComfyUI
+confirms.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+import re
+import unicodedata
+import uuid
+from typing import Any
+
+from fastapi import APIRouter, Depends, Request
+from fastapi.responses import JSONResponse, StreamingResponse
+
+from api.dependencies import get_services
+from api.v2 import asset_refs, view
+from api.v2.bodies import caller_scope, read_object
+from api.v2.errors import V2Error, from_comfygate
+from api.v2.events import JobStream
+from api.v2.idempotency import check_key
+from api.v2.models import IDEMPOTENCY_HEADER, SUBMIT_BODY, Job, JobList, JobWorkflow, errors
+from api.v2.state import V2State, get_state
+from core.errors import ComfyGateError, ComfyUIUnavailable
+from core.task import Task, TaskStatus
+from gateway.integration import public_base
+from gateway.services import Services
+from gateway.submission import prepare_submission
+from workflow.format import detect_format
+
+router = APIRouter(prefix="/api/v2", tags=["Comfy API v2"])
+
+MAX_LABELS = 16
+MAX_FILTERS = 3
+MAX_LABEL_VALUE = 256
+LIST_DEFAULT = 50
+LIST_MAX = 100
+SCAN_LIMIT = 5000  # tasks examined per list page when filters match little; the cursor continues after
+_LABEL_KEY = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,62}$")
+_FILTER = re.compile(r"^metadata\[(.*)\]$")
+
+
+# --- helpers ---------------------------------------------------------------------------------------
+def task_or_404(services: Services, job_id: str) -> Task:
+    """The task behind a job id (ComfyGate's task id; the hyphenated UUID form is accepted too)."""
+    task = services.store.get(job_id)
+    if task is None:
+        try:
+            task = services.store.get(uuid.UUID(job_id).hex)
+        except ValueError:
+            task = None
+    if task is None:
+        raise V2Error(404, "not_found", f"no job {job_id!r}")
+    return task
+
+
+def queue_position(services: Services, task: Task) -> int | None:
+    """1-based place among the tasks ahead of it: ComfyGate's queue first, then its backend's queue."""
+    manager = services.manager
+    if task.status == TaskStatus.PENDING:
+        for index, task_id in enumerate(manager.pending, start=1):
+            if task_id == task.task_id:
+                return index
+        return None
+    if task.status != TaskStatus.QUEUED:
+        return None
+    backend = manager.backends.get(task.backend or "")
+    if backend is None:
+        return None
+    ahead = 0
+    for other_id in backend.inflight:
+        other = services.store.get(other_id) if other_id != task.task_id else None
+        if other is not None and other.status == TaskStatus.QUEUED and (other.queued_at or 0) < (task.queued_at or 0):
+            ahead += 1
+    return ahead + 1
+
+
+def render(services: Services, state: V2State, task: Task, base: str) -> dict[str, Any]:
+    return view.job_of(
+        task,
+        base,
+        retention=services.settings.v2_job_retention,
+        queue_position=queue_position(services, task),
+        hashes=state.hashes,
+    )
+
+
+def _printable(text: str) -> bool:
+    """No control characters and no bidirectional embeddings, overrides or isolates."""
+    return not any(unicodedata.category(c) in ("Cc", "Cf") for c in text)
+
+
+def check_labels(raw: Any) -> dict[str, str]:
+    if raw is None:
+        return {}
+    if not isinstance(raw, dict):
+        raise V2Error(
+            422, "metadata_invalid", '\'metadata\' must be an object of string labels, like {"client": "acme"}'
+        )
+    if len(raw) > MAX_LABELS:
+        raise V2Error(422, "metadata_invalid", f"'metadata' has {len(raw)} labels; at most {MAX_LABELS}")
+    for key, value in raw.items():
+        if not _LABEL_KEY.match(key):
+            raise V2Error(
+                422,
+                "metadata_invalid",
+                f"metadata key {key!r}: 1-63 letters, digits, '_', '.', ':' or '-', starting with a letter or digit",
+                {"key": key},
+            )
+        if not isinstance(value, str) or len(value) > MAX_LABEL_VALUE or not _printable(value):
+            raise V2Error(
+                422,
+                "metadata_invalid",
+                f"metadata {key!r}: the value must be a string of at most {MAX_LABEL_VALUE} printable characters",
+                {"key": key},
+            )
+    return dict(raw)
+
+
+def check_extra_data(raw: Any) -> dict[str, str] | None:
+    if raw is None:
+        return None
+    if not isinstance(raw, dict) or set(raw) - {"api_key_comfy_org"}:
+        raise V2Error(400, "invalid_request", "'extra_data' accepts only 'api_key_comfy_org' (a partner-node API key)")
+    if "api_key_comfy_org" in raw and not isinstance(raw["api_key_comfy_org"], str):
+        raise V2Error(400, "invalid_request", "'extra_data.api_key_comfy_org' must be a string")
+    return dict(raw) or None
+
+
+def is_ui_format(workflow: dict[str, Any]) -> bool:
+    try:
+        return detect_format(workflow) == "ui"
+    except Exception:
+        return isinstance(workflow.get("nodes"), list) and "links" in workflow
+
+
+# --- routes ----------------------------------------------------------------------------------------
+@router.post(
+    "/jobs",
+    status_code=201,
+    summary="Submit a workflow (API format) as a job",
+    responses={201: {"model": Job, "description": "the job, queued"}, **errors(400, 401, 413, 422, 429, 503)},
+    openapi_extra={"requestBody": SUBMIT_BODY, "parameters": [IDEMPOTENCY_HEADER]},
+)
+async def submit_job(
+    request: Request, services: Services = Depends(get_services), state: V2State = Depends(get_state)
+) -> JSONResponse:
+    key = request.headers.get("idempotency-key")
+    if key is not None and (problem := check_key(key)):
+        raise V2Error(400, "invalid_request", problem)
+    body = await read_object(request)
+    for reserved in ("webhook_url", "inputs"):
+        if body.get(reserved) is not None:
+            raise V2Error(422, "invalid_request", f"'{reserved}' is reserved by the contract and not accepted yet")
+    workflow = body.get("workflow")
+    if not isinstance(workflow, dict) or not workflow:
+        raise V2Error(
+            422,
+            "invalid_workflow",
+            "send 'workflow': the API-format graph, an object of node id → {class_type, inputs}",
+        )
+    if is_ui_format(workflow) and not services.settings.v2_convert_ui_workflows:
+        raise V2Error(
+            422,
+            "workflow_format_ui",
+            "this is a UI export (nodes/links); export the workflow in API format (Workflow → Export (API)),"
+            " or let ComfyGate convert it with COMFYUI_V2_CONVERT_UI_WORKFLOWS=true",
+        )
+    labels = check_labels(body.get("metadata"))
+    extra_data = check_extra_data(body.get("extra_data"))
+    refs = [ref for _, _, ref in asset_refs.find_refs(workflow)]
+    wanted = {asset_id for ref in refs if (asset_id := asset_refs.ref_id(ref))}
+    records = {asset_id: await state.store.run(state.store.get, asset_id) for asset_id in wanted}
+    scope = caller_scope(request)
+    if key is not None and not state.keys.claim(scope, key, "submitting"):
+        raise V2Error(
+            422,
+            "idempotency_key_reuse",
+            "this Idempotency-Key was used before; keys are single-use: list or poll your jobs instead of resubmitting",
+        )
+    extra: dict[str, Any] = {"source": "api_v2"}
+    try:
+        resolved, inputs = asset_refs.resolve(workflow, records) if refs else (workflow, [])
+        prepared = await prepare_submission(services, resolved, None, None)
+        if labels:
+            extra["v2_metadata"] = labels
+        if inputs:
+            extra["v2_inputs"] = inputs  # names and where the bytes are; uploaded at dispatch
+        if extra_data:
+            extra["v2_partner_key"] = state.remember_partner_key(extra_data)  # a token: the key stays in memory
+        # Files and partner keys only reach a ComfyUI server (a ViewComfy backend has no place for them).
+        kind = "comfyui" if inputs or extra_data else None
+        task = await services.manager.submit(prepared.workflow, extra=extra, kind=kind)
+    except (V2Error, ComfyGateError) as exc:
+        state.forget_partner_key(extra.get("v2_partner_key"))
+        if key is not None and not isinstance(exc, ComfyUIUnavailable):
+            state.keys.release(scope, key)  # refused before any job existed: the same key may be retried
+        # (ComfyUI unreachable mid-submit: it may hold the prompt, so the key stays spent.)
+        if isinstance(exc, V2Error):
+            raise
+        raise from_comfygate(exc) from exc
+    if key is not None:
+        state.keys.settle(scope, key, task.task_id)
+    return JSONResponse(render(services, state, task, public_base(services, request)), status_code=201)
+
+
+@router.get(
+    "/jobs",
+    summary="List jobs, newest first (status and label filters, cursor pages)",
+    responses={200: {"model": JobList}, **errors(400, 401)},
+    openapi_extra={
+        "parameters": [
+            {"name": "status", "in": "query", "schema": {"type": "string"}, "description": "comma-separated"},
+            {"name": "limit", "in": "query", "schema": {"type": "integer", "minimum": 1, "maximum": LIST_MAX}},
+            {"name": "cursor", "in": "query", "schema": {"type": "string"}, "description": "a next_cursor"},
+        ]
+    },
+)
+async def list_jobs(request: Request, services: Services = Depends(get_services)) -> JSONResponse:
+    query = request.query_params
+    limit = LIST_DEFAULT
+    if "limit" in query:
+        try:
+            limit = int(query["limit"])
+        except ValueError as exc:
+            raise V2Error(400, "invalid_request", "'limit' must be an integer") from exc
+        if not 1 <= limit <= LIST_MAX:
+            raise V2Error(400, "invalid_request", f"'limit' must be between 1 and {LIST_MAX}")
+    wanted: set[str] | None = None
+    if query.get("status"):
+        wanted = {s.strip() for s in query["status"].split(",") if s.strip()}
+        unknown = wanted - set(view.STATUSES)
+        if unknown:
+            raise V2Error(
+                400, "invalid_request", f"unknown status {sorted(unknown)[0]!r}; one of {', '.join(view.STATUSES)}"
+            )
+    filters: dict[str, str] = {}
+    for name, value in query.multi_items():
+        match = _FILTER.match(name)
+        if match is None:
+            continue
+        label = match.group(1)
+        if label in filters or len(filters) >= MAX_FILTERS or not _LABEL_KEY.match(label) or not _printable(value):
+            raise V2Error(
+                400,
+                "invalid_metadata_filter",
+                f"metadata filters: at most {MAX_FILTERS}, each key once, keys like metadata keys, printable values"
+                f" (refused: {name!r})",
+            )
+        filters[label] = value
+    after = None
+    if query.get("cursor"):
+        after = decode_cursor(query["cursor"])
+        if services.store.get(after) is None:
+            raise V2Error(400, "invalid_cursor", "this cursor is not one ComfyGate issued, or its job is gone")
+    statuses = set().union(*(view.TASK_STATUSES[s] for s in wanted)) if wanted is not None else None
+    items: list[dict[str, Any]] = []
+    last: str | None = None
+    scanned = 0
+    more = False
+    for task in services.store.scan(before=after, status=statuses):
+        if len(items) >= limit or scanned >= SCAN_LIMIT:
+            more = True
+            break
+        scanned += 1
+        last = task.task_id
+        if wanted is not None and view.status_of(task) not in wanted:
+            continue
+        labels = task.extra.get("v2_metadata") or {}
+        if any(labels.get(k) != v for k, v in filters.items()):
+            continue
+        items.append(view.list_item_of(task))
+    body: dict[str, Any] = {"jobs": items}
+    if more and last is not None:
+        body["next_cursor"] = encode_cursor(last)
+    return JSONResponse(body)
+
+
+def encode_cursor(task_id: str) -> str:
+    return base64.urlsafe_b64encode(json.dumps({"after": task_id}).encode()).decode().rstrip("=")
+
+
+def decode_cursor(cursor: str) -> str:
+    try:
+        data = json.loads(base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)))
+        after = data["after"]
+        if not isinstance(after, str):
+            raise TypeError
+        return after
+    except (ValueError, KeyError, TypeError, binascii.Error) as exc:
+        raise V2Error(400, "invalid_cursor", "this cursor is not one ComfyGate issued") from exc
+
+
+@router.get(
+    "/jobs/{job_id}",
+    summary="A job: status, progress, outputs so far",
+    responses={200: {"model": Job}, **errors(401, 404)},
+)
+async def get_job(
+    job_id: str, request: Request, services: Services = Depends(get_services), state: V2State = Depends(get_state)
+) -> JSONResponse:
+    task = task_or_404(services, job_id)
+    return JSONResponse(render(services, state, task, public_base(services, request)))
+
+
+@router.get(
+    "/jobs/{job_id}/workflow",
+    summary="The API-format workflow the job ran (assets replaced by their names)",
+    responses={200: {"model": JobWorkflow}, **errors(401, 404)},
+)
+async def get_job_workflow(job_id: str, services: Services = Depends(get_services)) -> JSONResponse:
+    task = task_or_404(services, job_id)
+    workflow = await services.manager.load_workflow(task)
+    if not workflow:
+        raise V2Error(404, "not_found", f"the workflow of job {job_id!r} is no longer kept")
+    return JSONResponse({"workflow": workflow, "format": "api"})
+
+
+@router.post(
+    "/jobs/{job_id}/cancel",
+    summary="Cancel a job (queued: removed; running: interrupted)",
+    responses={200: {"model": Job, "description": "the job: canceling, or its final state"}, **errors(401, 404, 503)},
+)
+async def cancel_job(
+    job_id: str, request: Request, services: Services = Depends(get_services), state: V2State = Depends(get_state)
+) -> JSONResponse:
+    task = task_or_404(services, job_id)
+    if not task.status.final:
+        try:
+            await services.manager.interrupt(task)
+        except ComfyGateError as exc:
+            raise from_comfygate(exc) from exc
+    return JSONResponse(render(services, state, task, public_base(services, request)))
+
+
+@router.get(
+    "/jobs/{job_id}/events",
+    summary="The job's live events (SSE): status, progress, preview, output",
+    response_class=StreamingResponse,
+    responses={200: {"content": {"text/event-stream": {}}}, **errors(401, 404, 429)},
+)
+async def job_events(
+    job_id: str, request: Request, services: Services = Depends(get_services), state: V2State = Depends(get_state)
+) -> StreamingResponse:
+    task = task_or_404(services, job_id)
+    settings = services.settings
+    if state.streams >= settings.v2_max_event_streams:
+        raise V2Error(
+            429,
+            "too_many_streams",
+            f"{state.streams} event streams are open, the limit (COMFYUI_V2_MAX_EVENT_STREAMS);"
+            " poll GET /api/v2/jobs/{id} meanwhile",
+            retry_after=5,
+        )
+    stream = JobStream(
+        services,
+        task.task_id,
+        public_base(services, request),
+        retention=settings.v2_job_retention,
+        keepalive=settings.sse_keepalive,
+        previews=state.previews,
+        queue_position=lambda t: queue_position(services, t),
+    )
+
+    async def body() -> Any:
+        state.streams += 1  # counted once running: a stream that never starts never ends either
+        try:
+            async for chunk in stream.frames():
+                yield chunk
+        finally:
+            state.streams -= 1
+
+    return StreamingResponse(
+        body(),
+        media_type="text/event-stream",
+        headers={"cache-control": "no-cache", "x-accel-buffering": "no"},
+    )
