@@ -141,12 +141,12 @@ class JobStream:
             task = self._task()
             if task is None:
                 return
-            now = time.monotonic()
-            yield self._status_frame(task, force=True) or b""
-            if task.status.final:
+            if task.status.final:  # a late client: the outputs, then the terminal status, and the end
                 for chunk in self._ending(task):
                     yield chunk
                 return
+            now = time.monotonic()
+            yield self._status_frame(task, force=True) or b""
             progress = self._progress_frame(task, now)
             if progress:
                 yield progress
