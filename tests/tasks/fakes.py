@@ -25,6 +25,7 @@ class FakeBackend(BackendBase):
         self.down_since = None
         self.last_error = None
         self.received: list[str] = []
+        self.extra_data: list[dict[str, Any] | None] = []  # what each hand-over carried
         self.cancelled: list[str] = []
         self.refuse: PromptRejected | None = None
         self.cancel_answer = "deleted"
@@ -54,6 +55,7 @@ class FakeBackend(BackendBase):
         if self.refuse is not None:
             raise self.refuse
         self.received.append(task.task_id)
+        self.extra_data.append(extra_data)
 
     async def cancel(self, task: Task) -> str:
         self.cancelled.append(task.task_id)
