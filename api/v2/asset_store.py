@@ -236,17 +236,49 @@ class AssetStore:
         if left is None:
             self.blob_path(record.location).unlink(missing_ok=True)
 
-    def add_outputs(self, records: list[AssetRecord]) -> dict[str, str]:
-        """Record a finished task's outputs, hashing each file (this thread): {asset id: hash}."""
+    def upload(
+        self, source: IO[bytes], limit: int, expected: str | None, meta: dict[str, Any]
+    ) -> tuple[AssetRecord, bool]:
+        """Bytes in, record minted, in one call on the store's thread (a delete cannot slip in between):
+        (the record, whether the bytes were new). ``meta``: content_type, file_path, tags."""
+        hash_, size, new_blob = self.ingest(source, limit, expected)
+        record = AssetRecord(
+            id=str(uuid.uuid4()), kind="upload", hash=hash_, size=size, location=hash_[len(HASH_PREFIX) :], **meta
+        )
+        return self.add(record), new_blob
+
+    def mint_from_hash(self, hash_: str, meta: dict[str, Any]) -> tuple[AssetRecord | None, bool]:
+        """A record over bytes already stored: the same upload record when one has this file_path (False),
+        else a new one (True); (None, False) when no bytes have this hash. ``meta``: file_path, tags."""
+        existing = self.find_upload(hash_, meta.get("file_path"))
+        if existing is not None:
+            return existing, False
+        if not self.has_blob(hash_):
+            return None, False
+        like = self.db.execute("SELECT size, content_type FROM assets WHERE hash = ? LIMIT 1", (hash_,)).fetchone()
+        location = hash_[len(HASH_PREFIX) :]
+        record = AssetRecord(
+            id=str(uuid.uuid4()),
+            kind="upload",
+            hash=hash_,
+            size=like["size"] if like else self.blob_path(location).stat().st_size,
+            content_type=like["content_type"] if like else "application/octet-stream",
+            location=location,
+            **meta,
+        )
+        return self.add(record), True
+
+    def add_outputs(self, records: list[AssetRecord], hashed: bool) -> dict[str, str]:
+        """Record a finished task's outputs (``hashed``: with their blake3, computed here): {asset id: hash}."""
         hashes: dict[str, str] = {}
         for record in records:
-            try:
-                record.hash = hash_file(self.file_of(record))
-            except OSError:
-                record.hash = None
+            if hashed:
+                try:
+                    record.hash = hash_file(self.file_of(record))
+                    hashes[record.id] = record.hash
+                except OSError:
+                    record.hash = None
             self.add(record)
-            if record.hash:
-                hashes[record.id] = record.hash
         return hashes
 
     # --- idempotency claims ------------------------------------------------------------------------

@@ -8,8 +8,7 @@ and refused past ``max_upload_bytes``; identical bytes are stored once. A job's 
 from __future__ import annotations
 
 import time
-import uuid
-from typing import IO, Any
+from typing import Any
 
 from fastapi import APIRouter, Depends, Request
 from fastapi.responses import FileResponse, JSONResponse, Response
@@ -17,7 +16,7 @@ from starlette.datastructures import UploadFile
 from starlette.formparsers import MultiPartException
 
 from api.dependencies import get_services
-from api.v2.asset_store import HASH_PREFIX, AssetRecord, AssetStore, HashMismatch, TooLarge, valid_hash
+from api.v2.asset_store import AssetRecord, HashMismatch, TooLarge, valid_hash
 from api.v2.bodies import caller_scope, read_object
 from api.v2.errors import V2Error
 from api.v2.idempotency import check_key
@@ -51,43 +50,6 @@ def asset_json(record: AssetRecord, base: str, *, created_new: bool | None = Non
     if created_new is not None:
         body["created_new"] = created_new
     return body
-
-
-def _store_upload(
-    store: AssetStore, source: IO[bytes], limit: int, expected: str | None, meta: dict[str, Any]
-) -> tuple[AssetRecord, bool]:
-    """On the store's thread, in one step (a delete cannot slip between): blob in, record minted."""
-    hash_, size, new_blob = store.ingest(source, limit, expected)
-    record = AssetRecord(
-        id=str(uuid.uuid4()),
-        kind="upload",
-        hash=hash_,
-        size=size,
-        location=hash_[len(HASH_PREFIX) :],
-        **meta,
-    )
-    store.add(record)
-    return record, new_blob
-
-
-def _mint_from_hash(store: AssetStore, hash_: str, meta: dict[str, Any]) -> tuple[AssetRecord | None, bool]:
-    existing = store.find_upload(hash_, meta.get("file_path"))
-    if existing is not None:
-        return existing, False
-    if not store.has_blob(hash_):
-        return None, False
-    like = store.db.execute("SELECT size, content_type FROM assets WHERE hash = ? LIMIT 1", (hash_,)).fetchone()
-    record = AssetRecord(
-        id=str(uuid.uuid4()),
-        kind="upload",
-        hash=hash_,
-        size=like["size"] if like else store.blob_path(hash_[len(HASH_PREFIX) :]).stat().st_size,
-        content_type=meta.pop("content_type", None) or (like["content_type"] if like else "application/octet-stream"),
-        location=hash_[len(HASH_PREFIX) :],
-        **meta,
-    )
-    store.add(record)
-    return record, True
 
 
 def _tags(raw: Any) -> list[str]:
@@ -154,7 +116,7 @@ async def upload_asset(
         meta = {"content_type": content_type.strip(), "file_path": file_path.strip(), "tags": tags}
         try:
             await upload.seek(0)
-            record, new_blob = await state.store.run(_store_upload, state.store, upload.file, limit, expected, meta)
+            record, new_blob = await state.store.run(state.store.upload, upload.file, limit, expected, meta)
         except HashMismatch as exc:
             if key is not None:
                 state.keys.release(scope, f"asset:{key}")
@@ -193,7 +155,7 @@ async def asset_from_hash(
     if file_path is not None and (not isinstance(file_path, str) or len(file_path) > MAX_FIELD):
         raise V2Error(422, "invalid_request", "'file_path' must be a string")
     meta = {"file_path": file_path, "tags": _tags(body.get("tags"))}
-    record, minted = await state.store.run(_mint_from_hash, state.store, hash_.lower(), meta)
+    record, minted = await state.store.run(state.store.mint_from_hash, hash_.lower(), meta)
     if record is None:
         raise V2Error(404, "blob_not_found", "no stored bytes have this hash: upload them with POST /api/v2/assets")
     return JSONResponse(

@@ -63,7 +63,9 @@ class V2State:
             records = self._output_records(task)
             for record in records:
                 self.fresh_outputs[record.id] = record
-            job = asyncio.get_running_loop().create_task(self._record_outputs(records))
+            # Every task's outputs are v2 assets (any task is a v2 job); hashing is paid by v2 jobs only.
+            hashed = task.extra.get("source") == "api_v2"
+            job = asyncio.get_running_loop().create_task(self._record_outputs(records, hashed))
             self._jobs.add(job)
             job.add_done_callback(self._jobs.discard)
 
@@ -90,10 +92,10 @@ class V2State:
             )
         return records
 
-    async def _record_outputs(self, records: list[AssetRecord]) -> None:
+    async def _record_outputs(self, records: list[AssetRecord], hashed: bool) -> None:
         """Write the records and their hashes (off the loop); until then ``fresh_outputs`` answers."""
         try:
-            hashes = await self.store.run(self.store.add_outputs, records)
+            hashes = await self.store.run(self.store.add_outputs, records, hashed)
         except Exception:
             log.exception("could not record outputs as assets: %s", [r.id for r in records])
             return
