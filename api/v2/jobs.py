@@ -10,6 +10,7 @@ confirms.
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import binascii
 import json
@@ -41,6 +42,7 @@ router = APIRouter(prefix="/api/v2", tags=["Comfy API v2"])
 MAX_LABELS = 16
 MAX_FILTERS = 3
 MAX_LABEL_VALUE = 256
+FINISHING_WAIT = 2.0  # s a poll may wait for the outputs of a task ComfyUI has finished
 LIST_DEFAULT = 50
 LIST_MAX = 100
 SCAN_LIMIT = 5000  # tasks examined per list page when filters match little; the cursor continues after
@@ -81,6 +83,32 @@ def queue_position(services: Services, task: Task) -> int | None:
         if other is not None and other.status == TaskStatus.QUEUED and (other.queued_at or 0) < (task.queued_at or 0):
             ahead += 1
     return ahead + 1
+
+
+def finishing(services: Services, task: Task) -> bool:
+    """ComfyUI has finished running the task (its backend runs something else, or nothing) while
+    ComfyGate still calls it running: it is fetching the outputs, the last step before the end."""
+    if task.status != TaskStatus.RUNNING or task.extra.get("interrupt_requested"):
+        return False
+    backend = services.manager.pool.comfyui.get(task.backend or "")
+    return backend is not None and backend.connected and backend.running_prompt != task.prompt_id
+
+
+async def until_final(services: Services, task: Task, timeout: float) -> Task:
+    """``task`` once final (or as it is after ``timeout`` s), woken by its own updates on the hub."""
+    sub = services.hub.subscribe({task.task_id})
+    try:
+        if task.status.final:
+            return task
+        async with asyncio.timeout(timeout):
+            async for _ in sub:
+                if task.status.final:
+                    break
+    except TimeoutError:
+        pass
+    finally:
+        services.hub.unsubscribe(sub)
+    return services.store.get(task.task_id) or task
 
 
 def render(services: Services, state: V2State, task: Task, base: str) -> dict[str, Any]:
@@ -308,6 +336,10 @@ async def get_job(
     job_id: str, request: Request, services: Services = Depends(get_services), state: V2State = Depends(get_state)
 ) -> JSONResponse:
     task = task_or_404(services, job_id)
+    if finishing(services, task):
+        # ComfyUI is done with it; ComfyGate is fetching its outputs (milliseconds for most files):
+        # answer with them rather than "running" and a poll interval later (the SDK's next poll is 0.5 s on).
+        task = await until_final(services, task, FINISHING_WAIT)
     return JSONResponse(render(services, state, task, public_base(services, request)))
 
 

@@ -272,3 +272,19 @@ def test_a_partner_key_goes_to_comfyui_only_and_is_never_stored(v2: V2) -> None:
     refused = v2.submit(load_workflow("trivial_save.json"), extra_data={"api_key_comfy_org": 5})
     conform_error(refused, 400, "invalid_request")
     conform_error(v2.submit(load_workflow("trivial_save.json"), extra_data={"other": "x"}), 400, "invalid_request")
+
+
+def test_a_poll_after_comfyui_finished_answers_with_the_outputs(v2: V2) -> None:
+    """While ComfyGate fetches the outputs of a job ComfyUI has finished, a poll waits for them (a poll
+    interval of the SDK later is what the job's outputs would otherwise cost)."""
+    size = 40 * 1024 * 1024
+    httpx.post(f"{v2.emulator.url}/emulator/extra_output", json={"filename": "big.bin", "size": size}, timeout=60)
+    job = v2.submit(load_workflow("trivial_save.json")).json()
+    prompt = v2.gate.task(job["id"])["prompt_id"]
+    deadline = time.monotonic() + 15
+    while prompt not in httpx.get(f"{v2.emulator.url}/history/{prompt}").json():
+        assert time.monotonic() < deadline
+        time.sleep(0.005)
+    body = v2.job(job["id"])  # ComfyUI is done: never "running" from here on
+    assert body["status"] == "succeeded", body["status"]
+    assert any(out["size_bytes"] == size for out in body["outputs"])
