@@ -18,6 +18,7 @@ from starlette.formparsers import MultiPartException
 from api.dependencies import get_services
 from api.v2.asset_store import AssetRecord, HashMismatch, TooLarge, valid_hash
 from api.v2.bodies import caller_scope, read_object
+from api.v2.content import content_response
 from api.v2.errors import V2Error
 from api.v2.idempotency import check_key
 from api.v2.models import FROM_HASH_BODY, IDEMPOTENCY_HEADER, UPLOAD_BODY, Asset, errors
@@ -174,7 +175,7 @@ async def asset_by_hash(hash: str, state: V2State = Depends(get_state)) -> Respo
 
 
 async def record_or_404(state: V2State, asset_id: str) -> AssetRecord:
-    record = state.fresh_outputs.get(asset_id) or await state.store.run(state.store.get, asset_id)
+    record = state.recent_outputs.get(asset_id) or await state.store.run(state.store.get, asset_id)
     if record is None:
         raise V2Error(404, "not_found", f"no asset {asset_id!r}")
     return record
@@ -203,12 +204,12 @@ async def get_asset(
         **errors(401, 404),
     },
 )
-async def get_asset_content(asset_id: str, state: V2State = Depends(get_state)) -> Response:
+async def get_asset_content(asset_id: str, request: Request, state: V2State = Depends(get_state)) -> Response:
     record = await record_or_404(state, asset_id)
-    path = state.store.file_of(record)
-    if not await state.store.run(path.is_file):
-        raise V2Error(404, "not_found", f"the bytes of asset {asset_id!r} are no longer on disk")
-    return FileResponse(path, media_type=record.content_type)
+    try:
+        return await content_response(state.store.file_of(record), record.content_type, request.headers.get("range"))
+    except (FileNotFoundError, NotADirectoryError) as exc:
+        raise V2Error(404, "not_found", f"the bytes of asset {asset_id!r} are no longer on disk") from exc
 
 
 @router.delete(

@@ -29,6 +29,7 @@ from gateway.services import Services
 
 log = logging.getLogger("comfygate.api_v2")
 EXTRAS_KEY = "api_v2"
+RECENT_OUTPUTS = 10_000
 
 
 @dataclass
@@ -42,8 +43,9 @@ class V2State:
     # Partner-node keys (extra_data) by an opaque token kept on the task: memory only, never stored or logged.
     partner_keys: dict[str, dict[str, Any]] = field(default_factory=dict)
     hashes: OrderedDict[str, str] = field(default_factory=OrderedDict)  # output asset id → blake3, newest last
-    # Outputs of tasks that just finished, until their records are written: readable at once.
-    fresh_outputs: dict[str, AssetRecord] = field(default_factory=dict)
+    # The newest outputs' records (readable the moment their task ends, before the SQLite write, and
+    # without a disk read for the downloads that follow), oldest first; bounded.
+    recent_outputs: OrderedDict[str, AssetRecord] = field(default_factory=OrderedDict)
     _jobs: set[asyncio.Task[Any]] = field(default_factory=set)
 
     # --- dispatch hook ---------------------------------------------------------------------------
@@ -62,7 +64,9 @@ class V2State:
         if task.status == TaskStatus.COMPLETED and task.outputs:
             records = self._output_records(task)
             for record in records:
-                self.fresh_outputs[record.id] = record
+                self.recent_outputs[record.id] = record
+            while len(self.recent_outputs) > RECENT_OUTPUTS:
+                self.recent_outputs.popitem(last=False)
             # Every task's outputs are v2 assets (any task is a v2 job); hashing is paid by v2 jobs only.
             hashed = task.extra.get("source") == "api_v2"
             job = asyncio.get_running_loop().create_task(self._record_outputs(records, hashed))
@@ -93,15 +97,12 @@ class V2State:
         return records
 
     async def _record_outputs(self, records: list[AssetRecord], hashed: bool) -> None:
-        """Write the records and their hashes (off the loop); until then ``fresh_outputs`` answers."""
+        """Write the records and their hashes (off the loop); ``recent_outputs`` answers meanwhile."""
         try:
             hashes = await self.store.run(self.store.add_outputs, records, hashed)
         except Exception:
             log.exception("could not record outputs as assets: %s", [r.id for r in records])
             return
-        finally:
-            for record in records:
-                self.fresh_outputs.pop(record.id, None)
         self.hashes.update(hashes)
         while len(self.hashes) > 100_000:
             self.hashes.popitem(last=False)

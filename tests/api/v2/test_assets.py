@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from typing import Any
 
 import blake3
@@ -57,8 +58,9 @@ def test_from_hash_mints_over_known_bytes_only(v2: V2) -> None:
     conform_error(v2.http.post("/api/v2/assets/from-hash", json={"hash": 5}), 422, "invalid_request")
 
 
-def test_content_with_range(v2: V2) -> None:
-    data = png((3, 4, 5), size=(200, 200))
+@pytest.mark.parametrize("big", [False, True], ids=["small-in-memory", "big-streamed"])
+def test_content_with_range(v2: V2, big: bool) -> None:
+    data = png((3, 4, 5), size=(200, 200)) + (os.urandom(1_500_000) if big else b"")
     asset = upload(v2, data).json()
     whole = v2.http.get(asset["url"])
     assert whole.status_code == 200 and whole.content == data
@@ -69,6 +71,8 @@ def test_content_with_range(v2: V2) -> None:
     tail = v2.http.get(asset["url"], headers={"Range": f"bytes={len(data) - 5}-"})
     assert tail.status_code == 206 and tail.content == data[-5:]
     assert v2.http.get(asset["url"], headers={"Range": f"bytes={len(data) + 10}-"}).status_code == 416
+    last = v2.http.get(asset["url"], headers={"Range": "bytes=-4"})
+    assert last.status_code == 206 and last.content == data[-4:]
     with Comfy() as client:  # the SDK's inclusive range download of an output-like asset
         assert client.assets.get(asset["id"]).id == asset["id"]
 
