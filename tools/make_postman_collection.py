@@ -51,18 +51,19 @@ def request(
     return item
 
 
-def poll_until_final(request_name: str, expect: str, then: str = "") -> str:
-    """A test script that repeats its request (200 ms apart) until the task ends, then checks its status."""
+def poll_until_final(request_name: str, expect: str, then: str = "", *, name: str = "task", final: str = FINAL) -> str:
+    """A test script that repeats its request (200 ms apart) until the task (or v2 ``job``) ends, then
+    checks its status; ``then`` runs after, with the answer in the variable ``name``."""
     return f"""
-const task = pm.response.json();
+const {name} = pm.response.json();
 const polls = Number(pm.collectionVariables.get("polls")) + 1;
 pm.collectionVariables.set("polls", polls);
-if (!{FINAL}.includes(task.status) && polls < 100) {{
+if (!{final}.includes({name}.status) && polls < 100) {{
   setTimeout(() => {{}}, 200);
   pm.execution.setNextRequest("{request_name}");
 }} else {{
   pm.collectionVariables.set("polls", 0);
-  pm.test("task {expect}", () => pm.expect(task.status).to.eql("{expect}"));
+  pm.test("{name} {expect}", () => pm.expect({name}.status).to.eql("{expect}"));
 {then}}}
 """
 
@@ -71,19 +72,7 @@ V2_TERMINAL = '["succeeded", "failed", "canceled", "expired"]'
 
 
 def poll_v2_job(request_name: str, expect: str, then: str = "") -> str:
-    """Like ``poll_until_final`` for a Comfy API v2 job (its own statuses)."""
-    return f"""
-const job = pm.response.json();
-const polls = Number(pm.collectionVariables.get("polls")) + 1;
-pm.collectionVariables.set("polls", polls);
-if (!{V2_TERMINAL}.includes(job.status) && polls < 100) {{
-  setTimeout(() => {{}}, 200);
-  pm.execution.setNextRequest("{request_name}");
-}} else {{
-  pm.collectionVariables.set("polls", 0);
-  pm.test("job {expect}", () => pm.expect(job.status).to.eql("{expect}"));
-{then}}}
-"""
+    return poll_until_final(request_name, expect, then, name="job", final=V2_TERMINAL)
 
 
 def v2_workflow() -> dict[str, Any]:

@@ -17,10 +17,9 @@ from starlette.formparsers import MultiPartException
 
 from api.dependencies import get_services
 from api.v2.asset_store import AssetRecord, HashMismatch, TooLarge, valid_hash
-from api.v2.bodies import caller_scope, read_object
+from api.v2.bodies import caller_scope, idempotency_key, read_object
 from api.v2.content import content_response
 from api.v2.errors import V2Error
-from api.v2.idempotency import check_key
 from api.v2.models import FROM_HASH_BODY, IDEMPOTENCY_HEADER, UPLOAD_BODY, Asset, errors
 from api.v2.state import V2State, get_state
 from api.v2.view import iso
@@ -79,9 +78,7 @@ def _tags(raw: Any) -> list[str]:
 async def upload_asset(
     request: Request, services: Services = Depends(get_services), state: V2State = Depends(get_state)
 ) -> JSONResponse:
-    key = request.headers.get("idempotency-key")
-    if key is not None and (problem := check_key(key)):
-        raise V2Error(400, "invalid_request", problem)
+    key = idempotency_key(request)
     if not request.headers.get("content-type", "").startswith("multipart/form-data"):
         raise V2Error(
             422, "invalid_request", "send multipart/form-data with a 'file' part, 'content_type' and 'file_path'"

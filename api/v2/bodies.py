@@ -8,7 +8,7 @@ from typing import Any
 from fastapi import Request
 
 from api.v2.errors import V2Error
-from api.v2.idempotency import scope_of
+from api.v2.idempotency import check_key, scope_of
 from security.auth import presented_keys
 
 
@@ -27,3 +27,11 @@ def caller_scope(request: Request) -> str:
     """Idempotency keys are per caller: the API key presented (hashed), or one scope when keys are off."""
     offered = presented_keys(request.scope, allow_query=False)
     return scope_of(offered[0] if offered else None)
+
+
+def idempotency_key(request: Request) -> str | None:
+    """The ``Idempotency-Key`` header, checked (400 when unusable), or None when not sent."""
+    key = request.headers.get("idempotency-key")
+    if key is not None and (problem := check_key(key)):
+        raise V2Error(400, "invalid_request", problem)
+    return key

@@ -24,10 +24,9 @@ from fastapi.responses import JSONResponse, StreamingResponse
 
 from api.dependencies import get_services
 from api.v2 import asset_refs, view
-from api.v2.bodies import caller_scope, read_object
+from api.v2.bodies import caller_scope, idempotency_key, read_object
 from api.v2.errors import V2Error, from_comfygate
 from api.v2.events import JobStream
-from api.v2.idempotency import check_key
 from api.v2.models import IDEMPOTENCY_HEADER, SUBMIT_BODY, Job, JobList, JobWorkflow, errors
 from api.v2.state import V2State, get_state
 from core.errors import ComfyGateError, ComfyUIUnavailable
@@ -181,9 +180,7 @@ def is_ui_format(workflow: dict[str, Any]) -> bool:
 async def submit_job(
     request: Request, services: Services = Depends(get_services), state: V2State = Depends(get_state)
 ) -> JSONResponse:
-    key = request.headers.get("idempotency-key")
-    if key is not None and (problem := check_key(key)):
-        raise V2Error(400, "invalid_request", problem)
+    key = idempotency_key(request)
     body = await read_object(request)
     for reserved in ("webhook_url", "inputs"):
         if body.get(reserved) is not None:
