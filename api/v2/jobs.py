@@ -41,7 +41,7 @@ router = APIRouter(prefix="/api/v2", tags=["Comfy API v2"])
 MAX_LABELS = 16
 MAX_FILTERS = 3
 MAX_LABEL_VALUE = 256
-FINISHING_WAIT = 2.0  # s a poll may wait for the outputs of a task ComfyUI has finished
+FINISHING_WAIT = 5.0  # s a poll may wait for the outputs of a task ComfyUI has finished
 LIST_DEFAULT = 50
 LIST_MAX = 100
 SCAN_LIMIT = 5000  # tasks examined per list page when filters match little; the cursor continues after

@@ -281,10 +281,11 @@ def test_a_poll_after_comfyui_finished_answers_with_the_outputs(v2: V2) -> None:
     httpx.post(f"{v2.emulator.url}/emulator/extra_output", json={"filename": "big.bin", "size": size}, timeout=60)
     job = v2.submit(load_workflow("trivial_save.json")).json()
     prompt = v2.gate.task(job["id"])["prompt_id"]
+    backend = v2.gate.server.app.state.services.manager.pool.comfyui["comfyui-1"]
     deadline = time.monotonic() + 15
-    while prompt not in httpx.get(f"{v2.emulator.url}/history/{prompt}").json():
-        assert time.monotonic() < deadline
+    while prompt not in httpx.get(f"{v2.emulator.url}/history/{prompt}").json() or backend.running_prompt == prompt:
+        assert time.monotonic() < deadline  # until ComfyUI is done and ComfyGate has heard it (its WebSocket)
         time.sleep(0.005)
-    body = v2.job(job["id"])  # ComfyUI is done: never "running" from here on
+    body = v2.job(job["id"])  # from here on never "running": the poll waits for the 40 MB output
     assert body["status"] == "succeeded", body["status"]
     assert any(out["size_bytes"] == size for out in body["outputs"])
