@@ -12,7 +12,7 @@ from typing import Any
 
 from fastapi import APIRouter, Depends, Request
 from fastapi.responses import FileResponse, JSONResponse, Response
-from starlette.datastructures import UploadFile
+from starlette.datastructures import FormData, UploadFile
 from starlette.formparsers import MultiPartException
 
 from api.dependencies import get_services
@@ -52,6 +52,29 @@ def asset_json(record: AssetRecord, base: str, *, created_new: bool | None = Non
     return body
 
 
+def read_upload_form(form: FormData, limit: int) -> tuple[UploadFile, dict[str, Any], str | None]:
+    """(the file part, the record's content_type/file_path/tags, the declared hash) of an upload."""
+    upload = form.get("file")
+    if not isinstance(upload, UploadFile):
+        raise V2Error(422, "invalid_request", "missing the 'file' part (the bytes)")
+    if upload.size is not None and upload.size > limit:
+        raise V2Error(413, "payload_too_large", f"the file is larger than the limit of {limit} bytes")
+    file_path = form.get("file_path")
+    if not isinstance(file_path, str) or not file_path.strip():
+        raise V2Error(422, "invalid_request", "missing 'file_path' (the file name, e.g. photo.png)")
+    content_type = form.get("content_type")
+    if not isinstance(content_type, str) or not content_type.strip():
+        content_type = upload.content_type or "application/octet-stream"
+    expected = form.get("expected_hash")
+    if expected is not None and (not isinstance(expected, str) or not valid_hash(expected.lower())):
+        raise V2Error(422, "invalid_request", "'expected_hash' must be blake3:<64 hex digits>")
+    tags = [t for t in form.getlist("tags") if isinstance(t, str)]
+    if len(tags) > MAX_TAGS:
+        raise V2Error(422, "invalid_request", f"at most {MAX_TAGS} tags")
+    meta = {"content_type": content_type.strip(), "file_path": file_path.strip(), "tags": tags}
+    return upload, meta, expected
+
+
 def _tags(raw: Any) -> list[str]:
     if raw is None:
         return []
@@ -89,29 +112,12 @@ async def upload_asset(
     except MultiPartException as exc:
         raise V2Error(422, "invalid_request", f"malformed multipart body: {exc.message}") from exc
     try:
-        upload = form.get("file")
-        if not isinstance(upload, UploadFile):
-            raise V2Error(422, "invalid_request", "missing the 'file' part (the bytes)")
-        file_path = form.get("file_path")
-        if not isinstance(file_path, str) or not file_path.strip():
-            raise V2Error(422, "invalid_request", "missing 'file_path' (the file name, e.g. photo.png)")
-        content_type = form.get("content_type")
-        if not isinstance(content_type, str) or not content_type.strip():
-            content_type = upload.content_type or "application/octet-stream"
-        expected = form.get("expected_hash")
-        if expected is not None and (not isinstance(expected, str) or not valid_hash(expected.lower())):
-            raise V2Error(422, "invalid_request", "'expected_hash' must be blake3:<64 hex digits>")
-        tags = [t for t in form.getlist("tags") if isinstance(t, str)]
-        if len(tags) > MAX_TAGS:
-            raise V2Error(422, "invalid_request", f"at most {MAX_TAGS} tags")
-        if upload.size is not None and upload.size > limit:
-            raise V2Error(413, "payload_too_large", f"the file is larger than the limit of {limit} bytes")
+        upload, meta, expected = read_upload_form(form, limit)
         scope = caller_scope(request)
         if key is not None and not state.keys.claim(scope, f"asset:{key}", "uploading"):
             raise V2Error(
                 422, "idempotency_key_reuse", "this Idempotency-Key was used for an upload before; keys are single-use"
             )
-        meta = {"content_type": content_type.strip(), "file_path": file_path.strip(), "tags": tags}
         try:
             await upload.seek(0)
             record, new_blob = await state.store.run(state.store.upload, upload.file, limit, expected, meta)

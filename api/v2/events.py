@@ -159,53 +159,41 @@ class JobStream:
         finally:
             hub.unsubscribe(sub)
 
+    def _wait(self, now: float, last_sent: float) -> float:
+        """Seconds until something is due: a keepalive, or a throttled progress or preview."""
+        wait = self.keepalive - (now - last_sent)
+        if self._pending_preview is not None:
+            wait = min(wait, self._preview_due - now + 0.01)
+        if self._progress_dirty:
+            wait = min(wait, self._progress_due - now + 0.01)
+        return max(wait, 0.0)
+
+    def _changes(self, task: Task, message: str | None, now: float) -> list[bytes]:
+        """The frames for what changed since the last ones (status, progress, preview), throttled."""
+        if message is not None and message.startswith('{"type":"preview"'):
+            self._pending_preview = preview_payload(json.loads(message))
+        out = [f for f in (self._status_frame(task), self._progress_frame(task, now)) if f]
+        if self._pending_preview is not None and now >= self._preview_due:
+            out.append(frame("preview", self._pending_preview))
+            self._pending_preview = None
+            self._preview_due = now + THROTTLE
+        return out
+
     async def _live(self, sub: Any) -> AsyncIterator[bytes]:
-        messages = aiter(sub)
-        pending: asyncio.Future[str] | None = None
+        wakeups = Wakeups(sub)
         last_sent = time.monotonic()
-        dropped = False
         try:
             while True:
-                now = time.monotonic()
-                wait = self.keepalive - (now - last_sent)
-                if self._pending_preview is not None:
-                    wait = min(wait, self._preview_due - now + 0.01)
-                if self._progress_dirty:
-                    wait = min(wait, self._progress_due - now + 0.01)
-                message: str | None = None
-                if dropped:
-                    await asyncio.sleep(min(max(wait, 0.05), 0.25))  # the hub dropped us: poll the task
-                else:
-                    if pending is None:
-                        pending = asyncio.ensure_future(anext(messages))
-                    done, _ = await asyncio.wait({pending}, timeout=max(wait, 0.0))
-                    if done:
-                        try:
-                            message = pending.result()
-                        except StopAsyncIteration:
-                            dropped = True
-                        pending = None
+                message = await wakeups.next(self._wait(time.monotonic(), last_sent))
                 task = self._task()
                 if task is None:
                     return
-                now = time.monotonic()
-                out: list[bytes] = []
-                if message is not None and message.startswith('{"type":"preview"'):
-                    self._pending_preview = preview_payload(json.loads(message))
                 if task.status.final:
                     for chunk in self._ending(task):
                         yield chunk
                     return
-                status = self._status_frame(task)
-                if status:
-                    out.append(status)
-                progress = self._progress_frame(task, now)
-                if progress:
-                    out.append(progress)
-                if self._pending_preview is not None and now >= self._preview_due:
-                    out.append(frame("preview", self._pending_preview))
-                    self._pending_preview = None
-                    self._preview_due = now + THROTTLE
+                now = time.monotonic()
+                out = self._changes(task, message, now)
                 if not out and now - last_sent >= self.keepalive - 0.01:
                     out.append(KEEPALIVE)
                 for chunk in out:
@@ -213,5 +201,35 @@ class JobStream:
                 if out:
                     last_sent = now
         finally:
-            if pending is not None:
-                pending.cancel()
+            wakeups.close()
+
+
+class Wakeups:
+    """A stream's hub subscription read with a timeout, through one pending read (a timeout never
+    loses a message). Once the hub has dropped the listener (it fell behind), it paces a poll instead."""
+
+    def __init__(self, sub: Any) -> None:
+        self._messages = aiter(sub)
+        self._pending: asyncio.Future[str] | None = None
+        self._dropped = False
+
+    async def next(self, timeout: float) -> str | None:
+        """The next message, or None after ``timeout`` s (or at a poll's pace once dropped)."""
+        if self._dropped:
+            await asyncio.sleep(min(max(timeout, 0.05), 0.25))
+            return None
+        if self._pending is None:
+            self._pending = asyncio.ensure_future(anext(self._messages))
+        done, _ = await asyncio.wait({self._pending}, timeout=timeout)
+        if not done:
+            return None
+        pending, self._pending = self._pending, None
+        try:
+            return pending.result()
+        except StopAsyncIteration:
+            self._dropped = True
+            return None
+
+    def close(self) -> None:
+        if self._pending is not None:
+            self._pending.cancel()

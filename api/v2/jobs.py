@@ -11,11 +11,6 @@ confirms.
 from __future__ import annotations
 
 import asyncio
-import base64
-import binascii
-import json
-import re
-import unicodedata
 import uuid
 from typing import Any
 
@@ -23,10 +18,11 @@ from fastapi import APIRouter, Depends, Request
 from fastapi.responses import JSONResponse, StreamingResponse
 
 from api.dependencies import get_services
-from api.v2 import asset_refs, view
+from api.v2 import asset_refs, listing, view
 from api.v2.bodies import caller_scope, idempotency_key, read_object
 from api.v2.errors import V2Error, from_comfygate
 from api.v2.events import JobStream
+from api.v2.labels import check_labels
 from api.v2.models import IDEMPOTENCY_HEADER, SUBMIT_BODY, Job, JobList, JobWorkflow, errors
 from api.v2.state import V2State, get_state
 from core.errors import ComfyGateError, ComfyUIUnavailable
@@ -38,15 +34,7 @@ from workflow.format import detect_format
 
 router = APIRouter(prefix="/api/v2", tags=["Comfy API v2"])
 
-MAX_LABELS = 16
-MAX_FILTERS = 3
-MAX_LABEL_VALUE = 256
 FINISHING_WAIT = 5.0  # s a poll may wait for the outputs of a task ComfyUI has finished
-LIST_DEFAULT = 50
-LIST_MAX = 100
-SCAN_LIMIT = 5000  # tasks examined per list page when filters match little; the cursor continues after
-_LABEL_KEY = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,62}$")
-_FILTER = re.compile(r"^metadata\[(.*)\]$")
 
 
 # --- helpers ---------------------------------------------------------------------------------------
@@ -120,36 +108,26 @@ def render(services: Services, state: V2State, task: Task, base: str) -> dict[st
     )
 
 
-def _printable(text: str) -> bool:
-    """No control characters and no bidirectional embeddings, overrides or isolates."""
-    return not any(unicodedata.category(c) in ("Cc", "Cf") for c in text)
-
-
-def check_labels(raw: Any) -> dict[str, str]:
-    if raw is None:
-        return {}
-    if not isinstance(raw, dict):
+def check_workflow(body: dict[str, Any], convert_ui: bool) -> dict[str, Any]:
+    """The submitted workflow: an API-format graph (a UI export only with the conversion extension on)."""
+    for reserved in ("webhook_url", "inputs"):
+        if body.get(reserved) is not None:
+            raise V2Error(422, "invalid_request", f"'{reserved}' is reserved by the contract and not accepted yet")
+    workflow = body.get("workflow")
+    if not isinstance(workflow, dict) or not workflow:
         raise V2Error(
-            422, "metadata_invalid", '\'metadata\' must be an object of string labels, like {"client": "acme"}'
+            422,
+            "invalid_workflow",
+            "send 'workflow': the API-format graph, an object of node id → {class_type, inputs}",
         )
-    if len(raw) > MAX_LABELS:
-        raise V2Error(422, "metadata_invalid", f"'metadata' has {len(raw)} labels; at most {MAX_LABELS}")
-    for key, value in raw.items():
-        if not _LABEL_KEY.match(key):
-            raise V2Error(
-                422,
-                "metadata_invalid",
-                f"metadata key {key!r}: 1-63 letters, digits, '_', '.', ':' or '-', starting with a letter or digit",
-                {"key": key},
-            )
-        if not isinstance(value, str) or len(value) > MAX_LABEL_VALUE or not _printable(value):
-            raise V2Error(
-                422,
-                "metadata_invalid",
-                f"metadata {key!r}: the value must be a string of at most {MAX_LABEL_VALUE} printable characters",
-                {"key": key},
-            )
-    return dict(raw)
+    if is_ui_format(workflow) and not convert_ui:
+        raise V2Error(
+            422,
+            "workflow_format_ui",
+            "this is a UI export (nodes/links); export the workflow in API format (Workflow → Export (API)),"
+            " or let ComfyGate convert it with COMFYUI_V2_CONVERT_UI_WORKFLOWS=true",
+        )
+    return workflow
 
 
 def check_extra_data(raw: Any) -> dict[str, str] | None:
@@ -182,23 +160,7 @@ async def submit_job(
 ) -> JSONResponse:
     key = idempotency_key(request)
     body = await read_object(request)
-    for reserved in ("webhook_url", "inputs"):
-        if body.get(reserved) is not None:
-            raise V2Error(422, "invalid_request", f"'{reserved}' is reserved by the contract and not accepted yet")
-    workflow = body.get("workflow")
-    if not isinstance(workflow, dict) or not workflow:
-        raise V2Error(
-            422,
-            "invalid_workflow",
-            "send 'workflow': the API-format graph, an object of node id → {class_type, inputs}",
-        )
-    if is_ui_format(workflow) and not services.settings.v2_convert_ui_workflows:
-        raise V2Error(
-            422,
-            "workflow_format_ui",
-            "this is a UI export (nodes/links); export the workflow in API format (Workflow → Export (API)),"
-            " or let ComfyGate convert it with COMFYUI_V2_CONVERT_UI_WORKFLOWS=true",
-        )
+    workflow = check_workflow(body, services.settings.v2_convert_ui_workflows)
     labels = check_labels(body.get("metadata"))
     extra_data = check_extra_data(body.get("extra_data"))
     refs = [ref for _, _, ref in asset_refs.find_refs(workflow)]
@@ -244,84 +206,14 @@ async def submit_job(
     openapi_extra={
         "parameters": [
             {"name": "status", "in": "query", "schema": {"type": "string"}, "description": "comma-separated"},
-            {"name": "limit", "in": "query", "schema": {"type": "integer", "minimum": 1, "maximum": LIST_MAX}},
+            {"name": "limit", "in": "query", "schema": {"type": "integer", "minimum": 1, "maximum": listing.LIST_MAX}},
             {"name": "cursor", "in": "query", "schema": {"type": "string"}, "description": "a next_cursor"},
         ]
     },
 )
 async def list_jobs(request: Request, services: Services = Depends(get_services)) -> JSONResponse:
-    query = request.query_params
-    limit = LIST_DEFAULT
-    if "limit" in query:
-        try:
-            limit = int(query["limit"])
-        except ValueError as exc:
-            raise V2Error(400, "invalid_request", "'limit' must be an integer") from exc
-        if not 1 <= limit <= LIST_MAX:
-            raise V2Error(400, "invalid_request", f"'limit' must be between 1 and {LIST_MAX}")
-    wanted: set[str] | None = None
-    if query.get("status"):
-        wanted = {s.strip() for s in query["status"].split(",") if s.strip()}
-        unknown = wanted - set(view.STATUSES)
-        if unknown:
-            raise V2Error(
-                400, "invalid_request", f"unknown status {sorted(unknown)[0]!r}; one of {', '.join(view.STATUSES)}"
-            )
-    filters: dict[str, str] = {}
-    for name, value in query.multi_items():
-        match = _FILTER.match(name)
-        if match is None:
-            continue
-        label = match.group(1)
-        if label in filters or len(filters) >= MAX_FILTERS or not _LABEL_KEY.match(label) or not _printable(value):
-            raise V2Error(
-                400,
-                "invalid_metadata_filter",
-                f"metadata filters: at most {MAX_FILTERS}, each key once, keys like metadata keys, printable values"
-                f" (refused: {name!r})",
-            )
-        filters[label] = value
-    after = None
-    if query.get("cursor"):
-        after = decode_cursor(query["cursor"])
-        if services.store.get(after) is None:
-            raise V2Error(400, "invalid_cursor", "this cursor is not one ComfyGate issued, or its job is gone")
-    statuses = set().union(*(view.TASK_STATUSES[s] for s in wanted)) if wanted is not None else None
-    items: list[dict[str, Any]] = []
-    last: str | None = None
-    scanned = 0
-    more = False
-    for task in services.store.scan(before=after, status=statuses):
-        if len(items) >= limit or scanned >= SCAN_LIMIT:
-            more = True
-            break
-        scanned += 1
-        last = task.task_id
-        if wanted is not None and view.status_of(task) not in wanted:
-            continue
-        labels = task.extra.get("v2_metadata") or {}
-        if any(labels.get(k) != v for k, v in filters.items()):
-            continue
-        items.append(view.list_item_of(task))
-    body: dict[str, Any] = {"jobs": items}
-    if more and last is not None:
-        body["next_cursor"] = encode_cursor(last)
-    return JSONResponse(body)
-
-
-def encode_cursor(task_id: str) -> str:
-    return base64.urlsafe_b64encode(json.dumps({"after": task_id}).encode()).decode().rstrip("=")
-
-
-def decode_cursor(cursor: str) -> str:
-    try:
-        data = json.loads(base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)))
-        after = data["after"]
-        if not isinstance(after, str):
-            raise TypeError
-        return after
-    except (ValueError, KeyError, TypeError, binascii.Error) as exc:
-        raise V2Error(400, "invalid_cursor", "this cursor is not one ComfyGate issued") from exc
+    query = listing.parse(request.query_params, request.query_params.multi_items(), services.store)
+    return JSONResponse(listing.page(services.store, query))
 
 
 @router.get(
