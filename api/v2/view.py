@@ -27,6 +27,7 @@ TASK_STATUSES: dict[str, frozenset[TaskStatus]] = {
     "canceled": frozenset({TaskStatus.INTERRUPTED}),
     "expired": frozenset(),
 }
+OUTPUT_KINDS = frozenset({"image", "video", "audio", "text", "file", "latent"})
 # Output ids are deterministic: the same output always has the same asset id, across polls and restarts.
 _OUTPUT_NAMESPACE = uuid.UUID("7b0c8f2e-5d1a-4c3b-9e6f-2a4d8c1b0e93")
 _KIND_BY_KEY = {"images": "image", "gifs": "video", "video": "video", "videos": "video", "audio": "audio"}
@@ -86,7 +87,15 @@ def progress_of(task: Task) -> dict[str, Any] | None:
 
 
 def output_kind(task: Task, entry: dict[str, Any]) -> str:
-    """The normalised kind of one output: from the key the node listed it under, else its media type."""
+    """The normalised kind of one output: ComfyGate's own kind when the entry has one, else from the key the
+    node listed it under, else from its media type. The contract has no 3D kind: such files are ``file``."""
+    if str(entry.get("filename", "")).endswith(".latent"):
+        return "latent"
+    kind = entry.get("kind")
+    if isinstance(kind, str):
+        if entry.get("animated") and kind == "image":
+            return "video"
+        return kind if kind in OUTPUT_KINDS else "file"
     original = (entry.get("comfyui") or {}).get("filename")
     node_output = task.node_outputs.get(str(entry.get("node_id"))) or {}
     if isinstance(node_output, dict) and original:

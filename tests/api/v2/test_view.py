@@ -106,6 +106,9 @@ def test_job_fits_the_contract_in_every_state() -> None:
     }
     done = view.job_of(states[3], "http://h:1", retention=60)
     assert [o["type"] for o in done["outputs"]] == ["image", "latent"]
+    kinds = [{"filename": "a.glb", "kind": "3d"}, {"filename": "b.webp", "kind": "image", "animated": True},
+             {"filename": "c.txt", "kind": "text"}, {"filename": "d.mp3", "kind": "audio"}]  # fmt: skip
+    assert [view.output_kind(states[3], e) for e in kinds] == ["file", "video", "text", "audio"]
     assert done["outputs"][0]["name"] == "x.png" and done["outputs"][0]["url"].startswith("http://h:1/api/v2/assets/")
     assert view.output_id("t", "a.png") == view.output_id("t", "a.png") != view.output_id("u", "a.png")
     assert view.job_of(states[0], "http://h:1", retention=60, queue_position=3)["queue_position"] == 3
