@@ -96,23 +96,28 @@ def output_kind(task: Task, entry: dict[str, Any]) -> str:
         if entry.get("animated") and kind == "image":
             return "video"
         return kind if kind in OUTPUT_KINDS else "file"
-    original = (entry.get("comfyui") or {}).get("filename")
-    node_output = task.node_outputs.get(str(entry.get("node_id"))) or {}
-    if isinstance(node_output, dict) and original:
-        for key, items in node_output.items():
-            if not isinstance(items, list):
-                continue
-            for item in items:
-                if isinstance(item, dict) and item.get("filename") == original:
-                    if key == "images" and (node_output.get("animated") or [False])[0]:
-                        return "video"
-                    if key in _KIND_BY_KEY:
-                        return _KIND_BY_KEY[key]
+    listed = _listed_kind(task, entry)
+    if listed is not None:
+        return listed
     media = str(entry.get("content_type") or mimetypes.guess_type(entry.get("filename", ""))[0] or "")
     for prefix, kind in (("image/", "image"), ("video/", "video"), ("audio/", "audio"), ("text/", "text")):
         if media.startswith(prefix):
             return kind
-    return "latent" if str(entry.get("filename", "")).endswith(".latent") else "file"
+    return "file"
+
+
+def _listed_kind(task: Task, entry: dict[str, Any]) -> str | None:
+    """The kind said by the key under which the node listed the file (``images``, ``gifs``, ``audio``...)."""
+    original = (entry.get("comfyui") or {}).get("filename")
+    node_output = task.node_outputs.get(str(entry.get("node_id"))) or {}
+    if not isinstance(node_output, dict) or not original:
+        return None
+    for key, items in node_output.items():
+        if isinstance(items, list) and any(isinstance(i, dict) and i.get("filename") == original for i in items):
+            if key == "images" and (node_output.get("animated") or [False])[0]:
+                return "video"
+            return _KIND_BY_KEY.get(key)
+    return None
 
 
 def outputs_of(task: Task, base: str, expires_at: str, hashes: dict[str, str] | None = None) -> list[dict[str, Any]]:
