@@ -207,4 +207,4 @@ class TaskStore:
                 started = task_id == before
                 continue
             if status is None or entry.status in status:
-                yield entry if entry.__class__ is Task else entry.task()  # type: ignore[misc,union-attr]
+                yield entry if entry.__class__ is Task else entry.task()  # type: ignore[union-attr]
