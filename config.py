@@ -130,6 +130,12 @@ class Settings(BaseSettings):
     v2_job_retention: float = Field(
         24 * 3600.0, gt=0, description="a v2 job's expires_at: this many seconds after it ended (or was created)"
     )
+    v2_poll_hold: float = Field(
+        0.25,
+        ge=0,
+        le=30,
+        description="GET /api/v2/jobs/{id} of an unfinished job answers when it ends or after this many seconds",
+    )
     v2_convert_ui_workflows: bool = Field(
         False, description="accept UI-format workflows on POST /api/v2/jobs (an extension: the contract refuses them)"
     )

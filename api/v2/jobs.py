@@ -229,6 +229,9 @@ async def get_job(
         # ComfyUI is done with it; ComfyGate is fetching its outputs (milliseconds for most files):
         # answer with them rather than "running" and a poll interval later (the SDK's next poll is 0.5 s on).
         task = await until_final(services, task, FINISHING_WAIT)
+    elif not task.status.final and services.settings.v2_poll_hold > 0:
+        # A long poll: a short job ends within the hold and its first poll already has the outputs.
+        task = await until_final(services, task, services.settings.v2_poll_hold)
     return JSONResponse(render(services, state, task, public_base(services, request)))
 
 

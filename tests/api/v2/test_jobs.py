@@ -289,3 +289,27 @@ def test_a_poll_after_comfyui_finished_answers_with_the_outputs(v2: V2) -> None:
     body = v2.job(job["id"])  # from here on never "running": the poll waits for the 40 MB output
     assert body["status"] == "succeeded", body["status"]
     assert any(out["size_bytes"] == size for out in body["outputs"])
+
+
+def test_a_poll_of_a_short_job_holds_until_its_end(v2_factory: Any) -> None:
+    """COMFYUI_V2_POLL_HOLD: the poll right after submit answers with the end of a job that ends within the
+    hold (the SDK's run() then needs no second poll 0.5 s later); a long job's poll comes back after it."""
+    v2 = v2_factory(v2_poll_hold=2.0)
+    v2.emulator.set_delays(step_delay=0.02)
+    job = v2.submit(sd_workflow(steps=5)).json()  # ~0.1 s
+    assert v2.job(job["id"])["status"] == "succeeded"
+    long = v2.submit(sd_workflow(steps=400, seed=3)).json()
+    started = time.monotonic()
+    assert v2.job(long["id"])["status"] in ("queued", "running")
+    assert 1.5 < time.monotonic() - started < 6
+    v2.http.post(f"/api/v2/jobs/{long['id']}/cancel")
+
+
+def test_without_the_hold_a_poll_answers_at_once(v2_factory: Any) -> None:
+    v2 = v2_factory(v2_poll_hold=0)
+    v2.emulator.set_delays(step_delay=0.05)
+    job = v2.submit(sd_workflow(steps=20)).json()
+    started = time.monotonic()
+    assert v2.job(job["id"])["status"] in ("queued", "running")
+    assert time.monotonic() - started < 1.0
+    v2.http.post(f"/api/v2/jobs/{job['id']}/cancel")
