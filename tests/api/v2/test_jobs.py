@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import threading
 import time
 from pathlib import Path
@@ -313,3 +314,21 @@ def test_without_the_hold_a_poll_answers_at_once(v2_factory: Any) -> None:
     assert v2.job(job["id"])["status"] in ("queued", "running")
     assert time.monotonic() - started < 1.0
     v2.http.post(f"/api/v2/jobs/{job['id']}/cancel")
+
+
+def test_a_v2_job_shows_on_comfygates_websocket_and_task_list(v2: V2) -> None:
+    from websockets.sync.client import connect
+
+    with connect(f"{v2.gate.ws_url}/ws") as ws:
+        assert json.loads(ws.recv(timeout=5))["type"] == "hello"
+        job = v2.submit(sd_workflow(steps=3), metadata={"via": "ws-test"}).json()
+        statuses = []
+        while True:
+            msg = json.loads(ws.recv(timeout=10))
+            if msg.get("type") == "task_update" and msg["task_id"] == job["id"]:
+                statuses.append(msg["status"])
+                if msg["status"] in ("completed", "failed", "interrupted", "timeout"):
+                    break
+    assert statuses[-1] == "completed" and "running" in statuses
+    listed = {t["task_id"]: t for t in v2.tasks()}
+    assert listed[job["id"]]["source"] == "api_v2" and listed[job["id"]]["v2_metadata"] == {"via": "ws-test"}
