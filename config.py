@@ -156,6 +156,21 @@ class Settings(BaseSettings):
     viewcomfy_server_client_secret: SecretStr | None = None
     viewcomfy_keepalive: float = Field(5.0, gt=0, description="seconds between SSE keepalives on /api/viewcomfy")
 
+    # Comfy API v2 (/api/v2, see api/v2/): Comfy-Org's contract for the official SDKs.
+    v2_max_event_streams: int = Field(10_000, ge=1, description="v2 event streams open at once; beyond: 429")
+    v2_job_retention: float = Field(
+        24 * 3600.0, gt=0, description="a v2 job's expires_at: this many seconds after it ended (or was created)"
+    )
+    v2_poll_hold: float = Field(
+        0.25,
+        ge=0,
+        le=30,
+        description="GET /api/v2/jobs/{id} of an unfinished job answers when it ends or after this many seconds",
+    )
+    v2_convert_ui_workflows: bool = Field(
+        False, description="accept UI-format workflows on POST /api/v2/jobs (an extension: the contract refuses them)"
+    )
+
     @field_validator("comfyui_servers", "cors_origins", mode="before")
     @classmethod
     def _lists(cls, value: object) -> object:

@@ -19,6 +19,7 @@ from fastapi.responses import FileResponse, JSONResponse
 from fastapi.staticfiles import StaticFiles
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from api import v2 as api_v2
 from api.routers import core as routes_core
 from api.routers import metrics as routes_metrics
 from api.routers import task_events as routes_task_events
@@ -104,6 +105,7 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     services.extras["task_db"] = db
     app.state.services = services
     integration.install(services)  # SSE log, synchronous waits, webhooks, metrics: all task observers
+    await api_v2.start(services)  # Comfy API v2: its asset store, idempotency keys, dispatch hook
     await manager.start()
     if recovered:
         log.info("recovering %d unfinished task(s) from %s", len(recovered), settings.database_path)
@@ -113,6 +115,7 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     finally:
         await manager.stop()
         await integration.stop(services)
+        await api_v2.stop(services)
         await http.aclose()
         if db is not None:
             await asyncio.to_thread(db.close)
@@ -188,6 +191,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(routes_workflows.router)
     app.include_router(routes_ws.router)
     app.include_router(routes_viewcomfy.router)
+    api_v2.install(app)  # its routes, and its error envelope on /api/v2/ (outermost middleware)
     if STATIC_DIR.is_dir():
         app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
 

@@ -71,8 +71,11 @@ class Backend(Protocol):
 
     async def stop(self) -> None: ...
 
-    async def hand_over(self, task: Task, host: TaskHost) -> None:
-        """Give ``task`` to the backend; ComfyUI's refusal is raised. Returns once it is accepted."""
+    async def hand_over(self, task: Task, host: TaskHost, extra_data: dict[str, Any] | None = None) -> None:
+        """Give ``task`` to the backend; ComfyUI's refusal is raised. Returns once it is accepted.
+
+        ``extra_data``: ComfyUI's per-prompt extra_data (e.g. a partner-node API key), never stored.
+        """
         ...
 
     async def cancel(self, task: Task) -> str:

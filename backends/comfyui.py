@@ -181,14 +181,16 @@ class ComfyUIBackend(BackendBase):
         return stats
 
     # --- running tasks ---------------------------------------------------------------------------
-    async def hand_over(self, task: Task, host: TaskHost) -> None:
+    async def hand_over(self, task: Task, host: TaskHost, extra_data: dict[str, Any] | None = None) -> None:
         """POST the prompt under ComfyGate's prompt id; its WebSocket events then drive the task.
 
         A 200 may still carry node_errors: the outputs that failed validation are dropped from the run;
-        they become the task's warnings. A partner-node key goes in extra_data and nowhere else.
+        they become the task's warnings. ``extra_data`` (a dispatch hook's) and a partner-node key go in
+        the prompt's extra_data and nowhere else.
         """
         key = host.partner_key(task) or self.partner_key
-        extra_data = {PARTNER_KEY_FIELD: key} if key else None
+        if key:
+            extra_data = {**(extra_data or {}), PARTNER_KEY_FIELD: key}
         try:
             answer = await self.client.post_prompt(
                 task.workflow, client_id=self.ws.client_id, prompt_id=task.prompt_id, extra_data=extra_data

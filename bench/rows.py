@@ -668,3 +668,9 @@ ROWS: dict[str, Callable[[Bench], Awaitable[Result | list[Result]]]] = {
     "memory": row_memory,
     "big": row_big,
 }
+
+# The Comfy API v2 row lives in its own module (it needs comfy-sdk and comfy-api-proxy); imported last: it
+# uses this module's Bench and Result.
+from bench.apiv2_sdk import row_sdk  # noqa: E402
+
+ROWS["sdk"] = row_sdk

@@ -32,7 +32,7 @@ from security.refusal import refuse
 
 # Open without a key: the health probe (load balancers), the debugger page and its files (the page asks
 # for a key itself). Everything else, including /metrics and routes nobody has written yet, needs one.
-OPEN_PATHS = frozenset({"/", "/api/health", "/favicon.ico"})
+OPEN_PATHS = frozenset({"/", "/api/health", "/api/v2/health", "/favicon.ico"})
 OPEN_PREFIXES = ("/static/",)
 DOCS_PATHS = frozenset({"/docs", "/docs/oauth2-redirect", "/redoc", "/openapi.json"})
 # HTTP paths where ``?token=`` is accepted: Server-Sent Events (EventSource cannot set headers).

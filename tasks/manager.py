@@ -33,7 +33,7 @@ from tasks.progress import End, apply_event
 from tasks.recovery import Recovery
 from tasks.runtime import Jobs, Timers
 from tasks.store import TaskStore
-from tasks.submission import Submitter
+from tasks.submission import DispatchHook, Submitter
 from tasks.updates import Observer, Updates
 
 log = logging.getLogger("comfygate.tasks")
@@ -61,6 +61,10 @@ class TaskManager:
     # --- wiring and lifecycle ----------------------------------------------------------------------
     def add_observer(self, observer: Observer) -> None:
         self.updates.observers.append(observer)
+
+    def add_dispatch_hook(self, hook: DispatchHook) -> None:
+        """See ``tasks.submission.DispatchHook``."""
+        self.submitter.dispatch_hooks.append(hook)
 
     def add_backend(self, backend: Backend) -> None:
         self.pool.add(backend)

@@ -6,7 +6,7 @@ import json
 import marshal
 import zlib
 from collections import OrderedDict, deque
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 
 from core.task import FINAL_STATUSES, Task, TaskStatus
 
@@ -196,3 +196,15 @@ class TaskStore:
             chosen = list(entries)
         page = chosen[offset : offset + limit]
         return len(chosen), [e if e.__class__ is Task else e.task() for e in page]  # type: ignore[union-attr]
+
+    def scan(self, before: str | None = None, status: set[TaskStatus] | None = None) -> Iterator[Task]:
+        """Newest first, from just after the task ``before``; only tasks of ``status`` (others are skipped
+        without being decoded). For cursor pages: a position that is a task, not an offset, does not shift
+        when tasks are added meanwhile. An unknown ``before`` yields nothing."""
+        started = before is None
+        for task_id, entry in reversed(self._tasks.items()):
+            if not started:
+                started = task_id == before
+                continue
+            if status is None or entry.status in status:
+                yield entry if entry.__class__ is Task else entry.task()  # type: ignore[union-attr]

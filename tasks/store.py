@@ -3,7 +3,7 @@ the SQLite writer (``sqlite_store``) observing it; a shared store for several re
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from typing import Protocol
 
 from core.task import Task, TaskStatus
@@ -42,4 +42,9 @@ class TaskStore(Protocol):
         self, status: set[TaskStatus] | None = None, offset: int = 0, limit: int = 50, newest_first: bool = True
     ) -> tuple[int, list[Task]]:
         """(total matching, one page of them)."""
+        ...
+
+    def scan(self, before: str | None = None, status: set[TaskStatus] | None = None) -> Iterator[Task]:
+        """Newest first, from just after the task ``before`` (cursor pages: nothing shifts when tasks are
+        added meanwhile); only tasks of ``status``. An unknown ``before`` yields nothing."""
         ...

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import time
 import uuid
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from backends.base import Backend, TaskHost
@@ -18,6 +19,11 @@ from tasks.endings import Endings
 from tasks.pool import Pool, workflow_classes
 from tasks.store import TaskStore
 from tasks.updates import Updates
+
+# Awaited just before a task is handed to a backend (a direct submission, the dispatcher, a failover):
+# it may prepare the backend (the v2 API uploads the job's assets to it) and return extra_data for this
+# hand-over only (never stored with the task). A ComfyGateError it raises refuses the hand-over.
+DispatchHook = Callable[[Task, Backend], Awaitable[dict[str, Any] | None]]
 
 
 class Submitter:
@@ -30,6 +36,7 @@ class Submitter:
         self.endings = endings
         self.updates = updates
         self.host = host
+        self.dispatch_hooks: list[DispatchHook] = []
 
     async def submit(
         self,
@@ -92,7 +99,10 @@ class Submitter:
         else:
             self.store.reindex(task, task.prompt_id)
         try:
-            await backend.hand_over(task, self.host)
+            extra_data: dict[str, Any] = {}
+            for hook in self.dispatch_hooks:
+                extra_data.update(await hook(task, backend) or {})
+            await backend.hand_over(task, self.host, extra_data or None)
         except BaseException:
             self.pool.taken_back(task, backend)
             if new:

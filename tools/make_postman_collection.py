@@ -15,7 +15,15 @@ FINAL = '["completed", "failed", "interrupted", "timeout"]'
 
 
 def request(
-    name: str, method: str, path: str, *, body: Any = None, form: list | None = None, tests: str = "", pre: str = ""
+    name: str,
+    method: str,
+    path: str,
+    *,
+    body: Any = None,
+    form: list | None = None,
+    tests: str = "",
+    pre: str = "",
+    headers: dict[str, str] | None = None,
 ) -> dict[str, Any]:
     raw_url = "{{baseUrl}}" + path
     url_path = [p for p in path.split("?")[0].split("/") if p]
@@ -24,6 +32,8 @@ def request(
         url["query"] = [{"key": k, "value": v} for k, v in (kv.split("=") for kv in path.split("?")[1].split("&"))]
     # A URL held whole in a variable must stay raw: split into segments its slashes would be escaped.
     req: dict[str, Any] = {"method": method, "header": [], "url": raw_url if path.startswith("{{") else url}
+    for key, value in (headers or {}).items():
+        req["header"].append({"key": key, "value": value})
     if body is not None:
         req["header"].append({"key": "Content-Type", "value": "application/json"})
         req["body"] = {"mode": "raw", "raw": json.dumps(body, indent=2), "options": {"raw": {"language": "json"}}}
@@ -41,21 +51,179 @@ def request(
     return item
 
 
-def poll_until_final(request_name: str, expect: str, then: str = "") -> str:
-    """A test script that repeats its request (200 ms apart) until the task ends, then checks its status."""
+def poll_until_final(request_name: str, expect: str, then: str = "", *, name: str = "task", final: str = FINAL) -> str:
+    """A test script that repeats its request (200 ms apart) until the task (or v2 ``job``) ends, then
+    checks its status; ``then`` runs after, with the answer in the variable ``name``."""
     return f"""
-const task = pm.response.json();
+const {name} = pm.response.json();
 const polls = Number(pm.collectionVariables.get("polls")) + 1;
 pm.collectionVariables.set("polls", polls);
-if (!{FINAL}.includes(task.status) && polls < 100) {{
+if (!{final}.includes({name}.status) && polls < 100) {{
   setTimeout(() => {{}}, 200);
   pm.execution.setNextRequest("{request_name}");
 }} else {{
   pm.collectionVariables.set("polls", 0);
-  pm.test("task {expect}", () => pm.expect(task.status).to.eql("{expect}"));
+  pm.test("{name} {expect}", () => pm.expect({name}.status).to.eql("{expect}"));
 {then}}}
 """
 
+
+V2_TERMINAL = '["succeeded", "failed", "canceled", "expired"]'
+
+
+def poll_v2_job(request_name: str, expect: str, then: str = "") -> str:
+    return poll_until_final(request_name, expect, then, name="job", final=V2_TERMINAL)
+
+
+def v2_workflow() -> dict[str, Any]:
+    """LoadImage (the uploaded asset, as a core/ASSET reference) → ImageInvert → SaveImage."""
+    return {
+        "1": {"class_type": "LoadImage", "inputs": {"image": {"__type": "core/ASSET", "info": {"id": "{{asset_id}}"}}}},
+        "2": {"class_type": "ImageInvert", "inputs": {"image": ["1", 0]}},
+        "3": {"class_type": "SaveImage", "inputs": {"images": ["2", 0], "filename_prefix": "postman_v2"}},
+    }
+
+
+def long_v2_workflow() -> dict[str, Any]:
+    workflow = json.loads((OUT.parent / "workflows" / "sd_txt2img_api.json").read_text())
+    workflow["3"]["inputs"]["steps"] = 400
+    return workflow
+
+
+V2_ITEMS = [
+    request(
+        "v2 Health",
+        "GET",
+        "/api/v2/health",
+        tests="""
+pm.test("Comfy API v2 answers", () => pm.response.to.have.status(200));
+pm.test("backends up", () => pm.expect(pm.response.json().status).to.be.oneOf(["healthy", "degraded"]));
+""",
+    ),
+    request(
+        "v2 Upload asset",
+        "POST",
+        "/api/v2/assets",
+        form=[
+            {"key": "file", "type": "file", "src": "docs/debugger-loaded.png"},
+            {"key": "file_path", "type": "text", "value": "photo.png"},
+            {"key": "content_type", "type": "text", "value": "image/png"},
+        ],
+        tests="""
+pm.test("asset stored (201 new, 200 bytes already there)", () => pm.expect(pm.response.code).to.be.oneOf([200, 201]));
+const asset = pm.response.json();
+pm.test("content-addressed", () => pm.expect(asset.hash).to.match(/^blake3:[0-9a-f]{64}$/));
+pm.collectionVariables.set("asset_id", asset.id);
+pm.collectionVariables.set("asset_hash", asset.hash);
+""",
+    ),
+    request(
+        "v2 Asset by hash",
+        "HEAD",
+        "/api/v2/assets/by-hash/{{asset_hash}}",
+        tests='pm.test("the bytes are known", () => pm.response.to.have.status(200));',
+    ),
+    request(
+        "v2 Submit job",
+        "POST",
+        "/api/v2/jobs",
+        body={"workflow": v2_workflow(), "metadata": {"source": "postman"}},
+        headers={"Idempotency-Key": "{{idempotency_key}}"},
+        pre='pm.collectionVariables.set("idempotency_key", pm.variables.replaceIn("{{$guid}}"));',
+        tests="""
+pm.test("job created", () => pm.response.to.have.status(201));
+const job = pm.response.json();
+const nullable = ["started_at", "completed_at", "progress", "error", "queue_position"];
+pm.test("every nullable field present", () => nullable.forEach(k => pm.expect(job).to.have.property(k)));
+pm.collectionVariables.set("job_id", job.id);
+""",
+    ),
+    request(
+        "v2 Same Idempotency-Key again",
+        "POST",
+        "/api/v2/jobs",
+        body={"workflow": v2_workflow()},
+        headers={"Idempotency-Key": "{{idempotency_key}}"},
+        tests="""
+pm.test("refused: keys are single-use", () => pm.response.to.have.status(422));
+pm.test("idempotency_key_reuse", () => pm.expect(pm.response.json().error.code).to.eql("idempotency_key_reuse"));
+""",
+    ),
+    request(
+        "v2 Job status",
+        "GET",
+        "/api/v2/jobs/{{job_id}}",
+        tests=poll_v2_job(
+            "v2 Job status",
+            "succeeded",
+            then="""  pm.test("an output", () => pm.expect(job.outputs.length).to.be.above(0));
+  pm.test("absolute output URL", () => pm.expect(job.outputs[0].url).to.match(/^https?:\\/\\//));
+  pm.collectionVariables.set("v2_output_url", job.outputs[0].url.replace(/^https?:\\/\\/[^/]+/, ""));
+""",
+        ),
+    ),
+    request(
+        "v2 Output, first bytes",
+        "GET",
+        "{{v2_output_url}}",
+        headers={"Range": "bytes=0-7"},
+        tests="""
+pm.test("a range", () => pm.response.to.have.status(206));
+pm.test("of 8 bytes", () => pm.expect(pm.response.stream.length).to.eql(8));
+""",
+    ),
+    request(
+        "v2 List jobs by label",
+        "GET",
+        "/api/v2/jobs?metadata[source]=postman&limit=10",
+        tests="""
+pm.test("listed", () => pm.response.to.have.status(200));
+const ids = pm.response.json().jobs.map(j => j.id);
+pm.test("the job is there", () => pm.expect(ids).to.include(pm.collectionVariables.get("job_id")));
+""",
+    ),
+    request(
+        "v2 Job workflow",
+        "GET",
+        "/api/v2/jobs/{{job_id}}/workflow",
+        tests="""
+pm.test("the workflow that ran", () => pm.expect(pm.response.json().format).to.eql("api"));
+const ran = pm.response.json().workflow;
+pm.test("the asset became a file name", () => pm.expect(ran["1"].inputs.image).to.match(/^v2_/));
+""",
+    ),
+    request(
+        "v2 Submit long job",
+        "POST",
+        "/api/v2/jobs",
+        body={"workflow": long_v2_workflow()},
+        tests="""
+pm.test("long job created", () => pm.response.to.have.status(201));
+pm.collectionVariables.set("long_job_id", pm.response.json().id);
+""",
+    ),
+    request(
+        "v2 Cancel",
+        "POST",
+        "/api/v2/jobs/{{long_job_id}}/cancel",
+        tests="""
+pm.test("cancel accepted", () => pm.response.to.have.status(200));
+pm.test("canceling or canceled", () => pm.expect(pm.response.json().status).to.be.oneOf(["canceling", "canceled"]));
+""",
+    ),
+    request(
+        "v2 Canceled job",
+        "GET",
+        "/api/v2/jobs/{{long_job_id}}",
+        tests=poll_v2_job("v2 Canceled job", "canceled"),
+    ),
+    request(
+        "v2 Delete asset",
+        "DELETE",
+        "/api/v2/assets/{{asset_id}}",
+        tests='pm.test("deleted", () => pm.response.to.have.status(204));',
+    ),
+]
 
 ITEMS = [
     request(
@@ -186,6 +354,7 @@ pm.test("both tasks are in the history", () => {
         "/api/workflow/{{workflow_name}}",
         tests='pm.test("workflow deleted", () => pm.response.to.have.status(200));',
     ),
+    *V2_ITEMS,
 ]
 
 COLLECTION = {
@@ -206,6 +375,12 @@ COLLECTION = {
         {"key": "long_task_id", "value": ""},
         {"key": "long_prompt_id", "value": ""},
         {"key": "polls", "value": "0"},
+        {"key": "asset_id", "value": ""},
+        {"key": "asset_hash", "value": ""},
+        {"key": "idempotency_key", "value": ""},
+        {"key": "job_id", "value": ""},
+        {"key": "v2_output_url", "value": ""},
+        {"key": "long_job_id", "value": ""},
     ],
     "item": ITEMS,
 }

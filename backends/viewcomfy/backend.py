@@ -138,8 +138,11 @@ class ViewComfyBackend(BackendBase):
         return {"kind": self.kind, "note": "ViewComfy has no status route; healthy means the last call got an answer"}
 
     # --- running a task --------------------------------------------------------------------------
-    async def hand_over(self, task: Task, host: TaskHost) -> None:
-        """Start the call in the background. The seed rule runs now, so the submit answer shows the new seed."""
+    async def hand_over(self, task: Task, host: TaskHost, extra_data: dict[str, Any] | None = None) -> None:
+        """Start the call in the background. The seed rule runs now, so the submit answer shows the new seed.
+
+        ViewComfy's API has no place for ComfyUI's ``extra_data``: it is not sent.
+        """
         if not task.params:
             task.workflow, task.params = bump_seed(task.workflow)
         host.spawn(self._run(task, host), name=f"viewcomfy {task.task_id}")

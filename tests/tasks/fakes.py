@@ -25,6 +25,7 @@ class FakeBackend(BackendBase):
         self.down_since = None
         self.last_error = None
         self.received: list[str] = []
+        self.extra_data: list[dict[str, Any] | None] = []  # what each hand-over carried
         self.cancelled: list[str] = []
         self.refuse: PromptRejected | None = None
         self.cancel_answer = "deleted"
@@ -50,10 +51,11 @@ class FakeBackend(BackendBase):
     async def stop(self) -> None:
         pass
 
-    async def hand_over(self, task: Task, host: TaskHost) -> None:
+    async def hand_over(self, task: Task, host: TaskHost, extra_data: dict[str, Any] | None = None) -> None:
         if self.refuse is not None:
             raise self.refuse
         self.received.append(task.task_id)
+        self.extra_data.append(extra_data)
 
     async def cancel(self, task: Task) -> str:
         self.cancelled.append(task.task_id)

@@ -178,3 +178,39 @@ async def test_recover_after_a_restart(make: object) -> None:
     manager.pool.wake()
     await until(lambda: len(backend.received) == 2)
     assert set(backend.received) == {held.task_id, queued_on_gone.task_id}
+
+
+async def test_dispatch_hooks_see_the_chosen_backend_every_time(make: object) -> None:
+    """A hook runs on each hand-over (direct, then from ComfyGate's queue); its extra_data is not stored."""
+    first, second = FakeBackend("first"), FakeBackend("second", up=False)
+    manager, _ = await make(first, second)  # type: ignore[operator]
+    calls: list[tuple[str, str]] = []
+
+    async def hook(task: Task, backend: object) -> dict[str, object]:
+        calls.append((task.task_id, backend.name))  # type: ignore[attr-defined]
+        return {"api_key_comfy_org": "secret"}
+
+    manager.add_dispatch_hook(hook)
+    direct = await manager.submit(WORKFLOW)
+    first.up = False
+    held = await manager.submit(WORKFLOW)
+    assert held.status == TaskStatus.PENDING and calls == [(direct.task_id, "first")]
+    second.up = True
+    manager.pool.wake()
+    await until(lambda: held.backend == "second")
+    assert calls == [(direct.task_id, "first"), (held.task_id, "second")]
+    assert first.extra_data == [{"api_key_comfy_org": "secret"}] == second.extra_data
+    assert "secret" not in repr(direct.to_dict(include_workflow=True))
+
+
+async def test_a_hook_that_refuses_keeps_nothing(make: object) -> None:
+    backend = FakeBackend("only")
+    manager, _ = await make(backend)  # type: ignore[operator]
+
+    async def refuse(task: Task, backend: object) -> None:
+        raise PromptRejected({"message": "no"}, {})
+
+    manager.add_dispatch_hook(refuse)
+    with pytest.raises(PromptRejected):
+        await manager.submit(WORKFLOW)
+    assert len(manager.store) == 0 and backend.received == [] and not backend.inflight

@@ -157,3 +157,19 @@ def test_restart_reads_history_back_compacted(emulator: Any, gate_factory: Any) 
     assert [new.task(task_id) for task_id in done] == before
     listed = new.client.get("/api/history").json()
     assert listed["total"] == 3 and listed["tasks"] == before[::-1]
+
+
+def test_scan_pages_from_a_task_and_skips_other_statuses_without_shifting() -> None:
+    store = TaskStore(limit=100, full_finished=2)  # most finished ones compacted: scan decodes those too
+    for i in range(6):
+        task = make_task(i, TaskStatus.RUNNING)
+        store.add(task)
+        finish(store, task, TaskStatus.FAILED if i == 3 else TaskStatus.COMPLETED)
+    ids = [t.task_id for t in store.scan()]
+    assert ids == ["t005", "t004", "t003", "t002", "t001", "t000"]
+    store.add(make_task(6, TaskStatus.RUNNING))  # a newer task does not move a page that starts at a task
+    assert [t.task_id for t in store.scan(before="t003")] == ["t002", "t001", "t000"]
+    assert [t.task_id for t in store.scan(status={TaskStatus.COMPLETED})][:2] == ["t005", "t004"]
+    assert [t.task_id for t in store.scan(before="t004", status={TaskStatus.FAILED})] == ["t003"]
+    assert list(store.scan(before="nope")) == []
+    assert store.get("t001") == next(store.scan(before="t002"))
