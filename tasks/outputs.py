@@ -115,7 +115,13 @@ class Outputs:
         local = f"{task.task_id[:8]}_{sanitize_filename(item['filename'])}"
         subfolder = str(item.get("subfolder") or "")
         wanted = {"filename": str(item["filename"]), "subfolder": subfolder, "type": str(remote)}
-        size = await self.fetcher.fetch(backend, wanted, folder / local, local if kind == "output" else None)
+        dest = folder / local
+        try:
+            size = await self.fetcher.fetch(backend, wanted, dest, local if kind == "output" else None)
+        except asyncio.CancelledError:  # the task failed meanwhile: what this download wrote is not an output
+            self.cache.discard(local)
+            await asyncio.to_thread(dest.unlink, missing_ok=True)
+            raise
         query = "" if kind == "output" else "?type=temp"
         return {
             "filename": local,
