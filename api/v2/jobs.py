@@ -15,7 +15,7 @@ import uuid
 from typing import Any
 
 from fastapi import APIRouter, Depends, Request
-from fastapi.responses import JSONResponse, StreamingResponse
+from fastapi.responses import JSONResponse, Response, StreamingResponse
 
 from api.dependencies import get_services
 from api.v2 import asset_refs, listing, view
@@ -246,6 +246,17 @@ async def get_job_workflow(job_id: str, services: Services = Depends(get_service
     if not workflow:
         raise V2Error(404, "not_found", f"the workflow of job {job_id!r} is no longer kept")
     return JSONResponse({"workflow": workflow, "format": "api"})
+
+
+@router.get(
+    "/jobs/{job_id}/logs",
+    status_code=204,
+    summary="What the run printed: ComfyGate captures no logs, so 204 for every job it holds (the contract's rule)",
+    responses={204: {"description": "this job has no log"}, **errors(401, 404)},
+)
+async def get_job_logs(job_id: str, services: Services = Depends(get_services)) -> Response:
+    task_or_404(services, job_id)
+    return Response(status_code=204)
 
 
 @router.post(

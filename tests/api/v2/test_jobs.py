@@ -79,6 +79,8 @@ def test_submit_answers_201_with_every_field_of_the_contract(v2: V2) -> None:
     assert final["status"] == "succeeded" and len(final["outputs"]) == 1
     out = final["outputs"][0]
     assert out["size_bytes"] > 0 and out["job_id"] == job.id
+    assert "logs" not in final["urls"]  # no log capture: no link, and the route answers 204 as the contract asks
+    assert v2.http.get(f"/api/v2/jobs/{job.id}/logs").status_code == 204
     content = v2.http.get(out["url"])
     assert content.status_code == 200 and len(content.content) == out["size_bytes"]
 
@@ -99,6 +101,7 @@ def test_unknown_job_is_not_found_for_the_sdk(v2: V2) -> None:
     conform_error(v2.http.get("/api/v2/jobs/nope"), 404, "not_found")
     conform_error(v2.http.post("/api/v2/jobs/nope/cancel"), 404, "not_found")
     conform_error(v2.http.get("/api/v2/jobs/nope/workflow"), 404, "not_found")
+    conform_error(v2.http.get("/api/v2/jobs/nope/logs"), 404, "not_found")
 
 
 def _long_job(v2: V2, steps: int = 40) -> dict[str, Any]:
