@@ -73,12 +73,15 @@ def queue_position(services: Services, task: Task) -> int | None:
 
 
 def finishing(services: Services, task: Task) -> bool:
-    """ComfyUI has finished running the task (its backend runs something else, or nothing) while
-    ComfyGate still calls it running: it is fetching the outputs, the last step before the end."""
+    """ComfyGate is fetching the task's outputs, the last step before its end: every output node has
+    reported (``executed``: the downloads start then), or ComfyUI has finished the prompt (its backend runs
+    something else, or nothing) while the task still reads running."""
     if task.status != TaskStatus.RUNNING or task.extra.get("interrupt_requested"):
         return False
     backend = services.manager.pool.comfyui.get(task.backend or "")
-    return backend is not None and backend.connected and backend.running_prompt != task.prompt_id
+    if backend is None or not backend.connected:
+        return False
+    return backend.running_prompt != task.prompt_id or services.manager.outputs.all_reported(task, backend)
 
 
 async def until_final(services: Services, task: Task, timeout: float) -> Task:
