@@ -18,6 +18,7 @@ from tests.api.v2.conftest import V2, conform_error, conform_job, load_image_wor
 from tests.protocol import load_workflow, sd_workflow
 
 
+@pytest.mark.both_generations
 def test_sdk_run_with_an_asset_input_and_outputs_downloaded(v2: V2, tmp_path: Path) -> None:
     with Comfy() as client:
         workflow = Workflow(load_image_workflow())
@@ -110,6 +111,7 @@ def _long_job(v2: V2, steps: int = 40) -> dict[str, Any]:
     return response.json()
 
 
+@pytest.mark.both_generations
 def test_cancel_a_running_job_with_the_sdk(v2: V2) -> None:
     v2.emulator.set_delays(step_delay=0.05)
     with Comfy() as client:
@@ -126,6 +128,7 @@ def test_cancel_a_running_job_with_the_sdk(v2: V2) -> None:
     assert "execution_interrupted" in messages  # ComfyUI really stopped it
 
 
+@pytest.mark.both_generations
 def test_cancel_a_queued_job_removes_it_from_comfyui(v2: V2) -> None:
     v2.emulator.set_delays(step_delay=0.05)
     blocker = _long_job(v2)
@@ -143,6 +146,7 @@ def test_cancel_a_queued_job_removes_it_from_comfyui(v2: V2) -> None:
     assert prompt not in httpx.get(f"{v2.emulator.url}/history").json()  # it never ran
 
 
+@pytest.mark.both_generations
 def test_a_v2_job_is_interruptible_from_comfygates_own_api(v2: V2) -> None:
     v2.emulator.set_delays(step_delay=0.05)
     job = _long_job(v2)
@@ -151,6 +155,7 @@ def test_a_v2_job_is_interruptible_from_comfygates_own_api(v2: V2) -> None:
     assert v2.wait(job["id"])["status"] == "canceled"
 
 
+@pytest.mark.both_generations
 def test_cancel_of_a_finished_job_returns_it_unchanged(v2: V2) -> None:
     job = v2.submit(load_workflow("trivial_save.json")).json()
     v2.wait(job["id"])
