@@ -44,6 +44,7 @@ from security.limits import json_depth
 from security.safe_paths import sanitize_filename
 from workflow.format import detect_format, to_api, unwrap_prompt
 from workflow.library import MAX_WORKFLOW_BYTES, normalise_name
+from workflow.missing import missing_classes, unknown_classes_error, without_classes
 from workflow.params import apply_params, detect_params, validate_workflow
 
 MAX_JSON_DEPTH = 64  # as COMFYUI_MAX_JSON_DEPTH's default; workflows nest 3-4 levels
@@ -186,10 +187,16 @@ async def get_workflow(
     filename: str,
     services: Services = Depends(get_services),
     backend: str | None = Query(None, description="the backend whose object_info is used"),
+    include: str | None = Query(None, description='"source": also the file as stored (a UI workflow as it is)'),
 ) -> dict[str, Any]:
+    if include not in (None, "", "source"):
+        raise InvalidRequest(f"include={include!r}: the only extra a saved workflow has is 'source'")
     stored = await services.library.load(filename)
     fmt, api, params = await describe(services, stored, backend)
-    return {"name": normalise_name(filename), "format": fmt, "workflow": api, "params": params}
+    body = {"name": normalise_name(filename), "format": fmt, "workflow": api, "params": params}
+    if include == "source":
+        body["source"] = stored
+    return body
 
 
 @router.post(
@@ -250,6 +257,22 @@ async def convert_workflow(
     summary="Detect the editable parameters of an inline workflow (not saved)",
     responses={422: _ERRORS[422], 503: _ERRORS[503]},
 )
-async def workflow_params(body: WorkflowIn, services: Services = Depends(get_services)) -> dict[str, Any]:
-    fmt, api, params = await describe(services, body.workflow, body.backend)
-    return {"format": fmt, "workflow": api, "params": params}
+async def workflow_params(
+    body: WorkflowIn,
+    services: Services = Depends(get_services),
+    partial: bool = Query(
+        False,
+        description="describe a workflow whose node classes are not all installed, for viewing: the missing "
+        "ones are listed in missing_classes and left out of workflow and params, and runnable is false",
+    ),
+) -> dict[str, Any]:
+    workflow = unwrap_prompt(body.workflow)
+    detect_format(workflow)  # a non-workflow is a 422 even with no backend
+    info = await services.object_info(body.backend)
+    missing = missing_classes(workflow, info)
+    if missing and not partial:
+        raise unknown_classes_error(missing)
+    if missing:
+        workflow = without_classes(workflow, {m["class_type"] for m in missing})
+    fmt, api, params = await describe(services, workflow, body.backend)
+    return {"format": fmt, "workflow": api, "params": params, "missing_classes": missing, "runnable": not missing}
