@@ -120,7 +120,8 @@ function withNode(problem) {
   const field = problem.key ? form.fields.get(problem.key) : null;
   const p = field ? field.param : null;
   const nodeId = problem.node_id ?? (p && p.node_id);
-  if (nodeId === null || nodeId === undefined || String(problem.message).includes(`#${nodeId}`)) return problem;
+  const named = new RegExp(`(#|\\bnode\\s+)${String(nodeId).replace(/[^\w:]/g, '')}\\b`);
+  if (nodeId === null || nodeId === undefined || named.test(String(problem.message))) return problem;
   const title = p ? (p.title || p.class_type) : ((state.workflow || {})[nodeId] || {}).class_type || '';
   const input = problem.input || (p && p.input);
   return { ...problem, message: `#${nodeId} ${title}${input ? ` · ${input}` : ''}: ${problem.message}` };
@@ -486,9 +487,10 @@ function showSubmitError(err) {
     showFormErrors('Not run: no backend can take it now', [{ message: err.message }]);
     return;
   }
-  const problems = problemsOf(err.body).map(withNode);
+  const raw = problemsOf(err.body);
   form.clearErrors();
-  for (const p of problems) form.place(p);
+  for (const p of raw) form.place(p);
+  const problems = raw.map(withNode); // the list above the form names each problem's node
   const titles = {
     invalid_parameters: 'Not run: some parameters do not fit',
     prompt_rejected: 'Not run: ComfyUI refused the prompt',
