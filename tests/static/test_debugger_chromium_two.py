@@ -649,6 +649,10 @@ def test_a_parameter_sweep_fills_a_labelled_grid(page: Any, lib_gate: Gate) -> N
         seeds.add(task["params"]["3.seed"])
         assert cell.locator("img.output").count() == 1
     assert len(seeds) == 1  # only the swept values differ
+    page.reload()  # the grid comes back, filled from the API
+    open_page(page, lib_gate)
+    page.wait_for_selector('article.sweep[data-status="done"]')
+    assert page.locator("article.sweep td.sweep-cell img.output").count() == 4
 
 
 def test_dropping_comfyui_outputs_loads_their_workflow(page: Any, lib_gate: Gate) -> None:

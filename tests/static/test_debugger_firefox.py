@@ -249,3 +249,33 @@ def test_drop_a_comfyui_png_and_run_a_sweep_in_firefox(firefox: Any, lib_gate: G
     )
     assert len(cells) == 3 and all(has_image for _, has_image in cells)
     assert [lib_gate.task(t)["params"]["3.blur_radius"] for t, _ in cells] == [1, 2, 3]
+
+
+def test_unknown_nodes_seed_control_and_run_times_in_firefox(firefox: Any, lib_gate: Gate) -> None:
+    workflow = json.loads((PROJECT_DIR / "workflows" / "sd_txt2img_api.json").read_text())
+    workflow["20"] = {"class_type": "FancyUpscaler", "inputs": {"image": ["8", 0]}}
+    firefox.navigate(lib_gate.url + "/")
+    wait_js(firefox, "return document.querySelector('#live').classList.contains('live-open')")
+    firefox.execute_script(
+        """const dt = new DataTransfer();
+        dt.items.add(new File([arguments[0]], 'needs_nodes.json', {type: 'application/json'}));
+        document.dispatchEvent(new DragEvent('drop', {dataTransfer: dt, bubbles: true, cancelable: true}));""",
+        script_args=[json.dumps(workflow)],
+    )
+    text = wait_js(firefox, "const b = document.querySelector('#wf-missing'); return !b.hidden && b.textContent")
+    assert "FancyUpscaler" in text
+    assert firefox.execute_script("return document.querySelector('#run').disabled") is True
+
+    open_and_load(firefox, lib_gate, "sd_txt2img_ui.json")  # its KSampler seed is marked "fixed"
+    assert (
+        firefox.execute_script("return document.querySelector('[data-key=\"3.seed\"] select.seed-mode').value")
+        == "fixed"
+    )
+    times = firefox.find_element(By.CSS_SELECTOR, "#run-times")
+    times.clear()
+    times.send_keys("2")
+    firefox.execute_script("const s = document.querySelector('#run-seeds'); s.value = 'increment';")
+    firefox.find_element(By.CSS_SELECTOR, "#run").click()
+    wait_js(firefox, "return document.querySelectorAll('.run[data-task-id]').length === 2")
+    seeds = sorted(lib_gate.wait(t)["params"]["3.seed"] for t in card_ids(firefox))
+    assert seeds == [42, 43]
