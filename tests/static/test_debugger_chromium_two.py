@@ -33,6 +33,7 @@ if not CHROMIUM.exists():
     pytest.skip("Debian's chromium is not installed at /usr/bin/chromium", allow_module_level=True)
 
 DATA = Path(__file__).parent / "media"
+PAYLOAD = "<img src=x onerror=window.__pwned=1>"
 
 
 def card_of(page: Any, task_id: str) -> Any:
@@ -429,11 +430,14 @@ def test_unknown_nodes_and_missing_models_load_for_viewing(page: Any, lib_gate: 
     workflow["4"]["inputs"]["ckpt_name"] = "not_downloaded.safetensors"
     workflow["20"] = {"class_type": "FancyUpscaler", "inputs": {"image": ["8", 0], "scale": 2}}
     workflow["21"] = {"class_type": "MagicSaver", "inputs": {"images": ["20", 0]}}
+    workflow["22"] = {"class_type": PAYLOAD, "inputs": {}}  # a class name is text too
     load_json(page, tmp_path, "needs_nodes.json", workflow)
     box = page.locator("#wf-missing")
     box.wait_for()
     text = box.inner_text()
     assert "FancyUpscaler" in text and "MagicSaver" in text and "not_downloaded.safetensors" in text
+    assert PAYLOAD in text and page.evaluate("() => window.__pwned") is None
+    assert page.locator('#wf-missing img, img[src="x"]').count() == 0
     assert page.locator(field("6.text")).count() == 1  # the new workflow is in the form
     assert page.locator(field("4.filename_prefix")).count() == 0  # not the old one
     assert page.is_disabled("#run")
