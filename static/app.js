@@ -9,6 +9,8 @@ import { HealthPanel, HistoryPanel, QueuePanel } from './js/panels.js';
 import { persist } from './js/persist.js';
 import { FINAL, RunCard } from './js/runs.js';
 import { SweepDialog, SweepGrid } from './js/sweep.js';
+import { announce, setBanner, toast } from './js/notices.js';
+import { selectTab, wireTabs } from './js/tabs.js';
 import { LiveSocket } from './js/ws.js';
 
 const state = {
@@ -42,28 +44,6 @@ function saveFormSoon() {
 const form = new ParamForm($('#params'), { onUploadError: (err) => handleBusy(err), onChange: saveFormSoon });
 
 // --- notices --------------------------------------------------------------------------------------
-function toast(message, kind = 'info') {
-  const el = h('div', { class: `toast toast-${kind}`, text: message });
-  $('#toasts').append(el);
-  setTimeout(() => el.remove(), kind === 'error' ? 8000 : 4000);
-}
-
-function announce(text) {
-  const el = $('#announce');
-  el.textContent = '';
-  setTimeout(() => { el.textContent = text; }, 30);
-}
-
-const banners = new Map(); // reason → message
-function setBanner(reason, message) {
-  if (message) banners.set(reason, message);
-  else banners.delete(reason);
-  const banner = $('#banner');
-  clear(banner);
-  for (const [key, text] of banners) banner.append(h('div', { dataset: { reason: key }, text }));
-  banner.hidden = banners.size === 0;
-}
-
 function handleBusy(err) {
   if (err instanceof ApiError && err.status === 503) {
     const retry = err.retryAfter ? ` (retry in ${err.retryAfter} s)` : '';
@@ -384,35 +364,6 @@ async function switchTab(name, { apply = true, focus = false } = {}) {
   return true;
 }
 
-/** ARIA tabs: the selected tab is the one in the tab order; arrow keys, Home and End move along. */
-function selectTab(list, name, focus) {
-  for (const tab of $$('[role="tab"]', list)) {
-    const on = (tab.dataset.tab || tab.dataset.side) === name;
-    tab.classList.toggle('active', on);
-    tab.setAttribute('aria-selected', String(on));
-    tab.tabIndex = on ? 0 : -1;
-    if (on && focus) tab.focus();
-  }
-}
-
-function wireTabs(list, onSelect) {
-  const tabs = $$('[role="tab"]', list);
-  for (const tab of tabs) {
-    tab.addEventListener('click', () => onSelect(tab.dataset.tab || tab.dataset.side, false));
-    tab.addEventListener('keydown', (e) => {
-      const i = tabs.indexOf(tab);
-      let next = null;
-      if (e.key === 'ArrowRight') next = tabs[(i + 1) % tabs.length];
-      else if (e.key === 'ArrowLeft') next = tabs[(i - 1 + tabs.length) % tabs.length];
-      else if (e.key === 'Home') next = tabs[0];
-      else if (e.key === 'End') next = tabs[tabs.length - 1];
-      if (!next) return;
-      e.preventDefault();
-      onSelect(next.dataset.tab || next.dataset.side, true);
-    });
-  }
-}
-
 // --- running --------------------------------------------------------------------------------------
 function formProblems() {
   const problems = form.check();
@@ -667,9 +618,7 @@ async function runSweep(axes) {
 }
 
 function saveSweeps() {
-  const data = persist.load();
-  data.sweeps = [...state.sweeps.values()].map((g) => g.toJSON()).slice(-10);
-  try { localStorage.setItem('comfygate.debugger.v2', stringifyJSON(data)); } catch { /* full */ }
+  persist.saveSweeps([...state.sweeps.values()].map((g) => g.toJSON()));
 }
 
 async function sweepTaskEnded(taskId) {

@@ -59,6 +59,13 @@ export const persist = {
     write(data);
   },
 
+  /** The sweep grids shown (their axes and task ids), the last ten. */
+  saveSweeps(sweeps) {
+    const data = read();
+    data.sweeps = sweeps.slice(-10);
+    write(data);
+  },
+
   label(taskId) {
     return (read().labels || {})[taskId] || null;
   },
