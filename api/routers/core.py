@@ -6,7 +6,7 @@ import asyncio
 from typing import Any
 
 from fastapi import APIRouter, Depends, File, Form, Query, UploadFile
-from fastapi.responses import FileResponse
+from fastapi.responses import FileResponse, Response
 
 from api.dependencies import get_services
 from api.models import HealthOut, QueueOut, TaskList, TaskOut, UploadOut
@@ -15,7 +15,7 @@ from backends.comfyui import ComfyUIBackend
 from core.errors import ComfyGateError, InvalidRequest, NotFound
 from core.task import TaskStatus
 from gateway.services import Services
-from gateway.uploads import check_image, push_upload, read_limited
+from gateway.uploads import check_image, fetch_input_image, push_upload, read_limited
 from security.safe_paths import content_type, resolve_inside, sanitize_filename, unique_path
 
 router = APIRouter(prefix="/api", tags=["core"])
@@ -184,6 +184,12 @@ async def image(
     if not path.is_file():
         raise NotFound(f"no output file named {filename!r}")
     return BigChunkFileResponse(path, media_type=content_type(path.name))
+
+
+@router.get("/input/{name:path}", summary="An input image a backend holds (a LoadImage value), for previews")
+async def input_image(name: str, services: Services = Depends(get_services)) -> Response:
+    data, kind = await fetch_input_image(services, name)
+    return Response(data, media_type=kind, headers={"X-Content-Type-Options": "nosniff", "Cache-Control": "no-store"})
 
 
 @router.post("/upload/image", response_model=UploadOut, summary="Upload an input image to every reachable backend")
