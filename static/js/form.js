@@ -1,7 +1,7 @@
 // The parameter form: the essentials first, then one group per node (nodes inside a subgraph under
 // the subgraph the user sees), the right widget per input, a filter, and errors pinned to fields.
 
-import { api, stringifyJSON } from './api.js';
+import { api, mediaUrl, stringifyJSON } from './api.js';
 import { $, $$, clear, h, show } from './dom.js';
 import { controlFor, readUiSource } from './uiworkflow.js';
 
@@ -327,6 +327,23 @@ export class ParamForm {
     };
     const uploaded = new Set();
     ensure(param.value);
+    // what the backend holds under the chosen name (GET /api/input), whatever uploaded it
+    let shown = 0;
+    const showExisting = async (name) => {
+      const mine = ++shown;
+      if (!name) { preview.hidden = true; return; }
+      const path = name.split('/').map(encodeURIComponent).join('/');
+      try {
+        const src = await mediaUrl(`/api/input/${path}`);
+        if (mine !== shown) return;
+        preview.onerror = () => { preview.hidden = true; };
+        preview.src = src;
+        preview.hidden = false;
+      } catch {
+        if (mine === shown) preview.hidden = true;
+      }
+    };
+    showExisting(select.value);
     const file = h('input', { type: 'file', accept: 'image/*', class: 'image-file', 'aria-label': `upload ${param.input}` });
     file.addEventListener('change', async () => {
       const picked = file.files && file.files[0];
@@ -340,6 +357,7 @@ export class ParamForm {
         uploaded.add(name);
         ensure(name);
         this.onChange();
+        shown += 1; // a preview still loading for the old name must not replace this one
         if (preview.src.startsWith('blob:')) URL.revokeObjectURL(preview.src);
         preview.src = URL.createObjectURL(picked);
         preview.hidden = false;
@@ -353,7 +371,7 @@ export class ParamForm {
         file.value = '';
       }
     });
-    select.addEventListener('change', () => { preview.hidden = true; });
+    select.addEventListener('change', () => showExisting(select.value));
     file.hidden = true;
     const upload = h('button', { type: 'button', class: 'small upload-button', 'aria-label': `upload an image for ${param.input}`,
       onclick: () => file.click() }, 'Upload image…');
