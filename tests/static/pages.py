@@ -5,11 +5,20 @@ from __future__ import annotations
 import json
 from typing import Any
 
+import pytest
+
 from config import PROJECT_DIR
+from tests.browser import CHROMIUM
 from tests.conftest import Gate
 
 WORKFLOWS = PROJECT_DIR / "workflows"
 TIMEOUT_MS = 10_000
+
+
+def require_chromium() -> None:
+    """Skip the calling test module when Debian's Chromium is not installed."""
+    if not CHROMIUM.exists():
+        pytest.skip("Debian's chromium is not installed at /usr/bin/chromium", allow_module_level=True)
 
 
 def example(name: str) -> dict[str, Any]:

@@ -17,7 +17,6 @@ import pytest
 
 from emulator.server import EmulatorThread
 from main import create_app
-from tests.browser import CHROMIUM
 from tests.conftest import Gate
 from tests.servers import AppServer, free_port
 from tests.static.pages import (
@@ -27,13 +26,13 @@ from tests.static.pages import (
     load_from_library,
     newest_card,
     open_page,
+    require_chromium,
     task_workflow,
     wait_card,
     wait_output_image,
 )
 
-if not CHROMIUM.exists():
-    pytest.skip("Debian's chromium is not installed at /usr/bin/chromium", allow_module_level=True)
+require_chromium()
 sync_api = pytest.importorskip("playwright.sync_api")
 
 PAYLOAD = "<img src=x onerror=window.__pwned=1>"

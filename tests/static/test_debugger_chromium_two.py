@@ -17,20 +17,19 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.browser import CHROMIUM
 from tests.conftest import PROTOCOL_DIR, Gate
 from tests.static.pages import (
     example,
     field,
     load_from_library,
     open_page,
+    require_chromium,
     task_workflow,
     wait_card,
     wait_output_image,
 )
 
-if not CHROMIUM.exists():
-    pytest.skip("Debian's chromium is not installed at /usr/bin/chromium", allow_module_level=True)
+require_chromium()
 
 DATA = Path(__file__).parent / "media"
 PAYLOAD = "<img src=x onerror=window.__pwned=1>"
@@ -68,6 +67,14 @@ def load_json(page: Any, tmp_path: Path, name: str, workflow: dict[str, Any]) ->
     page.wait_for_function("n => document.querySelector('#wf-info').textContent.includes(n)", arg=name)
 
 
+def run_recorded(page: Any, gate: Gate, tmp_path: Path, name: str) -> str:
+    """Open the page, load a workflow recorded against real ComfyUI, run it; the completed task's id."""
+    open_page(page, gate)
+    load_json(page, tmp_path, name, json.loads((PROTOCOL_DIR / "workflows" / name).read_text()))
+    page.click("#run")
+    return wait_card(page, "completed")
+
+
 # ---- high: re-run, text outputs, reload ------------------------------------------------------------
 
 
@@ -99,11 +106,7 @@ def test_rerun_after_reload_runs_the_tasks_own_workflow(page: Any, lib_gate: Gat
 
 def test_text_outputs_are_shown_on_the_card(page: Any, lib_gate: Gate, tmp_path: Path) -> None:
     """Bug 2: PreviewAny's text (in node_outputs) is on the card; no "no output files"."""
-    workflow = json.loads((PROTOCOL_DIR / "workflows" / "trivial.json").read_text())
-    open_page(page, lib_gate)
-    load_json(page, tmp_path, "trivial.json", workflow)
-    page.click("#run")
-    task_id = wait_card(page, "completed")
+    task_id = run_recorded(page, lib_gate, tmp_path, "trivial.json")
     text = lib_gate.task(task_id)["node_outputs"]["2"]["text"][0]
     shown = card_of(page, task_id).locator('.output-text[data-node="2"] pre')
     shown.wait_for()
@@ -588,11 +591,7 @@ def test_images_open_in_a_lightbox(page: Any, lib_gate: Gate, tmp_path: Path) ->
 
 
 def test_save_image_websocket_frames_reach_the_gallery(page: Any, lib_gate: Gate, tmp_path: Path) -> None:
-    workflow = json.loads((PROTOCOL_DIR / "workflows" / "preview_and_ws_image.json").read_text())
-    open_page(page, lib_gate)
-    load_json(page, tmp_path, "ws_image.json", workflow)
-    page.click("#run")
-    task_id = wait_card(page, "completed")
+    task_id = run_recorded(page, lib_gate, tmp_path, "preview_and_ws_image.json")
     page.wait_for_function(
         """id => [...document.querySelectorAll(`.run[data-task-id="${id}"] .ws-frame img`)]
             .filter(i => i.complete && i.naturalWidth === 96).length === 2""",
