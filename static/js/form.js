@@ -53,8 +53,9 @@ function isLink(value) {
 
 /** The subgraph instance a param belongs to: the server's grouping when it sends one, else the id path. */
 function groupOf(param) {
-  const given = param.group || param.subgraph || null;
-  if (given && typeof given === 'object' && given.id !== undefined) return { id: String(given.id), title: given.title || null };
+  const given = param.group || param.subgraph || null; // the server's grouping: {node_id, title}
+  const givenId = given && typeof given === 'object' ? (given.node_id ?? given.id) : undefined;
+  if (givenId !== undefined && givenId !== null) return { id: String(givenId), title: given.title || null };
   if (typeof param.display_node === 'string' && param.display_node !== param.node_id) return { id: param.display_node, title: null };
   const id = String(param.node_id);
   const cut = id.lastIndexOf(':');
@@ -93,7 +94,9 @@ export class ParamForm {
     const placed = new Set();
 
     // 1. the essentials: the author's App Mode list when there is one, else the obvious roles
-    let essentials = this.ui.linear.map((k) => byKey.get(k)).filter(Boolean);
+    // the server marks the App Mode inputs it resolved (`exposed`); else read the UI file's list here
+    const exposed = this.params.filter((p) => p.exposed);
+    let essentials = exposed.length ? exposed : this.ui.linear.map((k) => byKey.get(k)).filter(Boolean);
     const fromAuthor = essentials.length > 0;
     if (!fromAuthor) {
       for (const role of ESSENTIAL_ROLES) {

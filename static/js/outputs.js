@@ -63,7 +63,7 @@ export function renderOutputs(gallery, outputs, { lightbox, label = '' } = {}) {
     const kind = kindOf(out);
     const url = safeUrl(out.url);
     if (!url && kind !== 'text') continue;
-    const figure = h('figure', { class: `output-${kind}`, dataset: { kind } });
+    const figure = h('figure', { class: `output-${kind}`, dataset: { kind, node: out.node_id ?? '' } });
     if (kind === 'image') {
       const index = images.length;
       const img = h('img', { class: 'output', alt: out.filename, loading: 'lazy' });
@@ -80,7 +80,7 @@ export function renderOutputs(gallery, outputs, { lightbox, label = '' } = {}) {
       figure.append(player, caption(out), downloadLink(out, '⬇ download'));
     } else if (kind === 'text') {
       const pre = h('pre', { class: 'text-output' });
-      if (typeof out.text === 'string') pre.textContent = out.text;
+      if (typeof out.text === 'string') pre.textContent = out.text + (out.text_truncated ? '\n… (cut here: download for the rest)' : '');
       else if (url && (out.size ?? 0) <= TEXT_INLINE_MAX) {
         pre.textContent = '…';
         mediaUrl(url).then((src) => fetch(src)).then((r) => r.text())

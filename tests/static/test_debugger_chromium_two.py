@@ -111,7 +111,7 @@ def test_text_outputs_are_shown_on_the_card(page: Any, lib_gate: Gate, tmp_path:
     shown = card_of(page, task_id).locator('.output-text[data-node="2"] pre')
     shown.wait_for()
     assert shown.inner_text() == text
-    assert "PreviewAny" in card_of(page, task_id).locator(".output-text figcaption").inner_text()
+    assert "#2" in card_of(page, task_id).locator(".output-text figcaption").inner_text()
     assert card_of(page, task_id).locator(".no-outputs").count() == 0
 
 
