@@ -164,6 +164,7 @@ class WorkflowOut(BaseModel):
     workflow: dict[str, Any] = Field(description="the workflow in API format (converted when stored as UI)")
     params: list[WorkflowParam]
     converted: bool = Field(False, description="true when an update stored a UI-format file converted to API format")
+    source: dict[str, Any] | None = Field(None, description="with include=source: the file as stored")
 
 
 class WorkflowListItem(BaseModel):
@@ -208,3 +209,7 @@ class WorkflowParamsOut(BaseModel):
     format: WorkflowFormat
     workflow: dict[str, Any] = Field(description="the workflow in API format")
     params: list[WorkflowParam]
+    missing_classes: list[dict[str, Any]] = Field(
+        default_factory=list, description="with partial=true: the nodes whose class is not installed (left out)"
+    )
+    runnable: bool = Field(True, description="false when missing_classes is not empty")

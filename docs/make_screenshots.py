@@ -52,12 +52,13 @@ def main() -> None:
             page.wait_for_selector("#live.live-open")
             page.wait_for_selector('#library-select option[value="sd_txt2img_api.json"]', state="attached")
             page.select_option("#library-select", "sd_txt2img_api.json")
-            page.wait_for_selector("fieldset.node")
+            page.wait_for_selector(".field")
             page.wait_for_timeout(4500)  # let the "loaded" toast go
             page.screenshot(path=str(DOCS / "debugger-loaded.png"))
 
             # a finished run first, so the "in progress" shot shows both kinds of card
             page.fill('[data-key="6.text"] textarea', "a lighthouse on a cliff at dawn, oil painting")
+            page.select_option('[data-key="3.seed"] select.seed-mode', "randomize")
             page.click("#run")
             page.wait_for_selector('.run[data-status="completed"] img.output')
             page.click("#run")
@@ -68,9 +69,27 @@ def main() -> None:
 
             page.wait_for_function("() => document.querySelectorAll('.run[data-status=\"completed\"]').length === 2")
             page.click('.tab[data-side="history"]')
-            page.wait_for_selector(".history-item")
-            page.wait_for_timeout(800)
+            page.wait_for_selector(".history-item .history-thumb img")
+            page.wait_for_timeout(4000)
             page.screenshot(path=str(DOCS / "debugger-gallery.png"))
+
+            # every image of a run in the viewer
+            page.locator(".run button.thumb").first.click()
+            page.wait_for_selector("dialog.lightbox[open]")
+            page.wait_for_timeout(400)
+            page.screenshot(path=str(DOCS / "debugger-lightbox.png"))
+            page.keyboard.press("Escape")
+
+            # a sweep: steps x cfg, outputs side by side
+            page.click("#sweep")
+            page.select_option(".sweep-key >> nth=0", "3.steps")
+            page.fill(".sweep-values >> nth=0", "4, 8, 12")
+            page.select_option(".sweep-key >> nth=1", "3.cfg")
+            page.fill(".sweep-values >> nth=1", "3, 7, 11")
+            page.click(".sweep-run")
+            page.wait_for_selector('article.sweep[data-status="done"]', timeout=60_000)
+            page.wait_for_timeout(4500)
+            page.screenshot(path=str(DOCS / "debugger-sweep.png"))
 
             page.fill('[data-key="3.steps"] input', "0")
             page.fill('[data-key="3.cfg"] input', "250")
@@ -78,6 +97,18 @@ def main() -> None:
             page.wait_for_selector('.field.invalid[data-key="3.steps"]')
             page.wait_for_timeout(600)
             page.screenshot(path=str(DOCS / "debugger-validation-error.png"))
+
+            # a small screen: the side panels become a drawer
+            small = browser.new_page(viewport={"width": 1024, "height": 700})
+            small.goto(gate.url + "/")
+            small.wait_for_selector("#live.live-open")
+            small.select_option("#library-select", "sd_txt2img_ui.json")
+            small.wait_for_selector(".field")
+            small.click("#drawer-toggle")
+            small.click("#tab-history")
+            small.wait_for_selector(".history-item .history-thumb img")
+            small.wait_for_timeout(4500)
+            small.screenshot(path=str(DOCS / "debugger-small-screen.png"))
 
             page.goto(down.url + "/")
             page.wait_for_selector("#banner:not([hidden])")

@@ -9,8 +9,10 @@ from typing import Any
 
 from starlette.datastructures import UploadFile  # FastAPI's UploadFile and a parsed form's parts both are
 
-from core.errors import InvalidRequest, PayloadTooLarge, ServiceBusy
+from core.errors import ComfyUINotFound, InvalidRequest, NotFound, PayloadTooLarge, ServiceBusy
+from core.media_types import content_type
 from gateway.services import Services
+from security.safe_paths import check_filename
 
 
 def check_image(data: bytes, name: str, max_pixels: int = 89_478_485) -> None:
@@ -84,3 +86,43 @@ async def push_upload(
         "size": len(data),
         "backends": [b.name for b, _ in ok],
     }
+
+
+PREVIEWABLE = frozenset({"image/png", "image/jpeg", "image/webp", "image/gif", "image/bmp"})
+
+
+def split_input_name(name: str) -> tuple[str, str]:
+    """``"sub/dir/file.png"`` (a LoadImage value) → (subfolder, filename); a 400 for anything path-like."""
+    subfolder, _, filename = name.rpartition("/")
+    check_filename(filename, "input image")
+    for part in subfolder.split("/") if subfolder else []:
+        check_filename(part, "input subfolder")
+    return subfolder, filename
+
+
+async def fetch_input_image(services: Services, name: str) -> tuple[bytes, str]:
+    """An input image as a backend holds it (bytes, content type), for the debugger's preview.
+
+    Only image types are served (never active content), at most ``max_upload_bytes``; the first
+    reachable backend that has the file answers (uploads go to every backend).
+    """
+    subfolder, filename = split_input_name(name)
+    kind = content_type(filename)
+    if kind not in PREVIEWABLE:
+        raise InvalidRequest(f"{filename!r} is not an image that can be previewed ({kind})")
+    backends = [b for b in services.manager.comfyui_backends() if b.healthy]
+    if not backends:
+        raise ServiceBusy("no ComfyUI backend is reachable to read the input image from", retry_after=5)
+    limit = services.settings.max_upload_bytes
+    for backend in backends:
+        try:
+            async with backend.client.view(filename, subfolder, "input") as response:
+                data = bytearray()
+                async for chunk in response.aiter_raw(1024 * 1024):
+                    data += chunk
+                    if len(data) > limit:
+                        raise PayloadTooLarge(f"input image {name!r} is larger than {limit} bytes", limit=limit)
+            return bytes(data), kind
+        except ComfyUINotFound:
+            continue
+    raise NotFound(f"no backend has an input image named {name!r}; upload it first")

@@ -18,7 +18,7 @@ from core.errors import ComfyGateError, InvalidRequest, NotFound
 from core.media_types import content_type
 from core.task import TaskStatus
 from gateway.services import Services
-from gateway.uploads import check_image, push_upload, read_limited
+from gateway.uploads import check_image, fetch_input_image, push_upload, read_limited
 from security.safe_paths import (
     is_active_type,
     output_headers,
@@ -226,6 +226,12 @@ async def image(
         content_disposition_type="attachment" if is_active_type(media) else "inline",
         stat_result=info,
     )
+
+
+@router.get("/input/{name:path}", summary="An input image a backend holds (a LoadImage value), for previews")
+async def input_image(name: str, services: Services = Depends(get_services)) -> Response:
+    data, kind = await fetch_input_image(services, name)
+    return Response(data, media_type=kind, headers={**output_headers(kind), "Cache-Control": "no-store"})
 
 
 @router.post("/upload/image", response_model=UploadOut, summary="Upload an input image to every reachable backend")

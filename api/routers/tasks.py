@@ -14,6 +14,7 @@ from core.task import TaskStatus
 from gateway import submission
 from gateway.services import Services
 from gateway.submission import SubmitOrder
+from gateway.task_search import search_tasks
 from gateway.wait import SyncOptions, sync_options
 
 router = APIRouter(prefix="/api", tags=["tasks"])
@@ -49,8 +50,19 @@ async def submit(
 
 
 @router.get("/task/{task_id}", response_model=TaskOut, summary="One task: status, progress, outputs, error")
-async def get_task(task_id: str, services: Services = Depends(get_services)) -> dict[str, Any]:
-    return services.manager.get(task_id).to_dict()
+async def get_task(
+    task_id: str,
+    services: Services = Depends(get_services),
+    include: str | None = Query(None, description='"workflow": also the API workflow the task ran (values applied)'),
+) -> dict[str, Any]:
+    task = services.manager.get(task_id)
+    wanted = {part.strip() for part in (include or "").split(",") if part.strip()}
+    if wanted - {"workflow"}:
+        raise InvalidRequest(f"include={include!r}: the only extra a task has is 'workflow'")
+    body = task.to_dict()
+    if "workflow" in wanted:
+        body["workflow"] = await services.manager.load_workflow(task)
+    return body
 
 
 @router.get("/tasks", response_model=TaskList, summary="Tasks, newest first, optionally by status")
@@ -59,6 +71,13 @@ async def list_tasks(
     status: str | None = Query(None, description="comma-separated statuses, e.g. running,queued"),
     offset: int = Query(0, ge=0),
     limit: int = Query(50, ge=1, le=1000),
+    q: str | None = Query(
+        None,
+        max_length=200,
+        description="only tasks whose id starts with it, or whose workflow name or a text "
+        "parameter contains it (case-insensitive)",
+    ),
+    workflow_name: str | None = Query(None, max_length=300, description="only tasks of this saved workflow"),
 ) -> dict[str, Any]:
     wanted: set[TaskStatus] | None = None
     if status:
@@ -68,5 +87,8 @@ async def list_tasks(
             raise InvalidRequest(
                 f"unknown status in {status!r}; use any of {', '.join(s.value for s in TaskStatus)}"
             ) from exc
-    total, tasks = services.store.query(wanted, offset, limit)
+    if q or workflow_name is not None:
+        total, tasks = search_tasks(services.store, wanted, q, workflow_name, offset, limit)
+    else:
+        total, tasks = services.store.query(wanted, offset, limit)
     return {"total": total, "offset": offset, "limit": limit, "tasks": [t.to_dict() for t in tasks]}

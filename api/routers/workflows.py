@@ -48,6 +48,7 @@ from security.limits import json_depth
 from security.safe_paths import sanitize_filename
 from workflow.format import detect_format, to_api, unwrap_prompt
 from workflow.library import MAX_WORKFLOW_BYTES, normalise_name
+from workflow.missing import missing_classes, unknown_classes_error, without_classes
 from workflow.param_groups import arrange_params
 from workflow.params import apply_params, detect_params
 from workflow.size import check_node_count
@@ -192,10 +193,16 @@ async def get_workflow(
     filename: str,
     services: Services = Depends(get_services),
     backend: str | None = Query(None, description="the backend whose object_info is used"),
+    include: str | None = Query(None, description='"source": also the file as stored (a UI workflow as it is)'),
 ) -> dict[str, Any]:
+    if include not in (None, "", "source"):
+        raise InvalidRequest(f"include={include!r}: the only extra a saved workflow has is 'source'")
     stored = await services.library.load(filename)
     fmt, api, params = await describe(services, stored, backend)
-    return {"name": normalise_name(filename), "format": fmt, "workflow": api, "params": params}
+    body = {"name": normalise_name(filename), "format": fmt, "workflow": api, "params": params}
+    if include == "source":
+        body["source"] = stored
+    return body
 
 
 @router.post(
@@ -259,6 +266,23 @@ async def convert_workflow(
     summary="Detect the editable parameters of an inline workflow (not saved)",
     responses={422: _ERRORS[422], 503: _ERRORS[503]},
 )
-async def workflow_params(body: WorkflowIn, services: Services = Depends(get_services)) -> dict[str, Any]:
-    fmt, api, params = await describe(services, body.workflow, body.backend)
-    return {"format": fmt, "workflow": api, "params": params}
+async def workflow_params(
+    body: WorkflowIn,
+    services: Services = Depends(get_services),
+    partial: bool = Query(
+        False,
+        description="describe a workflow whose node classes are not all installed, for viewing: the missing "
+        "ones are listed in missing_classes and left out of workflow and params, and runnable is false",
+    ),
+) -> dict[str, Any]:
+    workflow = unwrap_prompt(body.workflow)
+    detect_format(workflow)  # a non-workflow is a 422 even with no backend
+    check_node_count(workflow, services.settings.max_workflow_nodes)  # before walking it
+    info = await services.object_info(body.backend)
+    missing = await run_cpu(missing_classes, workflow, info)
+    if missing and not partial:
+        raise unknown_classes_error(missing)
+    if missing:
+        workflow = await run_cpu(without_classes, workflow, {m["class_type"] for m in missing})
+    fmt, api, params = await describe(services, workflow, body.backend)
+    return {"format": fmt, "workflow": api, "params": params, "missing_classes": missing, "runnable": not missing}

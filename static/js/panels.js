@@ -1,23 +1,25 @@
-// Side panels: the backends' queue, task history and backend health.
+// Side panels: the backends' queue and the tasks ComfyGate holds, task history, backend health.
 
-import { api } from './api.js';
-import { clear, clock, duration, h, short } from './dom.js';
+import { api, mediaUrl } from './api.js';
+import { clear, clock, duration, h, safeUrl, short } from './dom.js';
+import { kindOf } from './outputs.js';
 
 export class QueuePanel {
-  constructor(root, { onOpen, onChange, notify }) {
+  constructor(root, { onOpen, onChange, notify, confirm }) {
     this.root = root;
     this.onOpen = onOpen;
     this.onChange = onChange;
     this.notify = notify;
+    this.confirm = confirm || ((text) => window.confirm(text));
     this.body = h('div', { class: 'queue-body' });
-    this.summary = h('span', { class: 'muted small-text' });
+    this.summary = h('span', { class: 'muted small-text queue-summary' });
     root.append(
       h('div', { class: 'panel-tools' },
         this.summary,
         h('button', { type: 'button', class: 'small', onclick: () => this.refresh() }, 'Refresh'),
-        h('button', { type: 'button', class: 'small', title: 'remove every waiting prompt from every backend',
+        h('button', { type: 'button', class: 'small', title: 'cancel ComfyGate\'s waiting tasks (other clients\' prompts stay)',
           onclick: () => this.clearPending() }, 'Clear pending'),
-        h('button', { type: 'button', class: 'small danger', title: 'clear the queue and stop what runs',
+        h('button', { type: 'button', class: 'small danger', title: 'cancel ComfyGate\'s waiting tasks and stop its running ones',
           onclick: () => this.clearAll() }, 'Clear all')),
       this.body);
     this.last = null;
@@ -33,108 +35,190 @@ export class QueuePanel {
     this.render(this.last);
   }
 
+  /** Every item with its state: held (by ComfyGate), pending (in a backend's queue), running. */
+  items(queue = this.last) {
+    const all = [];
+    for (const held of ((queue && queue.comfygate) || {}).pending || []) {
+      all.push({ ...held, state: 'held', backend: held.pinned_backend || null });
+    }
+    for (const [name, backend] of Object.entries((queue && queue.backends) || {})) {
+      for (const i of backend.running || []) all.push({ ...i, state: 'running', backend: name });
+      for (const i of backend.pending || []) all.push({ ...i, state: 'pending', backend: name });
+    }
+    return all;
+  }
+
   render(queue) {
     clear(this.body);
-    this.summary.textContent = `${queue.total_running} running · ${queue.total_pending} pending`;
+    const held = ((queue.comfygate || {}).pending || []).length;
+    this.summary.textContent = `${queue.total_running} running · ${queue.total_pending} pending`
+      + ` · ${held} held by ComfyGate`;
+    const row = (item) => {
+      const ours = Boolean(item.task_id);
+      const label = { held: 'held', pending: 'queued', running: 'running' }[item.state];
+      return h('div', { class: 'queue-item', dataset: { promptId: item.prompt_id || '', taskId: item.task_id || '', state: item.state } },
+        h('span', { class: `status status-${item.state === 'running' ? 'running' : item.state === 'held' ? 'pending' : 'queued'}`, text: label }),
+        item.state === 'held'
+          ? h('span', { class: 'mono small-text', text: item.backend ? `for ${item.backend}` : 'any backend' })
+          : h('span', { class: 'mono small-text', title: item.prompt_id, text: `#${item.number ?? '?'} ${short(item.prompt_id)}` }),
+        ours ? h('button', { type: 'button', class: 'link small-text', onclick: () => this.onOpen(item.task_id) },
+          `task ${short(item.task_id)}`) : h('span', { class: 'muted small-text', text: 'another client\'s prompt' }),
+        ours ? h('button', { type: 'button', class: 'small danger', onclick: () => this.cancel([item]) },
+          item.state === 'running' ? 'Interrupt' : 'Cancel') : null);
+    };
+    const heldItems = this.items(queue).filter((i) => i.state === 'held');
+    if (heldItems.length) {
+      const section = h('section', { class: 'queue-backend queue-held' },
+        h('h4', {}, 'Held by ComfyGate', h('span', { class: 'muted small-text', text: 'waiting for a backend' })));
+      for (const item of heldItems) section.append(row(item));
+      this.body.append(section);
+    }
     for (const [name, backend] of Object.entries(queue.backends || {})) {
       const section = h('section', { class: 'queue-backend' },
         h('h4', {}, name, backend.reachable ? null : h('span', { class: 'status status-failed', text: 'unreachable' })));
+      const byNumber = (a, b) => (a.number ?? 0) - (b.number ?? 0);
       const items = [
-        ...(backend.running || []).map((i) => ({ ...i, state: 'running' })),
-        ...(backend.pending || []).map((i) => ({ ...i, state: 'pending' })),
+        ...(backend.running || []).slice().sort(byNumber).map((i) => ({ ...i, state: 'running' })),
+        ...(backend.pending || []).slice().sort(byNumber).map((i) => ({ ...i, state: 'pending' })),
       ];
       if (!items.length) section.append(h('p', { class: 'muted small-text', text: backend.reachable ? 'empty' : backend.error || '' }));
-      for (const item of items) {
-        section.append(h('div', { class: 'queue-item', dataset: { promptId: item.prompt_id } },
-          h('span', { class: `status status-${item.state === 'running' ? 'running' : 'queued'}`, text: item.state }),
-          h('span', { class: 'mono small-text', title: item.prompt_id, text: `#${item.number ?? '?'} ${short(item.prompt_id)}` }),
-          item.task_id ? h('button', { type: 'button', class: 'link small-text', onclick: () => this.onOpen(item.task_id) },
-            `task ${short(item.task_id)}`) : h('span', { class: 'muted small-text', text: 'not from ComfyGate' }),
-          h('button', { type: 'button', class: 'small danger', onclick: () => this.interrupt(item.task_id || item.prompt_id) },
-            'Interrupt')));
-      }
+      for (const item of items) section.append(row(item));
       this.body.append(section);
     }
   }
 
-  async interrupt(id) {
-    try {
-      await api(`/api/interrupt/${encodeURIComponent(id)}`, { method: 'POST' });
-    } catch (err) {
-      this.notify(`interrupt failed: ${err.message}`, 'error');
-    }
-    this.refresh();
+  async cancel(items) {
+    const results = await Promise.all(items.map((item) => api(`/api/interrupt/${encodeURIComponent(item.task_id)}`, { method: 'POST' })
+      .then(() => true, (err) => { this.notify(`could not stop task ${short(item.task_id)}: ${err.message}`, 'error'); return false; })));
+    await this.refresh();
     this.onChange();
+    return results.filter(Boolean).length;
   }
 
-  async clearPending() {
-    try {
-      const answer = await api('/api/queue/clear', { method: 'POST' });
-      this.notify(`cleared ${answer.cleared.length} pending task(s)`);
-    } catch (err) {
-      this.notify(`clear failed: ${err.message}`, 'error');
+  async clearPending({ running = false } = {}) {
+    await this.refresh();
+    const all = this.items();
+    const waiting = all.filter((i) => i.task_id && i.state !== 'running');
+    const stop = running ? all.filter((i) => i.task_id && i.state === 'running') : [];
+    const foreign = all.filter((i) => !i.task_id).length;
+    if (!waiting.length && !stop.length) {
+      this.notify(foreign ? `nothing of ComfyGate's to clear (${foreign} prompt(s) of other clients left alone)` : 'the queue is empty');
+      return;
     }
-    this.refresh();
-    this.onChange();
+    const held = waiting.filter((i) => i.state === 'held').length;
+    const parts = [`${waiting.length} waiting task(s) of ComfyGate (${waiting.length - held} queued on backends, ${held} held)`];
+    if (running) parts.push(`stop ${stop.length} running task(s)`);
+    const text = `Cancel ${parts.join(' and ')}?${foreign ? ` ${foreign} prompt(s) from other clients stay in the queue.` : ''}`;
+    if (!this.confirm(text)) return;
+    const done = await this.cancel([...waiting, ...stop]);
+    this.notify(`cancelled ${done} task(s)${foreign ? `; ${foreign} prompt(s) of other clients left alone` : ''}`);
   }
 
   async clearAll() {
-    await this.clearPending();
-    const running = Object.values((this.last && this.last.backends) || {}).flatMap((b) => b.running || []);
-    await Promise.all(running.map((item) => api(`/api/interrupt/${encodeURIComponent(item.task_id || item.prompt_id)}`,
-      { method: 'POST' }).catch(() => null)));
-    this.refresh();
-    this.onChange();
+    await this.clearPending({ running: true });
   }
 }
 
+const PAGE = 25;
+
+/** A prompt-like text from a task's params, for the history list. */
+function snippet(task) {
+  const strings = Object.entries(task.params || {}).filter(([, v]) => typeof v === 'string' && v.trim().length > 2);
+  const prompt = strings.find(([k]) => /text|prompt/i.test(k)) || strings[0];
+  return prompt ? prompt[1].trim().slice(0, 140) : '';
+}
+
 export class HistoryPanel {
-  constructor(root, { onOpen, onRerun }) {
+  constructor(root, { onOpen, onRerun, onLoad, labels }) {
     this.root = root;
     this.onOpen = onOpen;
     this.onRerun = onRerun;
-    this.filter = h('select', { 'aria-label': 'status filter', onchange: () => this.refresh() },
+    this.onLoad = onLoad;
+    this.labels = labels || (() => ({}));
+    this.offset = 0;
+    this.filter = h('select', { 'aria-label': 'status filter', onchange: () => { this.offset = 0; this.refresh(); } },
       h('option', { value: '', text: 'all' }),
       ...['running,queued,pending', 'completed', 'failed', 'interrupted', 'timeout'].map(
         (s) => h('option', { value: s, text: s.split(',')[0] === 'running' ? 'active' : s })));
-    this.count = h('span', { class: 'muted small-text' });
+    this.search = h('input', { type: 'search', class: 'grow history-search', placeholder: 'search name, prompt, id…',
+      'aria-label': 'search history', spellcheck: 'false' });
+    let timer = null;
+    this.search.addEventListener('input', () => { clearTimeout(timer); timer = setTimeout(() => { this.offset = 0; this.refresh(); }, 250); });
+    this.count = h('span', { class: 'muted small-text history-count' });
+    this.prev = h('button', { type: 'button', class: 'small', 'aria-label': 'newer tasks', onclick: () => this.page(-1) }, '‹ Newer');
+    this.next = h('button', { type: 'button', class: 'small', 'aria-label': 'older tasks', onclick: () => this.page(1) }, 'Older ›');
     this.list = h('div', { class: 'history-list' });
-    root.append(h('div', { class: 'panel-tools' }, this.count, this.filter,
-      h('button', { type: 'button', class: 'small', onclick: () => this.refresh() }, 'Refresh')), this.list);
+    root.append(h('div', { class: 'panel-tools' }, this.count, this.search, this.filter,
+      h('button', { type: 'button', class: 'small', onclick: () => this.refresh() }, 'Refresh')),
+    this.list,
+    h('div', { class: 'row history-pager' }, this.prev, h('span', { class: 'grow' }), this.next));
+  }
+
+  page(delta) {
+    this.offset = Math.max(0, this.offset + delta * PAGE);
+    this.refresh();
   }
 
   async refresh() {
     const status = this.filter.value;
+    const q = this.search.value.trim();
     let data;
     try {
-      data = await api(`/api/tasks?limit=100${status ? `&status=${encodeURIComponent(status)}` : ''}`);
+      const query = new URLSearchParams({ limit: String(PAGE), offset: String(this.offset) });
+      if (status) query.set('status', status);
+      if (q) query.set('q', q);
+      data = await api(`/api/tasks?${query}`);
     } catch (err) {
       clear(this.list).append(h('p', { class: 'muted', text: `history unavailable: ${err.message}` }));
       return;
     }
-    this.count.textContent = `${data.total} task(s)`;
+    if (this.offset && this.offset >= data.total) { this.offset = Math.max(0, Math.floor((data.total - 1) / PAGE) * PAGE); return this.refresh(); }
+    const first = data.total ? this.offset + 1 : 0;
+    const last = Math.min(this.offset + data.tasks.length, data.total);
+    this.count.textContent = `${first}–${last} of ${data.total} task(s)`;
+    this.prev.disabled = this.offset === 0;
+    this.next.disabled = last >= data.total;
+    const labels = this.labels();
     clear(this.list);
-    for (const task of data.tasks) {
-      const images = (task.outputs || []).length;
-      this.list.append(h('div', { class: 'history-item', dataset: { taskId: task.task_id } },
+    for (const task of data.tasks) this.list.append(this.item(task, labels[task.task_id]));
+    if (!data.tasks.length) this.list.append(h('p', { class: 'muted', text: q || status ? 'no task matches' : 'no tasks yet' }));
+  }
+
+  item(task, label) {
+    const outputs = task.outputs || [];
+    const image = outputs.find((o) => kindOf(o) === 'image');
+    const thumb = h('div', { class: 'history-thumb' });
+    if (image && safeUrl(image.url)) {
+      const img = h('img', { alt: image.filename, loading: 'lazy' });
+      mediaUrl(image.url).then((src) => { img.src = src; }).catch(() => {});
+      thumb.append(img);
+    } else {
+      const other = outputs[0] ? kindOf(outputs[0]) : null;
+      thumb.append(h('span', { class: 'muted small-text', text: other || (task.status === 'completed' ? 'text' : '—') }));
+    }
+    const name = label || task.workflow_name || 'inline workflow';
+    const text = snippet(task);
+    return h('div', { class: 'history-item', dataset: { taskId: task.task_id } },
+      thumb,
+      h('div', { class: 'history-main' },
         h('div', { class: 'row' },
           h('span', { class: `status status-${task.status}`, text: task.status }),
-          h('span', { class: 'grow ellipsis', title: task.workflow_name || 'inline workflow',
-            text: task.workflow_name || 'inline workflow' }),
+          h('span', { class: 'grow ellipsis history-name', title: name, text: name }),
           h('span', { class: 'mono small-text muted', title: task.task_id, text: short(task.task_id) })),
+        text ? h('div', { class: 'small-text ellipsis history-snippet', title: text, text }) : null,
         h('div', { class: 'row small-text muted' },
           h('span', { text: clock(task.created_at) }),
           h('span', { text: duration(task.execution_time) }),
-          h('span', { text: `${images} file(s)` }),
+          h('span', { text: `${outputs.length} file(s)` }),
           h('span', { class: 'grow' }),
           h('button', { type: 'button', class: 'small', onclick: () => this.onOpen(task.task_id) }, 'Open'),
-          h('button', { type: 'button', class: 'small', title: 'run again with the same parameters',
-            onclick: () => this.onRerun(task) }, 'Re-run')),
+          h('button', { type: 'button', class: 'small', title: 'run this task\'s own workflow again with the same values',
+            onclick: () => this.onRerun(task) }, 'Re-run'),
+          h('button', { type: 'button', class: 'small', title: 'load this task\'s workflow and values into the form',
+            onclick: () => this.onLoad(task) }, 'Load')),
         task.error && task.status !== 'interrupted'
           ? h('div', { class: 'small-text error-text ellipsis', title: task.error.message || '', text: task.error.message || task.error.type })
           : null));
-    }
-    if (!data.tasks.length) this.list.append(h('p', { class: 'muted', text: 'no tasks yet' }));
   }
 }
 

@@ -10,136 +10,31 @@ import json
 import re
 import shutil
 import time
-from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import httpx
-import pytest
-
-from config import PROJECT_DIR
 from emulator.server import EmulatorThread
 from main import create_app
-from tests.browser import CHROMIUM, CHROMIUM_ARGS
-from tests.conftest import Gate, make_settings, wait_backends_up
-from tests.equipment import import_or_missing, missing
+from tests.conftest import Gate
+from tests.equipment import import_or_missing
 from tests.servers import AppServer, free_port
+from tests.static.pages import (
+    WORKFLOWS,
+    example,
+    field,
+    load_from_library,
+    newest_card,
+    open_page,
+    require_chromium,
+    task_workflow,
+    wait_card,
+    wait_output_image,
+)
 
-if not CHROMIUM.exists():
-    missing(f"Debian's chromium is not installed at {CHROMIUM}", module_level=True)
+require_chromium()
 sync_api = import_or_missing("playwright.sync_api")
 
-WORKFLOWS = PROJECT_DIR / "workflows"
-TIMEOUT_MS = 10_000
 PAYLOAD = "<img src=x onerror=window.__pwned=1>"
-
-
-@pytest.fixture(scope="module")
-def browser_context() -> Iterator[Any]:
-    """One browser and one context for the module; each test opens its own page (own sessionStorage)."""
-    with sync_api.sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
-        context = browser.new_context(viewport={"width": 1366, "height": 768})
-        context.set_default_timeout(TIMEOUT_MS)
-        try:
-            yield context
-        finally:
-            context.close()
-            browser.close()
-
-
-@pytest.fixture
-def page(browser_context: Any) -> Iterator[Any]:
-    page = browser_context.new_page()
-    errors: list[str] = []
-    page.on("pageerror", lambda exc: errors.append(str(exc)))
-    try:
-        yield page
-    finally:
-        page.close()
-    assert not errors, f"uncaught errors in the page: {errors}"
-
-
-@dataclass
-class Stack:
-    gate: Gate
-    emulator: EmulatorThread
-
-
-@pytest.fixture(scope="module")
-def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
-    """One emulator and one ComfyGate for the module (built like conftest's), to keep the module quick.
-
-    Tests leave no task running, so each starts from an idle backend; the reconnect and backend-down
-    tests use conftest's own emulator/gate_factory fixtures because they stop or break their gate.
-    """
-    tmp = tmp_path_factory.mktemp("debugger")
-    emulator = EmulatorThread(base_dir=tmp / "emulator").start()
-    server = AppServer(create_app(make_settings(tmp, [emulator.url]))).start()
-    settings = server.app.state.settings
-    gate = Gate(server, settings, httpx.Client(base_url=server.url, timeout=10.0))
-    wait_backends_up(gate)
-    for path in WORKFLOWS.glob("*.json"):
-        shutil.copy(path, settings.workflows_dir / path.name)
-    try:
-        yield Stack(gate, emulator)
-    finally:
-        gate.client.close()
-        server.stop()
-        emulator.stop()
-
-
-@pytest.fixture
-def emu(stack: Stack) -> EmulatorThread:
-    stack.emulator.set_delays(step_delay=0.05)
-    return stack.emulator
-
-
-@pytest.fixture
-def lib_gate(stack: Stack, emu: EmulatorThread) -> Gate:
-    """The module's gate: the bundled example workflows in its library; sampler steps take 50 ms."""
-    return stack.gate
-
-
-def example(name: str) -> dict[str, Any]:
-    return json.loads((WORKFLOWS / name).read_text(encoding="utf-8"))
-
-
-def open_page(page: Any, gate: Gate) -> None:
-    page.goto(gate.url + "/")
-    page.wait_for_selector("#live.live-open")
-
-
-def load_from_library(page: Any, name: str) -> None:
-    page.wait_for_selector(f'#library-select option[value="{name}"]', state="attached")
-    page.select_option("#library-select", name)
-    page.wait_for_selector("fieldset.node")
-    page.wait_for_function("n => document.querySelector('#wf-info').textContent.includes(n)", arg=name)
-
-
-def field(key: str) -> str:
-    return f'.field[data-key="{key}"]'
-
-
-def newest_card(page: Any) -> Any:
-    return page.locator(".run").first
-
-
-def wait_card(page: Any, status: str, task_id: str | None = None) -> str:
-    selector = f'.run[data-task-id="{task_id}"]' if task_id else ".run"
-    page.wait_for_selector(f'{selector}[data-status="{status}"]')
-    return task_id or page.locator(f'{selector}[data-status="{status}"]').first.get_attribute("data-task-id")
-
-
-def wait_output_image(page: Any, task_id: str) -> None:
-    page.wait_for_function(
-        """id => {
-            const img = document.querySelector(`.run[data-task-id="${id}"] img.output`);
-            return img && img.complete && img.naturalWidth > 0;
-        }""",
-        arg=task_id,
-    )
 
 
 # --------------------------------------------------------------------------------------------------
@@ -150,7 +45,7 @@ def test_file_picker_edit_run_progress_and_gallery(page: Any, lib_gate: Gate, tm
     page.set_input_files("#file-input", str(WORKFLOWS / "sd_txt2img_api.json"))
     page.wait_for_selector(field("6.text") + " textarea")
     # the right widgets, and where each field comes from
-    assert page.locator('fieldset.node[data-node-id="3"] legend').inner_text().startswith("#3")
+    assert "KSampler #3" in page.inner_text(field("3.seed") + " label")  # an essential: its node named
     assert page.locator(field("3.sampler_name") + " select").count() == 1
     assert page.locator(field("3.denoise") + ' input[type="range"]').count() == 1
     assert page.locator(field("3.steps") + ' input[type="number"]').get_attribute("min") == "1"
@@ -347,8 +242,8 @@ def test_titles_and_prompts_are_text_not_html(page: Any, lib_gate: Gate) -> None
         }""",
         json.dumps(workflow),
     )
-    page.wait_for_selector('fieldset.node[data-node-id="6"]')
-    assert PAYLOAD in page.inner_text('fieldset.node[data-node-id="6"] legend')
+    page.wait_for_selector(field("6.text"))
+    assert PAYLOAD in page.inner_text(field("6.text") + " .field-node")  # the node's title, as text
     assert page.input_value(field("6.text") + " textarea").startswith("<script>")
     assert "<b>evil</b>.json" in page.inner_text("#wf-info")
     page.click("#run")
@@ -411,7 +306,7 @@ def test_history_rerun_and_open_outputs(page: Any, lib_gate: Gate) -> None:
     wait_card(page, "completed", new_id)
     again = lib_gate.task(new_id)
     assert again["params"] == {"6.text": "from history", "3.seed": seed}  # 64-bit seed kept exact
-    assert again["workflow_name"] == "sd_txt2img_api.json"
+    assert task_workflow(lib_gate, new_id) == task_workflow(lib_gate, first["task_id"])  # the task's own
 
 
 def test_queue_panel_lists_and_interrupts(page: Any, lib_gate: Gate, emu: EmulatorThread) -> None:
@@ -421,7 +316,9 @@ def test_queue_panel_lists_and_interrupts(page: Any, lib_gate: Gate, emu: Emulat
     open_page(page, lib_gate)
     page.wait_for_selector(".queue-item")
     assert "1 running · 1 pending" in page.inner_text("#queue-panel")
+    page.once("dialog", lambda d: d.accept())  # it asks first
     page.get_by_role("button", name="Clear all").click()
+    page.wait_for_function("() => document.querySelector('#toasts').textContent.includes('cancelled 2 task(s)')")
     assert lib_gate.wait(waiting)["status"] == "interrupted"
     assert lib_gate.wait(running)["status"] == "interrupted"
     page.wait_for_function("() => document.querySelector('#queue-panel').textContent.includes('0 running · 0 pending')")

@@ -18,6 +18,8 @@ import pytest
 from config import PROJECT_DIR
 from tests.conftest import Gate
 from tests.equipment import import_or_missing, missing
+from tests.protocol_transcripts import requires_protocol
+from tests.protocol_transcripts import workflow as recorded_workflow
 from tests.servers import free_port
 
 FIREFOX = shutil.which("firefox-esr") or shutil.which("firefox")
@@ -127,3 +129,161 @@ def test_injection_is_text_and_validation_lands_on_its_field_in_firefox(firefox:
         "return f && f.classList.contains('invalid') && f.textContent",
     )
     assert "steps" in message or "1" in message
+
+
+# ---- round two (issue 20) -------------------------------------------------------------------------
+
+
+def wait_status(client: Any, task_id: str, status: str = "completed") -> None:
+    wait_js(
+        client,
+        "return document.querySelector(`.run[data-task-id='${arguments[0]}']`)?.dataset.status === arguments[1]",
+        task_id,
+        status,
+    )
+
+
+def card_ids(client: Any) -> list[str]:
+    return client.execute_script(
+        "return [...document.querySelectorAll('.run[data-task-id]')].map(c => c.dataset.taskId)"
+    )
+
+
+def test_reload_keeps_edits_and_cards_and_rerun_uses_the_tasks_workflow_in_firefox(
+    firefox: Any, lib_gate: Gate
+) -> None:
+    open_and_load(firefox, lib_gate, "image_invert_blur_api.json")
+    prefix = firefox.find_element(By.CSS_SELECTOR, '.field[data-key="4.filename_prefix"] input')
+    prefix.clear()
+    prefix.send_keys("firefox_kept")
+    firefox.find_element(By.CSS_SELECTOR, "#run").click()
+    first = wait_js(firefox, "return document.querySelector('.run')?.dataset.taskId")
+    wait_status(firefox, first)
+    time.sleep(0.4)  # the form is stored 250 ms after the last edit
+    firefox.refresh()
+    wait_js(firefox, "return document.querySelector('#live').classList.contains('live-open')")
+    wait_status(firefox, first)
+    assert (
+        firefox.execute_script("return document.querySelector('.field[data-key=\"4.filename_prefix\"] input').value")
+        == "firefox_kept"
+    )
+    # another workflow in the form; the card's Re-run still runs its own
+    wait_js(firefox, "return document.querySelector(`#library-select option[value='sd_txt2img_api.json']`)")
+    firefox.find_element(By.CSS_SELECTOR, "#library-select option[value='sd_txt2img_api.json']").click()
+    wait_js(firefox, "return document.querySelector('#wf-info').textContent.includes('sd_txt2img_api.json')")
+    firefox.execute_script(
+        "[...document.querySelectorAll(`.run[data-task-id='${arguments[0]}'] button`)]"
+        ".find(b => b.textContent === 'Re-run').click()",
+        script_args=[first],
+    )
+    wait_js(firefox, "return document.querySelectorAll('.run[data-task-id]').length === 2")
+    again = next(i for i in card_ids(firefox) if i != first)
+    done = lib_gate.wait(again)
+    assert done["status"] == "completed" and done["params"]["4.filename_prefix"] == "firefox_kept"
+    workflows = [
+        lib_gate.client.get(f"/api/task/{t}", params={"include": "workflow"}).json()["workflow"] for t in (first, again)
+    ]
+    assert {k: v["class_type"] for k, v in workflows[0].items()} == {
+        k: v["class_type"] for k, v in workflows[1].items()
+    }
+
+
+@requires_protocol
+def test_text_output_lightbox_and_history_search_in_firefox(firefox: Any, lib_gate: Gate) -> None:
+    trivial = recorded_workflow("trivial")
+    answer = lib_gate.submit(trivial).json()
+    text = lib_gate.wait(answer["task_id"])["node_outputs"]["2"]["text"][0]
+    open_and_load(firefox, lib_gate, "image_invert_blur_api.json")
+    firefox.find_element(By.CSS_SELECTOR, "#tab-history").click()
+    wait_js(
+        firefox, "return document.querySelector(`.history-item[data-task-id='${arguments[0]}']`)", answer["task_id"]
+    )
+    firefox.execute_script(
+        "[...document.querySelectorAll(`.history-item[data-task-id='${arguments[0]}'] button`)]"
+        ".find(b => b.textContent === 'Open').click()",
+        script_args=[answer["task_id"]],
+    )
+    shown = wait_js(
+        firefox,
+        "return document.querySelector(`.run[data-task-id='${arguments[0]}'] .output-text pre`)?.textContent",
+        answer["task_id"],
+    )
+    assert shown == text
+    search = firefox.find_element(By.CSS_SELECTOR, ".history-search")
+    search.send_keys(answer["task_id"][:8])
+    wait_js(firefox, "return document.querySelector('.history-count').textContent === '1–1 of 1 task(s)'")
+
+    firefox.find_element(By.CSS_SELECTOR, "#run").click()
+    task_id = wait_js(
+        firefox, "return document.querySelector('.run .thumb') && document.querySelector('.run').dataset.taskId"
+    )
+    wait_status(firefox, task_id)
+    wait_js(
+        firefox, "const i = document.querySelector('.run .thumb img'); return i && i.complete && i.naturalWidth > 0"
+    )
+    firefox.find_element(By.CSS_SELECTOR, ".run .thumb").click()
+    wait_js(firefox, "return document.querySelector('dialog.lightbox').open")
+    assert firefox.execute_script("return document.querySelector('.lightbox-img').naturalWidth") > 0
+
+
+def test_drop_a_comfyui_png_and_run_a_sweep_in_firefox(firefox: Any, lib_gate: Gate) -> None:
+    import base64
+
+    first = lib_gate.submit(workflow_name="image_invert_blur_api.json").json()["task_id"]
+    png = lib_gate.client.get(lib_gate.wait(first)["outputs"][0]["url"]).content
+    open_and_load(firefox, lib_gate, "sd_txt2img_api.json")
+    firefox.execute_script(
+        """const bytes = Uint8Array.from(atob(arguments[0]), c => c.charCodeAt(0));
+        const dt = new DataTransfer();
+        dt.items.add(new File([bytes], 'ComfyUI_00001_.png', {type: 'image/png'}));
+        document.dispatchEvent(new DragEvent('drop', {dataTransfer: dt, bubbles: true, cancelable: true}));""",
+        script_args=[base64.b64encode(png).decode()],
+    )
+    wait_js(firefox, "return document.querySelector('.field[data-key=\"4.filename_prefix\"]')")
+    firefox.find_element(By.CSS_SELECTOR, "#sweep").click()
+    wait_js(firefox, "return document.querySelector('dialog.sweep-dialog').open")
+    firefox.execute_script(
+        """const [a, b] = document.querySelectorAll('.sweep-key');
+        a.value = '3.blur_radius'; a.dispatchEvent(new Event('change'));
+        document.querySelectorAll('.sweep-values')[0].value = '1, 2, 3';
+        document.querySelectorAll('.sweep-values')[0].dispatchEvent(new Event('input'));"""
+    )
+    assert firefox.execute_script("return document.querySelector('.sweep-count').textContent") == "3 run(s)"
+    firefox.find_element(By.CSS_SELECTOR, ".sweep-run").click()
+    wait_js(firefox, "return document.querySelector('article.sweep')?.dataset.status === 'done'", timeout=30)
+    cells = firefox.execute_script(
+        "return [...document.querySelectorAll('article.sweep td.sweep-cell')]"
+        ".map(c => [c.dataset.taskId, !!c.querySelector('img.output')])"
+    )
+    assert len(cells) == 3 and all(has_image for _, has_image in cells)
+    assert [lib_gate.task(t)["params"]["3.blur_radius"] for t, _ in cells] == [1, 2, 3]
+
+
+def test_unknown_nodes_seed_control_and_run_times_in_firefox(firefox: Any, lib_gate: Gate) -> None:
+    workflow = json.loads((PROJECT_DIR / "workflows" / "sd_txt2img_api.json").read_text())
+    workflow["20"] = {"class_type": "FancyUpscaler", "inputs": {"image": ["8", 0]}}
+    firefox.navigate(lib_gate.url + "/")
+    wait_js(firefox, "return document.querySelector('#live').classList.contains('live-open')")
+    firefox.execute_script(
+        """const dt = new DataTransfer();
+        dt.items.add(new File([arguments[0]], 'needs_nodes.json', {type: 'application/json'}));
+        document.dispatchEvent(new DragEvent('drop', {dataTransfer: dt, bubbles: true, cancelable: true}));""",
+        script_args=[json.dumps(workflow)],
+    )
+    text = wait_js(firefox, "const b = document.querySelector('#wf-missing'); return !b.hidden && b.textContent")
+    assert "FancyUpscaler" in text
+    assert firefox.execute_script("return document.querySelector('#run').disabled") is True
+
+    open_and_load(firefox, lib_gate, "sd_txt2img_ui.json")  # its KSampler seed is marked "fixed"
+    assert (
+        firefox.execute_script("return document.querySelector('[data-key=\"3.seed\"] select.seed-mode').value")
+        == "fixed"
+    )
+    times = firefox.find_element(By.CSS_SELECTOR, "#run-times")
+    times.clear()
+    times.send_keys("2")
+    firefox.execute_script("const s = document.querySelector('#run-seeds'); s.value = 'increment';")
+    firefox.find_element(By.CSS_SELECTOR, "#run").click()
+    wait_js(firefox, "return document.querySelectorAll('.run[data-task-id]').length === 2")
+    seeds = sorted(lib_gate.wait(t)["params"]["3.seed"] for t in card_ids(firefox))
+    assert seeds == [42, 43]

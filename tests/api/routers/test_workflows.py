@@ -406,3 +406,30 @@ def test_openapi_describes_the_workflow_routes(gate: Gate) -> None:
         assert operation["tags"] == ["workflows"]
         assert "$ref" in json.dumps(operation["responses"]["200"]), (path, method)
     assert "WorkflowParam" in spec["components"]["schemas"]
+
+
+def test_params_lists_every_missing_class_and_partial_describes_the_rest(gate: Gate) -> None:
+    api = json.loads((PROJECT / "workflows" / "sd_txt2img_api.json").read_text())
+    api["20"] = {"class_type": "FancyUpscaler", "inputs": {"image": ["8", 0]}}
+    api["21"] = {"class_type": "MagicSaver", "inputs": {"images": ["20", 0]}}
+    refused = gate.client.post("/api/workflow/params", json={"workflow": api})
+    assert refused.status_code == 422
+    body = refused.json()
+    assert body["error"] == "unknown_node_class" and "FancyUpscaler, MagicSaver" in body["message"]
+    assert [m["class_type"] for m in body["missing_classes"]] == ["FancyUpscaler", "MagicSaver"]
+    viewed = gate.client.post("/api/workflow/params", params={"partial": "true"}, json={"workflow": api}).json()
+    assert viewed["runnable"] is False and len(viewed["missing_classes"]) == 2
+    assert "20" not in viewed["workflow"] and any(p["key"] == "6.text" for p in viewed["params"])
+    whole = json.loads((PROJECT / "workflows" / "sd_txt2img_api.json").read_text())
+    fine = gate.client.post("/api/workflow/params", params={"partial": "true"}, json={"workflow": whole}).json()
+    assert fine["runnable"] is True and fine["missing_classes"] == []
+
+
+def test_get_with_include_source_gives_the_file_as_stored(gate: Gate) -> None:
+    ui = json.loads((PROJECT / "workflows" / "sd_txt2img_ui.json").read_text())
+    files = {"file": ("ui.json", json.dumps(ui), "application/json")}
+    assert gate.client.post("/api/workflow/upload", files=files).status_code == 200
+    body = gate.client.get("/api/workflow/ui.json", params={"include": "source"}).json()
+    assert body["format"] == "ui" and body["source"] == ui and "3" in body["workflow"]
+    assert gate.client.get("/api/workflow/ui.json").json().get("source") is None
+    assert gate.client.get("/api/workflow/ui.json", params={"include": "everything"}).status_code == 400
