@@ -19,8 +19,10 @@ from api.routers import core as routes_core
 from api.routers import integration as routes_integration
 from api.routers import tasks as routes_tasks
 from api.routers import viewcomfy as routes_viewcomfy
+from api.routers import viewcomfy_current as routes_viewcomfy_current
 from api.routers import workflows as routes_workflows
 from api.routers import ws as routes_ws
+from api.viewcomfy_socketio import ViewComfySocketIO
 from backends.comfyui import ComfyUIBackend
 from backends.viewcomfy.backend import ViewComfyBackend
 from config import PROJECT_DIR, Settings, get_settings
@@ -28,6 +30,7 @@ from core.errors import ComfyGateError
 from core.task import Task
 from events.hub import EventHub
 from gateway import integration
+from gateway.links import links_from_settings
 from gateway.services import Services
 from security.setup import install_security
 from tasks.manager import TaskManager
@@ -94,6 +97,8 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         )
     services = Services(settings, http, store, hub, manager, WorkflowLibrary(settings.workflows_dir))
     services.extras["task_db"] = db
+    services.extras["viewcomfy_socketio"] = app.state.viewcomfy_socketio
+    services.extras["output_links"] = links_from_settings(settings)
     app.state.services = services
     integration.install(services)  # SSE log, synchronous waits, webhooks, metrics: all task observers
     await manager.start()
@@ -166,11 +171,15 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.add_exception_handler(StarletteHTTPException, http_error)
     app.add_exception_handler(Exception, unexpected_error)
     app.include_router(routes_core.router)
+    app.include_router(routes_viewcomfy_current.router)  # before routes_workflows: GET /api/workflow/{name:path}
     app.include_router(routes_integration.router)  # before routes_tasks: its multipart submit shares the path
     app.include_router(routes_tasks.router)
     app.include_router(routes_workflows.router)
     app.include_router(routes_ws.router)
     app.include_router(routes_viewcomfy.router)
+    # ViewComfy's current clients: socket.io inside the app, so the middleware stack wraps it as any route.
+    app.state.viewcomfy_socketio = ViewComfySocketIO(app.state.settings)
+    app.mount("/socket.io", app.state.viewcomfy_socketio.asgi_app(), name="socket.io")
     if STATIC_DIR.is_dir():
         app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
 

@@ -10,8 +10,12 @@ WebSocket are all behind it without each route having to remember; only the allo
 * Refusal: 401 JSON with ``WWW-Authenticate: Bearer``; on a WebSocket the handshake is denied with an
   HTTP 401 when the server supports the ASGI denial-response extension, else closed with 1008 before
   ``accept``.
-* The ViewComfy-compatible endpoint (``/api/viewcomfy/...``) also accepts its own ``client_id`` /
-  ``client_secret`` headers when those are configured: existing ViewComfy clients cannot send our key.
+* The ViewComfy-compatible endpoints (``/api/viewcomfy/...`` and the current API's ``/api/workflow/infer...``)
+  also accept their own ``client_id`` / ``client_secret`` headers when those are configured: existing
+  ViewComfy clients cannot send our key (:class:`ViewComfyAuth` holds that rule for every caller).
+* ``/socket.io/`` is passed on to the socket.io server, whose namespace ``connect`` applies the same rule
+  to the credentials in its ``auth`` object (ViewComfy's clients cannot set headers on it).
+* Signed output links (``/api/viewcomfy/files/...``) carry their own permission: the route checks it.
 * Keys are never logged: :class:`RedactTokens` scrubs ``token=`` from uvicorn's access and WebSocket logs.
 """
 
@@ -33,12 +37,13 @@ from config import Settings
 # Open without a key: the health probe (load balancers), the debugger page and its files (the page asks
 # for a key itself). Everything else, including /metrics and routes nobody has written yet, needs one.
 OPEN_PATHS = frozenset({"/", "/api/health", "/favicon.ico"})
-OPEN_PREFIXES = ("/static/",)
+OPEN_PREFIXES = ("/static/", "/api/viewcomfy/files/")  # the files route checks each link's signature
 DOCS_PATHS = frozenset({"/docs", "/docs/oauth2-redirect", "/redoc", "/openapi.json"})
 # HTTP paths where ``?token=`` is accepted: Server-Sent Events (EventSource cannot set headers).
 TOKEN_QUERY_PATHS = (re.compile(r"^/api/task/[^/]+/events$"),)
-VIEWCOMFY_PREFIX = "/api/viewcomfy/"
-AUTH_STATE_KEY = "comfygate_auth"  # scope["state"][...] = "api_key" | "viewcomfy" | "open"
+VIEWCOMFY_PREFIXES = ("/api/viewcomfy/", "/api/workflow/infer")
+SOCKETIO_PREFIX = "/socket.io/"
+AUTH_STATE_KEY = "comfygate_auth"  # scope["state"][...] = "api_key" | "viewcomfy" | "open" | "socketio"
 
 
 def _digest(value: str | bytes) -> bytes:
@@ -81,6 +86,63 @@ def presented_keys(scope: Scope, *, allow_query: bool) -> list[str]:
     return keys
 
 
+def viewcomfy_headers(headers: dict[str, str]) -> dict[str, str]:
+    """The ViewComfy pair from lower-cased request headers (``client_id`` or ``client-id``)."""
+    return {
+        name: headers.get(name, "") or headers.get(name.replace("_", "-"), "")
+        for name in ("client_id", "client_secret")
+    }
+
+
+class ViewComfyAuth:
+    """Who may use the ViewComfy-compatible API (both generations, HTTP and socket.io): one rule, here.
+
+    An API key, or the configured ``client_id`` / ``client_secret`` pair (each part checked when set).
+    With API keys on and no pair configured, only a key will do; with neither, the API is open as the
+    rest of ComfyGate is. Every comparison is constant time over SHA-256 digests.
+    """
+
+    def __init__(self, settings: Settings) -> None:
+        self.key_digests = [_digest(k.get_secret_value()) for k in settings.api_keys if k.get_secret_value()]
+        pair = {
+            "client_id": getattr(settings, "viewcomfy_server_client_id", None),
+            "client_secret": getattr(settings, "viewcomfy_server_client_secret", None),
+        }
+        self.expected = {name: _digest(v.get_secret_value()) for name, v in pair.items() if v is not None}
+
+    @property
+    def pair_configured(self) -> bool:
+        return bool(self.expected)
+
+    def pair_ok(self, given: dict[str, str]) -> bool:
+        ok = True
+        for name, digest in self.expected.items():
+            ok &= hmac.compare_digest(_digest(given.get(name) or ""), digest)  # no early exit
+        return ok
+
+    def allowed(self, given: dict[str, str], *, key_ok: bool) -> bool:
+        if key_ok:
+            return True
+        if self.key_digests and not self.pair_configured:
+            return False
+        return self.pair_ok(given)
+
+    def socket_allowed(self, scope: Scope, auth: dict[str, Any]) -> bool:
+        """A socket.io connect: the middleware's verdict on headers, else the ``auth`` object's contents."""
+        state = scope.get("state") or {}
+        if state.get(AUTH_STATE_KEY) == "api_key":
+            return True
+        keys = []
+        for field in ("token", "api_key", "authorization"):
+            value = auth.get(field)
+            if isinstance(value, str) and value.strip():
+                scheme, _, rest = value.strip().partition(" ")
+                keys.append(rest.strip() if scheme.lower() == "bearer" and rest.strip() else value.strip())
+        key_ok = any(key_matches(k, self.key_digests) for k in keys)
+        given = {name: str(auth.get(name) or "") for name in ("client_id", "client_secret")}
+        return self.allowed(given, key_ok=key_ok)
+
+
 class APIKeyMiddleware:
     """Refuse every request outside the allow-list that carries no valid key (no-op when no keys are set)."""
 
@@ -89,25 +151,14 @@ class APIKeyMiddleware:
         self.settings = settings
         self.digests = [_digest(k.get_secret_value()) for k in settings.api_keys if k.get_secret_value()]
         self.open_paths = OPEN_PATHS | (DOCS_PATHS if settings.public_docs else frozenset())
+        self.viewcomfy = ViewComfyAuth(settings)
 
     def is_open(self, path: str) -> bool:
         return path in self.open_paths or path.startswith(OPEN_PREFIXES)
 
     def viewcomfy_credentials_ok(self, scope: Scope) -> bool:
         """client_id / client_secret headers against the endpoint's configured pair (never when unset)."""
-        expected = {
-            "client_id": getattr(self.settings, "viewcomfy_server_client_id", None),
-            "client_secret": getattr(self.settings, "viewcomfy_server_client_secret", None),
-        }
-        if all(v is None for v in expected.values()):
-            return False
-        headers = _headers(scope)
-        ok = True
-        for header, secret in expected.items():
-            if secret is not None:
-                given = headers.get(header, "") or headers.get(header.replace("_", "-"), "")
-                ok &= hmac.compare_digest(_digest(given), _digest(secret.get_secret_value()))
-        return ok
+        return self.viewcomfy.pair_configured and self.viewcomfy.pair_ok(viewcomfy_headers(_headers(scope)))
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] not in ("http", "websocket") or not self.digests:
@@ -125,8 +176,12 @@ class APIKeyMiddleware:
             state[AUTH_STATE_KEY] = "api_key"
             await self.app(scope, receive, send)
             return
-        if path.startswith(VIEWCOMFY_PREFIX) and self.viewcomfy_credentials_ok(scope):
+        if path.startswith(VIEWCOMFY_PREFIXES) and self.viewcomfy_credentials_ok(scope):
             state[AUTH_STATE_KEY] = "viewcomfy"
+            await self.app(scope, receive, send)
+            return
+        if path.startswith(SOCKETIO_PREFIX) and not offered:
+            state[AUTH_STATE_KEY] = "socketio"  # the socket.io connect checks the auth object (ViewComfyAuth)
             await self.app(scope, receive, send)
             return
         await self.refuse(scope, receive, send, wrong=bool(offered))

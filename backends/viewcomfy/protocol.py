@@ -325,6 +325,8 @@ class InferRequest:
     workflow_api: dict[str, Any] | None = None
     files: dict[str, InferFile] = field(default_factory=dict)
     content_type: Literal["urlencoded", "multipart", "json"] = "urlencoded"
+    #: Every other text field (the current API's prompt_id, view_comfy_api_url, sid; context otherwise).
+    fields: dict[str, str] = field(default_factory=dict)
 
 
 _DEFAULT_MAX_FIELD_BYTES = 32 * 1024 * 1024  # workflow_api can be far larger than Starlette's 1 MiB default
@@ -395,6 +397,7 @@ async def parse_infer_form(
         workflow_api=parse_workflow_api_field(text.get("workflow_api")),
         files=files,
         content_type="multipart" if media_type == "multipart/form-data" else "urlencoded",
+        fields={k: v for k, v in text.items() if k not in FORM_FIELDS},
     )
 
 
@@ -429,4 +432,5 @@ async def _parse_json_body(request: Request, max_bytes: int) -> InferRequest:
         workflow_api=parse_workflow_api_field(payload.get("workflow_api")),
         files={},
         content_type="json",
+        fields={k: v for k, v in payload.items() if k not in FORM_FIELDS and isinstance(v, str)},
     )

@@ -1,0 +1,107 @@
+"""The socket.io server ViewComfy's current clients connect to, at ``/socket.io/`` inside ComfyGate's app.
+
+python-socketio's ASGI app (Engine.IO 4, socket.io 5) is mounted inside the FastAPI app, so the same ASGI
+middleware stack wraps it as every route (API keys, Origin check, limits). Its clients cannot send
+headers, only the connect ``auth`` object, so the API-key middleware lets ``/socket.io/`` through and the
+namespace ``connect`` below applies the very same rules (:func:`security.auth.viewcomfy_authorized`):
+
+* a ComfyGate API key (``auth.token``, ``auth.authorization``, or a header the middleware checked), or
+* the ViewComfy ``client_id`` / ``client_secret`` pair, as on ``/api/viewcomfy/infer``.
+
+A refused connect gets socket.io's CONNECT_ERROR, and its Engine.IO session is closed right after, so an
+unauthorised peer holds nothing open. Browser Origins: Engine.IO's own check runs with the same rule as
+the HTTP side (no Origin, same host, loopback, or ``COMFYUI_CORS_ORIGINS``).
+
+The server only emits (to the ``sid`` a client names when scheduling); client events are ignored.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from typing import Any
+from urllib.parse import urlsplit
+
+import socketio
+
+from config import Settings
+from security.auth import ViewComfyAuth
+
+log = logging.getLogger("comfygate.viewcomfy")
+
+MAX_MESSAGE_BYTES = 64 * 1024  # clients send nothing but the connect packet
+REFUSED_CLOSE_DELAY = 0.5  # lets the CONNECT_ERROR packet reach the client before its session closes
+_LOOPBACK = {"localhost", "127.0.0.1", "::1"}
+
+
+def origin_allowed(settings: Settings, origin: str | None, host_header: str | None) -> bool:
+    """No Origin (not a browser), the same host, a loopback page, or a configured CORS origin."""
+    if not origin:
+        return True
+    if origin in settings.cors_origins:
+        return True
+    parts = urlsplit(origin)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        return False
+    if host_header and parts.netloc.lower() == host_header.lower():
+        return True
+    return parts.hostname in _LOOPBACK or parts.hostname.startswith("127.")
+
+
+class ViewComfySocketIO:
+    """Owns the AsyncServer; routes emit through :meth:`emit` to a ``sid`` while :meth:`connected` says so."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.auth = ViewComfyAuth(settings)
+        self.sio = socketio.AsyncServer(
+            async_mode="asgi",
+            cors_allowed_origins=self._origin,
+            max_http_buffer_size=MAX_MESSAGE_BYTES,
+            logger=False,
+            engineio_logger=False,
+        )
+        self.sio.on("connect", self._connect)
+        self.sio.on("disconnect", self._disconnect)
+        self._sids: set[str] = set()
+        self._closers: set[asyncio.Task[Any]] = set()
+
+    def asgi_app(self) -> Any:
+        """Mount at ``/socket.io``: the mount has consumed the path, so Engine.IO serves every path under it."""
+        return socketio.ASGIApp(self.sio, socketio_path="")
+
+    def connected(self, sid: str | None) -> bool:
+        return sid is not None and sid in self._sids
+
+    async def emit(self, event: str, data: Any, sid: str) -> None:
+        if sid in self._sids:
+            await self.sio.emit(event, data, to=sid)
+
+    def _origin(self, origin: str | None, environ: dict[str, Any]) -> bool:
+        return origin_allowed(self.settings, origin, environ.get("HTTP_HOST"))
+
+    async def _connect(self, sid: str, environ: dict[str, Any], auth: Any = None) -> None:
+        scope = environ.get("asgi.scope") or {}
+        if not self.auth.socket_allowed(scope, auth if isinstance(auth, dict) else {}):
+            self._close_later(sid)
+            raise socketio.exceptions.ConnectionRefusedError(
+                "unauthorized: send client_id and client_secret (or token) in the socket.io auth object"
+            )
+        self._sids.add(sid)
+
+    async def _disconnect(self, sid: str, reason: Any = None) -> None:
+        self._sids.discard(sid)
+
+    def _close_later(self, sid: str) -> None:
+        eio_sid = self.sio.manager.eio_sid_from_sid(sid, "/")
+
+        async def close() -> None:
+            await asyncio.sleep(REFUSED_CLOSE_DELAY)
+            with contextlib.suppress(Exception):
+                await self.sio.eio.disconnect(eio_sid)
+
+        if eio_sid is not None:
+            job = asyncio.get_running_loop().create_task(close())
+            self._closers.add(job)
+            job.add_done_callback(self._closers.discard)
