@@ -25,6 +25,7 @@ from api.routers import ws as routes_ws
 from api.viewcomfy_socketio import ViewComfySocketIO
 from backends.comfyui import ComfyUIBackend
 from backends.viewcomfy.backend import ViewComfyBackend
+from backends.viewcomfy.current_backend import CurrentViewComfyBackend
 from config import PROJECT_DIR, Settings, get_settings
 from core.errors import ComfyGateError
 from core.task import Task
@@ -86,15 +87,7 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
             )
         )
     if settings.viewcomfy_url:
-        manager.add_backend(
-            ViewComfyBackend(
-                settings.viewcomfy_url,
-                http,
-                outputs_dir=settings.outputs_dir,
-                client_id=settings.viewcomfy_client_id,
-                client_secret=settings.viewcomfy_client_secret,
-            )
-        )
+        manager.add_backend(viewcomfy_backend(settings, http))
     services = Services(settings, http, store, hub, manager, WorkflowLibrary(settings.workflows_dir))
     services.extras["task_db"] = db
     services.extras["viewcomfy_socketio"] = app.state.viewcomfy_socketio
@@ -113,6 +106,29 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         await http.aclose()
         if db is not None:
             await asyncio.to_thread(db.close)
+
+
+def viewcomfy_backend(settings: Settings, http: httpx.AsyncClient) -> ViewComfyBackend:
+    """The ViewComfy backend in the API generation the settings choose (COMFYUI_VIEWCOMFY_API)."""
+    assert settings.viewcomfy_url is not None
+    if settings.viewcomfy_api == "current":
+        return CurrentViewComfyBackend(
+            settings.viewcomfy_url,
+            http,
+            api_url=settings.viewcomfy_api_url,
+            outputs_dir=settings.outputs_dir,
+            client_id=settings.viewcomfy_client_id,
+            client_secret=settings.viewcomfy_client_secret,
+            poll_interval=settings.viewcomfy_poll_interval,
+            allow_private_urls=settings.allow_private_urls,
+        )
+    return ViewComfyBackend(
+        settings.viewcomfy_url,
+        http,
+        outputs_dir=settings.outputs_dir,
+        client_id=settings.viewcomfy_client_id,
+        client_secret=settings.viewcomfy_client_secret,
+    )
 
 
 async def comfygate_error(request: Request, exc: Exception) -> JSONResponse:

@@ -82,10 +82,14 @@ class ViewComfyBackend(BackendBase):
         max_backoff: float = 300.0,
         connect_retries: int = 2,
     ) -> None:
-        self.name = name
+        self._setup(name, url, outputs_dir, backoff, max_backoff)
         self.api = ViewComfyClient(
             url, _secret(client_id), _secret(client_secret), http=http, connect_retries=connect_retries
         )
+
+    def _setup(self, name: str, url: str, outputs_dir: Path, backoff: float, max_backoff: float) -> None:
+        """What every ViewComfy backend keeps, whichever API generation it speaks."""
+        self.name = name
         self._url = public_url(url)
         self.outputs_dir = outputs_dir
         self.backoff = backoff
@@ -161,13 +165,16 @@ class ViewComfyBackend(BackendBase):
         try:
             await self._call(task, manager)
         except asyncio.CancelledError:
+            reason = await self._abandon(task)
             if not task.status.final:
-                manager.finish_interrupted(
-                    task, "stopped in ComfyGate; ViewComfy has no cancel route, so the run may go on there"
-                )
+                manager.finish_interrupted(task, reason)
             raise
         finally:
             self._jobs.pop(task.task_id, None)
+
+    async def _abandon(self, task: Task) -> str:
+        """The local job is being cancelled (interrupt, timeout, shutdown): what becomes of the remote run."""
+        return "stopped in ComfyGate; ViewComfy has no cancel route, so the run may go on there"
 
     async def _call(self, task: Task, manager: TaskHost) -> None:
         errors: list[str] = []
@@ -217,20 +224,10 @@ class ViewComfyBackend(BackendBase):
         """Decode into outputs/ with the ComfyUI path's entry shape; names prefixed like task_manager's."""
         paths = await asyncio.to_thread(decode_outputs, result, self.outputs_dir, prefix=f"{task.task_id[:8]}_")
         inline = [output for output in result.outputs if output.data]  # decode_outputs skips the others
-        entries = []
-        for path, output in zip(paths, inline, strict=True):
-            entries.append(
-                {
-                    "filename": path.name,
-                    "content_type": output.content_type or content_type(path.name),
-                    "size": path.stat().st_size,
-                    "node_id": guess_node_id(task.workflow, output.filename),
-                    "type": "output",
-                    "url": f"/api/image/{path.name}",
-                    "viewcomfy": {"filename": output.filename},
-                }
-            )
-        return entries
+        return [
+            output_entry(task, path, path.stat().st_size, output.content_type, output.filename)
+            for path, output in zip(paths, inline, strict=True)
+        ]
 
     # --- progress --------------------------------------------------------------------------------
     def _on_log(self, task: Task, manager: TaskHost, line: str) -> None:
@@ -281,6 +278,19 @@ def _error(kind: str, exc: ViewComfyError) -> dict[str, Any]:
         if len(text) <= MAX_BODY_CHARS:
             error["upstream_body"] = exc.body
     return error
+
+
+def output_entry(task: Task, path: Path, size: int, media_type: str, remote_name: str) -> dict[str, Any]:
+    """A file fetched from ViewComfy as a task output, in the ComfyUI path's entry shape."""
+    return {
+        "filename": path.name,
+        "content_type": media_type or content_type(path.name),
+        "size": size,
+        "node_id": guess_node_id(task.workflow, remote_name),
+        "type": "output",
+        "url": f"/api/image/{path.name}",
+        "viewcomfy": {"filename": remote_name},
+    }
 
 
 def guess_node_id(workflow: dict[str, Any], filename: str) -> str:

@@ -26,6 +26,7 @@ from pydantic import BaseModel, ConfigDict
 
 __all__ = [
     "CANCEL_PATH",
+    "FINAL_STATUSES",
     "RECORD_KEYS",
     "RESULTS_PATH",
     "SCHEDULE_FIELDS",
@@ -38,6 +39,7 @@ __all__ = [
     "from_record",
     "message",
     "result_json",
+    "snake",
     "to_record",
 ]
 
