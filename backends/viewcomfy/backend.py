@@ -178,28 +178,30 @@ class ViewComfyBackend(BackendBase):
 
     async def _call(self, task: Task, manager: TaskHost) -> None:
         errors: list[str] = []
-        params = {viewcomfy_key(*key.split(".", 1)): value for key, value in task.params.items() if "." in key}
         manager.mark_running(task)
         try:
             result = await self.api.infer_with_logs(
-                params,
+                viewcomfy_params(task),
                 workflow_api=task.workflow,
                 on_log=lambda line: self._on_log(task, manager, line),
                 on_error=lambda line: self._on_error(task, manager, line, errors),
             )
-        except ViewComfyUnavailable as exc:
-            self._mark_down(manager, exc.message)
-            manager.finish(task, TaskStatus.FAILED, error=_error("viewcomfy_unavailable", exc))
-            return
-        except ViewComfyError as exc:
-            self._mark_up(manager)  # it answered, so it is reachable
-            manager.finish(task, TaskStatus.FAILED, error=_error("viewcomfy_error", exc))
-            return
         except ComfyGateError as exc:
-            manager.finish(task, TaskStatus.FAILED, error={"type": exc.code, "message": exc.message})
+            self._call_failed(task, manager, exc)
             return
         self._mark_up(manager)
         await self._settle(task, manager, result, errors)
+
+    def _call_failed(self, task: Task, manager: TaskHost, exc: ComfyGateError) -> None:
+        """A call to ViewComfy failed: the task fails, and the backend's health follows what that proves."""
+        if isinstance(exc, ViewComfyUnavailable):
+            self._mark_down(manager, exc.message)
+            manager.finish(task, TaskStatus.FAILED, error=_error("viewcomfy_unavailable", exc))
+        elif isinstance(exc, ViewComfyError):
+            self._mark_up(manager)  # it answered, so it is reachable
+            manager.finish(task, TaskStatus.FAILED, error=_error("viewcomfy_error", exc))
+        else:
+            manager.finish(task, TaskStatus.FAILED, error={"type": exc.code, "message": exc.message})
 
     async def _settle(self, task: Task, manager: TaskHost, result: PromptResult, errors: list[str]) -> None:
         task.extra["viewcomfy_prompt_id"] = result.prompt_id
@@ -278,6 +280,11 @@ def _error(kind: str, exc: ViewComfyError) -> dict[str, Any]:
         if len(text) <= MAX_BODY_CHARS:
             error["upstream_body"] = exc.body
     return error
+
+
+def viewcomfy_params(task: Task) -> dict[str, Any]:
+    """The task's applied params (``"3.seed"``) as ViewComfy parameter keys (``"3-inputs-seed"``)."""
+    return {viewcomfy_key(*key.split(".", 1)): value for key, value in task.params.items() if "." in key}
 
 
 def output_entry(task: Task, path: Path, size: int, media_type: str, remote_name: str) -> dict[str, Any]:

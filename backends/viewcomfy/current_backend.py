@@ -27,11 +27,17 @@ import httpx
 from pydantic import SecretStr, ValidationError
 
 from backends.base import TaskHost
-from backends.viewcomfy.backend import ViewComfyBackend, _error, _secret, output_entry, public_url
+from backends.viewcomfy.backend import (
+    ViewComfyBackend,
+    _error,
+    _secret,
+    output_entry,
+    public_url,
+    viewcomfy_params,
+)
 from backends.viewcomfy.current_client import EventChannel, RunEvent, ViewComfyCentralClient
 from backends.viewcomfy.current_protocol import FINAL_STATUSES, SUCCESS, Event, LinkResult
-from backends.viewcomfy.protocol import viewcomfy_key
-from core.errors import ComfyGateError, ViewComfyError, ViewComfyUnavailable
+from core.errors import ComfyGateError, ViewComfyError
 from core.task import Task, TaskStatus
 
 log = logging.getLogger("comfygate.viewcomfy")
@@ -79,20 +85,15 @@ class CurrentViewComfyBackend(ViewComfyBackend):
 
     # --- one run -----------------------------------------------------------------------------------
     async def _call(self, task: Task, manager: TaskHost) -> None:
-        params = {viewcomfy_key(*key.split(".", 1)): value for key, value in task.params.items() if "." in key}
         prompt_id = str(uuid.UUID(task.task_id))
         task.extra["viewcomfy_prompt_id"] = prompt_id
         channel = await self.central.open_events()
         try:
             try:
-                await self.central.schedule(prompt_id, params, task.workflow, channel.sid if channel else None)
-            except ViewComfyUnavailable as exc:
-                self._mark_down(manager, exc.message)
-                manager.finish(task, TaskStatus.FAILED, error=_error("viewcomfy_unavailable", exc))
-                return
-            except ViewComfyError as exc:
-                self._mark_up(manager)  # it answered, so it is reachable
-                manager.finish(task, TaskStatus.FAILED, error=_error("viewcomfy_error", exc))
+                sid = channel.sid if channel else None
+                await self.central.schedule(prompt_id, viewcomfy_params(task), task.workflow, sid)
+            except ComfyGateError as exc:
+                self._call_failed(task, manager, exc)
                 return
             self._scheduled[task.task_id] = prompt_id
             self._mark_up(manager)

@@ -25,7 +25,7 @@ import httpx
 import socketio
 from pydantic import ValidationError
 
-from backends.viewcomfy.client import _create_unique, _status_error, _transport_error
+from backends.viewcomfy.client import _create_unique, _status_error, _transport_error, absolute_url
 from backends.viewcomfy.current_protocol import (
     CANCEL_PATH,
     RESULTS_PATH,
@@ -106,12 +106,7 @@ class ViewComfyCentralClient:
         connect_retries: int = 2,
         retry_backoff: float = 0.5,
     ) -> None:
-        try:
-            url = httpx.URL(api_base)
-        except (httpx.InvalidURL, TypeError) as exc:
-            raise ValueError(f"invalid ViewComfy API URL: {exc}") from None
-        if url.scheme not in ("http", "https") or not url.host:
-            raise ValueError("the ViewComfy API URL must be an absolute http(s) URL")
+        url = absolute_url(api_base, "the ViewComfy API URL")
         self.api_base = str(url).rstrip("/")
         self.host = url.host
         self.deployment = deployment
@@ -153,22 +148,8 @@ class ViewComfyCentralClient:
             fields["workflow_api"] = json.dumps(dict(workflow_api), separators=(",", ":"))
         if sid:
             fields["sid"] = sid
-        attempt = 0
-        while True:
-            try:
-                response = await self._http.post(
-                    self.api_base + SCHEDULE_PATH, data=fields, headers=self._auth, timeout=self._timeout()
-                )
-                break
-            except (httpx.ConnectError, httpx.ConnectTimeout) as exc:
-                if attempt >= self.connect_retries:
-                    raise _transport_error(exc, sent=False) from None
-                attempt += 1
-                await asyncio.sleep(self.retry_backoff * 2 ** (attempt - 1))
-            except httpx.HTTPError as exc:
-                raise _transport_error(exc, sent=True) from None
-        if response.status_code != 201:
-            raise await _status_error(response)
+        # Starts a paid run: only a failure to connect (nothing was sent) is tried again.
+        response = await self._call("POST", SCHEDULE_PATH, 201, retries=self.connect_retries, data=fields)
         try:
             return Scheduled.model_validate(response.json()["data"])
         except (ValueError, KeyError, TypeError, ValidationError):
@@ -178,17 +159,7 @@ class ViewComfyCentralClient:
 
     async def results(self, prompt_ids: list[str]) -> dict[str, LinkResult]:
         """The runs' records by prompt id (ids ViewComfy does not know are absent)."""
-        try:
-            response = await self._http.get(
-                self.api_base + RESULTS_PATH,
-                params={"prompt_ids": prompt_ids},
-                headers=self._auth,
-                timeout=self._timeout(),
-            )
-        except httpx.HTTPError as exc:
-            raise _transport_error(exc, sent=True) from None
-        if response.status_code != 200:
-            raise await _status_error(response)
+        response = await self._call("GET", RESULTS_PATH, 200, params={"prompt_ids": prompt_ids})
         try:
             records = response.json()
             found = [from_record(r) for r in records]
@@ -199,17 +170,8 @@ class ViewComfyCentralClient:
         return {r.prompt_id: r for r in found}
 
     async def cancel(self, prompt_id: str) -> Any:
-        try:
-            response = await self._http.post(
-                self.api_base + CANCEL_PATH,
-                json={"prompt_id": prompt_id, "view_comfy_api_url": self.deployment},
-                headers=self._auth,
-                timeout=self._timeout(),
-            )
-        except httpx.HTTPError as exc:
-            raise _transport_error(exc, sent=True) from None
-        if response.status_code != 201:
-            raise await _status_error(response)
+        body = {"prompt_id": prompt_id, "view_comfy_api_url": self.deployment}
+        response = await self._call("POST", CANCEL_PATH, 201, json=body)
         with contextlib.suppress(ValueError):
             return response.json()
         return None
@@ -263,6 +225,26 @@ class ViewComfyCentralClient:
             path.unlink(missing_ok=True)
             raise
         return path, size
+
+    async def _call(self, method: str, path: str, expected: int, *, retries: int = 0, **kwargs: Any) -> httpx.Response:
+        """One call with the credentials; ``expected`` status or a ViewComfyError (never an httpx error)."""
+        attempt = 0
+        while True:
+            try:
+                response = await self._http.request(
+                    method, self.api_base + path, headers=self._auth, timeout=self._timeout(), **kwargs
+                )
+                break
+            except (httpx.ConnectError, httpx.ConnectTimeout) as exc:
+                if attempt >= retries:
+                    raise _transport_error(exc, sent=False) from None
+                attempt += 1
+                await asyncio.sleep(self.retry_backoff * 2 ** (attempt - 1))
+            except httpx.HTTPError as exc:
+                raise _transport_error(exc, sent=True) from None
+        if response.status_code != expected:
+            raise await _status_error(response)
+        return response
 
     def _timeout(self) -> httpx.Timeout:
         return httpx.Timeout(self.timeout, connect=self.connect_timeout)
