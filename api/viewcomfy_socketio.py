@@ -23,7 +23,7 @@ import logging
 from typing import Any
 from urllib.parse import urlsplit
 
-import socketio
+import socketio  # type: ignore[import-untyped]  # no py.typed in python-socketio
 
 from config import Settings
 from security.auth import ViewComfyAuth

@@ -29,7 +29,7 @@ def viewcomfy_auth(services: Services) -> ViewComfyAuth:
     auth = services.extras.get("viewcomfy_auth")
     if auth is None:
         auth = services.extras["viewcomfy_auth"] = ViewComfyAuth(services.settings)
-    return auth  # type: ignore[no-any-return]
+    return auth
 
 
 def check_credentials(request: Request, services: Services) -> None:

@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import IO, Any
 
 import httpx
-import socketio
+import socketio  # type: ignore[import-untyped]  # no py.typed in python-socketio
 from pydantic import ValidationError
 
 from backends.viewcomfy.client import _create_unique, _status_error, _transport_error, absolute_url
