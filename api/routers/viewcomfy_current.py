@@ -68,6 +68,46 @@ from security.safe_paths import content_type
 
 router = APIRouter(tags=["viewcomfy"])
 
+_FORM_FIELDS: dict[str, Any] = {
+    "prompt_id": {"type": "string", "format": "uuid", "description": "a UUID you make: the run's id"},
+    "view_comfy_api_url": {"type": "string", "description": "a saved workflow's name, or a URL ending in one"},
+    "params": {"type": "string", "description": 'one JSON object as a string: {"6-inputs-text": "a fox"}'},
+    "workflow_api": {"type": "string", "description": "an API-format workflow as a JSON string (wins)"},
+    "sid": {"type": "string", "description": "your socket.io session id, for live events"},
+}
+_SCHEDULE_BODY: dict[str, Any] = {
+    "requestBody": {
+        "required": True,
+        "content": {
+            "application/x-www-form-urlencoded": {"schema": {"type": "object", "properties": _FORM_FIELDS}},
+            "multipart/form-data": {
+                "schema": {
+                    "type": "object",
+                    "properties": _FORM_FIELDS,
+                    "additionalProperties": {"type": "string", "format": "binary"},
+                    "description": "plus file parts named by their parameter key, e.g. 52-inputs-image",
+                }
+            },
+        },
+    }
+}
+_CANCEL_BODY: dict[str, Any] = {
+    "requestBody": {
+        "required": True,
+        "content": {
+            "application/json": {
+                "schema": {
+                    "type": "object",
+                    "required": ["prompt_id"],
+                    "properties": {
+                        "prompt_id": {"type": "string", "format": "uuid"},
+                        "view_comfy_api_url": {"type": "string"},
+                    },
+                }
+            }
+        },
+    }
+}
 MAX_PROMPT_IDS = 100
 MAX_CANCEL_BODY = 16 * 1024
 _STATUS = {
@@ -83,6 +123,7 @@ _STATUS = {
     "/api/workflow/infer",
     status_code=201,
     summary="Schedule a run as ViewComfy's current API does (answers at once; events over socket.io)",
+    openapi_extra=_SCHEDULE_BODY,
     responses={
         400: {"description": "no workflow, malformed body, prompt_id not a UUID"},
         401: {"description": "client_id / client_secret (or API key) missing or wrong"},
@@ -301,6 +342,7 @@ def find_run(services: Services, raw: str) -> Task | None:
     "/api/workflow/infer/cancel",
     status_code=201,
     summary="Cancel a run (queued or running), as ViewComfy's current API does",
+    openapi_extra=_CANCEL_BODY,
     responses={401: {"description": "credentials missing or wrong"}, 404: {"description": "no such run"}},
 )
 async def cancel(request: Request, services: Services = Depends(get_services)) -> Response:
