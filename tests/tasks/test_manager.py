@@ -178,3 +178,14 @@ async def test_recover_after_a_restart(make: object) -> None:
     manager.pool.wake()
     await until(lambda: len(backend.received) == 2)
     assert set(backend.received) == {held.task_id, queued_on_gone.task_id}
+
+
+async def test_a_caller_may_name_the_task_once(make: object) -> None:
+    """ViewComfy's current API names its runs: the task id is the caller's, and a second use is a 409."""
+    from core.errors import Conflict
+
+    manager, _ = await make(FakeBackend("one"))  # type: ignore[operator]
+    task = await manager.submit(WORKFLOW, task_id="0" * 32)
+    assert task.task_id == "0" * 32 and manager.store.get("0" * 32) is task
+    with pytest.raises(Conflict, match="exists already"):
+        await manager.submit(WORKFLOW, task_id="0" * 32)
