@@ -51,7 +51,7 @@ from backends.viewcomfy.protocol import parse_infer_form
 from core.errors import Conflict, InvalidRequest, NotFound
 from core.task import Task, TaskStatus
 from events.hub import Subscription
-from gateway.links import SignedLinks
+from gateway.links import OutputLinks, SignedLinks
 from gateway.services import Services
 from gateway.submission import prepare_submission
 from gateway.viewcomfy import (
@@ -260,7 +260,7 @@ async def emit_end(
 # ---------------------------------------------------------------------------------------------- results
 async def link_result(services: Services, task: Task, prompt_id: str, base: str) -> LinkResult:
     """The result object with outputs as signed links; a file gone from disk makes it an error."""
-    links: SignedLinks = services.extras["output_links"]
+    links: OutputLinks = services.extras["output_links"]  # signed ComfyGate links, or another store's
     outputs: list[LinkOutput] = []
     problems: list[str] = []
     if task.status == TaskStatus.COMPLETED:
@@ -378,7 +378,9 @@ async def cancel(request: Request, services: Services = Depends(get_services)) -
 async def output_file(
     task_id: str, filename: str, expires: str = "", signature: str = "", services: Services = Depends(get_services)
 ) -> Response:
-    links: SignedLinks = services.extras["output_links"]
+    links = services.extras["output_links"]
+    if not isinstance(links, SignedLinks):
+        raise NotFound("outputs are linked from elsewhere (object storage), not served here")
     links.verify(task_id, filename, expires, signature)  # LinkRefused: 403 saying why
     task = services.store.get(task_id)
     entry = next((e for e in (task.outputs if task else []) if e.get("filename") == filename), None)
