@@ -98,8 +98,15 @@ class ViewComfySocketIO:
 
         async def close() -> None:
             await asyncio.sleep(REFUSED_CLOSE_DELAY)
+            socket = self.sio.eio.sockets.get(eio_sid)
             with contextlib.suppress(Exception):
-                await self.sio.eio.disconnect(eio_sid)
+                await self.sio.eio.disconnect(eio_sid)  # sends Engine.IO's CLOSE packet
+            # Engine.IO's writer would hold the transport open until its ping timeout (45 s) unless its
+            # queue is ended: that is how its own reader ends it. Without that queue, the timeout still does.
+            queue = getattr(socket, "queue", None)
+            if queue is not None:
+                with contextlib.suppress(Exception):
+                    queue.put_nowait(None)
 
         if eio_sid is not None:
             job = asyncio.get_running_loop().create_task(close())

@@ -19,6 +19,8 @@ import httpx
 import pytest
 import socketio
 from PIL import Image
+from websockets.asyncio.client import connect as ws_connect
+from websockets.exceptions import ConnectionClosed
 
 from backends.viewcomfy.current_protocol import RECORD_KEYS
 from tests.conftest import Gate
@@ -214,6 +216,17 @@ async def test_credentials_on_http_and_socketio(emulator: Any, gate_factory: Cal
     with pytest.raises(socketio.exceptions.ConnectionError):
         await anonymous.connect(gate.url, transports=["websocket"])
     await anonymous.disconnect()
+
+    # A refused peer holds nothing open: speaking Engine.IO by hand (a client that never hangs up itself),
+    # the server answers CONNECT_ERROR, then closes the connection.
+    async with ws_connect(f"{gate.ws_url}/socket.io/?EIO=4&transport=websocket") as raw_ws:
+        assert str(await raw_ws.recv()).startswith("0{")  # Engine.IO open
+        await raw_ws.send('40{"client_id": "vc-id", "client_secret": "wrong"}')
+        assert str(await raw_ws.recv()).startswith("44")  # socket.io CONNECT_ERROR
+        with pytest.raises(ConnectionClosed):
+            async with asyncio.timeout(5):
+                while True:
+                    await raw_ws.recv()  # pings at most, until the server closes
 
 
 async def test_foreign_browser_origin_is_refused_on_socketio(vgate: Gate) -> None:
