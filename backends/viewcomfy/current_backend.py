@@ -83,6 +83,10 @@ class CurrentViewComfyBackend(ViewComfyBackend):
     def describe_own(self) -> dict[str, Any]:
         return {**super().describe_own(), "api": "current", "api_url": self._api_url}
 
+    async def stop(self) -> None:
+        await super().stop()  # every run's job, and with it its socket
+        await self.central.aclose()
+
     # --- one run -----------------------------------------------------------------------------------
     async def _call(self, task: Task, manager: TaskHost) -> None:
         prompt_id = str(uuid.UUID(task.task_id))

@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
 
+import aiohttp
 import httpx
 import socketio  # type: ignore[import-untyped]  # no py.typed in python-socketio
 from pydantic import ValidationError
@@ -56,8 +57,8 @@ class RunEvent:
 class EventChannel:
     """One socket.io connection for one run: its events, in order, through a bounded queue."""
 
-    def __init__(self) -> None:
-        self.sio = socketio.AsyncClient(reconnection=False, logger=False, engineio_logger=False)
+    def __init__(self, session: aiohttp.ClientSession) -> None:
+        self.sio = socketio.AsyncClient(reconnection=False, logger=False, engineio_logger=False, http_session=session)
         self.queue: asyncio.Queue[RunEvent] = asyncio.Queue(EVENT_QUEUE)
         for event in Event:
             self.sio.on(event.value, self._handler(event.value))
@@ -116,6 +117,7 @@ class ViewComfyCentralClient:
         self.connect_timeout = connect_timeout
         self.connect_retries = connect_retries
         self.retry_backoff = retry_backoff
+        self._session: aiohttp.ClientSession | None = None
 
     def __repr__(self) -> str:
         return f"ViewComfyCentralClient(api_base={self.api_base!r}, credentials={'***' if self._auth else None})"
@@ -123,7 +125,9 @@ class ViewComfyCentralClient:
     # ------------------------------------------------------------------------------ events
     async def open_events(self) -> EventChannel | None:
         """A socket.io connection for one run, or ``None`` when it cannot connect (the run is then polled)."""
-        channel = EventChannel()
+        if self._session is None or self._session.closed:
+            self._session = aiohttp.ClientSession()  # socket.io's transport: one pool for every run's socket
+        channel = EventChannel(self._session)
         try:
             await channel.connect(self.api_base, self._auth, self.connect_timeout)
         except Exception as exc:  # socketio.exceptions.ConnectionError, OSError, aiohttp errors
@@ -133,6 +137,11 @@ class ViewComfyCentralClient:
             await channel.aclose()
             return None
         return channel
+
+    async def aclose(self) -> None:
+        """Close the socket.io transport's connection pool (the httpx client belongs to the app)."""
+        if self._session is not None and not self._session.closed:
+            await self._session.close()
 
     # ------------------------------------------------------------------------------ HTTP calls
     async def schedule(
