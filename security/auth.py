@@ -41,7 +41,12 @@ OPEN_PREFIXES = ("/static/", "/api/viewcomfy/files/")  # the files route checks 
 DOCS_PATHS = frozenset({"/docs", "/docs/oauth2-redirect", "/redoc", "/openapi.json"})
 # HTTP paths where ``?token=`` is accepted: Server-Sent Events (EventSource cannot set headers).
 TOKEN_QUERY_PATHS = (re.compile(r"^/api/task/[^/]+/events$"),)
-VIEWCOMFY_PREFIXES = ("/api/viewcomfy/", "/api/workflow/infer")
+VIEWCOMFY_PREFIX = "/api/viewcomfy/"
+# ViewComfy's current API: exactly these routes (its paths share /api/workflow/ with the library's, which
+# the ViewComfy pair must not open: DELETE /api/workflow/infer is a saved workflow's).
+VIEWCOMFY_ROUTES = frozenset(
+    {("POST", "/api/workflow/infer"), ("GET", "/api/workflow/infer/"), ("POST", "/api/workflow/infer/cancel")}
+)
 SOCKETIO_PREFIX = "/socket.io/"
 AUTH_STATE_KEY = "comfygate_auth"  # scope["state"][...] = "api_key" | "viewcomfy" | "open" | "socketio"
 
@@ -176,7 +181,8 @@ class APIKeyMiddleware:
             state[AUTH_STATE_KEY] = "api_key"
             await self.app(scope, receive, send)
             return
-        if path.startswith(VIEWCOMFY_PREFIXES) and self.viewcomfy_credentials_ok(scope):
+        viewcomfy = path.startswith(VIEWCOMFY_PREFIX) or (scope.get("method"), path) in VIEWCOMFY_ROUTES
+        if viewcomfy and self.viewcomfy_credentials_ok(scope):
             state[AUTH_STATE_KEY] = "viewcomfy"
             await self.app(scope, receive, send)
             return

@@ -364,7 +364,7 @@ async def cancel(request: Request, services: Services = Depends(get_services)) -
         raise NotFound(f"no run with prompt_id {raw_id[:80]!r}")
     await services.manager.interrupt(task)
     status = _STATUS.get(task.status, task.status.value)
-    note = "cancel requested" if not task.status.final else f"the run is {status}"
+    note = f"the run has ended ({status})" if task.status.final else "cancel requested"
     return JSONResponse({"prompt_id": str(uuid.UUID(task.task_id)), "status": status, "message": note}, 201)
 
 

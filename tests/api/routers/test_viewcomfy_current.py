@@ -205,6 +205,10 @@ async def test_credentials_on_http_and_socketio(emulator: Any, gate_factory: Cal
         keyed = await raw.get(
             "/api/workflow/infer/", params={"prompt_ids": result.prompt_id}, headers={"X-API-Key": API_KEY}
         )
+        # the pair opens the current API's three routes only, not the library's paths that look alike
+        pair = {"client_id": CLIENT_ID, "client_secret": CLIENT_SECRET}
+        assert (await raw.delete("/api/workflow/infer", headers=pair)).status_code == 401
+        assert (await raw.get("/api/workflow/inference", headers=pair)).status_code == 401
     assert plain.status_code == 401
     assert keyed.status_code == 200 and keyed.json()[0]["status"] == "success"
 
