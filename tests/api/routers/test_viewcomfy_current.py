@@ -81,7 +81,12 @@ async def test_infer_schedules_at_once_and_infer_info_returns_links(vgate: Gate)
     assert task["status"] == "completed" and task["source"] == "viewcomfy", task
     assert task["params"]["3.seed"] == 7
 
-    [result] = await vc.infer_info([scheduled.prompt_id])
+    second = await vc.infer(
+        params={"3-inputs-seed": 8}, view_comfy_api_url=DEPLOYMENT, override_workflow_api=sd_workflow(2)
+    )
+    vgate.wait(uuid.UUID(second.prompt_id).hex)
+    result, other = await vc.infer_info([scheduled.prompt_id, second.prompt_id])  # many ids in one call
+    assert other.prompt_id == second.prompt_id and other.prompt["3"]["inputs"]["seed"] == 8
     assert (result.prompt_id, result.status, result.completed) == (scheduled.prompt_id, "success", True)
     assert result.prompt["3"]["inputs"]["seed"] == 7 and result.error_data is None
     [output] = result.outputs
@@ -164,6 +169,15 @@ async def test_cancel_of_a_running_task(vgate: Gate, emulator: Any) -> None:
     assert prompt_id is not None
     [running] = await client(vgate).infer_info([prompt_id])
     assert (running.status, running.completed, running.outputs) == ("running", False, [])
+    waiting = await client(vgate).infer(
+        params={"3-inputs-seed": 4}, view_comfy_api_url=DEPLOYMENT, override_workflow_api=sd_workflow(200)
+    )
+    [queued] = await client(vgate).infer_info([waiting.prompt_id])
+    assert (queued.status, queued.completed) == ("queued", False)  # behind the running one on the one ComfyUI
+    await client(vgate).infer_cancel(prompt_id=waiting.prompt_id, view_comfy_api_url=DEPLOYMENT)
+    assert vgate.wait(uuid.UUID(waiting.prompt_id).hex)["status"] == "interrupted"
+    [removed] = await client(vgate).infer_info([waiting.prompt_id])
+    assert removed.status == "canceled"
     answer = await client(vgate).infer_cancel(prompt_id=prompt_id, view_comfy_api_url=DEPLOYMENT)
     assert answer["prompt_id"] == prompt_id
     assert await asyncio.wait_for(run, 10) is None
