@@ -31,6 +31,7 @@ import asyncio
 import time
 import uuid
 from typing import Any
+from urllib.parse import urlsplit
 
 from fastapi import APIRouter, Depends, Query, Request
 from fastapi.responses import FileResponse, JSONResponse, Response
@@ -200,7 +201,7 @@ def workflow_name(view_comfy_api_url: str | None) -> str | None:
         return None
     value = view_comfy_api_url.strip()
     if "://" in value:
-        segments = [s for s in value.split("?", 1)[0].split("://", 1)[1].split("/")[1:] if s]
+        segments = [s for s in urlsplit(value).path.split("/") if s]
         return segments[-1] if segments else None
     return value
 
