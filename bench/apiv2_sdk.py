@@ -4,50 +4,25 @@ Comfy-Org's comfy-api-proxy, both in front of the same emulator.
 Measured per run: from ``client.run(workflow)`` to every output's bytes in hand (``to_bytes``), one
 run after another (``--runs``) and a burst of 50 concurrent runs (``AsyncComfy``). Also, as details:
 the same through ``job.events()`` (outputs taken from the stream as they come), which is how an app
-shows results live. The proxy is ``comfy-api-proxy`` from PyPI, found next to this Python or on PATH;
-without it the row is skipped with the reason.
+shows results live. The proxy is ``comfy-api-proxy`` from PyPI (``bench.procs.Proxy``); without it the
+row is skipped with the reason.
 """
 
 from __future__ import annotations
 
 import asyncio
+import importlib.util
 import os
-import shutil
 import statistics
-import sys
 import time
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from bench.procs import Proc, free_port, http_json, wait_until
+from bench.procs import Proxy
 
 if TYPE_CHECKING:  # bench.rows imports this module to register the row: no import back at load time
     from bench.rows import Bench, Result
 
 BURST = 50
-
-
-def proxy_command() -> list[str] | None:
-    beside = Path(sys.executable).with_name("comfy-api-proxy")
-    found = str(beside) if beside.is_file() else shutil.which("comfy-api-proxy")
-    return [found] if found else None
-
-
-class Proxy:
-    """comfy-api-proxy in front of one ComfyUI, on a loopback port."""
-
-    def __init__(self, workdir: Path, command: list[str], comfyui_url: str) -> None:
-        self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
-        args = [*command, "--comfyui", comfyui_url, "--port", str(self.port)]
-        self.proc = Proc("comfy-api-proxy", args, workdir / "comfy-api-proxy.log")
-
-    def wait_ready(self) -> Proxy:
-        wait_until(lambda: http_json(f"{self.url}/api/v2/health")[0] == 200, "comfy-api-proxy", self.proc)
-        return self
-
-    def stop(self) -> None:
-        self.proc.stop()
 
 
 def workflow(color: int) -> dict[str, Any]:
@@ -155,8 +130,7 @@ async def row_sdk(bench: Bench) -> Result:
     """comfy-sdk ``run()`` → outputs in hand: ComfyGate's /api/v2 vs. comfy-api-proxy, sequential and burst."""
     from bench.rows import Result, ms
 
-    command = proxy_command()
-    if command is None:
+    if importlib.util.find_spec("comfy_api_proxy") is None:
         return Result(
             "sdk", "-", "ComfyGate ≤ proxy", None, note="comfy-api-proxy is not installed (pip install comfy-api-proxy)"
         )
@@ -168,7 +142,7 @@ async def row_sdk(bench: Bench) -> Result:
     runs, warmup = max(3, args.runs // 4), max(1, args.warmup // 4)
     burst = 5 if args.smoke else BURST
     url, emu, gate = bench.stack("sdk", fresh=True)
-    proxy = Proxy(bench.workdir, command, url).wait_ready()
+    proxy = Proxy(bench.workdir, "sdk-proxy", url).wait_ready()
     try:
         sides = {"comfygate": gate.url, "proxy": proxy.url}
         details: dict[str, Any] = {"runs": runs, "burst": burst}

@@ -610,7 +610,7 @@ async def row_big(bench: Bench) -> Result:
         t1, message = await done.wait(answer["task_id"], timeout=300)
         if message["status"] != "completed":
             raise RuntimeError(f"big-output task ended {message['status']}: {message.get('error')}")
-        output = next(o for o in message["outputs"] if o["comfyui"]["filename"].startswith("bench_big"))
+        output = next(o for o in message["outputs"] if o["comfyui"].get("filename", "").startswith("bench_big"))
         status, _ = await http.request("GET", output["url"], sink=sink)
         if status != 200:
             raise RuntimeError(f"GET {output['url']} answered {status}")

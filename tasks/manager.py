@@ -38,6 +38,8 @@ from tasks.updates import Observer, Updates
 
 log = logging.getLogger("comfygate.tasks")
 
+RUN_ENDS = ("execution_success", "execution_error", "execution_interrupted")
+
 
 class TaskManager:
     """Every task from submission to its end, across the pool of backends."""
@@ -149,6 +151,7 @@ class TaskManager:
         if task is None and event.type in ("preview", "text") and backend.running_prompt:
             task = self.store.by_prompt(backend.running_prompt)
         if task is None or task.status.final:
+            self._after_the_end(backend, task, event)
             return
         outcome = apply_event(task, event)
         if outcome.runs is not None:
@@ -167,6 +170,17 @@ class TaskManager:
             self.endings.fail(task, outcome.error or {})
         elif outcome.end is End.INTERRUPTED:
             self.endings.finish(task, TaskStatus.INTERRUPTED, error=outcome.error)
+
+    def _after_the_end(self, backend: ComfyUIBackend, task: Task | None, event: ComfyUIEvent) -> None:
+        """An event for a task already final: a task completed early (every output in hand) ends its run here."""
+        if event.type in RUN_ENDS and event.prompt_id and backend.running_prompt == event.prompt_id:
+            backend.running_prompt = None
+        if task is not None and task.status == TaskStatus.COMPLETED and event.type == "execution_error":
+            log.warning(
+                "task %s was completed when every output had come, then ComfyUI reported an error for its prompt: %s",
+                task.task_id,
+                event.data.get("exception_message"),
+            )
 
     async def on_backend_state(self, backend: ComfyUIBackend, up: bool) -> None:
         await self.recovery.on_backend_state(backend, up)

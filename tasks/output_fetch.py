@@ -14,11 +14,15 @@ rename) and httpx's per-request machinery, ~3.5 ms more than the ``/view`` itsel
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any, TypeVar
 
 from backends.comfyui import ComfyUIBackend
 from tasks.local_outputs import fetch_local, write_file
 from tasks.output_cache import OutputCache
+
+T = TypeVar("T")
 
 
 class OutputFetcher:
@@ -32,7 +36,7 @@ class OutputFetcher:
         filename, subfolder, kind = item["filename"], item["subfolder"], item["type"]
         if backend.output_dir is not None and kind == "output":
             keep = self.cache.max_entry if cache_key is not None else -1
-            local = await asyncio.to_thread(fetch_local, backend.output_dir, filename, subfolder, dest, keep)
+            local = await in_thread_to_the_end(fetch_local, backend.output_dir, filename, subfolder, dest, keep)
             if local is not None:
                 if local.data is not None and cache_key is not None:
                     self.cache.put(cache_key, local.data, local.mtime)
@@ -40,7 +44,18 @@ class OutputFetcher:
         if cache_key is not None and self.cache.max_entry > 0:
             data = await backend.client.fetch_small(filename, subfolder, kind, self.cache.max_entry)
             if data is not None:
-                mtime = await asyncio.to_thread(write_file, dest, data)
+                mtime = await in_thread_to_the_end(write_file, dest, data)
                 self.cache.put(cache_key, data, mtime)
                 return len(data)
         return await backend.client.download(filename, subfolder, kind, dest)
+
+
+async def in_thread_to_the_end(function: Callable[..., T], *args: Any) -> T:
+    """``asyncio.to_thread``, but a cancelled caller still waits for the thread: a file it writes is then
+    complete before the caller's cleanup removes it (a cancelled ``to_thread`` returns while the thread runs on)."""
+    job = asyncio.ensure_future(asyncio.to_thread(function, *args))
+    try:
+        return await asyncio.shield(job)
+    except asyncio.CancelledError:
+        await asyncio.wait([job])
+        raise

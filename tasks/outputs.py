@@ -127,7 +127,13 @@ class Outputs:
         folder = self.settings.outputs_dir if kind == "output" else self.temp_dir
         local = self._local_name(task, f"{task.task_id[:8]}_{sanitize_filename(ref.filename)}")
         wanted = {"filename": ref.filename, "subfolder": ref.subfolder, "type": ref.type}
-        size = await self.fetcher.fetch(backend, wanted, folder / local, local if kind == "output" else None)
+        dest = folder / local
+        try:
+            size = await self.fetcher.fetch(backend, wanted, dest, local if kind == "output" else None)
+        except asyncio.CancelledError:  # the task failed meanwhile: what this download wrote is not an output
+            self.cache.discard(local)
+            await asyncio.to_thread(dest.unlink, missing_ok=True)
+            raise
         entry = _entry(ref, local, kind, size)
         entry["comfyui"] = {"filename": ref.filename, "subfolder": ref.subfolder, "type": ref.type, **dict(ref.extra)}
         return entry

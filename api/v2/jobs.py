@@ -15,7 +15,7 @@ import uuid
 from typing import Any
 
 from fastapi import APIRouter, Depends, Request
-from fastapi.responses import JSONResponse, StreamingResponse
+from fastapi.responses import JSONResponse, Response, StreamingResponse
 
 from api.dependencies import get_services
 from api.v2 import asset_refs, listing, view
@@ -73,12 +73,15 @@ def queue_position(services: Services, task: Task) -> int | None:
 
 
 def finishing(services: Services, task: Task) -> bool:
-    """ComfyUI has finished running the task (its backend runs something else, or nothing) while
-    ComfyGate still calls it running: it is fetching the outputs, the last step before the end."""
+    """ComfyGate is fetching the task's outputs, the last step before its end: every output node has
+    reported (``executed``: the downloads start then), or ComfyUI has finished the prompt (its backend runs
+    something else, or nothing) while the task still reads running."""
     if task.status != TaskStatus.RUNNING or task.extra.get("interrupt_requested"):
         return False
     backend = services.manager.pool.comfyui.get(task.backend or "")
-    return backend is not None and backend.connected and backend.running_prompt != task.prompt_id
+    if backend is None or not backend.connected:
+        return False
+    return backend.running_prompt != task.prompt_id or services.manager.outputs.all_reported(task, backend)
 
 
 async def until_final(services: Services, task: Task, timeout: float) -> Task:
@@ -246,6 +249,17 @@ async def get_job_workflow(job_id: str, services: Services = Depends(get_service
     if not workflow:
         raise V2Error(404, "not_found", f"the workflow of job {job_id!r} is no longer kept")
     return JSONResponse({"workflow": workflow, "format": "api"})
+
+
+@router.get(
+    "/jobs/{job_id}/logs",
+    status_code=204,
+    summary="What the run printed: ComfyGate captures no logs, so 204 for every job it holds (the contract's rule)",
+    responses={204: {"description": "this job has no log"}, **errors(401, 404)},
+)
+async def get_job_logs(job_id: str, services: Services = Depends(get_services)) -> Response:
+    task_or_404(services, job_id)
+    return Response(status_code=204)
 
 
 @router.post(

@@ -104,14 +104,14 @@ def test_realistic_prompts_answer_and_start_like_the_recording(realistic: Emulat
 def test_the_instant_model_stays_instant(realistic: EmulatorThread, instant: EmulatorThread) -> None:
     none = Costs.none()
     assert none.post_answer_ms() == 0 and none.node_cost_ms("PreviewAny") == 0 and not none.history_lags()
-    # Alternating, so both see the same machine; the best of each (a busy machine only ever adds time).
+    # Alternating, so both see the same machine: the realistic run is the slower one of most pairs.
     slow, fast = Client(realistic), Client(instant)
     try:
-        pairs = [(slow.run(100 + i)["execution_success"], fast.run(200 + i)["execution_success"]) for i in range(12)]
+        pairs = [(slow.run(100 + i)["execution_success"], fast.run(200 + i)["execution_success"]) for i in range(20)]
     finally:
         slow.close()
         fast.close()
-    assert min(f for _, f in pairs) < min(s for s, _ in pairs), pairs
+    assert statistics.median(s - f for s, f in pairs) > 0, pairs
 
 
 def test_view_and_history_take_as_long_as_on_a_real_server(realistic: EmulatorThread, instant: EmulatorThread) -> None:

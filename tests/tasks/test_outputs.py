@@ -7,6 +7,7 @@ the files), so the rule is checked step by step; the last test runs it end to en
 from __future__ import annotations
 
 import asyncio
+import threading
 import time
 import uuid
 from collections.abc import AsyncIterator, Callable
@@ -94,6 +95,8 @@ async def rig(tmp_path: Path, emulator: EmulatorThread) -> AsyncIterator[Rig]:
 
 async def test_a_file_is_fetched_when_executed_names_it_and_the_last_output_completes(rig: Rig) -> None:
     task = rig.running(TWO_OUTPUTS)
+    rig.event(task, "execution_start")
+    assert rig.backend.running_prompt == task.prompt_id
     rig.executed(task, "2")
     await until(lambda: len(rig.on_disk(task)) == 1)  # fetched while node 4 has not even run
     assert task.status == TaskStatus.RUNNING
@@ -101,8 +104,19 @@ async def test_a_file_is_fetched_when_executed_names_it_and_the_last_output_comp
     await until(lambda: task.status.final)
     assert task.status == TaskStatus.COMPLETED, task.error
     assert [o["node_id"] for o in task.outputs] == ["2", "4"] and len(rig.on_disk(task)) == 2
-    rig.event(task, "execution_success")  # arrives after: changes nothing
+    rig.event(task, "execution_success")  # arrives after: changes nothing but the backend's running prompt
+    assert task.status == TaskStatus.COMPLETED and rig.backend.running_prompt is None
+
+
+async def test_an_error_after_every_output_came_is_logged_not_lost(rig: Rig, caplog: pytest.LogCaptureFixture) -> None:
+    """ComfyUI 0.3.64 has nothing left to run once every output node reported; if a server ever did, it shows."""
+    task = rig.running(TWO_OUTPUTS)
+    rig.executed(task, "2")
+    rig.executed(task, "4")
+    await until(lambda: task.status.final)
+    rig.event(task, "execution_error", node_id="9", node_type="X", exception_message="late")
     assert task.status == TaskStatus.COMPLETED
+    assert any("late" in r.getMessage() and task.task_id in r.getMessage() for r in caplog.records)
 
 
 async def test_an_output_node_that_never_reports_waits_for_execution_success(rig: Rig) -> None:
@@ -151,6 +165,28 @@ async def test_an_output_that_cannot_be_written_fails_the_task_at_once(
     await until(lambda: task.status.final)
     assert task.status == TaskStatus.FAILED and task.error is not None
     assert task.error["type"] == "output_download_failed" and "No space left" in task.error["message"]
+
+
+async def test_a_failure_while_a_file_is_being_written_leaves_no_file(
+    rig: Rig, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The thread writing the file outlives the cancelled download: the cleanup waits for it, then removes it."""
+    real_write = output_fetch.write_file
+    writing = threading.Event()
+
+    def slow_write(path: Path, data: bytes) -> float:
+        writing.set()
+        time.sleep(0.3)
+        return real_write(path, data)
+
+    monkeypatch.setattr(output_fetch, "write_file", slow_write)
+    task = rig.running(TWO_OUTPUTS)
+    rig.executed(task, "2")
+    await until(writing.is_set)  # the file is being written now, in a thread
+    rig.event(task, "execution_error", node_id="4", node_type="SaveImage", exception_message="boom")
+    assert task.status == TaskStatus.FAILED
+    await asyncio.sleep(0.6)
+    assert rig.on_disk(task) == [] and rig.manager.outputs.cache.get(f"{task.task_id[:8]}_x") is None
 
 
 def test_through_comfygate_the_first_output_is_on_disk_while_the_run_goes_on(

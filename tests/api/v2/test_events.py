@@ -33,6 +33,7 @@ def raw_events(url: str, timeout: float = 15.0) -> list[tuple[str, Any]]:
     return frames
 
 
+@pytest.mark.both_generations
 def test_sdk_events_bring_progress_then_outputs_before_the_end(v2: V2) -> None:
     v2.emulator.set_delays(step_delay=0.05)
     with Comfy() as client:

@@ -18,6 +18,7 @@ from tests.api.v2.conftest import V2, conform_error, conform_job, load_image_wor
 from tests.protocol import load_workflow, sd_workflow
 
 
+@pytest.mark.both_generations
 def test_sdk_run_with_an_asset_input_and_outputs_downloaded(v2: V2, tmp_path: Path) -> None:
     with Comfy() as client:
         workflow = Workflow(load_image_workflow())
@@ -79,6 +80,8 @@ def test_submit_answers_201_with_every_field_of_the_contract(v2: V2) -> None:
     assert final["status"] == "succeeded" and len(final["outputs"]) == 1
     out = final["outputs"][0]
     assert out["size_bytes"] > 0 and out["job_id"] == job.id
+    assert "logs" not in final["urls"]  # no log capture: no link, and the route answers 204 as the contract asks
+    assert v2.http.get(f"/api/v2/jobs/{job.id}/logs").status_code == 204
     content = v2.http.get(out["url"])
     assert content.status_code == 200 and len(content.content) == out["size_bytes"]
 
@@ -99,6 +102,7 @@ def test_unknown_job_is_not_found_for_the_sdk(v2: V2) -> None:
     conform_error(v2.http.get("/api/v2/jobs/nope"), 404, "not_found")
     conform_error(v2.http.post("/api/v2/jobs/nope/cancel"), 404, "not_found")
     conform_error(v2.http.get("/api/v2/jobs/nope/workflow"), 404, "not_found")
+    conform_error(v2.http.get("/api/v2/jobs/nope/logs"), 404, "not_found")
 
 
 def _long_job(v2: V2, steps: int = 40) -> dict[str, Any]:
@@ -107,6 +111,7 @@ def _long_job(v2: V2, steps: int = 40) -> dict[str, Any]:
     return response.json()
 
 
+@pytest.mark.both_generations
 def test_cancel_a_running_job_with_the_sdk(v2: V2) -> None:
     v2.emulator.set_delays(step_delay=0.05)
     with Comfy() as client:
@@ -123,6 +128,7 @@ def test_cancel_a_running_job_with_the_sdk(v2: V2) -> None:
     assert "execution_interrupted" in messages  # ComfyUI really stopped it
 
 
+@pytest.mark.both_generations
 def test_cancel_a_queued_job_removes_it_from_comfyui(v2: V2) -> None:
     v2.emulator.set_delays(step_delay=0.05)
     blocker = _long_job(v2)
@@ -140,6 +146,7 @@ def test_cancel_a_queued_job_removes_it_from_comfyui(v2: V2) -> None:
     assert prompt not in httpx.get(f"{v2.emulator.url}/history").json()  # it never ran
 
 
+@pytest.mark.both_generations
 def test_a_v2_job_is_interruptible_from_comfygates_own_api(v2: V2) -> None:
     v2.emulator.set_delays(step_delay=0.05)
     job = _long_job(v2)
@@ -148,6 +155,7 @@ def test_a_v2_job_is_interruptible_from_comfygates_own_api(v2: V2) -> None:
     assert v2.wait(job["id"])["status"] == "canceled"
 
 
+@pytest.mark.both_generations
 def test_cancel_of_a_finished_job_returns_it_unchanged(v2: V2) -> None:
     job = v2.submit(load_workflow("trivial_save.json")).json()
     v2.wait(job["id"])
