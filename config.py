@@ -155,6 +155,19 @@ class Settings(BaseSettings):
     viewcomfy_server_client_id: SecretStr | None = None
     viewcomfy_server_client_secret: SecretStr | None = None
     viewcomfy_keepalive: float = Field(5.0, gt=0, description="seconds between SSE keepalives on /api/viewcomfy")
+    # ViewComfy's current API (one central API, socket.io events, output links): which one the ViewComfy
+    # backend speaks ("direct": POST the deployment URL, as before; "current": schedule on the central API
+    # at viewcomfy_api_url with viewcomfy_url as the deployment's view_comfy_api_url).
+    viewcomfy_api: Literal["direct", "current"] = "direct"
+    viewcomfy_api_url: str = Field("https://api.viewcomfy.com", description="ViewComfy's central API (current mode)")
+    viewcomfy_poll_interval: float = Field(
+        2.0, gt=0, description="seconds between result polls of a ViewComfy run followed without socket.io"
+    )
+    # Output links that ComfyGate's current-API endpoint answers with (fetched without credentials).
+    link_secret: SecretStr | None = Field(
+        None, description="key signing output links (default: derived from the configured secrets, else random)"
+    )
+    viewcomfy_link_ttl: float = Field(24 * 3600.0, gt=0, description="seconds an output link stays valid")
 
     # Comfy API v2 (/api/v2, see api/v2/): Comfy-Org's contract for the official SDKs.
     v2_max_event_streams: int = Field(10_000, ge=1, description="v2 event streams open at once; beyond: 429")

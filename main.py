@@ -25,15 +25,19 @@ from api.routers import metrics as routes_metrics
 from api.routers import task_events as routes_task_events
 from api.routers import tasks as routes_tasks
 from api.routers import viewcomfy as routes_viewcomfy
+from api.routers import viewcomfy_current as routes_viewcomfy_current
 from api.routers import workflows as routes_workflows
 from api.routers import ws as routes_ws
+from api.viewcomfy_socketio import ViewComfySocketIO
 from backends.comfyui import ComfyUIBackend
 from backends.viewcomfy.backend import ViewComfyBackend
+from backends.viewcomfy.current_backend import CurrentViewComfyBackend
 from config import PROJECT_DIR, Settings, get_settings
 from core.errors import ComfyGateError
 from core.task import Task
 from events.hub import EventHub
 from gateway import integration
+from gateway.links import links_from_settings
 from gateway.services import Services
 from security.json_safety import scrub
 from security.setup import install_security
@@ -92,17 +96,11 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
             )
         )
     if settings.viewcomfy_url:
-        manager.add_backend(
-            ViewComfyBackend(
-                settings.viewcomfy_url,
-                http,
-                outputs_dir=settings.outputs_dir,
-                client_id=settings.viewcomfy_client_id,
-                client_secret=settings.viewcomfy_client_secret,
-            )
-        )
+        manager.add_backend(viewcomfy_backend(settings, http))
     services = Services(settings, http, store, hub, manager, WorkflowLibrary(settings.workflows_dir))
     services.extras["task_db"] = db
+    services.extras["viewcomfy_socketio"] = app.state.viewcomfy_socketio
+    services.extras["output_links"] = links_from_settings(settings)
     app.state.services = services
     integration.install(services)  # SSE log, synchronous waits, webhooks, metrics: all task observers
     await api_v2.start(services)  # Comfy API v2: its asset store, idempotency keys, dispatch hook
@@ -119,6 +117,29 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         await http.aclose()
         if db is not None:
             await asyncio.to_thread(db.close)
+
+
+def viewcomfy_backend(settings: Settings, http: httpx.AsyncClient) -> ViewComfyBackend:
+    """The ViewComfy backend in the API generation the settings choose (COMFYUI_VIEWCOMFY_API)."""
+    assert settings.viewcomfy_url is not None
+    if settings.viewcomfy_api == "current":
+        return CurrentViewComfyBackend(
+            settings.viewcomfy_url,
+            http,
+            api_url=settings.viewcomfy_api_url,
+            outputs_dir=settings.outputs_dir,
+            client_id=settings.viewcomfy_client_id,
+            client_secret=settings.viewcomfy_client_secret,
+            poll_interval=settings.viewcomfy_poll_interval,
+            allow_private_urls=settings.allow_private_urls,
+        )
+    return ViewComfyBackend(
+        settings.viewcomfy_url,
+        http,
+        outputs_dir=settings.outputs_dir,
+        client_id=settings.viewcomfy_client_id,
+        client_secret=settings.viewcomfy_client_secret,
+    )
 
 
 async def comfygate_error(request: Request, exc: Exception) -> JSONResponse:
@@ -185,6 +206,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.add_exception_handler(StarletteHTTPException, http_error)
     app.add_exception_handler(Exception, unexpected_error)
     app.include_router(routes_core.router)
+    app.include_router(routes_viewcomfy_current.router)  # before routes_workflows: GET /api/workflow/{name:path}
     app.include_router(routes_tasks.router)
     app.include_router(routes_task_events.router)
     app.include_router(routes_metrics.router)
@@ -192,6 +214,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(routes_ws.router)
     app.include_router(routes_viewcomfy.router)
     api_v2.install(app)  # its routes, and its error envelope on /api/v2/ (outermost middleware)
+    # ViewComfy's current clients: socket.io inside the app, so the middleware stack wraps it as any route.
+    app.state.viewcomfy_socketio = ViewComfySocketIO(app.state.settings)
+    app.mount("/socket.io", app.state.viewcomfy_socketio.asgi_app(), name="socket.io")
     if STATIC_DIR.is_dir():
         app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
 

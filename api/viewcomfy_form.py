@@ -2,7 +2,8 @@
 
 The field rules (``params`` one JSON string, ``workflow_api`` a JSON string or ``""``, ``logs``
 ``"true"``/``"false"``) are the wire format's, in ``backends.viewcomfy.protocol``; this module only gets
-the fields and files out of a request within the size limits.
+the fields and files out of a request within the size limits, and (``build_params``) turns them into
+the task's parameters with the files uploaded, as both ViewComfy APIs (older and current) take them.
 """
 
 from __future__ import annotations
@@ -20,13 +21,16 @@ from backends.viewcomfy.protocol import (
     parse_bool_field,
     parse_params_field,
     parse_workflow_api_field,
+    split_viewcomfy_key,
 )
 from core.errors import InvalidRequest, PayloadTooLarge
+from gateway.services import Services
+from gateway.uploads import push_upload
 from security.json_safety import UnsafeJSON
 from security.limits import safe_json_loads
 from security.safe_paths import sanitize_filename
 
-__all__ = ["InferFile", "InferRequest", "parse_infer_form"]
+__all__ = ["InferFile", "InferRequest", "build_params", "json_object_body", "parse_infer_form"]
 
 
 @dataclass(slots=True)
@@ -46,6 +50,8 @@ class InferRequest:
     workflow_api: dict[str, Any] | None = None
     files: dict[str, InferFile] = field(default_factory=dict)
     content_type: Literal["urlencoded", "multipart", "json"] = "urlencoded"
+    #: Every other text field (the current API's prompt_id, view_comfy_api_url, sid; context otherwise).
+    fields: dict[str, str] = field(default_factory=dict)
 
 
 _DEFAULT_MAX_FIELD_BYTES = 32 * 1024 * 1024  # workflow_api can be far larger than Starlette's 1 MiB default
@@ -116,6 +122,7 @@ async def parse_infer_form(
         workflow_api=parse_workflow_api_field(text.get("workflow_api")),
         files=files,
         content_type="multipart" if media_type == "multipart/form-data" else "urlencoded",
+        fields={k: v for k, v in text.items() if k not in FORM_FIELDS},
     )
 
 
@@ -125,20 +132,27 @@ def _form_error(message: str) -> InvalidRequest | PayloadTooLarge:
     return InvalidRequest(f"malformed form body: {message}")
 
 
+def json_object_body(raw: bytes, expected: str) -> dict[str, Any]:
+    """A JSON body that must be an object (empty = ``{}``): a value no answer can carry is a 422 naming its
+    field (``UnsafeJSON``), anything else unusable a 400 saying what was ``expected``."""
+    try:
+        payload = safe_json_loads(raw) if raw.strip() else {}
+    except UnsafeJSON as exc:
+        raise exc.as_error() from None
+    except ValueError as exc:
+        raise InvalidRequest(f"request body is not valid JSON ({exc}); send {expected}") from None
+    if not isinstance(payload, dict):
+        raise InvalidRequest(f"JSON body must be {expected}, got {json_type(payload)}")
+    return payload
+
+
 async def _parse_json_body(request: Request, max_bytes: int) -> InferRequest:
     body = b""
     async for chunk in request.stream():
         body += chunk
         if len(body) > max_bytes:
             raise PayloadTooLarge(f"JSON body is larger than {max_bytes} bytes", limit=max_bytes)
-    try:
-        payload = safe_json_loads(body) if body.strip() else {}
-    except UnsafeJSON as exc:
-        raise exc.as_error() from None
-    except ValueError as exc:
-        raise InvalidRequest(f"request body is not valid JSON ({exc})") from None
-    if not isinstance(payload, dict):
-        raise InvalidRequest(f"JSON body must be an object with params/workflow_api/logs, got {json_type(payload)}")
+    payload = json_object_body(body, "an object with params/workflow_api/logs")
     raw_params = payload.get("params")
     if isinstance(raw_params, dict):
         params = raw_params
@@ -152,4 +166,16 @@ async def _parse_json_body(request: Request, max_bytes: int) -> InferRequest:
         workflow_api=parse_workflow_api_field(payload.get("workflow_api")),
         files={},
         content_type="json",
+        fields={k: v for k, v in payload.items() if k not in FORM_FIELDS and isinstance(v, str)},
     )
+
+
+async def build_params(services: Services, body: InferRequest) -> dict[str, Any]:
+    """``params`` without ``_`` context keys, plus each file part uploaded and set to its ComfyUI name."""
+    params = {key: value for key, value in body.params.items() if not (isinstance(key, str) and key.startswith("_"))}
+    for key, part in body.files.items():
+        if split_viewcomfy_key(key) is None:
+            raise InvalidRequest(f'file part {key!r} must be named by its parameter, like "52-inputs-image"', field=key)
+        uploaded = await push_upload(services, part.filename, part.content)
+        params[key] = f"{uploaded['subfolder']}/{uploaded['name']}" if uploaded["subfolder"] else uploaded["name"]
+    return params

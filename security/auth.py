@@ -10,8 +10,12 @@ WebSocket are all behind it without each route having to remember; only the allo
 * Refusal: 401 JSON with ``WWW-Authenticate: Bearer``; on a WebSocket the handshake is denied with an
   HTTP 401 when the server supports the ASGI denial-response extension, else closed with 1008 before
   ``accept``.
-* The ViewComfy-compatible endpoint (``/api/viewcomfy/...``) also accepts its own ``client_id`` /
-  ``client_secret`` headers when those are configured: existing ViewComfy clients cannot send our key.
+* The ViewComfy-compatible endpoints (``/api/viewcomfy/...`` and the current API's ``/api/workflow/infer...``)
+  also accept their own ``client_id`` / ``client_secret`` headers when those are configured: existing
+  ViewComfy clients cannot send our key (:class:`ViewComfyAuth` holds that rule for every caller).
+* ``/socket.io/`` is passed on to the socket.io server, whose namespace ``connect`` applies the same rule
+  to the credentials in its ``auth`` object (ViewComfy's clients cannot set headers on it).
+* Signed output links (``/api/viewcomfy/files/...``) carry their own permission: the route checks it.
 * Keys are never logged: :class:`RedactTokens` scrubs ``token=`` from uvicorn's access and WebSocket logs.
 """
 
@@ -33,12 +37,18 @@ from security.refusal import refuse
 # Open without a key: the health probe (load balancers), the debugger page and its files (the page asks
 # for a key itself). Everything else, including /metrics and routes nobody has written yet, needs one.
 OPEN_PATHS = frozenset({"/", "/api/health", "/api/v2/health", "/favicon.ico"})
-OPEN_PREFIXES = ("/static/",)
+OPEN_PREFIXES = ("/static/", "/api/viewcomfy/files/")  # the files route checks each link's signature
 DOCS_PATHS = frozenset({"/docs", "/docs/oauth2-redirect", "/redoc", "/openapi.json"})
 # HTTP paths where ``?token=`` is accepted: Server-Sent Events (EventSource cannot set headers).
 TOKEN_QUERY_PATHS = (re.compile(r"^/api/task/[^/]+/events$"),)
 VIEWCOMFY_PREFIX = "/api/viewcomfy/"
-AUTH_STATE_KEY = "comfygate_auth"  # scope["state"][...] = "api_key" | "viewcomfy" | "open"
+# ViewComfy's current API: exactly these routes (its paths share /api/workflow/ with the library's, which
+# the ViewComfy pair must not open: DELETE /api/workflow/infer is a saved workflow's).
+VIEWCOMFY_ROUTES = frozenset(
+    {("POST", "/api/workflow/infer"), ("GET", "/api/workflow/infer/"), ("POST", "/api/workflow/infer/cancel")}
+)
+SOCKETIO_PREFIX = "/socket.io/"
+AUTH_STATE_KEY = "comfygate_auth"  # scope["state"][...] = "api_key" | "viewcomfy" | "open" | "socketio"
 
 
 def _digest(value: str | bytes) -> bytes:
@@ -127,6 +137,49 @@ def presented_keys(scope: Scope, *, allow_query: bool) -> list[str]:
     return keys
 
 
+class ViewComfyAuth:
+    """Who may use the ViewComfy-compatible API (both generations, HTTP and socket.io): one rule, here.
+
+    An API key, or the configured ``client_id`` / ``client_secret`` pair (:func:`viewcomfy_credentials_ok`:
+    both parts configured and matching; half a pair fails closed). With neither keys nor a pair the API
+    is open as the rest of ComfyGate is; otherwise a key or the pair is needed. Every comparison is
+    constant time over SHA-256 digests.
+    """
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.key_digests = [_digest(k.get_secret_value()) for k in settings.api_keys if k.get_secret_value()]
+        self.pair = viewcomfy_pair(settings)
+
+    @property
+    def pair_configured(self) -> bool:
+        return self.pair is not None
+
+    def pair_ok(self, given: dict[str, str]) -> bool:
+        """``given``: lower-cased headers or an ``auth`` object (``client_id`` or ``client-id`` names)."""
+        return viewcomfy_credentials_ok(given, self.settings)
+
+    def allowed(self, given: dict[str, str], *, key_ok: bool) -> bool:
+        if key_ok or (not self.key_digests and self.pair is None):
+            return True
+        return self.pair_ok(given)
+
+    def socket_allowed(self, scope: Scope, auth: dict[str, Any]) -> bool:
+        """A socket.io connect: the middleware's verdict on headers, else the ``auth`` object's contents."""
+        state = scope.get("state") or {}
+        if state.get(AUTH_STATE_KEY) == "api_key":
+            return True
+        keys = []
+        for field in ("token", "api_key", "authorization"):
+            value = auth.get(field)
+            if isinstance(value, str) and value.strip():
+                scheme, _, rest = value.strip().partition(" ")
+                keys.append(rest.strip() if scheme.lower() == "bearer" and rest.strip() else value.strip())
+        key_ok = any(key_matches(k, self.key_digests) for k in keys)
+        given = {name: str(auth.get(name) or "") for name in ("client_id", "client_secret")}
+        return self.allowed(given, key_ok=key_ok)
+
+
 class APIKeyMiddleware:
     """Refuse every request outside the allow-list that carries no valid key (no-op when no keys are set)."""
 
@@ -135,12 +188,20 @@ class APIKeyMiddleware:
         self.settings = settings
         self.digests = [_digest(k.get_secret_value()) for k in settings.api_keys if k.get_secret_value()]
         self.open_paths = OPEN_PATHS | (DOCS_PATHS if settings.public_docs else frozenset())
+        self.viewcomfy = ViewComfyAuth(settings)
 
     def is_open(self, path: str) -> bool:
         return path in self.open_paths or path.startswith(OPEN_PREFIXES)
 
+    @staticmethod
+    def is_viewcomfy(scope: Scope) -> bool:
+        """The older ViewComfy endpoint's prefix, or exactly one of the current API's routes."""
+        path = scope.get("path", "")
+        return path.startswith(VIEWCOMFY_PREFIX) or (scope.get("method"), path) in VIEWCOMFY_ROUTES
+
     def viewcomfy_credentials_ok(self, scope: Scope) -> bool:
-        return viewcomfy_credentials_ok(_headers(scope), self.settings)
+        """client_id / client_secret headers against the endpoint's configured pair (never when unset)."""
+        return self.viewcomfy.pair_ok(_headers(scope))
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] not in ("http", "websocket") or not self.digests:
@@ -158,8 +219,12 @@ class APIKeyMiddleware:
             state[AUTH_STATE_KEY] = "api_key"
             await self.app(scope, receive, send)
             return
-        if path.startswith(VIEWCOMFY_PREFIX) and self.viewcomfy_credentials_ok(scope):
+        if self.is_viewcomfy(scope) and self.viewcomfy_credentials_ok(scope):
             state[AUTH_STATE_KEY] = "viewcomfy"
+            await self.app(scope, receive, send)
+            return
+        if path.startswith(SOCKETIO_PREFIX) and not offered:
+            state[AUTH_STATE_KEY] = "socketio"  # the socket.io connect checks the auth object (ViewComfyAuth)
             await self.app(scope, receive, send)
             return
         await self.refuse(scope, receive, send, wrong=bool(offered))
@@ -171,7 +236,7 @@ class APIKeyMiddleware:
             message = "an API key is required: send 'Authorization: Bearer <key>' or 'X-API-Key: <key>'"
             if scope["type"] == "websocket":
                 message += " (or ?token=<key>)"
-        if scope.get("path", "").startswith(VIEWCOMFY_PREFIX):
+        if self.is_viewcomfy(scope):
             message += "; or, on this ViewComfy endpoint, client_id and client_secret: " + (
                 viewcomfy_pair_problem(self.settings) or "missing or wrong"
             )

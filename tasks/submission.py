@@ -14,6 +14,7 @@ from typing import Any
 
 from backends.base import Backend, TaskHost
 from config import Settings
+from core.errors import Conflict
 from core.task import Task, TaskStatus
 from tasks.endings import Endings
 from tasks.pool import Pool, workflow_classes
@@ -49,18 +50,22 @@ class Submitter:
         extra: dict[str, Any] | None = None,
         kind: str | None = None,
         partner_key: str | None = None,
+        task_id: str | None = None,
     ) -> Task:
         """Hand a ready API-format workflow to a backend, or hold it in ComfyGate's queue.
 
         When a backend can take it now, its refusal is raised (422), not stored. When none can (all
         capable backends down or full), the task is held as ``pending``; a full queue is a 503.
         ``kind`` limits the choice to backends of that kind (e.g. "comfyui"). ``partner_key`` (Comfy.org
-        partner API nodes) reaches the backend with the prompt and is kept nowhere else.
+        partner API nodes) reaches the backend with the prompt and is kept nowhere else. ``task_id``: one
+        the caller chose (ViewComfy's current API names its runs); it must be new (409 otherwise).
         """
+        if task_id is not None and self.store.get(task_id) is not None:
+            raise Conflict(f"a task with id {task_id} exists already", task_id=task_id)
         classes = workflow_classes(workflow)
         pinned = self.pool.candidates(backend, kind, classes)
         task = Task(
-            task_id=uuid.uuid4().hex,
+            task_id=task_id or uuid.uuid4().hex,
             prompt_id=str(uuid.uuid4()),
             workflow=workflow,
             params=params or {},

@@ -24,9 +24,12 @@ def request(
     tests: str = "",
     pre: str = "",
     headers: dict[str, str] | None = None,
+    absolute: bool = False,
 ) -> dict[str, Any]:
-    raw_url = "{{baseUrl}}" + path
+    raw_url = path if absolute else "{{baseUrl}}" + path  # absolute: a whole URL held in a variable
     url_path = [p for p in path.split("?")[0].split("/") if p]
+    if path.split("?")[0].endswith("/"):
+        url_path.append("")  # keep a trailing slash (ViewComfy's results route has one)
     url: dict[str, Any] = {"raw": raw_url, "host": ["{{baseUrl}}"], "path": url_path}
     if "?" in path:
         url["query"] = [{"key": k, "value": v} for k, v in (kv.split("=") for kv in path.split("?")[1].split("&"))]
@@ -349,6 +352,73 @@ pm.test("both tasks are in the history", () => {
 """,
     ),
     request(
+        "ViewComfy (current API): schedule a run",
+        "POST",
+        "/api/workflow/infer",
+        form=[
+            {"key": "prompt_id", "type": "text", "value": "{{vc_prompt_id}}"},
+            {"key": "view_comfy_api_url", "type": "text", "value": "{{workflow_name}}"},
+            {
+                "key": "params",
+                "type": "text",
+                "value": '{"1-inputs-color": 255, "_1-node-class_type-info": "EmptyImage"}',
+            },
+        ],
+        pre="""
+pm.collectionVariables.set("vc_prompt_id", pm.variables.replaceIn("{{$guid}}"));
+""",
+        tests="""
+pm.test("scheduled: 201 at once", () => pm.response.to.have.status(201));
+const scheduled = pm.response.json().data;
+pm.test("exactly prompt_id, message, workflow", () =>
+  pm.expect(Object.keys(scheduled).sort()).to.eql(["message", "prompt_id", "workflow"]));
+pm.test("the prompt id is ours", () =>
+  pm.expect(scheduled.prompt_id).to.eql(pm.collectionVariables.get("vc_prompt_id")));
+""",
+    ),
+    request(
+        "ViewComfy (current API): results",
+        "GET",
+        "/api/workflow/infer/?prompt_ids={{vc_prompt_id}}",
+        tests="""
+pm.test("results answer 200", () => pm.response.to.have.status(200));
+const [record] = pm.response.json();
+const polls = Number(pm.collectionVariables.get("polls")) + 1;
+pm.collectionVariables.set("polls", polls);
+if (!["success", "error", "canceled"].includes(record.status) && polls < 100) {
+  setTimeout(() => {}, 200);
+  pm.execution.setNextRequest("ViewComfy (current API): results");
+} else {
+  pm.collectionVariables.set("polls", 0);
+  pm.test("the run succeeded", () => pm.expect(record.status).to.eql("success"));
+  pm.test("camelCase record", () => pm.expect(record).to.have.all.keys(
+    "promptId", "status", "completed", "executionTimeSeconds", "prompt", "outputs", "errorData",
+    "createdAt", "workflow", "clientId", "user"));
+  pm.collectionVariables.set("vc_filepath", record.outputs[0].filepath);
+}
+""",
+    ),
+    request(
+        "ViewComfy (current API): output by link (no credentials)",
+        "GET",
+        "{{vc_filepath}}",
+        absolute=True,
+        tests="""
+pm.test("the signed link serves the image", () => pm.response.to.have.status(200));
+pm.test("as an image", () => pm.expect(pm.response.headers.get("Content-Type")).to.match(/^image\\//));
+""",
+    ),
+    request(
+        "ViewComfy (current API): cancel",
+        "POST",
+        "/api/workflow/infer/cancel",
+        body={"prompt_id": "{{vc_prompt_id}}", "view_comfy_api_url": "{{workflow_name}}"},
+        tests="""
+pm.test("cancel answers 201", () => pm.response.to.have.status(201));
+pm.test("a finished run stays finished", () => pm.expect(pm.response.json().status).to.eql("success"));
+""",
+    ),
+    request(
         "Delete workflow",
         "DELETE",
         "/api/workflow/{{workflow_name}}",
@@ -381,6 +451,8 @@ COLLECTION = {
         {"key": "job_id", "value": ""},
         {"key": "v2_output_url", "value": ""},
         {"key": "long_job_id", "value": ""},
+        {"key": "vc_prompt_id", "value": ""},
+        {"key": "vc_filepath", "value": ""},
     ],
     "item": ITEMS,
 }

@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import asyncio
 import base64
-import json
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -33,17 +32,16 @@ from fastapi import APIRouter, Depends, Request
 from fastapi.responses import JSONResponse, Response, StreamingResponse
 
 from api.dependencies import get_services
-from api.viewcomfy_form import InferRequest, parse_infer_form
-from backends.viewcomfy.protocol import FileOutput, result_to_json, split_viewcomfy_key
+from api.viewcomfy_form import InferRequest, build_params, parse_infer_form
+from backends.viewcomfy.protocol import FileOutput, result_to_json
 from backends.viewcomfy.sse import SSE_KEEPALIVE, sse_event
-from core.errors import InvalidRequest, Unauthorized
+from core.errors import InvalidRequest
 from core.media_types import content_type
 from core.task import Task, TaskStatus
 from events.hub import Subscription
 from gateway.services import Services
 from gateway.submission import prepare_submission
-from gateway.uploads import push_upload
-from security.auth import is_authenticated, viewcomfy_credentials_ok, viewcomfy_pair, viewcomfy_pair_problem
+from gateway.viewcomfy import check_credentials, failure_line, follow_task, log_line, output_path
 
 router = APIRouter(prefix="/api/viewcomfy", tags=["viewcomfy"])
 
@@ -73,12 +71,7 @@ async def _infer(request: Request, services: Services, name: str | None) -> Resp
     settings = services.settings
     body = await parse_infer_form(request, max_file_bytes=settings.max_upload_bytes)
     workflow, workflow_name = pick_workflow(body, name, settings.viewcomfy_default_workflow)
-    params = {key: value for key, value in body.params.items() if not (isinstance(key, str) and key.startswith("_"))}
-    for key, part in body.files.items():
-        if split_viewcomfy_key(key) is None:
-            raise InvalidRequest(f'file part {key!r} must be named by its parameter, like "52-inputs-image"', field=key)
-        uploaded = await push_upload(services, part.filename, part.content)
-        params[key] = f"{uploaded['subfolder']}/{uploaded['name']}" if uploaded["subfolder"] else uploaded["name"]
+    params = await build_params(services, body)
     prepared = await prepare_submission(services, workflow, workflow_name, params, viewcomfy_seed_rule=True)
     task = await services.manager.submit(
         prepared.workflow,
@@ -96,7 +89,7 @@ async def _infer(request: Request, services: Services, name: str | None) -> Resp
             headers={"cache-control": "no-cache", "x-accel-buffering": "no"},
         )
     try:
-        async for _ in _follow(services, task, sub):
+        async for _ in follow_task(services, task, sub):
             if await request.is_disconnected():
                 _stop(services, task)
                 break
@@ -104,21 +97,6 @@ async def _infer(request: Request, services: Services, name: str | None) -> Resp
         services.hub.unsubscribe(sub)
     result, _ = await build_result(services, task)
     return JSONResponse(result, status_code=201)
-
-
-def check_credentials(request: Request, services: Services) -> None:
-    """The client_id / client_secret headers against the configured pair (the same check as the
-    API-key middleware's: security.auth.viewcomfy_credentials_ok). No pair configured: open.
-
-    A request the API-key middleware let in on a valid key needs no ViewComfy credentials (SECURITY.md).
-    """
-    if is_authenticated(request):
-        return
-    settings = services.settings
-    if viewcomfy_pair(settings) is None:
-        return
-    if not viewcomfy_credentials_ok({k.lower(): v for k, v in request.headers.items()}, settings):
-        raise Unauthorized(viewcomfy_pair_problem(settings) or "client_id / client_secret are missing or wrong")
 
 
 def pick_workflow(
@@ -136,44 +114,13 @@ def pick_workflow(
     )
 
 
-async def _follow(services: Services, task: Task, sub: Subscription) -> AsyncIterator[str | None]:
-    """The task's hub messages, and ``None`` every keepalive interval, until the task is final.
-
-    Iterates the Subscription through one pending ``anext`` so a keepalive tick never cancels it.
-    """
-    interval = services.settings.viewcomfy_keepalive
-    messages = aiter(sub)
-    pending: asyncio.Future[str] | None = None
-    try:
-        while not task.status.final:
-            if pending is None:
-                pending = asyncio.ensure_future(anext(messages))
-            done, _ = await asyncio.wait({pending}, timeout=interval)
-            if not done:
-                yield None
-                continue
-            try:
-                message = pending.result()
-            except StopAsyncIteration:
-                break  # the hub dropped this listener (it fell behind): keep time until the end below
-            finally:
-                pending = None
-            yield message
-        while not task.status.final:
-            await asyncio.sleep(interval)
-            yield None
-    finally:
-        if pending is not None:
-            pending.cancel()
-
-
 async def _stream(services: Services, task: Task, sub: Subscription) -> AsyncIterator[bytes]:
     finished = False
     try:
         yield SSE_KEEPALIVE  # headers out now, even on a cold start
         last = f"ComfyGate task {task.task_id} queued on {task.backend}"  # the id to look it up in /api/task
         yield sse_event("log_message", last)
-        async for message in _follow(services, task, sub):
+        async for message in follow_task(services, task, sub):
             if message is None:
                 yield SSE_KEEPALIVE
                 continue
@@ -200,33 +147,6 @@ def _stop(services: Services, task: Task) -> None:
         services.manager.spawn(services.manager.interrupt(task), name=f"viewcomfy caller gone {task.task_id}")
 
 
-def log_line(task: Task, text: str) -> str | None:
-    """One hub message as a ViewComfy log line: status changes, node changes, sampler steps, text."""
-    try:
-        message = json.loads(text)
-    except ValueError:
-        return None
-    kind = message.get("type")
-    if kind == "text":
-        return str(message.get("text") or "") or None
-    if kind != "task_update" or message.get("status") in (None, "completed", "failed", "interrupted", "timeout"):
-        return None
-    status = message["status"]
-    progress = message.get("progress") or {}
-    if status != "running" or not progress.get("node"):
-        return f"ComfyGate task {task.task_id} {status} on {message.get('backend')}"
-    title = progress.get("node_title") or progress.get("node_class") or "node"
-    where = f"{title} (node {progress['node']})"
-    if progress.get("max"):
-        return f"{where}: step {progress.get('value') or 0}/{progress['max']}"
-    return f"executing {where}"
-
-
-def failure_line(task: Task) -> str:
-    error = task.error or {}
-    return f"task {task.status.value}: {error.get('message') or 'no details'}"
-
-
 async def build_result(services: Services, task: Task) -> tuple[dict[str, Any], list[str]]:
     """The six-key result (outputs inline as base64, read back from outputs/), and what went wrong reading them.
 
@@ -236,10 +156,8 @@ async def build_result(services: Services, task: Task) -> tuple[dict[str, Any], 
     problems: list[str] = []
     if task.status == TaskStatus.COMPLETED:
         for entry in task.outputs:
-            kind = entry.get("type", "output")
-            folder = services.settings.outputs_dir if kind == "output" else services.manager.temp_dir
             try:
-                data = await asyncio.to_thread((folder / entry["filename"]).read_bytes)
+                data = await asyncio.to_thread(output_path(services, entry).read_bytes)
             except OSError as exc:
                 problems.append(f"output {entry['filename']} could not be read back: {exc.strerror or exc}")
                 continue

@@ -82,10 +82,14 @@ class ViewComfyBackend(BackendBase):
         max_backoff: float = 300.0,
         connect_retries: int = 2,
     ) -> None:
-        self.name = name
+        self._setup(name, url, outputs_dir, backoff, max_backoff)
         self.api = ViewComfyClient(
             url, _secret(client_id), _secret(client_secret), http=http, connect_retries=connect_retries
         )
+
+    def _setup(self, name: str, url: str, outputs_dir: Path, backoff: float, max_backoff: float) -> None:
+        """What every ViewComfy backend keeps, whichever API generation it speaks."""
+        self.name = name
         self._url = public_url(url)
         self.outputs_dir = outputs_dir
         self.backoff = backoff
@@ -164,38 +168,43 @@ class ViewComfyBackend(BackendBase):
         try:
             await self._call(task, manager)
         except asyncio.CancelledError:
+            reason = await self._abandon(task)
             if not task.status.final:
-                manager.finish_interrupted(
-                    task, "stopped in ComfyGate; ViewComfy has no cancel route, so the run may go on there"
-                )
+                manager.finish_interrupted(task, reason)
             raise
         finally:
             self._jobs.pop(task.task_id, None)
 
+    async def _abandon(self, task: Task) -> str:
+        """The local job is being cancelled (interrupt, timeout, shutdown): what becomes of the remote run."""
+        return "stopped in ComfyGate; ViewComfy has no cancel route, so the run may go on there"
+
     async def _call(self, task: Task, manager: TaskHost) -> None:
         errors: list[str] = []
-        params = {viewcomfy_key(*key.split(".", 1)): value for key, value in task.params.items() if "." in key}
         manager.mark_running(task)
         try:
             result = await self.api.infer_with_logs(
-                params,
+                viewcomfy_params(task),
                 workflow_api=task.workflow,
                 on_log=lambda line: self._on_log(task, manager, line),
                 on_error=lambda line: self._on_error(task, manager, line, errors),
             )
-        except ViewComfyUnavailable as exc:
-            self._mark_down(manager, exc.message)
-            manager.finish(task, TaskStatus.FAILED, error=_error("viewcomfy_unavailable", exc))
-            return
-        except ViewComfyError as exc:
-            self._mark_up(manager)  # it answered, so it is reachable
-            manager.finish(task, TaskStatus.FAILED, error=_error("viewcomfy_error", exc))
-            return
         except ComfyGateError as exc:
-            manager.finish(task, TaskStatus.FAILED, error={"type": exc.code, "message": exc.message})
+            self._call_failed(task, manager, exc)
             return
         self._mark_up(manager)
         await self._settle(task, manager, result, errors)
+
+    def _call_failed(self, task: Task, manager: TaskHost, exc: ComfyGateError) -> None:
+        """A call to ViewComfy failed: the task fails, and the backend's health follows what that proves."""
+        if isinstance(exc, ViewComfyUnavailable):
+            self._mark_down(manager, exc.message)
+            manager.finish(task, TaskStatus.FAILED, error=_error("viewcomfy_unavailable", exc))
+        elif isinstance(exc, ViewComfyError):
+            self._mark_up(manager)  # it answered, so it is reachable
+            manager.finish(task, TaskStatus.FAILED, error=_error("viewcomfy_error", exc))
+        else:
+            manager.finish(task, TaskStatus.FAILED, error={"type": exc.code, "message": exc.message})
 
     async def _settle(self, task: Task, manager: TaskHost, result: PromptResult, errors: list[str]) -> None:
         task.extra["viewcomfy_prompt_id"] = result.prompt_id
@@ -220,20 +229,10 @@ class ViewComfyBackend(BackendBase):
         """Decode into outputs/ with the ComfyUI path's entry shape; names prefixed like task_manager's."""
         paths = await asyncio.to_thread(decode_outputs, result, self.outputs_dir, prefix=f"{task.task_id[:8]}_")
         inline = [output for output in result.outputs if output.data]  # decode_outputs skips the others
-        entries = []
-        for path, output in zip(paths, inline, strict=True):
-            entries.append(
-                {
-                    "filename": path.name,
-                    "content_type": output.content_type or content_type(path.name),
-                    "size": path.stat().st_size,
-                    "node_id": guess_node_id(task.workflow, output.filename),
-                    "type": "output",
-                    "url": f"/api/image/{path.name}",
-                    "viewcomfy": {"filename": output.filename},
-                }
-            )
-        return entries
+        return [
+            output_entry(task, path, path.stat().st_size, output.content_type, output.filename)
+            for path, output in zip(paths, inline, strict=True)
+        ]
 
     # --- progress --------------------------------------------------------------------------------
     def _on_log(self, task: Task, manager: TaskHost, line: str) -> None:
@@ -284,6 +283,24 @@ def _error(kind: str, exc: ViewComfyError) -> dict[str, Any]:
         if len(text) <= MAX_BODY_CHARS:
             error["upstream_body"] = exc.body
     return error
+
+
+def viewcomfy_params(task: Task) -> dict[str, Any]:
+    """The task's applied params (``"3.seed"``) as ViewComfy parameter keys (``"3-inputs-seed"``)."""
+    return {viewcomfy_key(*key.split(".", 1)): value for key, value in task.params.items() if "." in key}
+
+
+def output_entry(task: Task, path: Path, size: int, media_type: str, remote_name: str) -> dict[str, Any]:
+    """A file fetched from ViewComfy as a task output, in the ComfyUI path's entry shape."""
+    return {
+        "filename": path.name,
+        "content_type": media_type or content_type(path.name),
+        "size": size,
+        "node_id": guess_node_id(task.workflow, remote_name),
+        "type": "output",
+        "url": f"/api/image/{path.name}",
+        "viewcomfy": {"filename": remote_name},
+    }
 
 
 def guess_node_id(workflow: dict[str, Any], filename: str) -> str:

@@ -55,12 +55,7 @@ class ViewComfyClient:
         connect_timeout: float = 10.0,
         retry_backoff: float = 0.5,
     ) -> None:
-        try:
-            url = httpx.URL(endpoint_url)
-        except (httpx.InvalidURL, TypeError) as exc:
-            raise ValueError(f"invalid ViewComfy endpoint URL: {exc}") from None
-        if url.scheme not in ("http", "https") or not url.host:
-            raise ValueError("the ViewComfy endpoint URL must be an absolute http(s) URL")
+        absolute_url(endpoint_url, "the ViewComfy endpoint URL")
         if connect_retries < 0:
             raise ValueError("connect_retries must be >= 0")
         self.endpoint_url = endpoint_url
@@ -297,6 +292,17 @@ async def _call(callback: LogCallback | None, text: str, level: int, fmt: str) -
     result = callback(text)
     if inspect.isawaitable(result):
         await result
+
+
+def absolute_url(value: str, what: str) -> httpx.URL:
+    """``value`` as an absolute http(s) URL, else a ValueError naming ``what``."""
+    try:
+        url = httpx.URL(value)
+    except (httpx.InvalidURL, TypeError) as exc:
+        raise ValueError(f"{what} is not a valid URL: {exc}") from None
+    if url.scheme not in ("http", "https") or not url.host:
+        raise ValueError(f"{what} must be an absolute http(s) URL")
+    return url
 
 
 def _is_event_stream(response: httpx.Response) -> bool:

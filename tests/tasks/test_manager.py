@@ -214,3 +214,14 @@ async def test_a_hook_that_refuses_keeps_nothing(make: object) -> None:
     with pytest.raises(PromptRejected):
         await manager.submit(WORKFLOW)
     assert len(manager.store) == 0 and backend.received == [] and not backend.inflight
+
+
+async def test_a_caller_may_name_the_task_once(make: object) -> None:
+    """ViewComfy's current API names its runs: the task id is the caller's, and a second use is a 409."""
+    from core.errors import Conflict
+
+    manager, _ = await make(FakeBackend("one"))  # type: ignore[operator]
+    task = await manager.submit(WORKFLOW, task_id="0" * 32)
+    assert task.task_id == "0" * 32 and manager.store.get("0" * 32) is task
+    with pytest.raises(Conflict, match="exists already"):
+        await manager.submit(WORKFLOW, task_id="0" * 32)
