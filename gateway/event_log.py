@@ -14,7 +14,7 @@ import asyncio
 import json
 import re
 from collections import OrderedDict, deque
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 
 from core.task import Task
@@ -38,8 +38,11 @@ class TaskLog:
         self.last_id = 0
         self.changed = asyncio.Event()
 
-    def append(self, kind: str, text: str) -> None:
-        self.last_id += 1
+    def append(self, kind: str, text: str, entry_id: int | None = None) -> None:
+        """``entry_id``: the id the event has everywhere (cluster mode: from the Redis stream); default: the next."""
+        if entry_id is not None and entry_id <= self.last_id:
+            return  # seen already
+        self.last_id = entry_id if entry_id is not None else self.last_id + 1
         if kind == "preview" and sum(1 for e in self.entries if e.type == "preview") >= PREVIEWS_KEPT:
             oldest = next(e for e in self.entries if e.type == "preview")
             self.entries.remove(oldest)
@@ -71,13 +74,15 @@ class EventLog:
         self._logs: OrderedDict[str, TaskLog] = OrderedDict()
         self._final_ids: OrderedDict[str, int] = OrderedDict()  # finished task → id of its final event
         self.sse_listeners = 0
+        # Cluster mode: the id of the event being tapped, the same on every replica (else numbered here).
+        self.current_id: Callable[[], int | None] | None = None
 
     def tap(self, text: str, task_id: str | None) -> None:
         if task_id is None:
             return  # queue and backend updates belong to no task
         match = _TYPE.match(text)
         kind = match.group(1) if match else str(json.loads(text).get("type", "message"))
-        self.log(task_id).append(kind, text)
+        self.log(task_id).append(kind, text, self.current_id() if self.current_id is not None else None)
 
     def log(self, task_id: str) -> TaskLog:
         found = self._logs.get(task_id)

@@ -11,9 +11,9 @@ from typing import Any
 import httpx
 
 from config import PROJECT_DIR, Settings
-from events.hub import EventHub
+from events.bus import EventBus
 from tasks.manager import TaskManager
-from tasks.memory_store import TaskStore
+from tasks.store import TaskStore
 from workflow.library import WorkflowLibrary
 
 
@@ -22,7 +22,7 @@ class Services:
     settings: Settings
     http: httpx.AsyncClient
     store: TaskStore
-    hub: EventHub
+    hub: EventBus
     manager: TaskManager
     library: WorkflowLibrary
     extras: dict[str, Any] = field(default_factory=dict)

@@ -63,6 +63,8 @@ class Submitter:
         if kind is not None:
             task.extra["backend_kind"] = kind  # kept with the task, so a held or recovered one obeys it too
         self.pool.remember_classes(task, classes)
+        if self.pool.placement is not None:
+            return await self.pool.placement.place(task)
         target = self.pool.pick(task)
         if target is not None and not self.pool.waiting_for(target):
             try:

@@ -6,7 +6,8 @@ import asyncio
 from typing import Any
 
 from fastapi import APIRouter, Depends, File, Form, Query, UploadFile
-from fastapi.responses import FileResponse
+from fastapi.encoders import jsonable_encoder
+from fastapi.responses import FileResponse, JSONResponse, Response
 
 from api.dependencies import get_services
 from api.models import HealthOut, QueueOut, TaskList, TaskOut, UploadOut
@@ -29,19 +30,31 @@ class BigChunkFileResponse(FileResponse):
     chunk_size = 1024 * 1024
 
 
-@router.get("/health", response_model=HealthOut, summary="Is ComfyGate up, and which backends are reachable")
-async def health(services: Services = Depends(get_services)) -> dict[str, Any]:
+@router.get(
+    "/health",
+    response_model=HealthOut,
+    summary="Is ComfyGate up, and which backends are reachable",
+    responses={503: {"model": HealthOut, "description": "cluster mode: Redis or the object store is unreachable"}},
+)
+async def health(services: Services = Depends(get_services)) -> Any:
     backends = [b.describe() for b in services.manager.backends.values()]
     up = sum(1 for b in backends if b["healthy"])
     counts = services.store.counts()
     status = "ok" if up == len(backends) else ("degraded" if up else "down")
-    return {
+    body: dict[str, Any] = {
         "status": status,
         "backends": backends,
         "totals": pool_totals(services, backends),
         "tasks": counts,
         "listeners": services.hub.listeners,
     }
+    cluster = services.extras.get("cluster")
+    if cluster is not None:
+        body["cluster"] = cluster.describe()
+        if not cluster.healthy:  # a load balancer drains this replica until Redis and the store are back
+            body["status"] = "unavailable"
+            return JSONResponse(jsonable_encoder(body), status_code=503, headers={"Retry-After": "2"})
+    return body
 
 
 def pool_totals(services: Services, backends: list[dict[str, Any]]) -> dict[str, int]:
@@ -178,10 +191,15 @@ async def image(
     filename: str,
     services: Services = Depends(get_services),
     type: str = Query("output", pattern="^(output|temp)$"),
-) -> FileResponse:
+) -> Response:
     folder = services.settings.outputs_dir if type == "output" else services.manager.temp_dir
     path = resolve_inside(folder, filename, "output file")
     if not path.is_file():
+        cluster = services.extras.get("cluster")
+        if cluster is not None:  # stored by the replica that downloaded it
+            found = await cluster.serve_file(type, path.name)
+            if found is not None:
+                return found
         raise NotFound(f"no output file named {filename!r}")
     return BigChunkFileResponse(path, media_type=content_type(path.name))
 
