@@ -17,7 +17,7 @@ from collections import OrderedDict, deque
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 
-from core.task import Task
+from core.task import FINAL_STATUSES, Task
 
 _TYPE = re.compile(r'^\{"type":"([A-Za-z0-9_.\-]+)"')
 PREVIEWS_KEPT = 4
@@ -82,7 +82,15 @@ class EventLog:
             return  # queue and backend updates belong to no task
         match = _TYPE.match(text)
         kind = match.group(1) if match else str(json.loads(text).get("type", "message"))
-        self.log(task_id).append(kind, text, self.current_id() if self.current_id is not None else None)
+        if self.current_id is None:
+            self.log(task_id).append(kind, text)
+            return
+        # Cluster mode: the final status is known before the final update comes back through Redis, so the
+        # log is compacted once that update is in it (not when the task observer hears of the end).
+        log = self.log(task_id)
+        log.append(kind, text, self.current_id())
+        if kind == "task_update" and _ends(log):
+            asyncio.get_running_loop().call_soon(self._compact, task_id)
 
     def log(self, task_id: str) -> TaskLog:
         found = self._logs.get(task_id)
@@ -99,7 +107,7 @@ class EventLog:
 
     def on_task(self, task: Task, change: str) -> None:
         """Task observer: compact a finished task's log right after its final event is published."""
-        if change == "finished":
+        if change == "finished" and self.current_id is None:
             asyncio.get_running_loop().call_soon(self._compact, task.task_id)
 
     def _compact(self, task_id: str) -> None:
@@ -113,6 +121,12 @@ class EventLog:
         self._final_ids[task_id] = found.last_id
         while len(self._final_ids) > self.max_tasks:
             self._final_ids.popitem(last=False)
+
+
+def _ends(log: TaskLog) -> bool:
+    """Whether the log holds the task's final update."""
+    last = next((e for e in reversed(log.entries) if e.type == "task_update"), None)
+    return last is not None and json.loads(last.text).get("status") in FINAL_STATUSES
 
 
 def sse(entry_id: int | None, kind: str, text: str) -> str:
@@ -146,14 +160,16 @@ async def stream_task(
             snapshot = json.dumps({"type": "task_update", **task.summary()}, separators=(",", ":"), default=str)
             yield sse(log.last_id, "task_update", snapshot)
             last_id = log.last_id
+        waited_final = False
         while True:
             for entry in log.after(last_id):
                 last_id = entry.id
                 if entry.type == "preview" and not previews:
                     continue
                 yield sse(entry.id, entry.type, entry.text)
-            if task.status.final:
-                return
+            if task.status.final and (_ends(log) or waited_final):
+                return  # (cluster mode: the final update may follow the final status by a few ms)
+            waited_final = task.status.final
             changed = log.changed
             try:
                 await asyncio.wait_for(changed.wait(), keepalive)

@@ -1,0 +1,249 @@
+"""Three replicas behind nginx behave as one service: submit on one, watch on another, act on a third.
+
+Real servers on loopback ports, started here: redis-server, moto's S3 server, two ComfyUI emulators,
+three ComfyGate replicas in cluster mode (``start.py``), and nginx round-robin in front (no stickiness).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import copy
+import json
+import random
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+import websockets
+
+from tests.cluster.servers import ClusterStack
+
+FINAL = {"completed", "failed", "interrupted", "timeout"}
+ORDER = {"pending": 0, "queued": 1, "running": 2, "completed": 3, "failed": 3, "interrupted": 3, "timeout": 3}
+SD = json.loads((Path(__file__).resolve().parents[2] / "workflows" / "sd_txt2img_api.json").read_text())
+
+
+def sampler_workflow(steps: int = 10) -> dict[str, Any]:
+    """Text to image: a sampler with ``steps`` progress events and one saved image (a fresh seed each)."""
+    workflow = copy.deepcopy(SD)
+    workflow["3"]["inputs"]["steps"] = steps
+    workflow["3"]["inputs"]["seed"] = random.randrange(1 << 40)
+    workflow["5"]["inputs"].update(width=64, height=64)
+    return workflow
+
+
+@pytest.fixture(scope="module")
+def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ClusterStack]:
+    stack = ClusterStack(tmp_path_factory.mktemp("cluster"), step_delay=0.05)
+    try:
+        yield stack
+    finally:
+        stack.close()
+
+
+async def submit(client: httpx.AsyncClient, base: str, workflow: dict[str, Any]) -> dict[str, Any]:
+    answer = await client.post(f"{base}/api/workflow/submit", json={"workflow": workflow}, timeout=30)
+    assert answer.status_code == 200, answer.text
+    return answer.json()
+
+
+async def sse_events(
+    client: httpx.AsyncClient, url: str, last_id: str | None = None, limit: int | None = None
+) -> list[tuple[str | None, str, dict[str, Any]]]:
+    """(id, event, data) of a task's SSE stream: ``limit`` events, or all until the stream ends."""
+    headers = {"Last-Event-ID": last_id} if last_id else {}
+    got: list[tuple[str | None, str, dict[str, Any]]] = []
+    async with client.stream("GET", url, headers=headers, timeout=60) as response:
+        assert response.status_code == 200, await response.aread()
+        event: dict[str, str] = {}
+        async for line in response.aiter_lines():
+            if line == "":
+                if "data" in event:
+                    got.append((event.get("id"), event.get("event", "message"), json.loads(event["data"])))
+                    if limit is not None and len(got) >= limit:
+                        return got
+                event = {}
+                continue
+            if line.startswith(":"):
+                continue
+            name, _, value = line.partition(":")
+            event[name] = value.removeprefix(" ")
+    return got
+
+
+class Listener:
+    """A /ws client that keeps every message of the tasks it is told about."""
+
+    def __init__(self, url: str) -> None:
+        self.url = url
+        self.messages: list[dict[str, Any]] = []
+        self.ready = asyncio.Event()
+        self.changed = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+
+    async def __aenter__(self) -> Listener:
+        self._task = asyncio.create_task(self._run())
+        await asyncio.wait_for(self.ready.wait(), 10)
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        assert self._task is not None
+        self._task.cancel()
+        await asyncio.gather(self._task, return_exceptions=True)
+
+    async def _run(self) -> None:
+        async with websockets.connect(self.url, max_size=None) as ws:
+            async for raw in ws:
+                message = json.loads(raw)
+                if message.get("type") == "hello":
+                    self.ready.set()
+                self.messages.append(message)
+                changed, self.changed = self.changed, asyncio.Event()
+                changed.set()
+
+    def updates(self, task_id: str) -> list[dict[str, Any]]:
+        return [m for m in self.messages if m.get("type") == "task_update" and m.get("task_id") == task_id]
+
+    async def until(self, found: Any, timeout: float = 60) -> Any:
+        """Wait until ``found()`` returns something (checked on every message)."""
+
+        async def wait() -> Any:
+            while (result := found()) is None:
+                changed = self.changed
+                await changed.wait()
+            return result
+
+        return await asyncio.wait_for(wait(), timeout)
+
+    async def final(self, task_id: str, timeout: float = 60) -> dict[str, Any]:
+        return await self.until(lambda: next((m for m in self.updates(task_id) if m["status"] in FINAL), None), timeout)
+
+    async def status(self, task_id: str, status: str, timeout: float = 60) -> None:
+        await self.until(lambda: next((m for m in self.updates(task_id) if m["status"] == status), None), timeout)
+
+
+def assert_in_order(updates: list[dict[str, Any]]) -> None:
+    """Statuses never go back; progress never goes back while running; exactly one final update, last."""
+    ranks = [ORDER[u["status"]] for u in updates]
+    assert ranks == sorted(ranks), [u["status"] for u in updates]
+    finals = [u for u in updates if u["status"] in FINAL]
+    assert len(finals) == 1 and updates[-1] is finals[0], [u["status"] for u in updates]
+    percents = [u["progress"].get("percent") for u in updates if u["status"] == "running" and u.get("progress")]
+    percents = [p for p in percents if p is not None]
+    assert percents == sorted(percents), percents
+
+
+async def test_submit_on_a_watch_on_b_over_ws_and_sse_resumed_on_c(stack: ClusterStack) -> None:
+    a, b, c = stack.replicas
+    async with httpx.AsyncClient() as client, Listener(f"{b.ws_url}/ws") as on_b:
+        task = await submit(client, a.url, sampler_workflow(steps=30))
+        task_id = task["task_id"]
+        # One SSE client reads everything on A; another reads a few events on B, then resumes on C.
+        full = asyncio.create_task(sse_events(client, f"{a.url}/api/task/{task_id}/events"))
+        first = await sse_events(client, f"{b.url}/api/task/{task_id}/events", limit=4)
+        resume_from = first[-1][0]
+        assert resume_from is not None
+        rest = await sse_events(client, f"{c.url}/api/task/{task_id}/events", last_id=resume_from)
+        everything = await full
+        final = await on_b.final(task_id)
+
+    assert final["status"] == "completed", final
+    assert final["outputs"] and final["outputs"][0]["url"].startswith("/api/image/")
+    updates = on_b.updates(task_id)
+    assert_in_order(updates)
+    assert any(u["status"] == "running" and u["progress"].get("value") for u in updates), "no step progress on B"
+
+    # The resumed stream carries exactly what was missed: every event after the resume id, none before,
+    # in the same order and with the same ids as a client that read it all on a third replica.
+    split = first + rest
+    ids = [int(i) for i, _, _ in split if i is not None]
+    assert ids == sorted(set(ids)), "ids repeat or go back across the resumption"
+    assert all(int(i) > int(resume_from) for i, _, _ in rest if i is not None)
+    start = max(int(first[0][0] or 0), int(everything[0][0] or 0))
+    tail_split = [(i, kind, data) for i, kind, data in split if int(i or 0) > start]
+    tail_full = [(i, kind, data) for i, kind, data in everything if int(i or 0) > start]
+    assert tail_split == tail_full
+    assert tail_split[-1][1] == "task_update" and tail_split[-1][2]["status"] == "completed"
+
+
+async def test_list_get_interrupt_on_c(stack: ClusterStack) -> None:
+    a, b, c = stack.replicas
+    async with httpx.AsyncClient() as client, Listener(f"{b.ws_url}/ws") as on_b:
+        task = await submit(client, a.url, sampler_workflow(steps=2000))  # ~100 s: it must be stopped
+        task_id = task["task_id"]
+        await on_b.status(task_id, "running")
+        seen = (await client.get(f"{c.url}/api/task/{task_id}")).json()
+        assert seen["status"] == "running" and seen["backend"] in {"comfyui-1", "comfyui-2"}
+        listed = (await client.get(f"{c.url}/api/tasks", params={"status": "running"})).json()
+        assert task_id in [t["task_id"] for t in listed["tasks"]]
+        stopped = await client.post(f"{c.url}/api/interrupt/{task_id}")
+        assert stopped.status_code == 200, stopped.text
+        final = await on_b.final(task_id, timeout=30)
+        assert final["status"] == "interrupted", final
+        for replica in (a, b, c):
+            body = (await client.get(f"{replica.url}/api/task/{task_id}")).json()
+            assert body["status"] == "interrupted", (replica.name, body)
+        history = (await client.get(f"{c.url}/api/history")).json()
+        assert task_id in [t["task_id"] for t in history["tasks"]]
+
+
+async def test_queued_task_interrupted_from_another_replica(stack: ClusterStack) -> None:
+    """A task waiting in its backend's queue, stopped from a replica that does not own that backend."""
+    a, b, c = stack.replicas
+    async with httpx.AsyncClient() as client, Listener(f"{a.ws_url}/ws") as on_a:
+        blockers = [await submit(client, b.url, sampler_workflow(steps=400)) for _ in range(2)]
+        waiting = await submit(client, b.url, sampler_workflow(steps=5))
+        await on_a.status(waiting["task_id"], "queued")
+        owners = stack.owners()
+        backend = (await client.get(f"{a.url}/api/task/{waiting['task_id']}")).json()["backend"]
+        other = next(r for r in (a, b, c) if r.name != owners[backend])
+        assert (await client.post(f"{other.url}/api/interrupt/{waiting['task_id']}")).status_code == 200
+        final = await on_a.final(waiting["task_id"], timeout=30)
+        assert final["status"] == "interrupted", final
+        for blocker in blockers:
+            await client.post(f"{c.url}/api/interrupt/{blocker['task_id']}")
+        for blocker in blockers:
+            assert (await on_a.final(blocker["task_id"], timeout=30))["status"] == "interrupted"
+
+
+async def test_through_nginx_ws_sse_and_outputs_from_every_replica(stack: ClusterStack) -> None:
+    """The service's one address: nginx round robin, no stickiness; WebSockets and SSE pass through."""
+    proxy = stack.nginx
+    async with httpx.AsyncClient() as client, Listener(f"{proxy.ws_url}/ws") as listener:
+        tasks = [await submit(client, proxy.url, sampler_workflow(steps=8)) for _ in range(6)]
+        events = await sse_events(client, f"{proxy.url}/api/task/{tasks[0]['task_id']}/events")
+        finals = [await listener.final(t["task_id"]) for t in tasks]
+        assert events[-1][2]["status"] == "completed"
+        backends = set()
+        for task, final in zip(tasks, finals, strict=True):
+            assert final["status"] == "completed", final
+            assert_in_order(listener.updates(task["task_id"]))
+            backends.add(final["backend"])
+            output = final["outputs"][0]
+            comfy = output["comfyui"]
+            emulator = next(e for e in stack.emulators if e.url == owner_url(stack, final["backend"]))
+            original = (await client.get(f"{emulator.url}/view", params=comfy)).content
+            assert original
+            for replica in stack.replicas:  # stored once, served by any replica
+                served = await client.get(f"{replica.url}{output['url']}")
+                assert served.status_code == 200 and served.content == original, replica.name
+            through = await client.get(f"{proxy.url}{output['url']}")
+            assert through.content == original
+        assert backends == {"comfyui-1", "comfyui-2"}, "least-loaded choice should use both backends"
+
+
+def owner_url(stack: ClusterStack, backend: str) -> str:
+    return stack.emulators[int(backend.rsplit("-", 1)[1]) - 1].url
+
+
+async def test_health_reports_the_cluster(stack: ClusterStack) -> None:
+    async with httpx.AsyncClient() as client:
+        owned: list[str] = []
+        for replica in stack.replicas:
+            body = (await client.get(f"{replica.url}/api/health")).json()
+            assert body["cluster"]["replica"] == replica.name
+            assert body["cluster"]["redis"] is True and body["cluster"]["storage"] is True
+            owned += body["cluster"]["owned"]
+        assert sorted(owned) == ["comfyui-1", "comfyui-2"], "each backend has exactly one owner"
