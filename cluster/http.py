@@ -9,14 +9,18 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import re
 from typing import Any
 
+from redis.exceptions import RedisError
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 _TASK_PATH = re.compile(r"^/api/(?:task|interrupt)/([^/]+)(/events)?$")
 _WRITES = {"POST", "PUT", "PATCH", "DELETE"}
+_SUBMIT_PATHS = {"/api/workflow/submit"}
+IDEMPOTENCY_TTL = 24 * 3600
 
 
 class ClusterMiddleware:
@@ -34,6 +38,11 @@ class ClusterMiddleware:
             if scope["method"] in _WRITES and not cluster.healthy:
                 await _unavailable(cluster, send)
                 return
+            if scope["method"] == "POST" and path in _SUBMIT_PATHS:
+                key = _header(scope, b"idempotency-key")
+                if key is not None:
+                    await _idempotent(self.app, cluster, key, scope, receive, send)
+                    return
             match = _TASK_PATH.match(path)
             if match is not None:
                 await cluster.ensure_task(match.group(1))
@@ -58,4 +67,69 @@ async def _unavailable(cluster: Any, send: Send) -> None:
         (b"content-length", str(len(body)).encode()),
     ]
     await send({"type": "http.response.start", "status": 503, "headers": headers})
+    await send({"type": "http.response.body", "body": body})
+
+
+def _header(scope: Scope, name: bytes) -> str | None:
+    for key, value in scope.get("headers", ()):
+        if key == name:
+            return value.decode("latin-1")
+    return None
+
+
+async def _send_json(send: Send, status: int, body: dict[str, Any], extra: list[tuple[bytes, bytes]]) -> None:
+    data = json.dumps(body).encode()
+    headers = [(b"content-type", b"application/json"), (b"content-length", str(len(data)).encode()), *extra]
+    await send({"type": "http.response.start", "status": status, "headers": headers})
+    await send({"type": "http.response.body", "body": data})
+
+
+async def _idempotent(app: ASGIApp, cluster: Any, key: str, scope: Scope, receive: Receive, send: Send) -> None:
+    """A submission with an ``Idempotency-Key``: the first one runs; any later one with the same key (a retry
+    on another replica after a lost answer) gets the first one's answer again, and no second task."""
+    if not 1 <= len(key) <= 255:
+        await _send_json(
+            send, 422, {"error": "invalid_request", "message": "Idempotency-Key must be 1 to 255 characters"}, []
+        )
+        return
+    redis_key = cluster.key("idem", hashlib.sha256(key.encode()).hexdigest())
+    try:
+        claimed = await cluster.redis.set(redis_key, "claim", nx=True, ex=IDEMPOTENCY_TTL)
+        stored = None if claimed else await cluster.redis.get(redis_key)
+    except (RedisError, OSError):
+        await _unavailable(cluster, send)
+        return
+    if not claimed:
+        if stored is None or stored == b"claim":
+            message = "a request with this Idempotency-Key is still being handled; retry shortly"
+            await _send_json(
+                send, 409, {"error": "idempotency_in_progress", "message": message}, [(b"retry-after", b"1")]
+            )
+            return
+        first = json.loads(stored)
+        await _send_json(send, first["status"], first["body"], [(b"idempotent-replayed", b"true")])
+        return
+    started: dict[str, Any] = {}
+    chunks: list[bytes] = []
+
+    async def capture(message: Any) -> None:
+        if message["type"] == "http.response.start":
+            started.update(message)
+        elif message["type"] == "http.response.body":
+            chunks.append(message.get("body", b""))
+
+    try:
+        await app(scope, receive, capture)
+    finally:
+        status = int(started.get("status") or 500)
+        body = b"".join(chunks)
+        try:
+            if status < 300:
+                answer = {"status": status, "body": json.loads(body or b"null")}
+                await cluster.redis.set(redis_key, json.dumps(answer), keepttl=True)
+            else:  # refused or failed: nothing was accepted, the same key may try again
+                await cluster.redis.delete(redis_key)
+        except (RedisError, OSError, ValueError):
+            pass
+    await send({"type": "http.response.start", "status": status, "headers": started.get("headers", [])})
     await send({"type": "http.response.body", "body": body})

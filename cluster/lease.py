@@ -1,9 +1,11 @@
 """One owner per backend: leases in Redis with a TTL, renewed while this replica lives.
 
-A replica takes free leases up to its fair share (backends / live replicas, rounded up); a lease that
-stays free longer than a TTL is taken by anyone, so a backend never stays without an owner. Whether a
-lease is still ours is judged locally against the time of the last successful renewal (``valid``): a
-replica cut off from Redis stops acting as the owner before its lease can expire and be taken.
+At start, replicas take free leases up to a fair share (backends / live replicas, rounded up) and later
+hand back what exceeds it. A lease given back (a graceful stop, a rebalance) is marked so and taken at
+once; one whose owner went silent (killed) is taken once it has been free for a TTL. Whether a lease is
+surely still ours is judged locally against the last successful renewal (``valid``): posting to a
+backend requires it. While Redis is unreachable nothing changes hands: the owner keeps its WebSocket
+and its tasks, and takes the lease back first when Redis returns.
 """
 
 from __future__ import annotations
@@ -40,9 +42,11 @@ class LeaseKeeper:
         self._free_since: dict[str, float] = {}
         self._task: asyncio.Task[None] | None = None
         self._last_gain = 0.0
+        self._mine: set[str] = set()  # leases this replica acts on (valid or lapsed while Redis is away)
+        self._seen_held: set[str] = set()  # leases seen held at least once (not first come, first served)
 
-    def key(self, name: str) -> str:
-        return f"{self.prefix}lease:{name}"
+    def key(self, name: str, *more: str) -> str:
+        return ":".join([f"{self.prefix}lease", name, *more])
 
     def valid(self, name: str) -> bool:
         """Ours, renewed recently enough that nobody else can have taken it."""
@@ -65,15 +69,18 @@ class LeaseKeeper:
             await self.redis.zrem(f"{self.prefix}replicas", self.replica)
         except RedisError:
             pass
-        for name in list(self._until):
+        for name in sorted(self._mine):
             await self.give_up(name)
 
     async def give_up(self, name: str) -> None:
-        """Stop acting as the owner first, then free the lease for another replica."""
+        """Stop acting as the owner first, then free the lease (marked given back: taken at once)."""
         self._until.pop(name, None)
+        self._mine.discard(name)
         await self._changed(name, False)
         try:
-            await self._release(keys=[self.key(name)], args=[self.replica])
+            await self._release(
+                keys=[self.key(name), self.key(name, "free")], args=[self.replica, int(self.ttl * 1000)]
+            )
         except RedisError:
             pass
 
@@ -83,65 +90,63 @@ class LeaseKeeper:
             await asyncio.sleep(self.ttl / 4)
 
     async def round(self) -> None:
-        """Renew what we hold, take what we should; tell ``on_change`` what was gained or lost."""
+        """Renew what we hold, take what we should; tell ``on_change`` what was gained or lost.
+
+        While Redis is unreachable nothing changes hands: the owner keeps its WebSocket and tasks (no
+        other replica can take the lease either) but ``valid`` turns false, so it posts nothing new.
+        """
         now = time.time()
-        ttl_ms = int(self.ttl * 1000)
         try:
             await self.redis.zadd(f"{self.prefix}replicas", {self.replica: now})
             await self.redis.zremrangebyscore(f"{self.prefix}replicas", 0, now - 3 * self.ttl)
             live = max(1, await self.redis.zcard(f"{self.prefix}replicas"))
             share = math.ceil(len(self.names) / live)
             holders = await self.redis.mget([self.key(n) for n in self.names])
-        except RedisError as exc:
-            log.warning("cannot renew leases: %s", exc)
-            await self._expire_lapsed()
+            given_back = await self.redis.mget([self.key(n, "free") for n in self.names])
+        except (RedisError, OSError) as exc:
+            if self._mine:
+                log.warning("cannot renew leases (%s): keeping %s, posting nothing new", exc, sorted(self._mine))
             return
-        for name, holder in zip(self.names, holders, strict=True):
-            if holder is None:
-                self._free_since.setdefault(name, time.monotonic())
-            else:
+        for name, holder, free in zip(self.names, holders, given_back, strict=True):
+            if holder is not None and holder.decode() != self.replica:
+                self._seen_held.add(name)
                 self._free_since.pop(name, None)
-        for name, holder in zip(self.names, holders, strict=True):
-            mine = holder is not None and holder.decode() == self.replica
-            if holder is not None and not mine:
-                if name in self._until:
-                    self._until.pop(name)
+                if name in self._mine:
+                    self._mine.discard(name)
+                    self._until.pop(name, None)
                     await self._changed(name, False)
                 continue
-            if not mine:
-                orphaned = time.monotonic() - self._free_since.get(name, time.monotonic()) > self.ttl
-                if len(self.held) >= share and not orphaned:
+            if holder is None and name not in self._mine:
+                since = self._free_since.setdefault(name, time.monotonic())
+                orphaned = time.monotonic() - since > self.ttl
+                first = name not in self._seen_held and len(self._mine) < share
+                if not (free is not None or first or orphaned):
                     continue
-            started = time.monotonic()
-            try:
-                got = await self._acquire(keys=[self.key(name)], args=[self.replica, ttl_ms])
-            except RedisError as exc:
-                log.warning("cannot renew the lease of %s: %s", name, exc)
-                continue
-            if got:
-                gained = not self.valid(name)
-                # Safe until a little before the TTL runs out, counted from before the call.
-                self._until[name] = started + self.ttl * 0.8
-                self._free_since.pop(name, None)
-                if gained:
-                    self._last_gain = time.monotonic()
-                    await self._changed(name, True)
-            elif name in self._until:
-                self._until.pop(name)
-                await self._changed(name, False)
-        await self._expire_lapsed()
-        held = self.held
-        if len(held) > share and time.monotonic() - self._last_gain > 2 * self.ttl:
+            await self._take(name)
+        if len(self._mine) > share and time.monotonic() - self._last_gain > 2 * self.ttl:
             # More than a fair share (replicas joined since): hand one back per round.
             self._last_gain = time.monotonic()
-            await self.give_up(held[-1])
+            await self.give_up(sorted(self._mine)[-1])
 
-    async def _expire_lapsed(self) -> None:
-        for name, until in list(self._until.items()):
-            if time.monotonic() >= until:
-                self._until.pop(name, None)
-                log.warning("lease of %s lapsed (Redis unreachable?): giving the backend up", name)
-                await self._changed(name, False)
+    async def _take(self, name: str) -> None:
+        started = time.monotonic()
+        try:
+            got = await self._acquire(keys=[self.key(name)], args=[self.replica, int(self.ttl * 1000)])
+        except (RedisError, OSError) as exc:
+            log.warning("cannot renew the lease of %s: %s", name, exc)
+            return
+        if got:
+            self._until[name] = started + self.ttl * 0.8  # safe until a little before the TTL runs out
+            self._free_since.pop(name, None)
+            self._seen_held.add(name)
+            if name not in self._mine:
+                self._mine.add(name)
+                self._last_gain = time.monotonic()
+                await self._changed(name, True)
+        elif name in self._mine:
+            self._mine.discard(name)
+            self._until.pop(name, None)
+            await self._changed(name, False)
 
     async def _changed(self, name: str, held: bool) -> None:
         try:

@@ -14,9 +14,13 @@ redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
 return 1
 """
 
-# KEYS: lease key. ARGV: replica id. Deletes the lease only if we still hold it.
+# KEYS: lease key, its "given back" marker. ARGV: replica id, ttl ms. Deletes the lease only if we still
+# hold it, and marks it given back so another replica takes it at once (not after a TTL of silence).
 RELEASE = """
-if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
+if redis.call('GET', KEYS[1]) == ARGV[1] then
+  redis.call('SET', KEYS[2], ARGV[1], 'PX', ARGV[2])
+  return redis.call('DEL', KEYS[1])
+end
 return 0
 """
 

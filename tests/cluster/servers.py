@@ -130,12 +130,13 @@ http {{
   map $http_upgrade $connection_upgrade {{ default upgrade; '' ''; }}
   upstream comfygate {{
 {servers}
-    keepalive 64;
   }}
   server {{
     listen 127.0.0.1:{port};
     location / {{
       proxy_pass http://comfygate;
+      # No keep-alive to the replicas: a replica that stops refuses new connections, and nginx then
+      # passes even a POST to the next one (nothing was sent); a reused connection could fail mid-request.
       proxy_http_version 1.1;
       proxy_set_header Upgrade $http_upgrade;
       proxy_set_header Connection $connection_upgrade;
