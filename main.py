@@ -25,6 +25,7 @@ from backends.comfyui import ComfyUIBackend
 from backends.viewcomfy.backend import ViewComfyBackend
 from cluster.coordinator import Cluster
 from cluster.http import ClusterMiddleware
+from cluster.library import SharedLibrary
 from config import PROJECT_DIR, Settings, get_settings
 from core.errors import ComfyGateError
 from core.task import Task
@@ -110,7 +111,10 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
                 client_secret=settings.viewcomfy_client_secret,
             )
         )
-    services = Services(settings, http, store, bus, manager, WorkflowLibrary(settings.workflows_dir))
+    library = WorkflowLibrary(settings.workflows_dir)
+    if cluster is not None and cluster.objects is not None:
+        library = SharedLibrary(library, cluster.objects)  # saved workflows in the store, for every replica
+    services = Services(settings, http, store, bus, manager, library)
     services.extras["task_db"] = db
     app.state.services = services
     integration.install(services)  # SSE log, synchronous waits, webhooks, metrics: all task observers

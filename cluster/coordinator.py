@@ -98,6 +98,7 @@ class Cluster:
         self.current_id: int | None = None  # the stream entry being delivered (SSE ids)
         self.bus: ClusterBus | None = None
         self.manager: TaskManager | None = None
+        self.services: Services | None = None
         self.backends: dict[str, SharedBackend] = {}
         self.leases: LeaseKeeper | None = None
         self.redis_ok = False
@@ -140,6 +141,7 @@ class Cluster:
     def install(self, manager: TaskManager, services: Services) -> None:
         """Plug into the manager's seams and the integration features; call before ``manager.start()``."""
         self.manager = manager
+        self.services = services
         services.extras["cluster"] = self
         events = services.extras.get("event_log")
         if events is not None:
@@ -191,6 +193,12 @@ class Cluster:
         assert self.leases is not None
         await self.leases.round()
         self.leases.start()
+        seed = getattr(self.services.library, "seed", None) if self.services is not None else None
+        if seed is not None:
+            try:
+                await seed()
+            except StoreUnavailable as exc:
+                log.warning("could not copy the shipped workflows into the store: %s", exc)
 
     async def stop(self) -> None:
         """Give the leases back first (another replica takes over at once), then stop."""
@@ -844,3 +852,30 @@ class Cluster:
             return None
         size, chunks = found
         return StreamingResponse(chunks, media_type=content_type(name), headers={"Content-Length": str(size)})
+
+    async def localize(self, outputs: list[dict[str, Any]]) -> None:
+        """Fetch into this replica's folders the outputs another replica stored (for readers of the disk)."""
+        if self.objects is None or self.manager is None:
+            return
+        for item in outputs:
+            kind = "output" if item.get("type", "output") == "output" else "temp"
+            folder = self.settings.outputs_dir if kind == "output" else self.manager.temp_dir
+            name = str(item.get("filename", ""))
+            if not name or "/" in name or name.startswith("."):
+                continue
+            path = folder / name
+            if path.is_file():
+                continue
+            try:
+                await self.objects.get_file(f"{kind}/{name}", path)
+            except StoreUnavailable as exc:
+                log.warning("could not fetch output %s from the store: %s", name, exc)
+
+    async def keep_input(self, name: str, data: bytes) -> None:
+        """An uploaded input, kept in the store too (the backends got it already)."""
+        if self.objects is None:
+            return
+        try:
+            await self.objects.put_bytes(f"inputs/{name}", data)
+        except StoreUnavailable as exc:
+            raise ClusterUnavailable(f"the object store is unreachable ({exc}); retry shortly", retry_after=2) from exc

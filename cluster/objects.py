@@ -8,6 +8,7 @@ inputs and the workflow library of every replica live here in cluster mode, unde
 
 from __future__ import annotations
 
+import asyncio
 import datetime
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -15,6 +16,7 @@ from typing import Any
 from urllib.parse import unquote, urlsplit
 
 import obstore
+from obstore.exceptions import AlreadyExistsError
 from obstore.store import LocalStore, S3Store
 
 from config import Settings
@@ -74,11 +76,15 @@ class ObjectStore:
         except Exception as exc:
             raise StoreUnavailable(f"could not store {key}: {exc}") from exc
 
-    async def put_bytes(self, key: str, data: bytes) -> None:
+    async def put_bytes(self, key: str, data: bytes, *, create: bool = False) -> bool:
+        """``create``: only if absent (atomic); False when it was there already."""
         try:
-            await obstore.put_async(self.store, key, data)
+            await obstore.put_async(self.store, key, data, mode="create" if create else None)
+        except AlreadyExistsError:
+            return False
         except Exception as exc:
             raise StoreUnavailable(f"could not store {key}: {exc}") from exc
+        return True
 
     async def get_bytes(self, key: str) -> bytes | None:
         try:
@@ -103,6 +109,24 @@ class ObjectStore:
                 yield bytes(chunk)
 
         return int(result.meta["size"]), chunks()
+
+    async def get_file(self, key: str, path: Path) -> bool:
+        """Stream an object into a local file (written aside, then renamed); False when it is not there."""
+        found = await self.open(key)
+        if found is None:
+            return False
+        _, chunks = found
+        path.parent.mkdir(parents=True, exist_ok=True)
+        partial = path.with_name(f".{path.name}.part")
+        try:
+            with partial.open("wb") as out:
+                async for chunk in chunks:
+                    await asyncio.to_thread(out.write, chunk)
+            partial.replace(path)
+        except Exception as exc:
+            partial.unlink(missing_ok=True)
+            raise StoreUnavailable(f"could not fetch {key}: {exc}") from exc
+        return True
 
     async def exists(self, key: str) -> bool:
         try:
@@ -129,6 +153,18 @@ class ObjectStore:
         except Exception as exc:
             raise StoreUnavailable(f"could not list {prefix}: {exc}") from exc
         return names
+
+    async def list_meta(self, prefix: str) -> list[tuple[str, int, float]]:
+        """(key, size, modified as a Unix time) of every object under ``prefix``."""
+        found: list[tuple[str, int, float]] = []
+        try:
+            async for batch in obstore.list(self.store, prefix=prefix):
+                for item in batch:
+                    modified = item.get("last_modified")
+                    found.append((str(item["path"]), int(item["size"]), modified.timestamp() if modified else 0.0))
+        except Exception as exc:
+            raise StoreUnavailable(f"could not list {prefix}: {exc}") from exc
+        return found
 
     async def sign(self, key: str, seconds: int = 300) -> str | None:
         """A presigned GET URL (S3 only); None for a folder."""

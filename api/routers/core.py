@@ -223,4 +223,7 @@ async def upload_image(
     folder = services.settings.uploads_dir
     local = unique_path(folder, name)
     await asyncio.to_thread(local.write_bytes, data)
+    cluster = services.extras.get("cluster")
+    if cluster is not None:  # shared with every replica
+        await cluster.keep_input(local.name, data)
     return await push_upload(services, name, data, subfolder=subfolder, overwrite=overwrite, local=local.name)

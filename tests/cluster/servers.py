@@ -12,7 +12,7 @@ import urllib.request
 from pathlib import Path
 from typing import Any
 
-from bench.procs import Proc, free_port, http_json, wait_until
+from bench.procs import PROJECT, Proc, free_port, http_json, wait_until
 
 S3_KEY_ID = "comfygate-test"
 S3_SECRET = "comfygate-test-secret"
@@ -205,7 +205,8 @@ class Replica:
         self.outputs_dir = data / "outputs"
         self.env = {
             "COMFYUI_REPLICA_ID": name,
-            "COMFYUI_WORKFLOWS_DIR": str(data / "workflows"),
+            # Cluster mode keeps the library in the store; the shipped workflows are only read, to seed it.
+            "COMFYUI_WORKFLOWS_DIR": str(PROJECT / "workflows"),
             "COMFYUI_UPLOADS_DIR": str(data / "uploads"),
             "COMFYUI_OUTPUTS_DIR": str(self.outputs_dir),
             "COMFYUI_DATA_DIR": str(data / "data"),

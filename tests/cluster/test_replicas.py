@@ -7,10 +7,14 @@ three ComfyGate replicas in cluster mode (``start.py``), and nginx round-robin i
 from __future__ import annotations
 
 import asyncio
+import io
+import json
+import random
 from collections.abc import Iterator
 
 import httpx
 import pytest
+from PIL import Image
 
 from tests.cluster.clients import Listener, assert_in_order, sampler_workflow, sse_events, submit
 from tests.cluster.servers import ClusterStack
@@ -137,3 +141,65 @@ async def test_health_reports_the_cluster(stack: ClusterStack) -> None:
             assert body["cluster"]["redis"] is True and body["cluster"]["storage"] is True
             owned += body["cluster"]["owned"]
         assert sorted(owned) == ["comfyui-1", "comfyui-2"], "each backend has exactly one owner"
+
+
+async def test_library_uploads_and_synchronous_answers_are_shared(stack: ClusterStack) -> None:
+    a, b, c = stack.replicas
+    async with httpx.AsyncClient() as client:
+        # The library: saved on A, listed on B, loaded on C, a second save refused, deleted on B.
+        name = f"shared_{random.randrange(1 << 30)}"
+        files = {"file": ("w.json", json.dumps(sampler_workflow(steps=3)).encode(), "application/json")}
+        saved = await client.post(f"{a.url}/api/workflow/upload", files=files, data={"name": name})
+        assert saved.status_code == 200, saved.text
+        listed = (await client.get(f"{b.url}/api/workflows")).json()
+        assert f"{name}.json" in [w["name"] for w in listed["workflows"]]
+        assert "sd_txt2img_api.json" in [w["name"] for w in listed["workflows"]], "shipped workflows are seeded"
+        loaded = await client.get(f"{c.url}/api/workflow/{name}")
+        assert loaded.status_code == 200 and loaded.json()["workflow"]["3"]["class_type"] == "KSampler"
+        again = await client.post(f"{c.url}/api/workflow/upload", files=files, data={"name": name})
+        assert again.status_code == 409, again.text
+        assert (await client.delete(f"{b.url}/api/workflow/{name}")).status_code == 200
+        assert (await client.get(f"{a.url}/api/workflow/{name}")).status_code == 404
+
+        # An uploaded input reaches every backend from whichever replica took it.
+        image = io.BytesIO()
+        Image.new("RGB", (4, 4), (200, 30, random.randrange(256))).save(image, "PNG")
+        png = image.getvalue()
+        uploaded = await client.post(f"{b.url}/api/upload/image", files={"image": ("in.png", png, "image/png")})
+        assert uploaded.status_code == 200, uploaded.text
+        stored_name = uploaded.json()["name"]
+        for emulator in stack.emulators:
+            view = await client.get(f"{emulator.url}/view", params={"filename": stored_name, "type": "input"})
+            assert view.content == png
+
+        # A synchronous submit answered with the outputs inline, by a replica that did not run the task.
+        for replica in stack.replicas:
+            answer = await client.post(
+                f"{replica.url}/api/workflow/submit",
+                params={"wait": "true", "output_format": "base64"},
+                json={"workflow": sampler_workflow(steps=3)},
+                timeout=60,
+            )
+            assert answer.status_code == 200, answer.text
+            body = answer.json()
+            assert body["status"] == "completed" and body["outputs"][0]["data"], body
+
+
+async def test_idempotency_key_gives_one_task_across_replicas(stack: ClusterStack) -> None:
+    a, b, c = stack.replicas
+    async with httpx.AsyncClient() as client:
+        workflow = sampler_workflow(steps=2)
+        headers = {"Idempotency-Key": f"key-{random.randrange(1 << 40)}"}
+        first = await client.post(f"{a.url}/api/workflow/submit", json={"workflow": workflow}, headers=headers)
+        again = await client.post(f"{b.url}/api/workflow/submit", json={"workflow": workflow}, headers=headers)
+        assert first.status_code == again.status_code == 200
+        assert first.json()["task_id"] == again.json()["task_id"]
+        assert again.headers["Idempotent-Replayed"] == "true"
+        bad = await client.post(
+            f"{c.url}/api/workflow/submit", json={"workflow": {}}, headers={"Idempotency-Key": "k2"}
+        )
+        assert bad.status_code == 422
+        retried = await client.post(
+            f"{c.url}/api/workflow/submit", json={"workflow": workflow}, headers={"Idempotency-Key": "k2"}
+        )
+        assert retried.status_code == 200, "a refused request does not burn its key"
