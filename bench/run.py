@@ -22,7 +22,10 @@ from typing import Any
 if __package__ in (None, ""):  # ``python bench/run.py``
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from bench.cluster import CLUSTER_ROWS  # noqa: E402
 from bench.rows import ROWS, Bench, Result  # noqa: E402
+
+ROWS.update(CLUSTER_ROWS)  # several replicas sharing Redis and an object store (bench/cluster.py)
 
 FULL = {
     "runs": 200,

@@ -21,7 +21,7 @@ from backends.comfyui import ComfyUIBackend, EventSink, StateSink
 from core.errors import ComfyUIUnavailable
 from core.task import Task
 
-STATE_FRESH = 3.0  # seconds an owner's published state stays believable without a refresh
+STATE_FRESH = 6.0  # seconds an owner's published state stays believable without a refresh
 
 
 def shared_client_id(prefix: str, url: str) -> str:

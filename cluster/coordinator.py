@@ -58,8 +58,11 @@ log = logging.getLogger("comfygate.cluster")
 
 STATE_EVERY = 0.5  # seconds between two exchanges of backend states and loads
 HEALTH_EVERY = 1.0
+STATE_TTL = 6.0  # seconds an owner's published backend state lives unrefreshed (busy is not dead)
 FORWARD_WAIT = 10.0  # seconds a replica waits for the owner's answer before answering "pending"
 KEEP_TRIES = 30  # attempts (about a second apart) to store a task's outputs while the store is down
+SWEEP_EVERY = 20  # state exchanges (about 10 s) between two sweeps for tasks nobody posted
+SWEEP_AFTER = 15.0  # seconds a stored, unposted task may wait for its owner's inbox before a sweep takes it
 
 
 class ClusterUnavailable(ServiceBusy):
@@ -356,11 +359,11 @@ class Cluster:
             return
         now = time.time()
         unsure: list[Task] = []
-        for task in tasks:
-            if task.task_id in self.store.live:
+        for loaded in tasks:
+            if loaded.task_id in self.store.live:
                 continue
+            task = self.store.adopt(loaded)
             task.extra["charged"] = backend.name
-            self.store.add(task)
             manager.pool.remember_classes(task, workflow_classes(task.workflow))
             backend.inflight.add(task.task_id)
             manager.endings.arm_timeout(task, max(task.timeout - (now - task.created_at), 1.0))
@@ -369,6 +372,8 @@ class Cluster:
         backend.take()
         if unsure:
             await self._post_unsure(backend, unsure)
+            # The reconciliation of the WebSocket's connect skips tasks whose post was unsure: run it again.
+            self._spawn(manager.recovery.reconcile(backend), f"reconcile {backend.name}")
         self._ready.add(backend.name)
         self._kick.set()
         await self._publish_state(backend)
@@ -404,10 +409,9 @@ class Cluster:
             await self._dispatch_here(task, backend, held=True)
 
     async def _dispatch_here(self, task: Task, backend: SharedBackend, *, held: bool) -> bool:
-        """Post ``task`` on an owned backend; a held task that fails to go is failed or held again."""
+        """Post ``task`` (adopted already) on an owned backend; a held task that fails to go is failed or held again."""
         manager = self.manager
         assert manager is not None
-        self.store.add(task)
         try:
             await manager.submitter.dispatch(task, backend)
         except PromptRejected as exc:
@@ -442,14 +446,54 @@ class Cluster:
             await self.redis.set(
                 self.key("backend", backend.name),
                 json.dumps(backend.state(self.replica)),
-                px=int(self.settings.lease_ttl * 1000),
+                px=int(STATE_TTL * 1000),
             )
         except RedisError:
             pass
 
+    async def _sweep(self) -> None:
+        """Tasks stored as handed to a backend owned here that nobody drives (an inbox note lost with a
+        replica, or a Redis outage in between): taken up as a takeover would."""
+        for name in sorted(self._ready):
+            backend = self.backends[name]
+            try:
+                tasks = await self.records.unfinished_on(name)
+            except (RedisError, OSError):
+                return
+            stale = [
+                t
+                for t in tasks
+                if t.task_id not in self.store.live
+                and t.status == TaskStatus.PENDING
+                and time.time() - t.created_at > SWEEP_AFTER
+            ]
+            if not stale or not backend.owned:
+                continue
+            log.warning("taking up %d task(s) stored for %s that nobody posted", len(stale), name)
+            adopted = []
+            for loaded in stale:
+                if loaded.task_id in self.store.live:
+                    continue
+                task = self.store.adopt(loaded)
+                task.extra["charged"] = name
+                assert self.manager is not None
+                self.manager.pool.remember_classes(task, workflow_classes(task.workflow))
+                backend.inflight.add(task.task_id)
+                self.manager.endings.arm_timeout(task, max(task.timeout - (time.time() - task.created_at), 1.0))
+                adopted.append(task)
+            await self._post_unsure(backend, adopted)
+            self._spawn(self.manager.recovery.reconcile(backend), f"reconcile {name}")  # type: ignore[union-attr]
+
     async def _exchange_states(self) -> None:
         names = list(self.backends)
+        rounds = 0
         while True:
+            rounds += 1
+            if rounds % SWEEP_EVERY == 0:
+                try:
+                    await self._sweep()
+                except Exception:
+                    log.exception("sweep of unposted tasks failed")
             try:
                 pipe = self.redis.pipeline(transaction=False)
                 for backend in self.backends.values():
@@ -457,7 +501,7 @@ class Cluster:
                         pipe.set(
                             self.key("backend", backend.name),
                             json.dumps(backend.state(self.replica)),
-                            px=int(self.settings.lease_ttl * 1000),
+                            px=int(STATE_TTL * 1000),
                         )
                 pipe.mget([self.key("backend", n) for n in names])
                 pipe.hgetall(self.key("load"))
@@ -576,7 +620,8 @@ class Cluster:
         self.store.release(task.task_id)
         if self.manager is not None:
             self.manager.timers.cancel(task.task_id)
-        record_op = self.records.save_op(task)
+        # With its workflow: a failed hand-over may have dropped the whole record before this.
+        record_op = self.records.save_op(task, with_workflow=bool(task.workflow))
         pending_key, task_id, created = self.key("pending"), task.task_id, task.created_at
 
         def op(pipe: Any) -> None:
@@ -636,8 +681,7 @@ class Cluster:
             except RedisError as exc:
                 raise ClusterUnavailable(f"Redis is unreachable: {exc}; retry shortly", retry_after=2) from exc
             if claimed:
-                fresh = await self.records.load(task.task_id) or task
-                self.store.add(fresh)
+                fresh = self.store.adopt(await self.records.load(task.task_id) or task)
                 assert self.manager is not None
                 self.manager.endings.finish_interrupted(fresh, "cancelled before dispatch")
                 return
@@ -669,7 +713,20 @@ class Cluster:
                 note = json.loads(raw)
             except ValueError:
                 continue
-            self._spawn(self._serve(name, note), f"inbox {name}")
+            self._spawn(self._serve_surely(name, note), f"inbox {name}")
+
+    async def _serve_surely(self, name: str, note: dict[str, Any]) -> None:
+        """The note is out of Redis now: while this replica owns the backend, a Redis blip only delays it.
+        (Should this replica die, the task's record still says where it goes: the next owner posts it.)"""
+        while True:
+            try:
+                await self._serve(name, note)
+                return
+            except (RedisError, OSError) as exc:
+                if not self.backends[name].owned:
+                    return
+                log.warning("inbox note for %s waits for Redis: %s", name, exc)
+                await asyncio.sleep(0.5)
 
     async def _serve(self, name: str, note: dict[str, Any]) -> None:
         manager = self.manager
@@ -685,13 +742,14 @@ class Cluster:
             return
         if task_id in self.store.live:
             return  # adopted already (a takeover read it from the records)
-        task = await self.records.load(task_id)
-        if task is None or task.status.final or task.backend != name:
+        loaded = await self.records.load(task_id)
+        if loaded is None or loaded.status.final or loaded.backend != name:
             await self._reply(note, {"ok": False, "kind": "gone", "message": "the task is no longer waiting"})
             return
         if not backend.owned or name not in self._ready:
             await self.redis.lpush(self.key("inbox", name), json.dumps(note))  # for the next owner
             return
+        task = self.store.adopt(loaded)
         task.extra["charged"] = name
         manager.pool.remember_classes(task, workflow_classes(task.workflow))
         try:
@@ -785,10 +843,11 @@ class Cluster:
             owned = [self.backends[n] for n in sorted(self._ready) if self.backends[n].healthy]
             if not owned:
                 return
-            task = await self.records.load(task_id)
-            if task is None or task.status.final:
+            loaded = await self.records.load(task_id)
+            if loaded is None or loaded.status.final:
                 await self.redis.zrem(self.key("pending"), task_id)
                 continue
+            task = loaded
             expired = time.time() - task.created_at > task.timeout
             able = [b for b in owned if manager.pool.fits(task, b)]
             if not able and not expired:
@@ -802,8 +861,8 @@ class Cluster:
                 if answer is not None:
                     await self.redis.hincrby(self.key("load"), answer.decode(), -1)
                 continue  # another replica took it
+            task = self.store.adopt(loaded)
             if answer is None:
-                self.store.add(task)
                 manager.endings.finish(
                     task,
                     TaskStatus.TIMEOUT,

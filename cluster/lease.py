@@ -97,16 +97,21 @@ class LeaseKeeper:
         """
         now = time.time()
         try:
-            await self.redis.zadd(f"{self.prefix}replicas", {self.replica: now})
-            await self.redis.zremrangebyscore(f"{self.prefix}replicas", 0, now - 3 * self.ttl)
-            live = max(1, await self.redis.zcard(f"{self.prefix}replicas"))
-            share = math.ceil(len(self.names) / live)
-            holders = await self.redis.mget([self.key(n) for n in self.names])
-            given_back = await self.redis.mget([self.key(n, "free") for n in self.names])
+            pipe = self.redis.pipeline(transaction=False)
+            pipe.zadd(f"{self.prefix}replicas", {self.replica: now})
+            pipe.zremrangebyscore(f"{self.prefix}replicas", 0, now - 3 * self.ttl)
+            pipe.zcard(f"{self.prefix}replicas")
+            pipe.mget([self.key(n) for n in self.names])
+            pipe.mget([self.key(n, "free") for n in self.names])
+            _, _, live, holders, given_back = await pipe.execute()
         except (RedisError, OSError) as exc:
             if self._mine:
                 log.warning("cannot renew leases (%s): keeping %s, posting nothing new", exc, sorted(self._mine))
             return
+        share = math.ceil(len(self.names) / max(1, live))
+        await self._renew(
+            [n for n, h in zip(self.names, holders, strict=True) if h is not None and h.decode() == self.replica]
+        )
         for name, holder, free in zip(self.names, holders, given_back, strict=True):
             if holder is not None and holder.decode() != self.replica:
                 self._seen_held.add(name)
@@ -116,7 +121,11 @@ class LeaseKeeper:
                     self._until.pop(name, None)
                     await self._changed(name, False)
                 continue
-            if holder is None and name not in self._mine:
+            if holder is not None:
+                if name in self._mine:
+                    continue  # renewed above
+                # ours in Redis but not acting on it (a restart within the TTL): take it up properly
+            elif name not in self._mine:
                 since = self._free_since.setdefault(name, time.monotonic())
                 orphaned = time.monotonic() - since > self.ttl
                 first = name not in self._seen_held and len(self._mine) < share
@@ -127,6 +136,23 @@ class LeaseKeeper:
             # More than a fair share (replicas joined since): hand one back per round.
             self._last_gain = time.monotonic()
             await self.give_up(sorted(self._mine)[-1])
+
+    async def _renew(self, names: list[str]) -> None:
+        """Renew every lease still ours in one round trip."""
+        if not names:
+            return
+        started = time.monotonic()
+        try:
+            pipe = self.redis.pipeline(transaction=False)
+            for name in names:
+                pipe.eval(ACQUIRE_OR_RENEW, 1, self.key(name), self.replica, int(self.ttl * 1000))
+            answers = await pipe.execute()
+        except (RedisError, OSError) as exc:
+            log.warning("cannot renew leases: %s", exc)
+            return
+        for name, got in zip(names, answers, strict=True):
+            if got and name in self._mine:
+                self._until[name] = started + self.ttl * 0.8
 
     async def _take(self, name: str) -> None:
         started = time.monotonic()

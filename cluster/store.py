@@ -28,6 +28,7 @@ log = logging.getLogger("comfygate.cluster.store")
 
 TRIM_EVERY = 200  # finished saves between two trims
 _MIRRORED = ("status", "backend", "progress", "error", "prompt_id")
+_RANK = {TaskStatus.PENDING: 0, TaskStatus.QUEUED: 1, TaskStatus.RUNNING: 2}
 _FIELDS = tuple(f.name for f in dataclasses.fields(Task) if f.name != "workflow")
 
 
@@ -194,6 +195,27 @@ class RedisTaskStore:
 
     def query(self, *args: Any, **kwargs: Any) -> tuple[int, list[Task]]:
         return self.local.query(*args, **kwargs)
+
+    def adopt(self, loaded: Task) -> Task:
+        """This replica drives ``loaded`` (read from Redis) from now on. The object readers here already hold
+        (the mirror: open SSE streams, waiters) becomes the live one, keeping the progress the stream
+        brought it, which is fresher than the record's."""
+        current = self.local.get(loaded.task_id)
+        if current is None or current.status.final or current is loaded:
+            self.add(loaded)
+            return loaded
+        ahead = _RANK[current.status] >= _RANK[loaded.status]
+        progress, status, started = current.progress, current.status, current.started_at
+        old_prompt = current.prompt_id
+        for name in _FIELDS:
+            setattr(current, name, getattr(loaded, name))
+        current.workflow = loaded.workflow
+        if ahead:
+            current.progress, current.status, current.started_at = progress, status, started or loaded.started_at
+        if old_prompt != current.prompt_id:
+            self.local.reindex(current, old_prompt)
+        self.live.add(current.task_id)
+        return current
 
     def release(self, task_id: str) -> None:
         """Another replica drives this task from now on (its backend's lease moved)."""

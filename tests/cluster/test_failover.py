@@ -17,8 +17,8 @@ from typing import Any
 import httpx
 import pytest
 
+from bench.cluster_procs import ClusterStack, Replica
 from tests.cluster.clients import FINAL, Listener, sampler_workflow, seeds_run, submit
-from tests.cluster.servers import ClusterStack, Replica
 
 
 async def finals(client: httpx.AsyncClient, base: str, task_ids: list[str], timeout: float) -> dict[str, Any]:
@@ -26,7 +26,11 @@ async def finals(client: httpx.AsyncClient, base: str, task_ids: list[str], time
     deadline = time.monotonic() + timeout
     done: dict[str, Any] = {}
     while len(done) < len(task_ids):
-        assert time.monotonic() < deadline, f"not final in time: {sorted(set(task_ids) - set(done))}"
+        if time.monotonic() > deadline:
+            stuck = {
+                t: (await client.get(f"{base}/api/task/{t}", timeout=10)).json() for t in task_ids if t not in done
+            }
+            raise AssertionError(f"not final in time: {stuck}")
         for task_id in task_ids:
             if task_id in done:
                 continue
@@ -71,7 +75,7 @@ async def test_kill_9_the_owner_in_the_middle_of_20_tasks(tmp_path: Path) -> Non
                 seeds[task["task_id"]] = workflow["3"]["inputs"]["seed"]
                 tasks.append(task)
             ids = [t["task_id"] for t in tasks]
-            await listener.until(lambda: sum(1 for t in ids if _final_in(listener, t)) >= 4 or None, timeout=60)
+            await listener.until(lambda: sum(1 for t in ids if _final_in(listener, t)) >= 2 or None, timeout=60)
             running = sum(1 for t in ids if not _final_in(listener, t))
             assert running >= 8, "the kill must land while tasks still run and wait"
             victim.kill()

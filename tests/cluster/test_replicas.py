@@ -16,8 +16,8 @@ import httpx
 import pytest
 from PIL import Image
 
+from bench.cluster_procs import ClusterStack
 from tests.cluster.clients import Listener, assert_in_order, sampler_workflow, sse_events, submit
-from tests.cluster.servers import ClusterStack
 
 
 @pytest.fixture(scope="module")
@@ -168,6 +168,7 @@ async def test_library_uploads_and_synchronous_answers_are_shared(stack: Cluster
         uploaded = await client.post(f"{b.url}/api/upload/image", files={"image": ("in.png", png, "image/png")})
         assert uploaded.status_code == 200, uploaded.text
         stored_name = uploaded.json()["name"]
+        assert sorted(uploaded.json()["backends"]) == ["comfyui-1", "comfyui-2"]
         for emulator in stack.emulators:
             view = await client.get(f"{emulator.url}/view", params={"filename": stored_name, "type": "input"})
             assert view.content == png

@@ -1,4 +1,4 @@
-"""The servers a cluster test or benchmark needs, each a real process on a free loopback port:
+"""The servers a cluster benchmark or test needs, each a real process on a free loopback port:
 redis-server (Debian), an S3-compatible store (moto's standalone server), nginx in front of the
 replicas (round robin, no stickiness, WebSockets and SSE passed through), and ComfyGate replicas."""
 
@@ -193,9 +193,16 @@ class Replica:
     """One ComfyGate replica in cluster mode, started as a user starts it (``start.py``); restartable on its port."""
 
     def __init__(
-        self, workdir: Path, name: str, servers: list[str], env: dict[str, str], port: int | None = None
+        self,
+        workdir: Path,
+        name: str,
+        servers: list[str],
+        env: dict[str, str],
+        port: int | None = None,
+        log_level: str = "info",
     ) -> None:
         self.name = name
+        self.log_level = log_level
         self.port = port or free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.ws_url = f"ws://127.0.0.1:{self.port}"
@@ -219,7 +226,7 @@ class Replica:
 
     def start(self) -> None:
         self.starts += 1
-        args = [sys.executable, "start.py", "--port", str(self.port), "--log-level", "info"]
+        args = [sys.executable, "start.py", "--port", str(self.port), "--log-level", self.log_level]
         self.proc = Proc(self.name, args, self.workdir / f"{self.name}.{self.starts}.log", env=self.env)
 
     @property
@@ -264,6 +271,7 @@ class ClusterStack:
         step_delay: float = 0.0,
         node_delay: float = 0.0,
         env: dict[str, str] | None = None,
+        log_level: str = "info",
     ) -> None:
         from bench.procs import Emulator
 
@@ -284,7 +292,7 @@ class ClusterStack:
             self.env = {"COMFYUI_REDIS_URL": self.redis.url, "COMFYUI_LEASE_TTL": "2", **self.s3.env(), **(env or {})}
             names = "abcdefgh"
             self.replicas = [
-                Replica(workdir, f"replica-{names[i]}", [e.url for e in self.emulators], self.env)
+                Replica(workdir, f"replica-{names[i]}", [e.url for e in self.emulators], self.env, log_level=log_level)
                 for i in range(replicas)
             ]
             self.started += self.replicas
