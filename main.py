@@ -29,9 +29,13 @@ from api.routers import workflows as routes_workflows
 from api.routers import ws as routes_ws
 from backends.comfyui import ComfyUIBackend
 from backends.viewcomfy.backend import ViewComfyBackend
+from cluster.coordinator import Cluster
+from cluster.http import ClusterMiddleware
+from cluster.library import SharedLibrary
 from config import PROJECT_DIR, Settings, get_settings
 from core.errors import ComfyGateError
 from core.task import Task
+from events.bus import EventBus
 from events.hub import EventHub
 from gateway import integration
 from gateway.services import Services
@@ -40,6 +44,7 @@ from security.setup import install_security
 from tasks.manager import TaskManager
 from tasks.memory_store import TaskStore
 from tasks.sqlite_store import TaskDatabase
+from tasks.store import TaskStore as TaskStoreSeam
 from workflow.library import WorkflowLibrary
 
 log = logging.getLogger("comfygate")
@@ -55,12 +60,20 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         limits=httpx.Limits(max_connections=256, max_keepalive_connections=64),
         trust_env=False,  # ComfyUI is reached directly; a proxy from the environment would break loopback
     )
-    store = TaskStore(settings.history_limit, settings.full_finished_tasks)
     hub = EventHub(settings.ws_queue_size)
-    manager = TaskManager(settings, store, hub)
+    # Cluster mode (COMFYUI_REDIS_URL): tasks, queue and events shared with the other replicas through Redis.
+    cluster = Cluster(settings) if settings.redis_url is not None else None
+    store: TaskStoreSeam
+    bus: EventBus
+    if cluster is not None:
+        await cluster.open()
+        store, bus = cluster.store, cluster.make_bus(hub)
+    else:
+        store, bus = TaskStore(settings.history_limit, settings.full_finished_tasks), hub
+    manager = TaskManager(settings, store, bus)
     db: TaskDatabase | None = None
     recovered: list[Task] = []
-    if settings.database_path is not None:
+    if settings.database_path is not None and cluster is None:
         db = TaskDatabase(settings.database_path, settings.history_limit)
         await asyncio.to_thread(db.open)
 
@@ -78,6 +91,12 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
 
         manager.workflow_loader = load_workflow
     for index, server in enumerate(settings.servers, start=1):
+        if cluster is not None:
+            name = f"comfyui-{index}"
+            manager.add_backend(
+                cluster.make_backend(name, server, http, on_event=manager.on_event, on_state=manager.on_backend_state)
+            )
+            continue
         manager.add_backend(
             ComfyUIBackend(
                 f"comfyui-{index}",
@@ -101,18 +120,27 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
                 client_secret=settings.viewcomfy_client_secret,
             )
         )
-    services = Services(settings, http, store, hub, manager, WorkflowLibrary(settings.workflows_dir))
+    library = WorkflowLibrary(settings.workflows_dir)
+    if cluster is not None and cluster.objects is not None:
+        library = SharedLibrary(library, cluster.objects)  # saved workflows in the store, for every replica
+    services = Services(settings, http, store, bus, manager, library)
     services.extras["task_db"] = db
     app.state.services = services
     integration.install(services)  # SSE log, synchronous waits, webhooks, metrics: all task observers
     await api_v2.start(services)  # Comfy API v2: its asset store, idempotency keys, dispatch hook
+    if cluster is not None:
+        cluster.install(manager, services)
     await manager.start()
+    if cluster is not None:
+        await cluster.start()
     if recovered:
         log.info("recovering %d unfinished task(s) from %s", len(recovered), settings.database_path)
         manager.recover(recovered)
     try:
         yield
     finally:
+        if cluster is not None:
+            await cluster.stop()  # leases first: another replica takes this one's backends at once
         await manager.stop()
         await integration.stop(services)
         await api_v2.stop(services)
@@ -179,6 +207,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         lifespan=lifespan,
     )
     app.state.settings = settings or get_settings()
+    if app.state.settings.redis_url is not None:
+        app.add_middleware(ClusterMiddleware)  # innermost: after the keys and limits, before the routes
     install_security(app, app.state.settings)  # API keys, body limits, CORS: before any router
     app.add_exception_handler(ComfyGateError, comfygate_error)
     app.add_exception_handler(RequestValidationError, validation_error)

@@ -186,6 +186,9 @@ class Bench:
                     self._procs.remove(proc)
 
     def close(self) -> None:
+        for stack in self._shared.pop("cluster_stacks", []):  # bench/cluster.py's
+            with contextlib.suppress(Exception):
+                stack.close()
         for proc in reversed(self._procs):
             with contextlib.suppress(Exception):
                 proc.stop()

@@ -235,6 +235,7 @@ async def build_result(services: Services, task: Task) -> tuple[dict[str, Any], 
     outputs: list[FileOutput] = []
     problems: list[str] = []
     if task.status == TaskStatus.COMPLETED:
+        await services.local_outputs(task.outputs)
         for entry in task.outputs:
             kind = entry.get("type", "output")
             folder = services.settings.outputs_dir if kind == "output" else services.manager.temp_dir

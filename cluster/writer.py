@@ -1,0 +1,138 @@
+"""Every write this replica makes to Redis, in order, batched into pipelines, retried while Redis is away.
+
+Task records and events leave the event loop's hot path here: a caller queues an operation and goes
+on (``submit``), or waits for it to be stored (``call``: a submission is only accepted once stored).
+While Redis is unreachable the queue holds what is owed (bounded: the oldest droppable events, such
+as previews and progress steps, go first) and the writer retries until Redis is back; ``ok`` says
+which state it is in, for /api/health and the 503s.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections import deque
+from collections.abc import Callable
+from typing import Any
+
+from redis.asyncio import Redis
+from redis.asyncio.client import Pipeline
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
+
+log = logging.getLogger("comfygate.cluster.writer")
+
+Op = Callable[[Pipeline], Any]  # adds its commands to the pipeline
+BATCH = 256
+RETRY_ERRORS = (RedisConnectionError, RedisTimeoutError, OSError)
+
+
+class _Item:
+    __slots__ = ("op", "future", "droppable", "count")
+
+    def __init__(self, op: Op, future: asyncio.Future[Any] | None, droppable: bool, count: int) -> None:
+        self.op = op
+        self.future = future
+        self.droppable = droppable
+        self.count = count  # commands the op adds to the pipeline (its results are that many)
+
+
+class RedisWriter:
+    def __init__(self, redis: Redis, limit: int = 50_000) -> None:
+        self.redis = redis
+        self.limit = limit
+        self.ok = True
+        self.dropped = 0
+        self._items: deque[_Item] = deque()
+        self._wake = asyncio.Event()
+        self._drained = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+    def start(self) -> None:
+        self._task = asyncio.create_task(self._run(), name="redis writer")
+
+    async def stop(self, timeout: float = 5.0) -> None:
+        """Write what is queued (if Redis answers within ``timeout``), then stop."""
+        if self._task is None:
+            return
+        if self._items and self.ok:
+            self._drained.clear()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._drained.wait(), timeout)
+        self._task.cancel()
+        await asyncio.gather(self._task, return_exceptions=True)
+
+    def submit(self, op: Op, *, droppable: bool = False, count: int = 1) -> None:
+        self._items.append(_Item(op, None, droppable, count))
+        if len(self._items) > self.limit:
+            self._shed()
+        self._wake.set()
+
+    async def call(self, op: Op, *, count: int = 1, timeout: float = 5.0) -> Any:
+        """Queue ``op`` and wait for its result (the last command's); a timeout cancels it if not yet sent."""
+        future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        self._items.append(_Item(op, future, False, count))
+        self._wake.set()
+        return await asyncio.wait_for(future, timeout)
+
+    def _shed(self) -> None:
+        kept: deque[_Item] = deque()
+        excess = len(self._items) - self.limit
+        for item in self._items:
+            if excess > 0 and item.droppable:
+                excess -= 1
+                self.dropped += 1
+                continue
+            kept.append(item)
+        self._items = kept
+
+    async def _run(self) -> None:
+        delay = 0.05
+        while True:
+            if not self._items:
+                self._drained.set()
+                self._wake.clear()
+                await self._wake.wait()
+                continue
+            batch = []
+            while self._items and len(batch) < BATCH:
+                item = self._items.popleft()
+                if item.future is not None and item.future.done():
+                    continue  # its caller gave up before it was sent: it must not be stored after a 503
+                batch.append(item)
+            if not batch:
+                continue
+            while True:
+                try:
+                    pipe = self.redis.pipeline(transaction=False)
+                    for item in batch:
+                        item.op(pipe)
+                    results = await pipe.execute(raise_on_error=False)
+                except RETRY_ERRORS as exc:
+                    if self.ok:
+                        log.warning(
+                            "Redis unreachable (%s): holding %d write(s) until it is back", exc, len(self) + len(batch)
+                        )
+                    self.ok = False
+                    await asyncio.sleep(delay)
+                    delay = min(delay * 2, 1.0)
+                    continue
+                break
+            if not self.ok:
+                log.info("Redis is back: writing what was held")
+            self.ok = True
+            delay = 0.05
+            index = 0
+            for item in batch:
+                result = results[index + item.count - 1]
+                index += item.count
+                if isinstance(result, Exception):
+                    log.error("Redis refused a write: %s", result)
+                    if item.future is not None and not item.future.done():
+                        item.future.set_exception(result)
+                elif item.future is not None and not item.future.done():
+                    item.future.set_result(result)
