@@ -188,8 +188,8 @@ class Settings(BaseSettings):
     lease_ttl: float = Field(
         4.0, ge=1.0, description="seconds an owner may stay silent before another replica takes its backend"
     )
-    shutdown_grace: float = Field(
-        5.0, gt=0, description="cluster mode: seconds open streams may run on after a stop before they are closed"
+    shutdown_grace: int = Field(
+        5, ge=1, description="cluster mode: seconds open streams may run on after a stop before they are closed"
     )
     events_stream_max: int = Field(20000, ge=1000, description="entries kept in the Redis stream of events")
 

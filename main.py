@@ -31,7 +31,6 @@ from backends.comfyui import ComfyUIBackend
 from backends.viewcomfy.backend import ViewComfyBackend
 from cluster.coordinator import Cluster
 from cluster.http import ClusterMiddleware
-from cluster.library import SharedLibrary
 from config import PROJECT_DIR, Settings, get_settings
 from core.errors import ComfyGateError
 from core.task import Task
@@ -51,52 +50,34 @@ log = logging.getLogger("comfygate")
 STATIC_DIR = PROJECT_DIR / "static"
 
 
-@asynccontextmanager
-async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-    settings: Settings = app.state.settings
-    settings.ensure_dirs()
-    http = httpx.AsyncClient(
-        timeout=settings.request_timeout,
-        limits=httpx.Limits(max_connections=256, max_keepalive_connections=64),
-        trust_env=False,  # ComfyUI is reached directly; a proxy from the environment would break loopback
-    )
-    hub = EventHub(settings.ws_queue_size)
-    # Cluster mode (COMFYUI_REDIS_URL): tasks, queue and events shared with the other replicas through Redis.
-    cluster = Cluster(settings) if settings.redis_url is not None else None
-    store: TaskStoreSeam
-    bus: EventBus
-    if cluster is not None:
-        await cluster.open()
-        store, bus = cluster.store, cluster.make_bus(hub)
-    else:
-        store, bus = TaskStore(settings.history_limit, settings.full_finished_tasks), hub
-    manager = TaskManager(settings, store, bus)
-    db: TaskDatabase | None = None
+async def open_database(
+    settings: Settings, store: TaskStoreSeam, manager: TaskManager
+) -> tuple[TaskDatabase, list[Task]]:
+    """The SQLite task store: every stored task loaded (off the event loop), its unfinished ones to recover."""
+    assert settings.database_path is not None
+    db = TaskDatabase(settings.database_path, settings.history_limit)
+    await asyncio.to_thread(db.open)
     recovered: list[Task] = []
-    if settings.database_path is not None and cluster is None:
-        db = TaskDatabase(settings.database_path, settings.history_limit)
-        await asyncio.to_thread(db.open)
 
-        def load() -> None:  # before anything else uses the store: read and compact off the event loop
-            for task in db.load():
-                store.add(task)
-                if not task.status.final:
-                    recovered.append(task)
+    def load() -> None:  # before anything else uses the store: read and compact off the event loop
+        for task in db.load():
+            store.add(task)
+            if not task.status.final:
+                recovered.append(task)
 
-        await asyncio.to_thread(load)
-        manager.add_observer(db.observe)
+    await asyncio.to_thread(load)
+    manager.add_observer(db.observe)
 
-        async def load_workflow(task_id: str) -> dict[str, Any] | None:
-            return await asyncio.to_thread(db.load_workflow, task_id)
+    async def load_workflow(task_id: str) -> dict[str, Any] | None:
+        return await asyncio.to_thread(db.load_workflow, task_id)
 
-        manager.workflow_loader = load_workflow
+    manager.workflow_loader = load_workflow
+    return db, recovered
+
+
+def add_backends(settings: Settings, manager: TaskManager, http: httpx.AsyncClient) -> None:
+    """The configured ComfyUI servers (comfyui-1, -2, ...) of a single replica."""
     for index, server in enumerate(settings.servers, start=1):
-        if cluster is not None:
-            name = f"comfyui-{index}"
-            manager.add_backend(
-                cluster.make_backend(name, server, http, on_event=manager.on_event, on_state=manager.on_backend_state)
-            )
-            continue
         manager.add_backend(
             ComfyUIBackend(
                 f"comfyui-{index}",
@@ -110,6 +91,37 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
                 partner_key=settings.partner_key(index - 1),
             )
         )
+
+
+@asynccontextmanager
+async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+    settings: Settings = app.state.settings
+    settings.ensure_dirs()
+    http = httpx.AsyncClient(
+        timeout=settings.request_timeout,
+        limits=httpx.Limits(max_connections=256, max_keepalive_connections=64),
+        trust_env=False,  # ComfyUI is reached directly; a proxy from the environment would break loopback
+    )
+    hub = EventHub(settings.ws_queue_size)
+    library = WorkflowLibrary(settings.workflows_dir)
+    store: TaskStoreSeam
+    bus: EventBus
+    db: TaskDatabase | None = None
+    recovered: list[Task] = []
+    # Cluster mode (COMFYUI_REDIS_URL): tasks, queue and events shared with the other replicas through Redis.
+    cluster = Cluster(settings) if settings.redis_url is not None else None
+    if cluster is not None:
+        await cluster.open()
+        store, bus = cluster.store, cluster.make_bus(hub)
+        manager = TaskManager(settings, store, bus)
+        cluster.add_backends(manager, http)
+        library = cluster.shared_library(library)  # saved workflows in the store, for every replica
+    else:
+        store, bus = TaskStore(settings.history_limit, settings.full_finished_tasks), hub
+        manager = TaskManager(settings, store, bus)
+        if settings.database_path is not None:
+            db, recovered = await open_database(settings, store, manager)
+        add_backends(settings, manager, http)
     if settings.viewcomfy_url:
         manager.add_backend(
             ViewComfyBackend(
@@ -120,16 +132,13 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
                 client_secret=settings.viewcomfy_client_secret,
             )
         )
-    library = WorkflowLibrary(settings.workflows_dir)
-    if cluster is not None and cluster.objects is not None:
-        library = SharedLibrary(library, cluster.objects)  # saved workflows in the store, for every replica
     services = Services(settings, http, store, bus, manager, library)
     services.extras["task_db"] = db
     app.state.services = services
     integration.install(services)  # SSE log, synchronous waits, webhooks, metrics: all task observers
     await api_v2.start(services)  # Comfy API v2: its asset store, idempotency keys, dispatch hook
     if cluster is not None:
-        cluster.install(manager, services)
+        cluster.install(manager, services.extras)
     await manager.start()
     if cluster is not None:
         await cluster.start()

@@ -12,6 +12,7 @@ from __future__ import annotations
 import time
 import uuid
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -40,10 +41,22 @@ class SharedBackend(ComfyUIBackend):
         lease_valid: Callable[[str], bool],
         timeout: float = 30.0,
         fast_post: bool = True,
+        output_dir: Path | None = None,
         on_event: EventSink,
         on_state: StateSink,
+        partner_key: str | None = None,
     ) -> None:
-        super().__init__(name, server, http, timeout=timeout, fast_post=fast_post, on_event=on_event, on_state=on_state)
+        super().__init__(
+            name,
+            server,
+            http,
+            timeout=timeout,
+            fast_post=fast_post,
+            output_dir=output_dir,
+            on_event=on_event,
+            on_state=on_state,
+            partner_key=partner_key,
+        )
         self.ws.client_id = shared_client_id(prefix, self.url)
         self._lease_valid = lease_valid
         self.owned = False
@@ -112,7 +125,8 @@ class SharedBackend(ComfyUIBackend):
         }
 
     # --- hand-over: only the owner posts, and only while its lease is surely still its own ----------
-    async def hand_over(self, task: Task, host: TaskHost) -> None:
+    async def hand_over(self, task: Task, host: TaskHost, extra_data: dict[str, Any] | None = None) -> None:
+        """``extra_data`` (dispatch hooks, partner-node key) goes with the prompt, as on a single replica."""
         if not self.owned or not self._lease_valid(self.name):
             raise ComfyUIUnavailable(f"this replica no longer owns {self.name}; retry", retry_after=1)
-        await super().hand_over(task, host)
+        await super().hand_over(task, host, extra_data)

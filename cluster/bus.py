@@ -15,11 +15,12 @@ from collections.abc import Callable
 from typing import Any
 
 from cluster.scripts import PUBLISH
-from cluster.writer import RedisWriter
-from events.hub import EventHub, Subscription
+from cluster.writer import Pipe, RedisWriter
+from events.hub import EventHub, Published, Subscription, conflation_key, message_kind
 
 TASK_STREAM_TTL = 24 * 3600  # a task's own stream outlives its end by a day (SSE resumption)
-_DROPPABLE = ('{"type":"preview"', '{"type":"queue_update"', '{"type":"text"')
+# Shed first while Redis is away (live views only: a newer one follows), never status changes.
+_DROPPABLE = frozenset({"preview", "queue_update", "text"})
 
 
 class ClusterBus:
@@ -33,24 +34,34 @@ class ClusterBus:
 
     # --- publishing: into Redis -----------------------------------------------------------------
     def publish(self, message: dict[str, Any], task_id: str | None = None) -> None:
-        self.publish_text(json.dumps(message, separators=(",", ":"), default=str), task_id)
-
-    def publish_text(self, text: str, task_id: str | None = None) -> None:
-        head = text[:40]
-        kind = head[9 : head.find('"', 9)] if head.startswith('{"type":"') else "message"
+        """Serialise once; the type and conflation key go with the text, so readers never decode it."""
+        text = json.dumps(message, separators=(",", ":"), default=str)
+        kind = message_kind(message)
+        key, status = conflation_key(message) or ("", "")
         # Previews are big and only worth seeing live: not kept in the task's stream for resumption.
         keep = 0 if kind == "preview" else 1
         keys = [self.stream, f"{self.prefix}ev:{task_id or ''}"]
-        args = [task_id or "", kind, text, self.stream_max, self.per_task, TASK_STREAM_TTL, keep]
+        args: list[str | int] = [
+            task_id or "",
+            kind,
+            text,
+            self.stream_max,
+            self.per_task,
+            TASK_STREAM_TTL,
+            keep,
+            key,
+            status,
+        ]
 
-        def op(pipe: Any) -> None:
+        def op(pipe: Pipe) -> None:
             pipe.eval(PUBLISH, 2, *keys, *args)
 
-        self.writer.submit(op, droppable=head.startswith(_DROPPABLE))
+        self.writer.submit(op, droppable=kind in _DROPPABLE)
 
     # --- delivering: from the stream reader, to this replica's listeners ----------------------------
-    def deliver(self, text: str, task_id: str | None) -> None:
-        self.hub.publish_text(text, task_id)
+    def deliver(self, text: str, task_id: str | None, kind: str, key: str, status: str) -> None:
+        """One entry of the stream, as ``publish`` wrote it (``key`` empty: not conflatable)."""
+        self.hub.deliver(Published(text, task_id, kind), (key, status) if key else None)
 
     # --- listeners: this replica's own hub --------------------------------------------------------
     def subscribe(self, task_ids: set[str] | None = None) -> Subscription:
@@ -62,7 +73,7 @@ class ClusterBus:
     def unsubscribe(self, sub: Subscription) -> None:
         self.hub.unsubscribe(sub)
 
-    def add_tap(self, tap: Callable[[str, str | None], None]) -> None:
+    def add_tap(self, tap: Callable[[Published], None]) -> None:
         self.hub.add_tap(tap)
 
     @property

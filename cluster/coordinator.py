@@ -33,25 +33,26 @@ from fastapi.responses import RedirectResponse, Response, StreamingResponse
 from redis.asyncio import BlockingConnectionPool, Redis
 from redis.exceptions import RedisError
 
-from backends.comfyui import EventSink, StateSink
 from cluster.backend import SharedBackend
 from cluster.bus import ClusterBus
 from cluster.lease import LeaseKeeper
+from cluster.library import SharedLibrary
 from cluster.objects import ObjectStore, StoreUnavailable
+from cluster.replies import Fields, entries, field, text, text_or_none, texts
 from cluster.scripts import CHOOSE
 from cluster.store import RedisRecords, RedisTaskStore
 from cluster.stream import StreamReader
 from cluster.writer import RedisWriter
 from config import Settings
 from core.errors import ComfyGateError, ComfyUIUnavailable, PromptRejected, ServiceBusy
+from core.media_types import content_type
 from core.task import Task, TaskStatus
 from events.hub import EventHub
-from security.safe_paths import content_type
 from tasks.pool import workflow_classes
 from tasks.sqlite_store import task_from_record, task_record
+from workflow.library import WorkflowLibrary
 
 if TYPE_CHECKING:
-    from gateway.services import Services
     from tasks.manager import TaskManager
 
 log = logging.getLogger("comfygate.cluster")
@@ -101,7 +102,7 @@ class Cluster:
         self.current_id: int | None = None  # the stream entry being delivered (SSE ids)
         self.bus: ClusterBus | None = None
         self.manager: TaskManager | None = None
-        self.services: Services | None = None
+        self.library: SharedLibrary | None = None  # the workflow library, when it lives in the store
         self.backends: dict[str, SharedBackend] = {}
         self.leases: LeaseKeeper | None = None
         self.redis_ok = False
@@ -124,32 +125,43 @@ class Cluster:
         )
         return self.bus
 
-    def make_backend(
-        self, name: str, server: str, http: httpx.AsyncClient, *, on_event: EventSink, on_state: StateSink
-    ) -> SharedBackend:
-        backend = SharedBackend(
-            name,
-            server,
-            http,
-            prefix=self.prefix,
-            lease_valid=lambda n: self.leases is not None and self.leases.valid(n),
-            timeout=self.settings.request_timeout,
-            fast_post=self.settings.fast_prompt_post,
-            on_event=on_event,
-            on_state=on_state,
-        )
-        self.backends[name] = backend
-        return backend
+    def add_backends(self, manager: TaskManager, http: httpx.AsyncClient) -> None:
+        """One shared backend per configured ComfyUI server, named as on a single replica (comfyui-N)."""
+        settings = self.settings
+        for index, server in enumerate(settings.servers, start=1):
+            name = f"comfyui-{index}"
+            backend = SharedBackend(
+                name,
+                server,
+                http,
+                prefix=self.prefix,
+                lease_valid=lambda n: self.leases is not None and self.leases.valid(n),
+                timeout=settings.request_timeout,
+                fast_post=settings.fast_prompt_post,
+                output_dir=settings.output_dir_for(name, server),
+                on_event=manager.on_event,
+                on_state=manager.on_backend_state,
+                partner_key=settings.partner_key(index - 1),
+            )
+            self.backends[name] = backend
+            manager.add_backend(backend)
 
-    def install(self, manager: TaskManager, services: Services) -> None:
-        """Plug into the manager's seams and the integration features; call before ``manager.start()``."""
+    def shared_library(self, library: WorkflowLibrary) -> WorkflowLibrary:
+        """The workflow library every replica sees: in the object store when there is one."""
+        if self.objects is None:
+            return library
+        self.library = SharedLibrary(library, self.objects)
+        return self.library
+
+    def install(self, manager: TaskManager, extras: dict[str, Any]) -> None:
+        """Plug into the manager's seams and the integration features (``Services.extras``: the SSE log,
+        the synchronous waits; the routes find the cluster there); call before ``manager.start()``."""
         self.manager = manager
-        self.services = services
-        services.extras["cluster"] = self
-        events = services.extras.get("event_log")
+        extras["cluster"] = self
+        events = extras.get("event_log")
         if events is not None:
             events.current_id = lambda: self.current_id  # SSE ids: the stream's, the same on every replica
-        waiters = services.extras.get("waiters")
+        waiters = extras.get("waiters")
         if waiters is not None:  # a synchronous submit here may wait for a task another replica drives
             self.store.on_final = lambda task: waiters.on_task(task, "finished")
         manager.pool.placement = self
@@ -178,7 +190,7 @@ class Cluster:
                 await asyncio.sleep(0.2)
         stream = self.key("events")
         info = await self.redis.xinfo_stream(stream) if await self.redis.exists(stream) else None
-        self.reader.last_id = info["last-generated-id"].decode() if info else "0-0"
+        self.reader.last_id = text(info["last-generated-id"]) if info else "0-0"
         for task in await self.records.recent(self.settings.history_limit):
             self.store.local.add(task)  # a mirror: not driven here
         self.redis_ok = True
@@ -196,10 +208,9 @@ class Cluster:
         assert self.leases is not None
         await self.leases.round()
         self.leases.start()
-        seed = getattr(self.services.library, "seed", None) if self.services is not None else None
-        if seed is not None:
+        if self.library is not None:
             try:
-                await seed()
+                await self.library.seed()
             except StoreUnavailable as exc:
                 log.warning("could not copy the shipped workflows into the store: %s", exc)
 
@@ -272,10 +283,8 @@ class Cluster:
             await asyncio.sleep(HEALTH_EVERY)
 
     # --- the event stream -------------------------------------------------------------------------------
-    def _on_entry(self, entry_id: str, fields: dict[bytes, bytes]) -> None:
-        kind = fields.get(b"k", b"").decode()
-        text = fields.get(b"d", b"").decode()
-        task_id = fields.get(b"t", b"").decode() or None
+    def _on_entry(self, entry_id: str, fields: Fields) -> None:
+        kind, text, task_id = field(fields, b"k"), field(fields, b"d"), field(fields, b"t") or None
         if kind == "rec":
             self.store.apply_record(text)
             return
@@ -287,7 +296,7 @@ class Cluster:
         if self.bus is not None:
             self.current_id = stream_int(entry_id)
             try:
-                self.bus.deliver(text, task_id)
+                self.bus.deliver(text, task_id, kind, field(fields, b"c"), field(fields, b"s"))
             finally:
                 self.current_id = None
 
@@ -297,22 +306,10 @@ class Cluster:
         if log_.entries and len(log_.entries) > 1:
             return
         try:
-            entries = await self.redis.xrange(self.key("ev", task_id), count=self.settings.event_log_size)
+            found = entries(await self.redis.xrange(self.key("ev", task_id), count=self.settings.event_log_size))
         except RedisError:
             return
-        known = {e.id for e in log_.entries}
-        from gateway.event_log import Entry  # the log's own entry type
-
-        merged = {e.id: e for e in log_.entries}
-        for entry_id, fields in entries:
-            number = stream_int(entry_id.decode())
-            if number not in known:
-                merged[number] = Entry(number, fields[b"k"].decode(), fields[b"d"].decode())
-        ordered = [merged[k] for k in sorted(merged)]
-        log_.entries.clear()
-        log_.entries.extend(ordered[-(log_.entries.maxlen or len(ordered)) :])
-        if ordered:
-            log_.last_id = max(log_.last_id, ordered[-1].id)
+        log_.merge((stream_int(entry_id), field(fields, b"k"), field(fields, b"d")) for entry_id, fields in found)
 
     async def ensure_task(self, task_id: str) -> None:
         """Load a task this replica has not heard of yet (its record may be a few ms ahead of the stream)."""
@@ -454,6 +451,8 @@ class Cluster:
     async def _sweep(self) -> None:
         """Tasks stored as handed to a backend owned here that nobody drives (an inbox note lost with a
         replica, or a Redis outage in between): taken up as a takeover would."""
+        manager = self.manager
+        assert manager is not None
         for name in sorted(self._ready):
             backend = self.backends[name]
             try:
@@ -476,13 +475,12 @@ class Cluster:
                     continue
                 task = self.store.adopt(loaded)
                 task.extra["charged"] = name
-                assert self.manager is not None
-                self.manager.pool.remember_classes(task, workflow_classes(task.workflow))
+                manager.pool.remember_classes(task, workflow_classes(task.workflow))
                 backend.inflight.add(task.task_id)
-                self.manager.endings.arm_timeout(task, max(task.timeout - (time.time() - task.created_at), 1.0))
+                manager.endings.arm_timeout(task, max(task.timeout - (time.time() - task.created_at), 1.0))
                 adopted.append(task)
             await self._post_unsure(backend, adopted)
-            self._spawn(self.manager.recovery.reconcile(backend), f"reconcile {name}")  # type: ignore[union-attr]
+            self._spawn(manager.recovery.reconcile(backend), f"reconcile {name}")
 
     async def _exchange_states(self) -> None:
         names = list(self.backends)
@@ -552,7 +550,7 @@ class Cluster:
                 )
             except (RedisError, OSError) as exc:
                 raise ClusterUnavailable(f"Redis is unreachable: {exc}; retry shortly", retry_after=2) from exc
-            chosen = answer.decode() if isinstance(answer, bytes) else answer
+            chosen = text_or_none(answer)
         if chosen is None:
             return await self._hold(task)
         backend = self.backends[chosen]
@@ -664,8 +662,8 @@ class Cluster:
         if reply.get("ok"):
             self.store.apply_record(reply["record"])  # the owner's answer may be ahead of the stream
             current = self.store.get(task.task_id)
-            if current is None:
-                current = task_from_record(reply["record"], None)
+            if current is None:  # (an unreadable record is logged; the task as submitted stands for it)
+                current = task_from_record(reply["record"], None) or task
                 self.store.local.add(current)
             return current
         if reply.get("kind") == "rejected":
@@ -708,7 +706,7 @@ class Cluster:
             if item is None:
                 continue
             key, raw = item
-            name = key.decode().removeprefix(self.key("inbox", ""))
+            name = text(key).removeprefix(self.key("inbox", ""))
             try:
                 note = json.loads(raw)
             except ValueError:
@@ -799,7 +797,7 @@ class Cluster:
                 async for message in pubsub.listen():
                     if message.get("type") != "message":
                         continue
-                    channel = message["channel"].decode()
+                    channel = text(message["channel"])
                     if channel == self.key("kick"):
                         self._kick.set()
                         continue
@@ -835,7 +833,7 @@ class Cluster:
         manager = self.manager
         if manager is None or not self.redis_ok:
             return
-        ids = [i.decode() for i in await self.redis.zrange(self.key("pending"), 0, 199)]
+        ids = texts(await self.redis.zrange(self.key("pending"), 0, 199))
         if not ids:
             return
         limit = self.settings.max_backend_queue
@@ -852,24 +850,26 @@ class Cluster:
             able = [b for b in owned if manager.pool.fits(task, b)]
             if not able and not expired:
                 continue
-            answer = None
+            chosen = None
             if not expired:
-                answer = await self.redis.eval(CHOOSE, 1, self.key("load"), limit, *[b.name for b in able])
-                if answer is None:
+                chosen = text_or_none(
+                    await self.redis.eval(CHOOSE, 1, self.key("load"), limit, *[b.name for b in able])
+                )
+                if chosen is None:
                     continue
             if not await self.redis.zrem(self.key("pending"), task_id):
-                if answer is not None:
-                    await self.redis.hincrby(self.key("load"), answer.decode(), -1)
+                if chosen is not None:
+                    await self.redis.hincrby(self.key("load"), chosen, -1)
                 continue  # another replica took it
             task = self.store.adopt(loaded)
-            if answer is None:
+            if chosen is None:
                 manager.endings.finish(
                     task,
                     TaskStatus.TIMEOUT,
                     error={"type": "timeout", "message": f"task exceeded its timeout of {task.timeout:g} s"},
                 )
                 continue
-            backend = self.backends[answer.decode()]
+            backend = self.backends[chosen]
             task.extra["charged"] = backend.name
             task.backend = backend.name
             manager.pool.remember_classes(task, workflow_classes(task.workflow))

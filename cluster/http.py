@@ -12,10 +12,13 @@ from __future__ import annotations
 import hashlib
 import json
 import re
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from redis.exceptions import RedisError
 from starlette.types import ASGIApp, Receive, Scope, Send
+
+if TYPE_CHECKING:
+    from cluster.coordinator import Cluster
 
 _TASK_PATH = re.compile(r"^/api/(?:task|interrupt)/([^/]+)(/events)?$")
 _WRITES = {"POST", "PUT", "PATCH", "DELETE"}
@@ -31,8 +34,9 @@ class ClusterMiddleware:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        services = getattr(scope["app"].state, "services", None)
-        cluster: Any = services.extras.get("cluster") if services is not None else None
+        services = getattr(scope["app"].state, "services", None)  # None until the lifespan has run
+        extras: dict[str, Any] = services.extras if services is not None else {}
+        cluster: Cluster | None = extras.get("cluster")
         path: str = scope["path"]
         if cluster is not None and path.startswith("/api/"):
             if scope["method"] in _WRITES and not cluster.healthy:
@@ -47,14 +51,14 @@ class ClusterMiddleware:
             if match is not None:
                 await cluster.ensure_task(match.group(1))
                 if match.group(2):
-                    events = services.extras.get("event_log")
-                    task = services.store.get(match.group(1))
+                    events = extras.get("event_log")
+                    task = cluster.store.get(match.group(1))
                     if events is not None and task is not None:
                         await cluster.preload_events(events, task.task_id)
         await self.app(scope, receive, send)
 
 
-async def _unavailable(cluster: Any, send: Send) -> None:
+async def _unavailable(cluster: Cluster, send: Send) -> None:
     state = cluster.describe()
     if not state["redis"]:
         message = "Redis is unreachable: this replica cannot store anything now; retry shortly"
@@ -84,7 +88,7 @@ async def _send_json(send: Send, status: int, body: dict[str, Any], extra: list[
     await send({"type": "http.response.body", "body": data})
 
 
-async def _idempotent(app: ASGIApp, cluster: Any, key: str, scope: Scope, receive: Receive, send: Send) -> None:
+async def _idempotent(app: ASGIApp, cluster: Cluster, key: str, scope: Scope, receive: Receive, send: Send) -> None:
     """A submission with an ``Idempotency-Key``: the first one runs; any later one with the same key (a retry
     on another replica after a lost answer) gets the first one's answer again, and no second task."""
     if not 1 <= len(key) <= 255:

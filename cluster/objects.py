@@ -12,7 +12,7 @@ import asyncio
 import datetime
 from collections.abc import AsyncIterator
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import unquote, urlsplit
 
 import obstore
@@ -20,6 +20,9 @@ from obstore.exceptions import AlreadyExistsError
 from obstore.store import LocalStore, S3Store
 
 from config import Settings
+
+if TYPE_CHECKING:
+    from obstore.store import ClientConfig
 
 CHUNK = 1024 * 1024
 
@@ -47,19 +50,21 @@ class ObjectStore:
                 options["access_key_id"] = settings.storage_key_id.get_secret_value()
                 options["secret_access_key"] = settings.storage_secret.get_secret_value()
             prefix = parts.path.strip("/") or None
-            client: dict[str, Any] = {"allow_http": bool(endpoint and endpoint.startswith("http://"))}
+            allow_http = bool(endpoint and endpoint.startswith("http://"))
+            client: ClientConfig = {"allow_http": allow_http, "connect_timeout": "2s", "timeout": "120s"}
             self.store = S3Store(
                 parts.netloc,
                 prefix=prefix,
-                client_options={**client, "connect_timeout": "2s", "timeout": "120s"},
+                client_options=client,
                 retry_config={"max_retries": 3, "retry_timeout": datetime.timedelta(seconds=10)},
                 **options,
             )
             # Health probes must answer fast, without retries: a hung store is a down store.
+            probe: ClientConfig = {"allow_http": allow_http, "connect_timeout": "1s", "timeout": "2s"}
             self.probe_store = S3Store(
                 parts.netloc,
                 prefix=prefix,
-                client_options={**client, "connect_timeout": "1s", "timeout": "2s"},
+                client_options=probe,
                 retry_config={"max_retries": 0, "retry_timeout": datetime.timedelta(seconds=2)},
                 **options,
             )
@@ -144,15 +149,6 @@ class ObjectStore:
             pass
         except Exception as exc:
             raise StoreUnavailable(f"could not delete {key}: {exc}") from exc
-
-    async def list(self, prefix: str) -> list[str]:
-        names: list[str] = []
-        try:
-            async for batch in obstore.list(self.store, prefix=prefix):
-                names.extend(str(item["path"]) for item in batch)
-        except Exception as exc:
-            raise StoreUnavailable(f"could not list {prefix}: {exc}") from exc
-        return names
 
     async def list_meta(self, prefix: str) -> list[tuple[str, int, float]]:
         """(key, size, modified as a Unix time) of every object under ``prefix``."""

@@ -53,10 +53,12 @@ return redis.call('XADD', KEYS[5], 'MAXLEN', '~', ARGV[8], '*', 't', ARGV[1], 'k
 """
 
 # KEYS: events stream, the task's own stream. ARGV: task id ('' = for everyone), kind, text, events maxlen,
-# per-task maxlen, per-task ttl s, keep in the task's stream (1/0). Same id in both streams, so an SSE
-# Last-Event-ID read on one replica resumes on another from the task's stream.
+# per-task maxlen, per-task ttl s, keep in the task's stream (1/0), conflation key and status ('' = none:
+# the hub's, read from the message's dict once, so no reader decodes the text again). Same id in both
+# streams, so an SSE Last-Event-ID read on one replica resumes on another from the task's stream.
 PUBLISH = """
-local id = redis.call('XADD', KEYS[1], 'MAXLEN', '~', ARGV[4], '*', 't', ARGV[1], 'k', ARGV[2], 'd', ARGV[3])
+local id = redis.call('XADD', KEYS[1], 'MAXLEN', '~', ARGV[4], '*', 't', ARGV[1], 'k', ARGV[2], 'd', ARGV[3],
+  'c', ARGV[8], 's', ARGV[9])
 if ARGV[1] ~= '' and ARGV[7] == '1' then
   redis.call('XADD', KEYS[2], 'MAXLEN', ARGV[5], id, 'k', ARGV[2], 'd', ARGV[3])
   redis.call('EXPIRE', KEYS[2], ARGV[6])

@@ -13,11 +13,12 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
 from redis.asyncio import Redis
 
+from cluster.replies import text, text_or_none, texts
 from cluster.scripts import SAVE_TASK, TRIM
 from cluster.writer import RedisWriter
 from core.task import Task, TaskStatus
@@ -84,7 +85,7 @@ class RedisRecords:
     async def save_now(self, task: Task, *, with_workflow: bool = True, timeout: float = 5.0) -> str:
         """Store ``task`` and wait until Redis has it; returns the id of its ``rec`` stream entry."""
         result = await self.writer.call(self.save_op(task, with_workflow), timeout=timeout)
-        return result.decode() if isinstance(result, bytes) else str(result)
+        return text(result)
 
     def delete(self, task: Task) -> None:
         """A task that was never accepted (its backend refused it): no trace left."""
@@ -105,8 +106,7 @@ class RedisRecords:
         values = await self.redis.hmget(self.key("task", task_id), fields)
         if not values or values[0] is None:
             return None
-        workflow = values[1].decode() if with_workflow and values[1] else None
-        return task_from_record(values[0].decode(), workflow)
+        return task_from_record(text(values[0]), text_or_none(values[1]) if with_workflow else None)
 
     async def load_many(self, task_ids: list[str], *, with_workflow: bool = False) -> list[Task]:
         pipe = self.redis.pipeline(transaction=False)
@@ -115,8 +115,9 @@ class RedisRecords:
         found = []
         for values in await pipe.execute():
             if values and values[0] is not None:
-                workflow = values[1].decode() if with_workflow and values[1] else None
-                found.append(task_from_record(values[0].decode(), workflow))
+                task = task_from_record(text(values[0]), text_or_none(values[1]) if with_workflow else None)
+                if task is not None:  # an unreadable record is logged and skipped: one bad record loses one task
+                    found.append(task)
         return found
 
     async def load_workflow(self, task_id: str) -> dict[str, Any] | None:
@@ -125,21 +126,20 @@ class RedisRecords:
 
     async def recent(self, limit: int) -> list[Task]:
         """Every unfinished task and the newest finished ones, oldest first (a replica's start)."""
-        ids = [i.decode() for i in await self.redis.zrange(self.key("tasks"), -limit, -1)]
-        unfinished = {i.decode() for i in await self.redis.smembers(self.key("unfinished"))}
+        ids = texts(await self.redis.zrange(self.key("tasks"), -limit, -1))
+        unfinished = set(texts(await self.redis.smembers(self.key("unfinished"))))
         ids = list(dict.fromkeys([*sorted(unfinished - set(ids)), *ids]))
         tasks = await self.load_many(ids)
         return sorted(tasks, key=lambda t: t.created_at)
 
     async def unfinished_on(self, backend: str) -> list[Task]:
         """The unfinished tasks handed to ``backend``, with their workflows (a takeover)."""
-        ids = [i.decode() for i in await self.redis.smembers(self.key("unfinished"))]
+        ids = texts(await self.redis.smembers(self.key("unfinished")))
         tasks = await self.load_many(ids, with_workflow=True)
         return [t for t in tasks if t.backend == backend and not t.status.final]
 
     async def by_prompt(self, prompt_id: str) -> str | None:
-        found = await self.redis.hget(self.key("prompt"), prompt_id)
-        return found.decode() if found else None
+        return text_or_none(await self.redis.hget(self.key("prompt"), prompt_id))
 
 
 class RedisTaskStore:
@@ -184,7 +184,7 @@ class RedisTaskStore:
         self.local.finished(task)
         self.live.discard(task.task_id)
 
-    def all(self) -> Any:
+    def all(self) -> Iterable[Task]:
         return self.local.all()
 
     def unfinished(self) -> list[Task]:
@@ -193,8 +193,13 @@ class RedisTaskStore:
     def counts(self) -> dict[str, int]:
         return self.local.counts()
 
-    def query(self, *args: Any, **kwargs: Any) -> tuple[int, list[Task]]:
-        return self.local.query(*args, **kwargs)
+    def query(
+        self, status: set[TaskStatus] | None = None, offset: int = 0, limit: int = 50, newest_first: bool = True
+    ) -> tuple[int, list[Task]]:
+        return self.local.query(status, offset, limit, newest_first)
+
+    def scan(self, before: str | None = None, status: set[TaskStatus] | None = None) -> Iterator[Task]:
+        return self.local.scan(before, status)
 
     def adopt(self, loaded: Task) -> Task:
         """This replica drives ``loaded`` (read from Redis) from now on. The object readers here already hold
@@ -230,6 +235,8 @@ class RedisTaskStore:
         current = self.local.get(task_id)
         if current is None:
             fresh = task_from_record(record, None)
+            if fresh is None:
+                return  # unreadable (logged)
             self.local.add(fresh)
             if fresh.status.final and self.on_final is not None:
                 self.on_final(fresh)
@@ -237,6 +244,8 @@ class RedisTaskStore:
         if current.status.final:
             return  # final is final; a late echo of an earlier state changes nothing
         fresh = task_from_record(record, None)
+        if fresh is None:
+            return
         old_prompt = current.prompt_id
         for name in _FIELDS:
             setattr(current, name, getattr(fresh, name))

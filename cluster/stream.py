@@ -13,9 +13,11 @@ from collections.abc import Callable
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
+from cluster.replies import Fields, stream_entries
+
 log = logging.getLogger("comfygate.cluster.stream")
 
-Handler = Callable[[str, dict[bytes, bytes]], None]  # (entry id, fields)
+Handler = Callable[[str, Fields], None]  # (entry id, fields)
 
 
 class StreamReader:
@@ -43,10 +45,9 @@ class StreamReader:
                 continue
             self.connected.set()
             delay = 0.05
-            for _stream, entries in answer or ():
-                for entry_id, fields in entries:
-                    self.last_id = entry_id.decode()
-                    try:
-                        self.handler(self.last_id, fields)
-                    except Exception:
-                        log.exception("event stream handler failed on %s", self.last_id)
+            for entry_id, fields in stream_entries(answer):
+                self.last_id = entry_id
+                try:
+                    self.handler(entry_id, fields)
+                except Exception:
+                    log.exception("event stream handler failed on %s", entry_id)

@@ -23,7 +23,8 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 
 log = logging.getLogger("comfygate.cluster.writer")
 
-Op = Callable[[Pipeline], Any]  # adds its commands to the pipeline
+Pipe = Pipeline  # what an op adds its commands to (one pipeline per batch, no transaction)
+Op = Callable[[Pipe], Any]  # adds its commands to the pipeline
 BATCH = 256
 RETRY_ERRORS = (RedisConnectionError, RedisTimeoutError, OSError)
 
@@ -91,48 +92,59 @@ class RedisWriter:
         self._items = kept
 
     async def _run(self) -> None:
-        delay = 0.05
         while True:
             if not self._items:
                 self._drained.set()
                 self._wake.clear()
                 await self._wake.wait()
                 continue
-            batch = []
-            while self._items and len(batch) < BATCH:
-                item = self._items.popleft()
-                if item.future is not None and item.future.done():
-                    continue  # its caller gave up before it was sent: it must not be stored after a 503
-                batch.append(item)
-            if not batch:
+            batch = self._next_batch()
+            if batch:
+                self._settle(batch, await self._execute(batch))
+
+    def _next_batch(self) -> list[_Item]:
+        """Up to ``BATCH`` queued ops, oldest first, without those whose caller stopped waiting."""
+        batch: list[_Item] = []
+        while self._items and len(batch) < BATCH:
+            item = self._items.popleft()
+            if item.future is not None and item.future.done():
+                continue  # its caller gave up before it was sent: it must not be stored after a 503
+            batch.append(item)
+        return batch
+
+    async def _execute(self, batch: list[_Item]) -> list[Any]:
+        """Send ``batch`` as one pipeline, again and again while Redis is unreachable; its results."""
+        delay = 0.05
+        while True:
+            try:
+                pipe = self.redis.pipeline(transaction=False)
+                for item in batch:
+                    item.op(pipe)
+                results: list[Any] = await pipe.execute(raise_on_error=False)
+            except RETRY_ERRORS as exc:
+                if self.ok:
+                    log.warning(
+                        "Redis unreachable (%s): holding %d write(s) until it is back", exc, len(self) + len(batch)
+                    )
+                self.ok = False
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 1.0)
                 continue
-            while True:
-                try:
-                    pipe = self.redis.pipeline(transaction=False)
-                    for item in batch:
-                        item.op(pipe)
-                    results = await pipe.execute(raise_on_error=False)
-                except RETRY_ERRORS as exc:
-                    if self.ok:
-                        log.warning(
-                            "Redis unreachable (%s): holding %d write(s) until it is back", exc, len(self) + len(batch)
-                        )
-                    self.ok = False
-                    await asyncio.sleep(delay)
-                    delay = min(delay * 2, 1.0)
-                    continue
-                break
             if not self.ok:
                 log.info("Redis is back: writing what was held")
             self.ok = True
-            delay = 0.05
-            index = 0
-            for item in batch:
-                result = results[index + item.count - 1]
-                index += item.count
-                if isinstance(result, Exception):
-                    log.error("Redis refused a write: %s", result)
-                    if item.future is not None and not item.future.done():
-                        item.future.set_exception(result)
-                elif item.future is not None and not item.future.done():
-                    item.future.set_result(result)
+            return results
+
+    @staticmethod
+    def _settle(batch: list[_Item], results: list[Any]) -> None:
+        """Each op's result (that of its last command) to whoever waits for it; refusals are logged."""
+        index = 0
+        for item in batch:
+            result = results[index + item.count - 1]
+            index += item.count
+            if isinstance(result, Exception):
+                log.error("Redis refused a write: %s", result)
+                if item.future is not None and not item.future.done():
+                    item.future.set_exception(result)
+            elif item.future is not None and not item.future.done():
+                item.future.set_result(result)

@@ -13,10 +13,10 @@ from __future__ import annotations
 import asyncio
 import json
 from collections import OrderedDict, deque
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Iterable
 from dataclasses import dataclass
 
-from core.task import Task
+from core.task import FINAL_STATUSES, Task
 from events.hub import Published
 
 PREVIEWS_KEPT = 4
@@ -48,6 +48,18 @@ class TaskLog:
         self.entries.append(Entry(self.last_id, kind, text))
         changed, self.changed = self.changed, asyncio.Event()
         changed.set()
+
+    def merge(self, found: Iterable[tuple[int, str, str]]) -> None:
+        """(id, type, text) of events this log may have missed (cluster mode: a task's Redis stream, read by
+        a replica that joined late), merged in id order; an event known already is kept as it is."""
+        merged = {e.id: e for e in self.entries}
+        for entry_id, kind, text in found:
+            merged.setdefault(entry_id, Entry(entry_id, kind, text))
+        ordered = [merged[k] for k in sorted(merged)]
+        self.entries.clear()
+        self.entries.extend(ordered[-(self.entries.maxlen or len(ordered)) :])
+        if ordered:
+            self.last_id = max(self.last_id, ordered[-1].id)
 
     def after(self, last_id: int) -> list[Entry]:
         return [e for e in self.entries if e.id > last_id]
