@@ -26,7 +26,7 @@ import logging
 import os
 import socket
 import time
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 import httpx
 from fastapi.responses import RedirectResponse, Response, StreamingResponse
@@ -309,7 +309,7 @@ class Cluster:
         if log_.entries and len(log_.entries) > 1:
             return
         try:
-            entries = await self.redis.xrange(self.key("ev", task_id), count=self.settings.event_log_size)
+            entries: Any = await self.redis.xrange(self.key("ev", task_id), count=self.settings.event_log_size)
         except RedisError:
             return
         known = {e.id for e in log_.entries}
@@ -719,7 +719,7 @@ class Cluster:
                 continue
             if item is None:
                 continue
-            key, raw = item
+            key, raw = cast(tuple[bytes, bytes], item)
             name = key.decode().removeprefix(self.key("inbox", ""))
             try:
                 note = json.loads(raw)
@@ -847,7 +847,8 @@ class Cluster:
         manager = self.manager
         if manager is None or not self.redis_ok:
             return
-        ids = [i.decode() for i in await self.redis.zrange(self.key("pending"), 0, 199)]
+        found: Any = await self.redis.zrange(self.key("pending"), 0, 199)
+        ids = [i.decode() for i in found]
         if not ids:
             return
         limit = self.settings.max_backend_queue

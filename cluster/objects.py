@@ -9,10 +9,11 @@ inputs and the workflow library of every replica live here in cluster mode, unde
 from __future__ import annotations
 
 import asyncio
+import builtins
 import datetime
 from collections.abc import AsyncIterator
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, cast
 from urllib.parse import unquote, urlsplit
 
 import obstore
@@ -20,6 +21,9 @@ from obstore.exceptions import AlreadyExistsError
 from obstore.store import LocalStore, S3Store
 
 from config import Settings
+
+if TYPE_CHECKING:
+    from obstore.store import ClientConfig
 
 CHUNK = 1024 * 1024
 
@@ -51,7 +55,7 @@ class ObjectStore:
             self.store = S3Store(
                 parts.netloc,
                 prefix=prefix,
-                client_options={**client, "connect_timeout": "2s", "timeout": "120s"},
+                client_options=cast("ClientConfig", {**client, "connect_timeout": "2s", "timeout": "120s"}),
                 retry_config={"max_retries": 3, "retry_timeout": datetime.timedelta(seconds=10)},
                 **options,
             )
@@ -59,7 +63,7 @@ class ObjectStore:
             self.probe_store = S3Store(
                 parts.netloc,
                 prefix=prefix,
-                client_options={**client, "connect_timeout": "1s", "timeout": "2s"},
+                client_options=cast("ClientConfig", {**client, "connect_timeout": "1s", "timeout": "2s"}),
                 retry_config={"max_retries": 0, "retry_timeout": datetime.timedelta(seconds=2)},
                 **options,
             )
@@ -154,7 +158,7 @@ class ObjectStore:
             raise StoreUnavailable(f"could not list {prefix}: {exc}") from exc
         return names
 
-    async def list_meta(self, prefix: str) -> list[tuple[str, int, float]]:
+    async def list_meta(self, prefix: str) -> builtins.list[tuple[str, int, float]]:
         """(key, size, modified as a Unix time) of every object under ``prefix``."""
         found: list[tuple[str, int, float]] = []
         try:

@@ -106,7 +106,7 @@ class RedisRecords:
     # --- reading (async: startup, takeover, rare lookups) ------------------------------------------
     async def load(self, task_id: str, *, with_workflow: bool = True) -> Task | None:
         fields = ["r", "w"] if with_workflow else ["r"]
-        values = await self.redis.hmget(self.key("task", task_id), fields)
+        values: Any = await self.redis.hmget(self.key("task", task_id), fields)
         if not values or values[0] is None:
             return None
         workflow = values[1].decode() if with_workflow and values[1] else None
@@ -129,20 +129,23 @@ class RedisRecords:
 
     async def recent(self, limit: int) -> list[Task]:
         """Every unfinished task and the newest finished ones, oldest first (a replica's start)."""
-        ids = [i.decode() for i in await self.redis.zrange(self.key("tasks"), -limit, -1)]
-        unfinished = {i.decode() for i in await self.redis.smembers(self.key("unfinished"))}
+        newest: Any = await self.redis.zrange(self.key("tasks"), -limit, -1)
+        members: Any = await self.redis.smembers(self.key("unfinished"))
+        ids = [i.decode() for i in newest]
+        unfinished = {i.decode() for i in members}
         ids = list(dict.fromkeys([*sorted(unfinished - set(ids)), *ids]))
         tasks = await self.load_many(ids)
         return sorted(tasks, key=lambda t: t.created_at)
 
     async def unfinished_on(self, backend: str) -> list[Task]:
         """The unfinished tasks handed to ``backend``, with their workflows (a takeover)."""
-        ids = [i.decode() for i in await self.redis.smembers(self.key("unfinished"))]
+        members: Any = await self.redis.smembers(self.key("unfinished"))
+        ids = [i.decode() for i in members]
         tasks = await self.load_many(ids, with_workflow=True)
         return [t for t in tasks if t.backend == backend and not t.status.final]
 
     async def by_prompt(self, prompt_id: str) -> str | None:
-        found = await self.redis.hget(self.key("prompt"), prompt_id)
+        found: Any = await self.redis.hget(self.key("prompt"), prompt_id)
         return found.decode() if found else None
 
 

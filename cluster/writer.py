@@ -98,7 +98,7 @@ class RedisWriter:
                 self._wake.clear()
                 await self._wake.wait()
                 continue
-            batch = []
+            batch: list[_Item] = []
             while self._items and len(batch) < BATCH:
                 item = self._items.popleft()
                 if item.future is not None and item.future.done():
