@@ -107,6 +107,10 @@ class RedisWriter:
             if not batch:
                 continue
             while True:
+                # A caller that gave up while Redis was away must not be written after all (it answered 503).
+                batch = [item for item in batch if item.future is None or not item.future.done()]
+                if not batch:
+                    break
                 try:
                     pipe = self.redis.pipeline(transaction=False)
                     for item in batch:
@@ -122,6 +126,8 @@ class RedisWriter:
                     delay = min(delay * 2, 1.0)
                     continue
                 break
+            if not batch:
+                continue
             if not self.ok:
                 log.info("Redis is back: writing what was held")
             self.ok = True
