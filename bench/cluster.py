@@ -26,12 +26,15 @@ from bench.rows import (
     Completions,
     ListenerProcs,
     Result,
+    deliveries,
     gate_ws,
     history_success_times,
     ms,
     percentile,
-    push,
+    push_to_gates,
+    submit_at_rate,
     submit_gate,
+    wait_deliveries,
 )
 
 MEMORY_TARGET_MB = 250  # single mode's target (the memory row): RSS at 100,000 finished tasks
@@ -101,10 +104,10 @@ async def row_cluster_latency(bench: Bench) -> Result:
     p99 = {k: percentile(v, 99) for k, v in sides.items()}
     added_med = med["owner"] - med["single"]
     added_p99 = p99["owner"] - p99["single"]
+    forwarded = med["forwarded"] - med["single"]
     return Result(
         "cluster_latency",
-        f"added median {ms(added_med)} ms, p99 {ms(added_p99)} ms "
-        f"(forwarded: +{ms(med['forwarded'] - med['single'])} ms)",
+        f"added median {ms(added_med)} ms, p99 {ms(added_p99)} ms (forwarded: +{ms(forwarded)} ms)",
         "median ≤ 2 ms",
         added_med <= 0.002,
         {
@@ -117,27 +120,7 @@ async def row_cluster_latency(bench: Bench) -> Result:
 
 
 async def _push_all(urls: list[str], ws_url: str, workflows: list[dict[str, Any]], concurrency: int) -> float:
-    """Tasks/s from the first submission to the last completion seen on ``ws_url`` (submissions spread over
-    ``urls`` in turn)."""
-    done = Completions()
-    from bench.lean import ws_connect
-
-    ws = await ws_connect(f"{ws_url}/ws", done.on_gate_frame)
-    pools = [HttpPool(u, max(1, concurrency // len(urls))) for u in urls]
-    try:
-        t0 = time.time()
-        answers = await push(len(workflows), concurrency, lambda i: submit_gate(pools[i % len(pools)], workflows[i]))
-        await done.wait_count(len(workflows), timeout=120 + len(workflows) * 0.05)
-        ids = [a["task_id"] for a in answers]
-        bad = [done.times[t][1] for t in ids if done.times[t][1]["status"] != "completed"]
-        if bad:
-            raise RuntimeError(f"{len(bad)} tasks did not complete, e.g. {bad[0]}")
-        t_end = max(done.times[t][0] for t in ids)
-    finally:
-        ws.close()
-        for pool in pools:
-            await pool.close()
-    return len(workflows) / (t_end - t0)
+    return (await push_to_gates(urls, ws_url, workflows, concurrency))[0]
 
 
 async def row_cluster_throughput(bench: Bench) -> Result:
@@ -186,27 +169,13 @@ async def row_cluster_fanout(bench: Bench) -> Result:
     pool = HttpPool(stack.replicas[0].url, 8)
     try:
         connected = sum(await asyncio.gather(*(g.ready() for g in groups)))
-        loop = asyncio.get_running_loop()
-        t0 = loop.time()
-        jobs = []
-        for i in range(count):
-            delay = t0 + i / rate - loop.time()
-            if delay > 0:
-                await asyncio.sleep(delay)
-            jobs.append(asyncio.create_task(submit_gate(pool, bench.workflow())))
-        answers = await asyncio.gather(*jobs)
+        answers, _ = await submit_at_rate(bench, pool, count, rate)
         prompt_ids = {a["prompt_id"] for a in answers}
-        expected = connected * count
-        last, last_change = -1, loop.time()
-        while True:
-            got = sum(await asyncio.gather(*(g.count() for g in groups)))
-            if got >= expected:
-                break
-            if got != last:
-                last, last_change = got, loop.time()
-            elif loop.time() - last_change > 3:
-                break
-            await asyncio.sleep(0.2)
+
+        async def arrived() -> int:
+            return sum(await asyncio.gather(*(g.count() for g in groups)))
+
+        await wait_deliveries(arrived, connected * count)
         results = [r for g in groups for r in await g.stop()]
         bench._shared["cluster_rss_fanout"] = [rss_kb(r.pid) / 1024 for r in stack.replicas]
     finally:
@@ -215,14 +184,7 @@ async def row_cluster_fanout(bench: Bench) -> Result:
         await pool.close()
     event_times = await asyncio.to_thread(history_success_times, stack.emulators[0].url, prompt_ids)
     _close(bench, stack)
-    latencies: list[float] = []
-    missing = 0
-    for result in results:
-        for prompt_id in prompt_ids:
-            arrivals = result["arrivals"].get(prompt_id, [])
-            missing += max(0, result["listeners"] - len(arrivals))
-            if prompt_id in event_times:
-                latencies += [t - event_times[prompt_id] for t in arrivals]
+    latencies, missing, _ = deliveries(results, prompt_ids, event_times)
     dropped = sum(len(r["closed"]) for r in results)
     p50, p99 = percentile(latencies, 50), percentile(latencies, 99)
     return Result(

@@ -31,6 +31,8 @@ class ClusterBus:
         self.stream = f"{prefix}events"
         self.stream_max = stream_max
         self.per_task = per_task
+        # (lease key, holder) a message about this task needs: set by the cluster for the tasks driven here.
+        self.fence: Callable[[str], tuple[str, str] | None] | None = None
 
     # --- publishing: into Redis -----------------------------------------------------------------
     def publish(self, message: dict[str, Any], task_id: str | None = None) -> None:
@@ -41,17 +43,9 @@ class ClusterBus:
         # Previews are big and only worth seeing live: not kept in the task's stream for resumption.
         keep = 0 if kind == "preview" else 1
         keys = [self.stream, f"{self.prefix}ev:{task_id or ''}"]
-        args: list[str | int] = [
-            task_id or "",
-            kind,
-            text,
-            self.stream_max,
-            self.per_task,
-            TASK_STREAM_TTL,
-            keep,
-            key,
-            status,
-        ]
+        fence = self.fence(task_id) if self.fence is not None and task_id is not None else None
+        args: list[str | int] = [task_id or "", kind, text, self.stream_max, self.per_task, TASK_STREAM_TTL, keep]
+        args += [key, status, *(fence or ("", ""))]  # the fence last: FENCE reads ARGV[#ARGV - 1], ARGV[#ARGV]
 
         def op(pipe: Pipe) -> None:
             pipe.eval(PUBLISH, 2, *keys, *args)

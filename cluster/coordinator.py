@@ -97,6 +97,7 @@ class Cluster:
             self.redis, self.writer, self.prefix, settings.history_limit, settings.events_stream_max
         )
         self.store = RedisTaskStore(self.records, settings.history_limit, settings.full_finished_tasks)
+        self.records.fence = self._fence
         self.objects = ObjectStore(settings.storage_url, settings) if settings.storage_url else None
         self.reader = StreamReader(self.blocking, f"{self.prefix}events", self._on_entry)
         self.current_id: int | None = None  # the stream entry being delivered (SSE ids)
@@ -123,7 +124,18 @@ class Cluster:
         self.bus = ClusterBus(
             hub, self.writer, self.prefix, self.settings.events_stream_max, self.settings.event_log_size
         )
+        self.bus.fence = self._fence_id
         return self.bus
+
+    def _fence(self, task: Task) -> tuple[str, str] | None:
+        """Writes about a task driven here are only valid while its backend's lease is not someone else's."""
+        if task.backend and task.task_id in self.store.live:
+            return f"{self.prefix}lease:{task.backend}", self.replica
+        return None
+
+    def _fence_id(self, task_id: str) -> tuple[str, str] | None:
+        task = self.store.get(task_id) if task_id in self.store.live else None
+        return self._fence(task) if task is not None else None
 
     def add_backends(self, manager: TaskManager, http: httpx.AsyncClient) -> None:
         """One shared backend per configured ComfyUI server, named as on a single replica (comfyui-N)."""

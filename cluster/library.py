@@ -76,7 +76,7 @@ class SharedLibrary(WorkflowLibrary):
         except StoreUnavailable as exc:
             raise _unavailable(exc) from exc
         items = []
-        for key, size, modified in sorted(entries):
+        for key, size, modified in sorted(entries):  # (str, int, float)
             name = key[len(PREFIX) :]
             if "/" in name or name.startswith(".") or not name.endswith(".json"):
                 continue

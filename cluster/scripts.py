@@ -39,10 +39,23 @@ if best then redis.call('HINCRBY', KEYS[1], best, 1) end
 return best
 """
 
+# A write about a task driven by an owner carries a fence: the lease key of the task's backend and the
+# owner's id. It is dropped when another replica holds that lease (a stalled owner's late writes must not
+# undo its successor's); a missing lease (Redis restarted) lets it through.
+FENCE = """
+if ARGV[#ARGV - 1] ~= '' then
+  local holder = redis.call('GET', ARGV[#ARGV - 1])
+  if holder and holder ~= ARGV[#ARGV] then return false end
+end
+"""
+
 # KEYS: task hash, tasks zset, unfinished set, prompt hash, events stream.
 # ARGV: task id, created_at, final (0/1), record JSON, workflow JSON ('' = keep), prompt id, old prompt id
-# ('' = none), events maxlen. Stores the record and tells every replica (a "rec" entry on the stream).
-SAVE_TASK = """
+# ('' = none), events maxlen, fence key, fence holder. Stores the record and tells every replica (a "rec"
+# entry on the stream).
+SAVE_TASK = (
+    FENCE
+    + """
 redis.call('HSET', KEYS[1], 'r', ARGV[4])
 if ARGV[5] ~= '' then redis.call('HSET', KEYS[1], 'w', ARGV[5]) end
 redis.call('ZADD', KEYS[2], ARGV[2], ARGV[1])
@@ -51,12 +64,16 @@ if ARGV[7] ~= '' and ARGV[7] ~= ARGV[6] then redis.call('HDEL', KEYS[4], ARGV[7]
 redis.call('HSET', KEYS[4], ARGV[6], ARGV[1])
 return redis.call('XADD', KEYS[5], 'MAXLEN', '~', ARGV[8], '*', 't', ARGV[1], 'k', 'rec', 'd', ARGV[4])
 """
+)
 
 # KEYS: events stream, the task's own stream. ARGV: task id ('' = for everyone), kind, text, events maxlen,
 # per-task maxlen, per-task ttl s, keep in the task's stream (1/0), conflation key and status ('' = none:
-# the hub's, read from the message's dict once, so no reader decodes the text again). Same id in both
-# streams, so an SSE Last-Event-ID read on one replica resumes on another from the task's stream.
-PUBLISH = """
+# the hub's, read from the message's dict once, so no reader decodes the text again), fence key, fence
+# holder. Same id in both streams, so an SSE Last-Event-ID read on one replica resumes on another from the
+# task's stream.
+PUBLISH = (
+    FENCE
+    + """
 local id = redis.call('XADD', KEYS[1], 'MAXLEN', '~', ARGV[4], '*', 't', ARGV[1], 'k', ARGV[2], 'd', ARGV[3],
   'c', ARGV[8], 's', ARGV[9])
 if ARGV[1] ~= '' and ARGV[7] == '1' then
@@ -65,6 +82,7 @@ if ARGV[1] ~= '' and ARGV[7] == '1' then
 end
 return id
 """
+)
 
 # KEYS: tasks zset, unfinished set, prompt hash. ARGV: how many to keep, key prefix.
 # Drops the oldest finished tasks beyond the limit (unfinished ones are never dropped).

@@ -44,6 +44,8 @@ class RedisRecords:
         self.events_maxlen = events_maxlen
         self._saved_prompt: dict[str, str] = {}  # unfinished task → prompt id last stored
         self._finished_since_trim = 0
+        # (lease key, holder) a write about this task needs (set by the cluster: tasks driven here are fenced).
+        self.fence: Callable[[Task], tuple[str, str] | None] | None = None
 
     def key(self, *parts: str) -> str:
         return self.prefix + ":".join(parts)
@@ -65,7 +67,9 @@ class RedisRecords:
             self.key("prompt"),
             self.key("events"),
         ]
+        fence = self.fence(task) if self.fence is not None else None
         args = [task.task_id, task.created_at, int(final), record, workflow, task.prompt_id, old, self.events_maxlen]
+        args += list(fence or ("", ""))
 
         def op(pipe: Any) -> None:
             pipe.eval(SAVE_TASK, len(keys), *keys, *args)

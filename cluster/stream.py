@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Callable
+from typing import Any
 
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
@@ -35,7 +36,7 @@ class StreamReader:
         delay = 0.05
         while True:
             try:
-                answer = await self.redis.xread({self.stream: self.last_id}, count=self.count, block=self.block_ms)
+                answer: Any = await self.redis.xread({self.stream: self.last_id}, count=self.count, block=self.block_ms)
             except (RedisError, OSError) as exc:
                 if self.connected.is_set() or delay == 0.05:
                     log.warning("event stream unreadable (%s); retrying until Redis answers", exc)

@@ -100,7 +100,7 @@ class RedisWriter:
                 continue
             batch = self._next_batch()
             if batch:
-                self._settle(batch, await self._execute(batch))
+                self._settle(*await self._execute(batch))
 
     def _next_batch(self) -> list[_Item]:
         """Up to ``BATCH`` queued ops, oldest first, without those whose caller stopped waiting."""
@@ -112,10 +112,14 @@ class RedisWriter:
             batch.append(item)
         return batch
 
-    async def _execute(self, batch: list[_Item]) -> list[Any]:
-        """Send ``batch`` as one pipeline, again and again while Redis is unreachable; its results."""
+    async def _execute(self, batch: list[_Item]) -> tuple[list[_Item], list[Any]]:
+        """Send ``batch`` as one pipeline, again and again while Redis is unreachable: (what was sent, results)."""
         delay = 0.05
         while True:
+            # A caller that gave up while Redis was away must not be written after all (it answered 503).
+            batch = [item for item in batch if item.future is None or not item.future.done()]
+            if not batch:
+                return [], []
             try:
                 pipe = self.redis.pipeline(transaction=False)
                 for item in batch:
@@ -133,7 +137,7 @@ class RedisWriter:
             if not self.ok:
                 log.info("Redis is back: writing what was held")
             self.ok = True
-            return results
+            return batch, results
 
     @staticmethod
     def _settle(batch: list[_Item], results: list[Any]) -> None:

@@ -3,7 +3,8 @@
 Read with ``ast`` from the sources (nothing is imported). Layers, low to high; a module may import its
 own layer or lower ones:
 
-    config, core → security → workflow → comfyui_client, backends → events → tasks → cluster → gateway → api → main, start
+    config, core → security → workflow → comfyui_client, backends → events → tasks → cluster → gateway → api
+    → main, start
 
 ``cluster`` (several replicas through Redis and object storage) supplies implementations of the seams below
 it (a ``TaskStore``, an ``EventBus``, a ``Backend``, the manager's placement) and so builds on tasks, events
