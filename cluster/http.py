@@ -48,7 +48,7 @@ class ClusterMiddleware:
                     await _idempotent(self.app, cluster, key, scope, receive, send)
                     return
             match = _TASK_PATH.match(path)
-            if match is not None and services is not None:
+            if match is not None:
                 await cluster.ensure_task(match.group(1))
                 if match.group(2):
                     events = extras.get("event_log")
