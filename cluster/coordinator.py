@@ -553,6 +553,8 @@ class Cluster:
         assert manager is not None
         pool = manager.pool
         able = [b for b in self.backends.values() if b.healthy and pool.fits(task, b)]
+        if task.task_id in pool.partner_keys:
+            able = self._owned_here(able)
         able.sort(key=lambda b: self._given.get(b.name, 0))
         chosen: str | None = None
         if able:
@@ -583,6 +585,19 @@ class Cluster:
             return task
         return await self._forward(task, backend)
 
+    def _owned_here(self, able: list[SharedBackend]) -> list[SharedBackend]:
+        """A per-request partner-node key is kept in this replica's memory only (never stored, so never in
+        Redis): its task can only go to a backend this replica posts to itself, one it owns."""
+        owned = [b for b in able if b.owned and b.name in self._ready]
+        if not owned:
+            raise ServiceBusy(
+                "cluster mode: a request with api_key_comfy_org runs on a ComfyUI server owned by the replica that "
+                "took it, and this one owns none that can run it now; retry (another replica may take the request), "
+                "or set the key for every replica with COMFYUI_COMFY_ORG_API_KEYS",
+                retry_after=2,
+            )
+        return owned
+
     async def _store(self, task: Task, *more: Any) -> None:
         """Write the record (with its workflow) and wait for Redis to have it; ``more``: ops in the same batch."""
         try:
@@ -595,6 +610,14 @@ class Cluster:
         """No backend has room: the task waits in the shared queue, stored before it is accepted."""
         manager = self.manager
         assert manager is not None
+        if task.task_id in manager.pool.partner_keys:  # whoever takes it from the queue would post it without
+            manager.pool.release(task)
+            raise ServiceBusy(
+                "cluster mode: no ComfyUI server owned by this replica has room for a request with "
+                "api_key_comfy_org (its key stays in this replica's memory, so it cannot wait in the shared "
+                "queue); retry shortly",
+                retry_after=5,
+            )
         try:
             waiting = await self.redis.zcard(self.key("pending"))
         except (RedisError, OSError) as exc:
@@ -619,6 +642,7 @@ class Cluster:
         except (TimeoutError, RedisError, OSError) as exc:
             raise ClusterUnavailable("Redis did not store the task in time; retry shortly", retry_after=2) from exc
         self.store.local.add(task)  # a mirror until an owner takes it
+        manager.pool.forget_classes(task)  # whoever takes it from the queue reads them from its workflow
         manager.updates.notify(task, "created")
         manager.updates.task(task)
         self._kick_all()
@@ -647,6 +671,8 @@ class Cluster:
 
     async def _forward(self, task: Task, backend: SharedBackend) -> Task:
         """The owner of ``backend`` posts it; its answer comes back on this replica's reply channel."""
+        if self.manager is not None:  # routed here, driven there: the owner keeps its classes itself
+            self.manager.pool.forget_classes(task)
         future: asyncio.Future[dict[str, Any]] = asyncio.get_running_loop().create_future()
         self._replies[task.task_id] = future
         record_op = self.records.save_op(task, with_workflow=True)
