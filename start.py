@@ -98,7 +98,7 @@ def main(argv: list[str] | None = None) -> int:
             ws_per_message_deflate=False,
             # Cluster mode: a replica that is stopped ends its open streams after a few seconds (their
             # clients reconnect to another replica) so it gives its backends back promptly.
-            timeout_graceful_shutdown=settings.shutdown_grace if settings.redis_url is not None else None,
+            timeout_graceful_shutdown=int(settings.shutdown_grace) if settings.redis_url is not None else None,
         )
     finally:
         if emulator is not None:

@@ -30,3 +30,8 @@ class EventBus(Protocol):
 
     @property
     def listeners(self) -> int: ...
+
+    @property
+    def dropped_total(self) -> int:
+        """Listeners dropped for not reading (metrics)."""
+        ...
