@@ -239,7 +239,21 @@ class Replica:
         return http_json(f"{self.url}/api/health")
 
     def wait_ready(self, timeout: float = 60.0) -> Replica:
-        wait_until(lambda: self.health()[0] == 200, f"{self.name} healthy", self.proc, timeout)
+        for attempt in range(3):
+            try:
+                wait_until(lambda: self.health()[0] == 200, f"{self.name} healthy", self.proc, timeout)
+                return self
+            except RuntimeError:
+                # The free port was taken by another process before the replica bound it (a busy machine):
+                # a first start may move to another port; a restart keeps its own (the proxy points there).
+                if attempt == 2 or self.starts > 1 or "address already in use" not in self.log_text():
+                    raise
+                self.stop()
+                self.port = free_port()
+                self.url = f"http://127.0.0.1:{self.port}"
+                self.ws_url = f"ws://127.0.0.1:{self.port}"
+                self.starts = 0
+                self.start()
         return self
 
     def stop(self) -> None:
