@@ -17,7 +17,7 @@ import pytest
 from PIL import Image
 
 from bench.cluster_procs import ClusterStack
-from tests.cluster.clients import Listener, assert_in_order, sampler_workflow, sse_events, submit
+from tests.cluster.clients import FINAL, Listener, assert_in_order, sampler_workflow, sse_events, submit
 
 
 @pytest.fixture(scope="module")
@@ -204,3 +204,35 @@ async def test_idempotency_key_gives_one_task_across_replicas(stack: ClusterStac
             f"{c.url}/api/workflow/submit", json={"workflow": workflow}, headers={"Idempotency-Key": "k2"}
         )
         assert retried.status_code == 200, "a refused request does not burn its key"
+
+
+async def test_a_per_request_partner_key_runs_only_where_it_was_given(stack: ClusterStack) -> None:
+    """api_key_comfy_org is never stored (so never in Redis): the replica that took the request posts the task
+    itself, on a backend it owns, or refuses it with a 503 that says why (3 replicas, 2 backends: one owns none)."""
+    secret = "comfy-org-key-0123456789"
+    async with httpx.AsyncClient() as client:
+        outcomes = []
+        for replica in stack.replicas:
+            owned = (await client.get(f"{replica.url}/api/health")).json()["cluster"]["owned"]
+            body = {"workflow": sampler_workflow(steps=2), "api_key_comfy_org": secret}
+            answer = await client.post(f"{replica.url}/api/workflow/submit", json=body, timeout=30)
+            assert secret not in answer.text
+            if owned:
+                assert answer.status_code == 200, answer.text
+                task = (await client.get(f"{replica.url}/api/task/{answer.json()['task_id']}")).json()
+                assert task["backend"] in owned, task
+                outcomes.append(answer.json()["task_id"])
+            else:
+                assert answer.status_code == 503, answer.text
+                assert answer.json()["error"] == "service_busy" and answer.headers["Retry-After"]
+                assert "api_key_comfy_org" in answer.json()["message"]
+                outcomes.append(None)
+        assert None in outcomes and len([o for o in outcomes if o]) >= 1
+        for task_id in filter(None, outcomes):
+            for _ in range(240):
+                final = await client.get(f"{stack.replicas[0].url}/api/task/{task_id}", timeout=10)
+                if final.json()["status"] in FINAL:
+                    break
+                await asyncio.sleep(0.25)
+            assert final.json()["status"] == "completed", final.text
+            assert secret not in final.text
