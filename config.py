@@ -183,6 +183,28 @@ class Settings(BaseSettings):
     v2_convert_ui_workflows: bool = Field(
         False, description="accept UI-format workflows on POST /api/v2/jobs (an extension: the contract refuses them)"
     )
+    # Cluster mode (see README "Running several replicas"): several replicas behind a load balancer share
+    # their tasks, queue and events through Redis and their files through object storage. Unset: one process.
+    redis_url: SecretStr | None = Field(None, description="redis://host:6379/0 switches cluster mode on")
+    redis_prefix: str = Field("cg:", description="prefix of every Redis key of this service")
+    storage_url: str | None = Field(
+        None, description="where files go in cluster mode: file:///shared/folder or s3://bucket/prefix"
+    )
+    storage_endpoint: str | None = Field(None, description="S3-compatible endpoint URL (default: AWS)")
+    storage_key_id: SecretStr | None = None
+    storage_secret: SecretStr | None = None
+    storage_region: str = "us-east-1"
+    storage_redirect: bool = Field(
+        False, description="answer output downloads with a redirect to a signed URL when the store can sign"
+    )
+    replica_id: str | None = Field(None, description="this replica's name in the cluster (default: host-pid)")
+    lease_ttl: float = Field(
+        4.0, ge=1.0, description="seconds an owner may stay silent before another replica takes its backend"
+    )
+    shutdown_grace: int = Field(
+        5, ge=1, description="cluster mode: seconds open streams may run on after a stop before they are closed"
+    )
+    events_stream_max: int = Field(20000, ge=1000, description="entries kept in the Redis stream of events")
 
     @field_validator("comfyui_servers", "cors_origins", mode="before")
     @classmethod

@@ -32,9 +32,12 @@ from api.viewcomfy_socketio import ViewComfySocketIO
 from backends.comfyui import ComfyUIBackend
 from backends.viewcomfy.backend import ViewComfyBackend
 from backends.viewcomfy.current_backend import CurrentViewComfyBackend
+from cluster.coordinator import Cluster
+from cluster.http import ClusterMiddleware
 from config import PROJECT_DIR, Settings, get_settings
 from core.errors import ComfyGateError
 from core.task import Task
+from events.bus import EventBus
 from events.hub import EventHub
 from gateway import integration
 from gateway.links import links_from_settings
@@ -44,43 +47,40 @@ from security.setup import install_security
 from tasks.manager import TaskManager
 from tasks.memory_store import TaskStore
 from tasks.sqlite_store import TaskDatabase
+from tasks.store import TaskStore as TaskStoreSeam
 from workflow.library import WorkflowLibrary
 
 log = logging.getLogger("comfygate")
 STATIC_DIR = PROJECT_DIR / "static"
 
 
-@asynccontextmanager
-async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-    settings: Settings = app.state.settings
-    settings.ensure_dirs()
-    http = httpx.AsyncClient(
-        timeout=settings.request_timeout,
-        limits=httpx.Limits(max_connections=256, max_keepalive_connections=64),
-        trust_env=False,  # ComfyUI is reached directly; a proxy from the environment would break loopback
-    )
-    store = TaskStore(settings.history_limit, settings.full_finished_tasks)
-    hub = EventHub(settings.ws_queue_size)
-    manager = TaskManager(settings, store, hub)
-    db: TaskDatabase | None = None
+async def open_database(
+    settings: Settings, store: TaskStoreSeam, manager: TaskManager
+) -> tuple[TaskDatabase, list[Task]]:
+    """The SQLite task store: every stored task loaded (off the event loop), its unfinished ones to recover."""
+    assert settings.database_path is not None
+    db = TaskDatabase(settings.database_path, settings.history_limit)
+    await asyncio.to_thread(db.open)
     recovered: list[Task] = []
-    if settings.database_path is not None:
-        db = TaskDatabase(settings.database_path, settings.history_limit)
-        await asyncio.to_thread(db.open)
 
-        def load() -> None:  # before anything else uses the store: read and compact off the event loop
-            for task in db.load():
-                store.add(task)
-                if not task.status.final:
-                    recovered.append(task)
+    def load() -> None:  # before anything else uses the store: read and compact off the event loop
+        for task in db.load():
+            store.add(task)
+            if not task.status.final:
+                recovered.append(task)
 
-        await asyncio.to_thread(load)
-        manager.add_observer(db.observe)
+    await asyncio.to_thread(load)
+    manager.add_observer(db.observe)
 
-        async def load_workflow(task_id: str) -> dict[str, Any] | None:
-            return await asyncio.to_thread(db.load_workflow, task_id)
+    async def load_workflow(task_id: str) -> dict[str, Any] | None:
+        return await asyncio.to_thread(db.load_workflow, task_id)
 
-        manager.workflow_loader = load_workflow
+    manager.workflow_loader = load_workflow
+    return db, recovered
+
+
+def add_backends(settings: Settings, manager: TaskManager, http: httpx.AsyncClient) -> None:
+    """The configured ComfyUI servers (comfyui-1, -2, ...) of a single replica."""
     for index, server in enumerate(settings.servers, start=1):
         manager.add_backend(
             ComfyUIBackend(
@@ -95,22 +95,59 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
                 partner_key=settings.partner_key(index - 1),
             )
         )
+
+
+@asynccontextmanager
+async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+    settings: Settings = app.state.settings
+    settings.ensure_dirs()
+    http = httpx.AsyncClient(
+        timeout=settings.request_timeout,
+        limits=httpx.Limits(max_connections=256, max_keepalive_connections=64),
+        trust_env=False,  # ComfyUI is reached directly; a proxy from the environment would break loopback
+    )
+    hub = EventHub(settings.ws_queue_size)
+    library = WorkflowLibrary(settings.workflows_dir)
+    store: TaskStoreSeam
+    bus: EventBus
+    db: TaskDatabase | None = None
+    recovered: list[Task] = []
+    # Cluster mode (COMFYUI_REDIS_URL): tasks, queue and events shared with the other replicas through Redis.
+    cluster = Cluster(settings) if settings.redis_url is not None else None
+    if cluster is not None:
+        await cluster.open()
+        store, bus = cluster.store, cluster.make_bus(hub)
+        manager = TaskManager(settings, store, bus)
+        cluster.add_backends(manager, http)
+        library = cluster.shared_library(library)  # saved workflows in the store, for every replica
+    else:
+        store, bus = TaskStore(settings.history_limit, settings.full_finished_tasks), hub
+        manager = TaskManager(settings, store, bus)
+        if settings.database_path is not None:
+            db, recovered = await open_database(settings, store, manager)
+        add_backends(settings, manager, http)
     if settings.viewcomfy_url:
         manager.add_backend(viewcomfy_backend(settings, http))
-    services = Services(settings, http, store, hub, manager, WorkflowLibrary(settings.workflows_dir))
+    services = Services(settings, http, store, bus, manager, library)
     services.extras["task_db"] = db
     services.extras["viewcomfy_socketio"] = app.state.viewcomfy_socketio
     services.extras["output_links"] = links_from_settings(settings)
     app.state.services = services
     integration.install(services)  # SSE log, synchronous waits, webhooks, metrics: all task observers
     await api_v2.start(services)  # Comfy API v2: its asset store, idempotency keys, dispatch hook
+    if cluster is not None:
+        cluster.install(manager, services.extras)
     await manager.start()
+    if cluster is not None:
+        await cluster.start()
     if recovered:
         log.info("recovering %d unfinished task(s) from %s", len(recovered), settings.database_path)
         manager.recover(recovered)
     try:
         yield
     finally:
+        if cluster is not None:
+            await cluster.stop()  # leases first: another replica takes this one's backends at once
         await manager.stop()
         await integration.stop(services)
         await api_v2.stop(services)
@@ -200,6 +237,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         lifespan=lifespan,
     )
     app.state.settings = settings or get_settings()
+    if app.state.settings.redis_url is not None:
+        app.add_middleware(ClusterMiddleware)  # innermost: after the keys and limits, before the routes
     install_security(app, app.state.settings)  # API keys, body limits, CORS: before any router
     app.add_exception_handler(ComfyGateError, comfygate_error)
     app.add_exception_handler(RequestValidationError, validation_error)

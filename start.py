@@ -90,6 +90,9 @@ def main(argv: list[str] | None = None) -> int:
             # Idle keep-alive connections live longer than clients' pools keep them (as load balancers do):
             # uvicorn's 5 s closed one just as a pool reused it, a reset in a burst (issue 18).
             timeout_keep_alive=settings.keep_alive_timeout,
+            # Cluster mode: a replica that is stopped ends its open streams after a few seconds (their
+            # clients reconnect to another replica) so it gives its backends back promptly.
+            timeout_graceful_shutdown=settings.shutdown_grace if settings.redis_url is not None else None,
         )
     finally:
         if emulator is not None:

@@ -111,6 +111,9 @@ class HealthOut(BaseModel):
     )
     tasks: dict[str, int]
     listeners: int
+    cluster: dict[str, Any] | None = Field(
+        None, description="cluster mode: this replica, Redis and object store reachability, backends owned here"
+    )
 
 
 class QueueOut(BaseModel):

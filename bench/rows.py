@@ -186,6 +186,9 @@ class Bench:
                     self._procs.remove(proc)
 
     def close(self) -> None:
+        for stack in self._shared.pop("cluster_stacks", []):  # bench/cluster.py's
+            with contextlib.suppress(Exception):
+                stack.close()
         for proc in reversed(self._procs):
             with contextlib.suppress(Exception):
                 proc.stop()
@@ -256,13 +259,22 @@ async def run_throughput_direct(bench: Bench, url: str, count: int, concurrency:
 
 
 async def run_throughput_gate(bench: Bench, gate: Gate, count: int, concurrency: int) -> tuple[float, float]:
-    done = Completions()
-    ws = await gate_ws(gate, done)
-    pool = HttpPool(gate.url, concurrency)
     workflows = [bench.workflow() for _ in range(count)]
+    return await push_to_gates([gate.url], gate.ws_url, workflows, concurrency)
+
+
+async def push_to_gates(
+    urls: list[str], ws_url: str, workflows: list[dict[str, Any]], concurrency: int
+) -> tuple[float, float]:
+    """(completed, accepted) tasks/s: submissions spread over ``urls`` in turn, completions seen on ``ws_url``
+    (one ComfyGate, or replicas of a cluster: every replica's /ws hears every task)."""
+    count = len(workflows)
+    done = Completions()
+    ws = await ws_connect(f"{ws_url}/ws", done.on_gate_frame)
+    pools = [HttpPool(url, max(1, concurrency // len(urls))) for url in urls]
     try:
         t0 = time.time()
-        answers = await push(count, concurrency, lambda i: submit_gate(pool, workflows[i]))
+        answers = await push(count, concurrency, lambda i: submit_gate(pools[i % len(pools)], workflows[i]))
         accepted = time.time()
         await done.wait_count(count, timeout=60 + count * 0.05)
         ids = [a["task_id"] for a in answers]
@@ -272,7 +284,8 @@ async def run_throughput_gate(bench: Bench, gate: Gate, count: int, concurrency:
         t_end = max(done.times[t][0] for t in ids)
     finally:
         ws.close()
-        await pool.close()
+        for pool in pools:
+            await pool.close()
     return count / (t_end - t0), count / (accepted - t0)
 
 
@@ -381,6 +394,53 @@ def history_success_times(url: str, prompt_ids: set[str]) -> dict[str, float]:
     return times
 
 
+async def submit_at_rate(bench: Bench, pool: HttpPool, count: int, rate: float) -> tuple[list[Any], float]:
+    """Open loop: ``count`` submissions on a fixed schedule, whatever the answers' speed; (answers, worst lag)."""
+    loop = asyncio.get_running_loop()
+    t0 = loop.time()
+    jobs = []
+    lag = 0.0
+    for i in range(count):
+        delay = t0 + i / rate - loop.time()
+        if delay > 0:
+            await asyncio.sleep(delay)
+        else:
+            lag = max(lag, -delay)
+        jobs.append(asyncio.create_task(submit_gate(pool, bench.workflow())))
+    return list(await asyncio.gather(*jobs)), lag
+
+
+async def wait_deliveries(count: Callable[[], Awaitable[int]], expected: int) -> None:
+    """Until every delivery arrived, or deliveries stopped coming for 3 s."""
+    loop = asyncio.get_running_loop()
+    last, last_change = -1, loop.time()
+    while True:
+        got = await count()
+        if got >= expected:
+            return
+        if got != last:
+            last, last_change = got, loop.time()
+        elif loop.time() - last_change > 3:
+            return
+        await asyncio.sleep(0.2)
+
+
+def deliveries(
+    results: list[dict[str, Any]], prompt_ids: set[str], event_times: dict[str, float]
+) -> tuple[list[float], int, int]:
+    """(latencies from ComfyUI's event to each arrival, deliveries missing, deliveries duplicated)."""
+    latencies: list[float] = []
+    missing = duplicates = 0
+    for result in results:
+        for prompt_id in prompt_ids:
+            arrivals = result["arrivals"].get(prompt_id, [])
+            missing += max(0, result["listeners"] - len(arrivals))
+            duplicates += max(0, len(arrivals) - result["listeners"])
+            if prompt_id in event_times:
+                latencies += [t - event_times[prompt_id] for t in arrivals]
+    return latencies, missing, duplicates
+
+
 async def row_fanout(bench: Bench) -> Result:
     """``--listeners`` WebSockets on ComfyGate while ``--rate`` tasks/s run: event → every listener."""
     args = bench.args
@@ -392,31 +452,9 @@ async def row_fanout(bench: Bench) -> Result:
     try:
         connected = await listeners.ready()
         cpu0 = gate.cpu()
-        loop = asyncio.get_running_loop()
-        t0 = loop.time()
-        jobs = []
-        lag = 0.0
-        for i in range(count):  # open loop: a fixed schedule, whatever the answers' speed
-            delay = t0 + i / rate - loop.time()
-            if delay > 0:
-                await asyncio.sleep(delay)
-            else:
-                lag = max(lag, -delay)
-            jobs.append(asyncio.create_task(submit_gate(pool, bench.workflow())))
-        answers = await asyncio.gather(*jobs)
+        answers, lag = await submit_at_rate(bench, pool, count, rate)
         prompt_ids = {a["prompt_id"] for a in answers}
-        expected = connected * count
-        # Wait for every delivery, or for deliveries to stop coming for 3 s.
-        last, last_change = -1, loop.time()
-        while True:
-            got = await listeners.count()
-            if got >= expected:
-                break
-            if got != last:
-                last, last_change = got, loop.time()
-            elif loop.time() - last_change > 3:
-                break
-            await asyncio.sleep(0.2)
+        await wait_deliveries(listeners.count, connected * count)
         gate_cpu = gate.cpu() - cpu0
         results = await listeners.stop()
     finally:
@@ -424,15 +462,7 @@ async def row_fanout(bench: Bench) -> Result:
         await pool.close()
     event_times = await asyncio.to_thread(history_success_times, url, prompt_ids)
     bench.release(gate, emu)
-    latencies: list[float] = []
-    missing = duplicates = 0
-    for result in results:
-        for prompt_id in prompt_ids:
-            arrivals = result["arrivals"].get(prompt_id, [])
-            missing += max(0, result["listeners"] - len(arrivals))
-            duplicates += max(0, len(arrivals) - result["listeners"])
-            if prompt_id in event_times:
-                latencies += [t - event_times[prompt_id] for t in arrivals]
+    latencies, missing, duplicates = deliveries(results, prompt_ids, event_times)
     dropped = sum(len(r["closed"]) for r in results)
     p50, p99 = percentile(latencies, 50), percentile(latencies, 99)
     passed = p99 <= 0.050 and dropped == 0 and missing == 0

@@ -24,6 +24,7 @@ if __package__ in (None, ""):  # ``python bench/run.py``
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench import rows  # noqa: E402
+from bench.cluster import CLUSTER_ROWS  # noqa: E402
 from bench.images import row_burst, row_latency  # noqa: E402
 from bench.rows import Bench, Result  # noqa: E402
 
@@ -31,7 +32,9 @@ ROWS: dict[str, Callable[[Bench], Awaitable[Result | list[Result]]]] = {
     "latency": row_latency,
     "burst": row_burst,
     **rows.ROWS,
+    **CLUSTER_ROWS,
 }
+
 
 FULL = {
     "runs": 200,

@@ -26,3 +26,8 @@ class EventBus(Protocol):
 
     @property
     def listeners(self) -> int: ...
+
+    @property
+    def dropped_total(self) -> int:
+        """Listeners dropped so far for not reading (a metric)."""
+        ...

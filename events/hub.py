@@ -306,9 +306,11 @@ class EventHub:
         The type and the conflation key are read from the dict before it is serialised, never parsed back.
         """
         text = json.dumps(message, separators=(",", ":"), default=str)
-        self._deliver(Published(text, task_id, message_kind(message)), conflation_key(message))
+        self.deliver(Published(text, task_id, message_kind(message)), conflation_key(message))
 
-    def _deliver(self, published: Published, found: tuple[Key, str] | None) -> None:
+    def deliver(self, published: Published, found: tuple[Key, str] | None) -> None:
+        """Queue a message serialised elsewhere, with what ``publish`` reads from its dict: its envelope and
+        its ``conflation_key`` (cluster mode: read back from the Redis stream, where they travel with it)."""
         for tap in self.taps:
             try:
                 tap(published)

@@ -13,10 +13,10 @@ from __future__ import annotations
 import asyncio
 import json
 from collections import OrderedDict, deque
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable, Iterable
 from dataclasses import dataclass
 
-from core.task import Task
+from core.task import FINAL_STATUSES, Task
 from events.hub import Published
 
 PREVIEWS_KEPT = 4
@@ -37,14 +37,29 @@ class TaskLog:
         self.last_id = 0
         self.changed = asyncio.Event()
 
-    def append(self, kind: str, text: str) -> None:
-        self.last_id += 1
+    def append(self, kind: str, text: str, entry_id: int | None = None) -> None:
+        """``entry_id``: the id the event has everywhere (cluster mode: from the Redis stream); default: the next."""
+        if entry_id is not None and entry_id <= self.last_id:
+            return  # seen already
+        self.last_id = entry_id if entry_id is not None else self.last_id + 1
         if kind == "preview" and sum(1 for e in self.entries if e.type == "preview") >= PREVIEWS_KEPT:
             oldest = next(e for e in self.entries if e.type == "preview")
             self.entries.remove(oldest)
         self.entries.append(Entry(self.last_id, kind, text))
         changed, self.changed = self.changed, asyncio.Event()
         changed.set()
+
+    def merge(self, found: Iterable[tuple[int, str, str]]) -> None:
+        """(id, type, text) of events this log may have missed (cluster mode: a task's Redis stream, read by
+        a replica that joined late), merged in id order; an event known already is kept as it is."""
+        merged = {e.id: e for e in self.entries}
+        for entry_id, kind, text in found:
+            merged.setdefault(entry_id, Entry(entry_id, kind, text))
+        ordered = [merged[k] for k in sorted(merged)]
+        self.entries.clear()
+        self.entries.extend(ordered[-(self.entries.maxlen or len(ordered)) :])
+        if ordered:
+            self.last_id = max(self.last_id, ordered[-1].id)
 
     def after(self, last_id: int) -> list[Entry]:
         return [e for e in self.entries if e.id > last_id]
@@ -70,12 +85,24 @@ class EventLog:
         self._logs: OrderedDict[str, TaskLog] = OrderedDict()
         self._final_ids: OrderedDict[str, int] = OrderedDict()  # finished task → id of its final event
         self.sse_listeners = 0
+        # Cluster mode: the id of the event being tapped, the same on every replica (else numbered here).
+        self.current_id: Callable[[], int | None] | None = None
 
     def tap(self, published: Published) -> None:
         """Hub tap: number every message of a task (its type comes with it, never parsed back)."""
         if published.task_id is None:
             return  # queue and backend updates belong to no task
-        self.log(published.task_id).append(published.kind, published.text)
+        kind = published.kind
+        task_id = published.task_id
+        if self.current_id is None:
+            self.log(task_id).append(kind, published.text)
+            return
+        # Cluster mode: the final status is known before the final update comes back through Redis, so the
+        # log is compacted once that update is in it (not when the task observer hears of the end).
+        log = self.log(task_id)
+        log.append(kind, published.text, self.current_id())
+        if kind == "task_update" and _ends(log):
+            asyncio.get_running_loop().call_soon(self._compact, task_id)
 
     def log(self, task_id: str) -> TaskLog:
         found = self._logs.get(task_id)
@@ -92,7 +119,7 @@ class EventLog:
 
     def on_task(self, task: Task, change: str) -> None:
         """Task observer: compact a finished task's log right after its final event is published."""
-        if change == "finished":
+        if change == "finished" and self.current_id is None:
             asyncio.get_running_loop().call_soon(self._compact, task.task_id)
 
     def _compact(self, task_id: str) -> None:
@@ -106,6 +133,12 @@ class EventLog:
         self._final_ids[task_id] = found.last_id
         while len(self._final_ids) > self.max_tasks:
             self._final_ids.popitem(last=False)
+
+
+def _ends(log: TaskLog) -> bool:
+    """Whether the log holds the task's final update."""
+    last = next((e for e in reversed(log.entries) if e.type == "task_update"), None)
+    return last is not None and json.loads(last.text).get("status") in FINAL_STATUSES
 
 
 def sse(entry_id: int | None, kind: str, text: str) -> str:
@@ -139,14 +172,16 @@ async def stream_task(
             snapshot = json.dumps({"type": "task_update", **task.summary()}, separators=(",", ":"), default=str)
             yield sse(log.last_id, "task_update", snapshot)
             last_id = log.last_id
+        waited_final = False
         while True:
             for entry in log.after(last_id):
                 last_id = entry.id
                 if entry.type == "preview" and not previews:
                     continue
                 yield sse(entry.id, entry.type, entry.text)
-            if task.status.final:
-                return
+            if task.status.final and (_ends(log) or waited_final):
+                return  # (cluster mode: the final update may follow the final status by a few ms)
+            waited_final = task.status.final
             changed = log.changed
             try:
                 await asyncio.wait_for(changed.wait(), keepalive)

@@ -11,9 +11,9 @@ from typing import Any
 import httpx
 
 from config import PROJECT_DIR, Settings
-from events.hub import EventHub
+from events.bus import EventBus
 from tasks.manager import TaskManager
-from tasks.memory_store import TaskStore
+from tasks.store import TaskStore
 from workflow.library import WorkflowLibrary
 
 
@@ -22,10 +22,17 @@ class Services:
     settings: Settings
     http: httpx.AsyncClient
     store: TaskStore
-    hub: EventHub
+    hub: EventBus
     manager: TaskManager
     library: WorkflowLibrary
     extras: dict[str, Any] = field(default_factory=dict)
+
+    async def local_outputs(self, outputs: list[dict[str, Any]]) -> None:
+        """Make sure these output files are on this machine's disk (cluster mode: another replica may have
+        downloaded them; they are fetched from the shared store). Nothing to do in single mode."""
+        cluster = self.extras.get("cluster")
+        if cluster is not None:
+            await cluster.localize(outputs)
 
     async def object_info(self, backend: str | None = None, *, stale_ok: bool = False) -> dict[str, Any]:
         """object_info of the pinned backend, else every ComfyUI backend's node classes merged.

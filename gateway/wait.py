@@ -142,5 +142,6 @@ async def respond_when_done(services: Services, request: Request, task: Task, op
         body["wait_timed_out"] = True
         return JSONResponse(jsonable_encoder(body), status_code=202, headers={"Location": f"/api/task/{task.task_id}"})
     if options.output_format == "base64":
+        await services.local_outputs(task.outputs)
         body["outputs"] = await asyncio.to_thread(inline_outputs, services, task.outputs)
     return body

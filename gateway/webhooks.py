@@ -30,7 +30,7 @@ import httpx
 from config import Settings
 from core.task import Task
 from security.url_guard import UnsafeURL, guarded_send, resolve_checked
-from tasks.memory_store import TaskStore
+from tasks.store import TaskStore
 
 log = logging.getLogger("comfygate.webhooks")
 

@@ -19,6 +19,7 @@ from config import Settings
 from core.errors import ComfyGateError
 from core.task import Task, TaskStatus
 from tasks.outputs import Outputs
+from tasks.placement import OutputKeeper
 from tasks.pool import Pool
 from tasks.runtime import Jobs, Timers
 from tasks.store import TaskStore
@@ -53,6 +54,8 @@ class Endings:
         self._completing: set[str] = set()  # tasks whose outputs are being gathered before they complete
         # Set by the durable store: finished tasks then drop their workflow, loaded back on demand.
         self.workflow_loader: WorkflowLoader | None = None
+        # Cluster mode: outputs are copied to shared storage before the task is called completed.
+        self.output_keeper: OutputKeeper | None = None
 
     # --- completed -------------------------------------------------------------------------------
     def output_named(self, task: Task, backend: ComfyUIBackend, node_id: str) -> None:
@@ -89,6 +92,12 @@ class Endings:
             message = f"could not write an output file in ComfyGate's outputs folder: {exc}"
             self.finish(task, TaskStatus.FAILED, error={"type": "output_download_failed", "message": message})
             return
+        if self.output_keeper is not None and task.outputs:
+            try:
+                await self.output_keeper.keep(task)
+            except ComfyGateError as exc:
+                self.finish(task, TaskStatus.FAILED, error={"type": "output_store_failed", "message": exc.message})
+                return
         task.progress.update({"percent": 100.0, "nodes_done": task.progress.get("nodes_total", len(task.workflow))})
         self.finish(task, TaskStatus.COMPLETED)
 

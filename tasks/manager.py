@@ -134,6 +134,10 @@ class TaskManager:
         return await self.pool.object_info(pinned, stale_ok=stale_ok)
 
     async def interrupt(self, task: Task) -> Task:
+        placement = self.pool.placement
+        if placement is not None and not task.status.final and not placement.drives(task):
+            await placement.interrupt(task)  # another replica drives it: it stops it
+            return task
         return await self.endings.interrupt(task)
 
     async def load_workflow(self, task: Task) -> dict[str, Any]:

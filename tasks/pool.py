@@ -20,6 +20,7 @@ from backends.comfyui import ComfyUIBackend
 from config import Settings
 from core.errors import ComfyGateError, ComfyUIUnavailable, NotFound, PromptRejected, ServiceBusy
 from core.task import Task, TaskStatus
+from tasks.placement import Placement
 from tasks.store import TaskStore
 from tasks.updates import Updates
 
@@ -49,6 +50,8 @@ class Pool:
         # Comfy.org partner-node keys of unfinished tasks: in memory only, never in the task or its store.
         self.partner_keys: dict[str, str] = {}
         self._merged_info: tuple[list[dict[str, Any]], dict[str, Any]] | None = None
+        # Cluster mode: the choice of a backend and the queue are shared by every replica (tasks.placement).
+        self.placement: Placement | None = None
 
     def add(self, backend: Backend) -> None:
         self.backends[backend.name] = backend
@@ -265,6 +268,11 @@ class Pool:
         task.queued_at = None
         task.extra.pop("number", None)
         task.extra["requeued"] = reason
+        if self.placement is not None:
+            self.updates.notify(task, "status")
+            self.updates.task(task)
+            self.placement.requeue(task)
+            return
         items = sorted([*self.pending.values(), task], key=lambda t: t.created_at)
         self.pending = {t.task_id: t for t in items}
         self.updates.notify(task, "status")

@@ -79,6 +79,8 @@ class Submitter:
         self.pool.remember_classes(task, classes)
         if partner_key:
             self.pool.partner_keys[task.task_id] = partner_key
+        if self.pool.placement is not None:
+            return await self.pool.placement.place(task)
         target = self.pool.pick(task)
         if target is not None and not self.pool.waiting_for(target):
             try:

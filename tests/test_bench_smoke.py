@@ -7,7 +7,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from bench.run import ROWS
+from bench.run import ROWS  # every row, the cluster ones (bench/cluster.py) included
 
 PROJECT = Path(__file__).resolve().parent.parent
 

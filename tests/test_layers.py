@@ -3,7 +3,12 @@
 Read with ``ast`` from the sources (nothing is imported). Layers, low to high; a module may import its
 own layer or lower ones:
 
-    config, core → security → workflow → comfyui_client, backends → events → tasks → gateway → api → main, start
+    config, core → security → workflow → comfyui_client, backends → events → tasks → cluster → gateway → api
+    → main, start
+
+``cluster`` (several replicas through Redis and object storage) supplies implementations of the seams below
+it (a ``TaskStore``, an ``EventBus``, a ``Backend``, the manager's placement) and so builds on tasks, events
+and backends; it is wired by ``main`` and reached by gateway and api only through ``Services.extras``.
 
 ``emulator`` and ``tools`` are equipment, not product: product code never imports them, except
 ``start.py`` for ``--demo``. An import circle is reported with its modules in order (imports under
@@ -27,6 +32,7 @@ LAYERS: list[set[str]] = [
     {"comfyui_client", "backends"},
     {"events"},
     {"tasks"},
+    {"cluster"},
     {"gateway"},
     {"api"},
     {"main", "start"},

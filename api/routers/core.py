@@ -8,7 +8,8 @@ from typing import Any
 from urllib.parse import quote
 
 from fastapi import APIRouter, Depends, File, Form, Header, Query, UploadFile
-from fastapi.responses import FileResponse, Response
+from fastapi.encoders import jsonable_encoder
+from fastapi.responses import FileResponse, JSONResponse, Response
 
 from api.dependencies import get_services
 from api.models import HealthOut, QueueOut, TaskList, TaskOut, UploadOut
@@ -42,19 +43,31 @@ class BigChunkFileResponse(FileResponse):
     chunk_size = 1024 * 1024
 
 
-@router.get("/health", response_model=HealthOut, summary="Is ComfyGate up, and which backends are reachable")
-async def health(services: Services = Depends(get_services)) -> dict[str, Any]:
+@router.get(
+    "/health",
+    response_model=HealthOut,
+    summary="Is ComfyGate up, and which backends are reachable",
+    responses={503: {"model": HealthOut, "description": "cluster mode: Redis or the object store is unreachable"}},
+)
+async def health(services: Services = Depends(get_services)) -> Any:
     backends = [b.describe() for b in services.manager.backends.values()]
     up = sum(1 for b in backends if b["healthy"])
     counts = services.store.counts()
     status = "ok" if up == len(backends) else ("degraded" if up else "down")
-    return {
+    body: dict[str, Any] = {
         "status": status,
         "backends": backends,
         "totals": pool_totals(services, backends),
         "tasks": counts,
         "listeners": services.hub.listeners,
     }
+    cluster = services.extras.get("cluster")
+    if cluster is not None:
+        body["cluster"] = cluster.describe()
+        if not cluster.healthy:  # a load balancer drains this replica until Redis and the store are back
+            body["status"] = "unavailable"
+            return JSONResponse(jsonable_encoder(body), status_code=503, headers={"Retry-After": "2"})
+    return body
 
 
 def pool_totals(services: Services, backends: list[dict[str, Any]]) -> dict[str, int]:
@@ -212,6 +225,11 @@ async def image(
     except OSError:
         info = None
     if info is None or not stat.S_ISREG(info.st_mode):
+        cluster = services.extras.get("cluster")
+        if cluster is not None:  # stored by the replica that downloaded it
+            found = await cluster.serve_file(type, path.name)
+            if found is not None:
+                return found
         raise NotFound(f"no output file named {filename!r}")
     etag, _ = validators(info.st_mtime, info.st_size)
     if range_ is None and if_none_match is not None and etag in if_none_match:
@@ -252,4 +270,7 @@ async def upload_image(
             raise InvalidRequest(f"subfolder {subfolder!r} must be a plain folder name")
     folder = services.settings.uploads_dir
     local = await asyncio.to_thread(write_new_file, folder, name, data)  # never another upload's file
+    cluster = services.extras.get("cluster")
+    if cluster is not None:  # shared with every replica
+        await cluster.keep_input(local.name, await asyncio.to_thread(local.read_bytes))
     return await push_upload(services, name, data, subfolder=subfolder, overwrite=overwrite, local=local.name)

@@ -155,6 +155,7 @@ async def build_result(services: Services, task: Task) -> tuple[dict[str, Any], 
     outputs: list[FileOutput] = []
     problems: list[str] = []
     if task.status == TaskStatus.COMPLETED:
+        await services.local_outputs(task.outputs)
         for entry in task.outputs:
             try:
                 data = await asyncio.to_thread(output_path(services, entry).read_bytes)

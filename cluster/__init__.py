@@ -1,0 +1,1 @@
+"""Cluster mode: several ComfyGate replicas as one service, through Redis and object storage (see coordinator)."""

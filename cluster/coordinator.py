@@ -1,0 +1,978 @@
+"""Cluster mode: several replicas as one service, through Redis (tasks, queue, events) and object storage.
+
+``Cluster`` is built by the app's lifespan when ``COMFYUI_REDIS_URL`` is set. It supplies the task
+store, the event bus and the backends the manager is made of, and plugs into the manager's seams
+(``tasks.placement``):
+
+- **Placement**: a new task's backend is chosen atomically across replicas (Lua: least loaded, counted
+  in Redis). Its record is stored *before* it is posted, so a crash at any point leaves a task some
+  replica finds. The owner of that backend posts it: this replica if it holds the backend's lease,
+  else the owner, through the backend's inbox list, answering on this replica's reply channel. With no
+  room anywhere it waits in the shared queue (a sorted set) that every owner takes from.
+- **Ownership**: one lease per backend (``lease``); the owner holds its WebSocket and publishes its
+  state. A replica that takes a lease adopts the backend's unfinished tasks: those whose post is not
+  known to have happened are looked up in ``/queue`` and ``/history`` and posted only when absent;
+  the WebSocket's reconnect then runs the usual reconciliation.
+- **Outputs** (``OutputKeeper``) are copied to the object store before a task is called completed.
+- **Health**: Redis and the store are pinged every second; while either is unreachable, writes answer
+  503 and ``/api/health`` says why, and everything resumes by itself when they are back.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import os
+import socket
+import time
+from typing import TYPE_CHECKING, Any
+
+import httpx
+from fastapi.responses import RedirectResponse, Response, StreamingResponse
+from redis.asyncio import BlockingConnectionPool, Redis
+from redis.exceptions import RedisError
+
+from cluster.backend import SharedBackend
+from cluster.bus import ClusterBus
+from cluster.lease import LeaseKeeper
+from cluster.library import SharedLibrary
+from cluster.objects import ObjectStore, StoreUnavailable
+from cluster.replies import Fields, entries, field, text, text_or_none, texts
+from cluster.scripts import CHOOSE
+from cluster.store import RedisRecords, RedisTaskStore
+from cluster.stream import StreamReader
+from cluster.writer import RedisWriter
+from config import Settings
+from core.errors import ComfyGateError, ComfyUIUnavailable, PromptRejected, ServiceBusy
+from core.media_types import content_type
+from core.task import Task, TaskStatus
+from events.hub import EventHub
+from tasks.pool import workflow_classes
+from tasks.sqlite_store import task_from_record, task_record
+from workflow.library import WorkflowLibrary
+
+if TYPE_CHECKING:
+    from tasks.manager import TaskManager
+
+log = logging.getLogger("comfygate.cluster")
+
+STATE_EVERY = 0.5  # seconds between two exchanges of backend states and loads
+HEALTH_EVERY = 1.0
+STATE_TTL = 6.0  # seconds an owner's published backend state lives unrefreshed (busy is not dead)
+FORWARD_WAIT = 10.0  # seconds a replica waits for the owner's answer before answering "pending"
+KEEP_TRIES = 30  # attempts (about a second apart) to store a task's outputs while the store is down
+SWEEP_EVERY = 20  # state exchanges (about 10 s) between two sweeps for tasks nobody posted
+SWEEP_AFTER = 15.0  # seconds a stored, unposted task may wait for its owner's inbox before a sweep takes it
+
+
+class ClusterUnavailable(ServiceBusy):
+    code = "cluster_unavailable"
+
+
+def stream_int(entry_id: str) -> int:
+    """A Redis stream id ("ms-seq") as one increasing integer, the SSE event id on every replica."""
+    ms, _, seq = entry_id.partition("-")
+    return (int(ms) << 20) | int(seq or 0)
+
+
+def int_stream(value: int) -> str:
+    return f"{value >> 20}-{value & 0xFFFFF}"
+
+
+class Cluster:
+    def __init__(self, settings: Settings) -> None:
+        assert settings.redis_url is not None
+        self.settings = settings
+        self.prefix = settings.redis_prefix
+        self.replica = settings.replica_id or f"{socket.gethostname()}-{os.getpid()}"
+        url = settings.redis_url.get_secret_value()
+        common: dict[str, Any] = {"socket_connect_timeout": 1.0, "socket_keepalive": True}
+        pool = BlockingConnectionPool.from_url(url, max_connections=64, timeout=5, socket_timeout=5, **common)
+        self.redis = Redis(connection_pool=pool)
+        # Blocking reads (the event stream, inboxes, replies) on connections of their own.
+        self.blocking = Redis.from_url(url, socket_timeout=10, **common)
+        self.writer = RedisWriter(self.redis)
+        self.records = RedisRecords(
+            self.redis, self.writer, self.prefix, settings.history_limit, settings.events_stream_max
+        )
+        self.store = RedisTaskStore(self.records, settings.history_limit, settings.full_finished_tasks)
+        self.records.fence = self._fence
+        self.objects = ObjectStore(settings.storage_url, settings) if settings.storage_url else None
+        self.reader = StreamReader(self.blocking, f"{self.prefix}events", self._on_entry)
+        self.current_id: int | None = None  # the stream entry being delivered (SSE ids)
+        self.bus: ClusterBus | None = None
+        self.manager: TaskManager | None = None
+        self.library: SharedLibrary | None = None  # the workflow library, when it lives in the store
+        self.backends: dict[str, SharedBackend] = {}
+        self.leases: LeaseKeeper | None = None
+        self.redis_ok = False
+        self.store_ok = True
+        self.store_error: str | None = None
+        self._ready: set[str] = set()  # owned backends whose tasks are adopted: their inbox is served
+        self._replies: dict[str, asyncio.Future[dict[str, Any]]] = {}
+        self._kick = asyncio.Event()
+        self._loops: list[asyncio.Task[Any]] = []
+        self._jobs: set[asyncio.Task[Any]] = set()
+        self._given: dict[str, int] = {}
+
+    def key(self, *parts: str) -> str:
+        return self.prefix + ":".join(parts)
+
+    # --- building the parts the manager is made of --------------------------------------------------
+    def make_bus(self, hub: EventHub) -> ClusterBus:
+        self.bus = ClusterBus(
+            hub, self.writer, self.prefix, self.settings.events_stream_max, self.settings.event_log_size
+        )
+        self.bus.fence = self._fence_id
+        return self.bus
+
+    def _fence(self, task: Task) -> tuple[str, str] | None:
+        """Writes about a task driven here are only valid while its backend's lease is not someone else's."""
+        if task.backend and task.task_id in self.store.live:
+            return f"{self.prefix}lease:{task.backend}", self.replica
+        return None
+
+    def _fence_id(self, task_id: str) -> tuple[str, str] | None:
+        task = self.store.get(task_id) if task_id in self.store.live else None
+        return self._fence(task) if task is not None else None
+
+    def add_backends(self, manager: TaskManager, http: httpx.AsyncClient) -> None:
+        """One shared backend per configured ComfyUI server, named as on a single replica (comfyui-N)."""
+        settings = self.settings
+        for index, server in enumerate(settings.servers, start=1):
+            name = f"comfyui-{index}"
+            backend = SharedBackend(
+                name,
+                server,
+                http,
+                prefix=self.prefix,
+                lease_valid=lambda n: self.leases is not None and self.leases.valid(n),
+                timeout=settings.request_timeout,
+                fast_post=settings.fast_prompt_post,
+                output_dir=settings.output_dir_for(name, server),
+                on_event=manager.on_event,
+                on_state=manager.on_backend_state,
+                partner_key=settings.partner_key(index - 1),
+            )
+            self.backends[name] = backend
+            manager.add_backend(backend)
+
+    def shared_library(self, library: WorkflowLibrary) -> WorkflowLibrary:
+        """The workflow library every replica sees: in the object store when there is one."""
+        if self.objects is None:
+            return library
+        self.library = SharedLibrary(library, self.objects)
+        return self.library
+
+    def install(self, manager: TaskManager, extras: dict[str, Any]) -> None:
+        """Plug into the manager's seams and the integration features (``Services.extras``: the SSE log,
+        the synchronous waits; the routes find the cluster there); call before ``manager.start()``."""
+        self.manager = manager
+        extras["cluster"] = self
+        events = extras.get("event_log")
+        if events is not None:
+            events.current_id = lambda: self.current_id  # SSE ids: the stream's, the same on every replica
+        waiters = extras.get("waiters")
+        if waiters is not None:  # a synchronous submit here may wait for a task another replica drives
+            self.store.on_final = lambda task: waiters.on_task(task, "finished")
+        manager.pool.placement = self
+        manager.endings.output_keeper = self
+        manager.add_observer(self._observe)
+
+        async def load_workflow(task_id: str) -> dict[str, Any] | None:
+            return await self.records.load_workflow(task_id)
+
+        manager.workflow_loader = load_workflow
+        self.leases = LeaseKeeper(
+            self.redis, self.prefix, self.replica, list(self.backends), self._lease_changed, ttl=self.settings.lease_ttl
+        )
+
+    # --- lifecycle -------------------------------------------------------------------------------
+    async def open(self, wait: float = 30.0) -> None:
+        """Connect and load the shared tasks into this replica's read model (before anything serves)."""
+        deadline = time.monotonic() + wait
+        while True:
+            try:
+                await self.redis.ping()
+                break
+            except (RedisError, OSError) as exc:
+                if time.monotonic() > deadline:
+                    raise RuntimeError(f"Redis at COMFYUI_REDIS_URL does not answer: {exc}") from exc
+                await asyncio.sleep(0.2)
+        stream = self.key("events")
+        info = await self.redis.xinfo_stream(stream) if await self.redis.exists(stream) else None
+        self.reader.last_id = text(info["last-generated-id"]) if info else "0-0"
+        for task in await self.records.recent(self.settings.history_limit):
+            self.store.local.add(task)  # a mirror: not driven here
+        self.redis_ok = True
+
+    async def start(self) -> None:
+        self.writer.start()
+        self._loops = [
+            asyncio.create_task(self.reader.run(), name="cluster events"),
+            asyncio.create_task(self._exchange_states(), name="cluster states"),
+            asyncio.create_task(self._serve_inboxes(), name="cluster inboxes"),
+            asyncio.create_task(self._listen(), name="cluster replies"),
+            asyncio.create_task(self._take_pending(), name="cluster queue"),
+            asyncio.create_task(self._watch_health(), name="cluster health"),
+        ]
+        assert self.leases is not None
+        await self.leases.round()
+        self.leases.start()
+        if self.library is not None:
+            try:
+                await self.library.seed()
+            except StoreUnavailable as exc:
+                log.warning("could not copy the shipped workflows into the store: %s", exc)
+
+    async def stop(self) -> None:
+        """Give the leases back first (another replica takes over at once), then stop."""
+        if self.leases is not None:
+            await self.leases.stop()
+        for job in [*self._loops, *self._jobs]:
+            job.cancel()
+        await asyncio.gather(*self._loops, *self._jobs, return_exceptions=True)
+        await self.writer.stop()
+        await self.redis.aclose()
+        await self.blocking.aclose()
+
+    def _spawn(self, coro: Any, name: str) -> None:
+        job = asyncio.create_task(coro, name=name)
+        self._jobs.add(job)
+        job.add_done_callback(self._job_done)
+
+    def _job_done(self, job: asyncio.Task[Any]) -> None:
+        self._jobs.discard(job)
+        if not job.cancelled() and job.exception() is not None:
+            log.error("cluster job %s failed", job.get_name(), exc_info=job.exception())
+
+    # --- health --------------------------------------------------------------------------------------
+    @property
+    def healthy(self) -> bool:
+        return self.redis_ok and self.writer.ok and self.store_ok
+
+    def describe(self) -> dict[str, Any]:
+        return {
+            "replica": self.replica,
+            "redis": self.redis_ok and self.writer.ok,
+            "storage": self.store_ok if self.objects is not None else None,
+            "storage_error": self.store_error,
+            "owned": sorted(self._ready),
+            "writes_queued": len(self.writer),
+        }
+
+    def require(self) -> None:
+        """Refuse a write while what it needs is away: nothing is accepted that is not stored."""
+        if not (self.redis_ok and self.writer.ok):
+            raise ClusterUnavailable("Redis is unreachable: nothing can be stored now; retry shortly", retry_after=2)
+        if not self.store_ok:
+            raise ClusterUnavailable(
+                "the object store is unreachable: outputs cannot be stored now; retry shortly", retry_after=2
+            )
+
+    async def _watch_health(self) -> None:
+        while True:
+            try:
+                await asyncio.wait_for(self.redis.ping(), 2)
+                if not self.redis_ok:
+                    log.info("Redis answers again")
+                self.redis_ok = True
+            except (RedisError, OSError, TimeoutError) as exc:
+                if self.redis_ok:
+                    log.warning("Redis is unreachable: %s", exc)
+                self.redis_ok = False
+            if self.objects is not None:
+                try:
+                    await asyncio.wait_for(self.objects.ping(), 3)
+                    if not self.store_ok:
+                        log.info("the object store answers again")
+                    self.store_ok, self.store_error = True, None
+                except (StoreUnavailable, TimeoutError) as exc:
+                    if self.store_ok:
+                        log.warning("the object store is unreachable: %s", exc)
+                    self.store_ok, self.store_error = False, str(exc)[:300] or "no answer"
+            await asyncio.sleep(HEALTH_EVERY)
+
+    # --- the event stream -------------------------------------------------------------------------------
+    def _on_entry(self, entry_id: str, fields: Fields) -> None:
+        kind, text, task_id = field(fields, b"k"), field(fields, b"d"), field(fields, b"t") or None
+        if kind == "rec":
+            self.store.apply_record(text)
+            return
+        if kind == "task_update" and task_id is not None and task_id not in self.store.live:
+            try:
+                self.store.apply_update(task_id, json.loads(text))
+            except ValueError:
+                pass
+        if self.bus is not None:
+            self.current_id = stream_int(entry_id)
+            try:
+                self.bus.deliver(text, task_id, kind, field(fields, b"c"), field(fields, b"s"))
+            finally:
+                self.current_id = None
+
+    async def preload_events(self, events: Any, task_id: str) -> None:
+        """Fill this replica's SSE log of ``task_id`` from the task's stream (it may have joined late)."""
+        log_ = events.log(task_id)
+        if log_.entries and len(log_.entries) > 1:
+            return
+        try:
+            found = entries(await self.redis.xrange(self.key("ev", task_id), count=self.settings.event_log_size))
+        except RedisError:
+            return
+        log_.merge((stream_int(entry_id), field(fields, b"k"), field(fields, b"d")) for entry_id, fields in found)
+
+    async def ensure_task(self, task_id: str) -> None:
+        """Load a task this replica has not heard of yet (its record may be a few ms ahead of the stream)."""
+        if self.store.get(task_id) is not None:
+            return
+        try:
+            found = await self.records.load(task_id, with_workflow=False)
+            if found is None:
+                other = await self.records.by_prompt(task_id)
+                found = await self.records.load(other, with_workflow=False) if other else None
+        except RedisError:
+            return
+        if found is not None and self.store.get(found.task_id) is None:
+            self.store.local.add(found)
+
+    # --- ownership of backends ------------------------------------------------------------------------
+    async def _lease_changed(self, name: str, held: bool) -> None:
+        backend = self.backends[name]
+        if held:
+            log.info("%s owns %s now", self.replica, name)
+            await self._adopt(backend)
+        else:
+            log.info("%s no longer owns %s", self.replica, name)
+            self._ready.discard(name)
+            ids = list(backend.inflight)
+            await backend.give_up()
+            manager = self.manager
+            for task_id in ids:
+                self.store.release(task_id)
+                if manager is not None:
+                    manager.timers.cancel(task_id)
+
+    async def _adopt(self, backend: SharedBackend) -> None:
+        """Take the backend's unfinished tasks, post those never posted, then open its WebSocket."""
+        manager = self.manager
+        assert manager is not None
+        try:
+            tasks = await self.records.unfinished_on(backend.name)
+            await self.redis.hset(self.key("load"), backend.name, len(tasks))
+        except RedisError as exc:
+            log.warning("could not adopt the tasks of %s yet: %s", backend.name, exc)
+            if self.leases is not None:
+                await self.leases.give_up(backend.name)
+            return
+        now = time.time()
+        unsure: list[Task] = []
+        for loaded in tasks:
+            if loaded.task_id in self.store.live:
+                continue
+            task = self.store.adopt(loaded)
+            task.extra["charged"] = backend.name
+            manager.pool.remember_classes(task, workflow_classes(task.workflow))
+            backend.inflight.add(task.task_id)
+            manager.endings.arm_timeout(task, max(task.timeout - (now - task.created_at), 1.0))
+            if task.status == TaskStatus.PENDING:
+                unsure.append(task)
+        backend.take()
+        if unsure:
+            await self._post_unsure(backend, unsure)
+            # The reconciliation of the WebSocket's connect skips tasks whose post was unsure: run it again.
+            self._spawn(manager.recovery.reconcile(backend), f"reconcile {backend.name}")
+        self._ready.add(backend.name)
+        self._kick.set()
+        await self._publish_state(backend)
+
+    async def _post_unsure(self, backend: SharedBackend, tasks: list[Task]) -> None:
+        """Tasks stored as handed to this backend whose post may not have happened (the owner died)."""
+        manager = self.manager
+        assert manager is not None
+        try:
+            queue = await backend.client.get_queue()
+            known = {item[1] for key in ("queue_running", "queue_pending") for item in queue.get(key, [])}
+            for task in tasks:
+                if task.prompt_id not in known and (await backend.client.get_history(task.prompt_id)).get(
+                    task.prompt_id
+                ):
+                    known.add(task.prompt_id)
+        except ComfyGateError as exc:
+            log.warning(
+                "cannot check %d unsure task(s) on %s (%s): the reconnect settles them",
+                len(tasks),
+                backend.name,
+                exc.message,
+            )
+            for task in tasks:
+                task.status = TaskStatus.QUEUED
+            return
+        for task in tasks:
+            if task.prompt_id in known:
+                task.status = TaskStatus.QUEUED  # posted before the crash: events or history tell the rest
+                manager.updates.notify(task, "status")
+                continue
+            backend.inflight.discard(task.task_id)
+            await self._dispatch_here(task, backend, held=True)
+
+    async def _dispatch_here(self, task: Task, backend: SharedBackend, *, held: bool) -> bool:
+        """Post ``task`` (adopted already) on an owned backend; a held task that fails to go is failed or held again."""
+        manager = self.manager
+        assert manager is not None
+        try:
+            await manager.submitter.dispatch(task, backend)
+        except PromptRejected as exc:
+            self._uncharge(task)
+            manager.endings.fail(
+                task,
+                {
+                    "type": "prompt_rejected",
+                    "message": f"{backend.name} rejected the prompt: {exc.message}",
+                    "comfyui_error": exc.error,
+                    "node_errors": exc.node_errors,
+                },
+            )
+            return False
+        except ComfyUIUnavailable:
+            self._uncharge(task)
+            task.status, task.backend = TaskStatus.PENDING, None
+            self.requeue(task)
+            return False
+        except ComfyGateError as exc:
+            self._uncharge(task)
+            manager.endings.fail(task, {"type": "dispatch_failed", "message": exc.message})
+            return False
+        if held and not task.status.final:
+            remaining = task.timeout - (time.time() - task.created_at)
+            manager.endings.arm_timeout(task, max(remaining, 1.0))
+        return True
+
+    # --- backend states and loads, shared --------------------------------------------------------------
+    async def _publish_state(self, backend: SharedBackend) -> None:
+        try:
+            await self.redis.set(
+                self.key("backend", backend.name),
+                json.dumps(backend.state(self.replica)),
+                px=int(STATE_TTL * 1000),
+            )
+        except RedisError:
+            pass
+
+    async def _sweep(self) -> None:
+        """Tasks stored as handed to a backend owned here that nobody drives (an inbox note lost with a
+        replica, or a Redis outage in between): taken up as a takeover would."""
+        manager = self.manager
+        assert manager is not None
+        for name in sorted(self._ready):
+            backend = self.backends[name]
+            try:
+                tasks = await self.records.unfinished_on(name)
+            except (RedisError, OSError):
+                return
+            stale = [
+                t
+                for t in tasks
+                if t.task_id not in self.store.live
+                and t.status == TaskStatus.PENDING
+                and time.time() - t.created_at > SWEEP_AFTER
+            ]
+            if not stale or not backend.owned:
+                continue
+            log.warning("taking up %d task(s) stored for %s that nobody posted", len(stale), name)
+            adopted = []
+            for loaded in stale:
+                if loaded.task_id in self.store.live:
+                    continue
+                task = self.store.adopt(loaded)
+                task.extra["charged"] = name
+                manager.pool.remember_classes(task, workflow_classes(task.workflow))
+                backend.inflight.add(task.task_id)
+                manager.endings.arm_timeout(task, max(task.timeout - (time.time() - task.created_at), 1.0))
+                adopted.append(task)
+            await self._post_unsure(backend, adopted)
+            self._spawn(manager.recovery.reconcile(backend), f"reconcile {name}")
+
+    async def _exchange_states(self) -> None:
+        names = list(self.backends)
+        rounds = 0
+        while True:
+            rounds += 1
+            if rounds % SWEEP_EVERY == 0:
+                try:
+                    await self._sweep()
+                except Exception:
+                    log.exception("sweep of unposted tasks failed")
+            try:
+                pipe = self.redis.pipeline(transaction=False)
+                for backend in self.backends.values():
+                    if backend.name in self._ready:
+                        pipe.set(
+                            self.key("backend", backend.name),
+                            json.dumps(backend.state(self.replica)),
+                            px=int(STATE_TTL * 1000),
+                        )
+                pipe.mget([self.key("backend", n) for n in names])
+                pipe.hgetall(self.key("load"))
+                results = await pipe.execute()
+                states, loads = results[-2], results[-1]
+                now = time.monotonic()
+                for name, raw in zip(names, states, strict=True):
+                    backend = self.backends[name]
+                    backend.cluster_load = int(loads.get(name.encode(), 0) or 0)
+                    if raw is None:
+                        backend.remote_state = None
+                        continue
+                    backend.remote_state = json.loads(raw)
+                    backend.remote_seen = now
+                    if not backend.owned and backend.node_classes is None and backend.remote_state.get("healthy"):
+                        self._spawn(backend.refresh_object_info(), f"object_info {name}")
+            except (RedisError, OSError):
+                pass
+            await asyncio.sleep(STATE_EVERY)
+
+    def _uncharge(self, task: Task) -> None:
+        charged = task.extra.pop("charged", None)
+        if charged:
+            self.writer.submit(lambda pipe: pipe.hincrby(self.key("load"), charged, -1))
+
+    def _observe(self, task: Task, change: str) -> None:
+        """Task observer on the replica that drives the task: its record follows every change."""
+        if change == "finished":
+            self._uncharge(task)
+        self.records.save(task, with_workflow=change == "created")
+
+    # --- Placement: where tasks go --------------------------------------------------------------------
+    def drives(self, task: Task) -> bool:
+        return task.task_id in self.store.live
+
+    async def place(self, task: Task) -> Task:
+        self.require()
+        manager = self.manager
+        assert manager is not None
+        pool = manager.pool
+        able = [b for b in self.backends.values() if b.healthy and pool.fits(task, b)]
+        if task.task_id in pool.partner_keys:
+            able = self._owned_here(able)
+        able.sort(key=lambda b: self._given.get(b.name, 0))
+        chosen: str | None = None
+        if able:
+            try:
+                answer = await self.redis.eval(
+                    CHOOSE, 1, self.key("load"), self.settings.max_backend_queue, *[b.name for b in able]
+                )
+            except (RedisError, OSError) as exc:
+                raise ClusterUnavailable(f"Redis is unreachable: {exc}; retry shortly", retry_after=2) from exc
+            chosen = text_or_none(answer)
+        if chosen is None:
+            return await self._hold(task)
+        backend = self.backends[chosen]
+        self._given[chosen] = self._given.get(chosen, 0) + 1
+        task.backend = chosen
+        task.extra["charged"] = chosen
+        if backend.owned and chosen in self._ready:
+            await self._store(task)
+            try:
+                await manager.submitter.dispatch(task, backend, new=True)
+            except ComfyUIUnavailable:
+                self._uncharge(task)
+                task.backend = None
+                return await self._hold(task)
+            except BaseException:
+                self._uncharge(task)
+                raise
+            return task
+        return await self._forward(task, backend)
+
+    def _owned_here(self, able: list[SharedBackend]) -> list[SharedBackend]:
+        """A per-request partner-node key is kept in this replica's memory only (never stored, so never in
+        Redis): its task can only go to a backend this replica posts to itself, one it owns."""
+        owned = [b for b in able if b.owned and b.name in self._ready]
+        if not owned:
+            raise ServiceBusy(
+                "cluster mode: a request with api_key_comfy_org runs on a ComfyUI server owned by the replica that "
+                "took it, and this one owns none that can run it now; retry (another replica may take the request), "
+                "or set the key for every replica with COMFYUI_COMFY_ORG_API_KEYS",
+                retry_after=2,
+            )
+        return owned
+
+    async def _store(self, task: Task, *more: Any) -> None:
+        """Write the record (with its workflow) and wait for Redis to have it; ``more``: ops in the same batch."""
+        try:
+            await self.records.save_now(task)
+        except (TimeoutError, RedisError, OSError) as exc:
+            self._uncharge(task)
+            raise ClusterUnavailable("Redis did not store the task in time; retry shortly", retry_after=2) from exc
+
+    async def _hold(self, task: Task) -> Task:
+        """No backend has room: the task waits in the shared queue, stored before it is accepted."""
+        manager = self.manager
+        assert manager is not None
+        if task.task_id in manager.pool.partner_keys:  # whoever takes it from the queue would post it without
+            manager.pool.release(task)
+            raise ServiceBusy(
+                "cluster mode: no ComfyUI server owned by this replica has room for a request with "
+                "api_key_comfy_org (its key stays in this replica's memory, so it cannot wait in the shared "
+                "queue); retry shortly",
+                retry_after=5,
+            )
+        try:
+            waiting = await self.redis.zcard(self.key("pending"))
+        except (RedisError, OSError) as exc:
+            raise ClusterUnavailable(f"Redis is unreachable: {exc}; retry shortly", retry_after=2) from exc
+        if waiting >= self.settings.max_pending_tasks:
+            manager.pool.forget_classes(task)
+            raise ServiceBusy(
+                f"ComfyGate's queue is full: {waiting} tasks wait for a backend; retry later",
+                retry_after=5,
+                pending=waiting,
+            )
+        task.status, task.backend = TaskStatus.PENDING, None
+        record_op = self.records.save_op(task, with_workflow=True)
+        pending_key, task_id, created = self.key("pending"), task.task_id, task.created_at
+
+        def op(pipe: Any) -> None:
+            record_op(pipe)
+            pipe.zadd(pending_key, {task_id: created})
+
+        try:
+            await self.writer.call(op, count=2)
+        except (TimeoutError, RedisError, OSError) as exc:
+            raise ClusterUnavailable("Redis did not store the task in time; retry shortly", retry_after=2) from exc
+        self.store.local.add(task)  # a mirror until an owner takes it
+        manager.pool.forget_classes(task)  # whoever takes it from the queue reads them from its workflow
+        manager.updates.notify(task, "created")
+        manager.updates.task(task)
+        self._kick_all()
+        return task
+
+    def requeue(self, task: Task) -> None:
+        """Back to the shared queue (its backend went away before it started); not driven here any more."""
+        self._uncharge(task)
+        self.store.release(task.task_id)
+        if self.manager is not None:
+            self.manager.timers.cancel(task.task_id)
+        # With its workflow: a failed hand-over may have dropped the whole record before this.
+        record_op = self.records.save_op(task, with_workflow=bool(task.workflow))
+        pending_key, task_id, created = self.key("pending"), task.task_id, task.created_at
+
+        def op(pipe: Any) -> None:
+            record_op(pipe)
+            pipe.zadd(pending_key, {task_id: created})
+
+        self.writer.submit(op, count=2)
+        self._kick_all()
+
+    def _kick_all(self) -> None:
+        channel = self.key("kick")
+        self.writer.submit(lambda pipe: pipe.publish(channel, "1"))
+
+    async def _forward(self, task: Task, backend: SharedBackend) -> Task:
+        """The owner of ``backend`` posts it; its answer comes back on this replica's reply channel."""
+        if self.manager is not None:  # routed here, driven there: the owner keeps its classes itself
+            self.manager.pool.forget_classes(task)
+        future: asyncio.Future[dict[str, Any]] = asyncio.get_running_loop().create_future()
+        self._replies[task.task_id] = future
+        record_op = self.records.save_op(task, with_workflow=True)
+        inbox = self.key("inbox", backend.name)
+        note = json.dumps({"op": "post", "task_id": task.task_id, "reply_to": self.replica})
+
+        def op(pipe: Any) -> None:
+            record_op(pipe)
+            pipe.rpush(inbox, note)
+
+        try:
+            try:
+                await self.writer.call(op, count=2)
+            except (TimeoutError, RedisError, OSError) as exc:
+                self._uncharge(task)
+                raise ClusterUnavailable("Redis did not store the task in time; retry shortly", retry_after=2) from exc
+            try:
+                reply = await asyncio.wait_for(asyncio.shield(future), FORWARD_WAIT)
+            except TimeoutError:
+                # Stored and in the owner's inbox: whoever owns the backend next posts it. Answer as it stands.
+                self.store.local.add(task)
+                return task
+        finally:
+            self._replies.pop(task.task_id, None)
+        if reply.get("ok"):
+            self.store.apply_record(reply["record"])  # the owner's answer may be ahead of the stream
+            current = self.store.get(task.task_id)
+            if current is None:  # (an unreadable record is logged; the task as submitted stands for it)
+                current = task_from_record(reply["record"], None) or task
+                self.store.local.add(current)
+            return current
+        if reply.get("kind") == "rejected":
+            raise PromptRejected(reply.get("error"), reply.get("node_errors"), reply.get("message"))
+        raise ComfyUIUnavailable(reply.get("message") or f"{backend.name} did not take the task", retry_after=2)
+
+    async def interrupt(self, task: Task) -> None:
+        """Stop a task this replica does not drive: a queued one is taken out of the shared queue here,
+        one on a backend is stopped by that backend's owner."""
+        if task.status == TaskStatus.PENDING and task.backend is None:
+            try:
+                claimed = await self.redis.zrem(self.key("pending"), task.task_id)
+            except RedisError as exc:
+                raise ClusterUnavailable(f"Redis is unreachable: {exc}; retry shortly", retry_after=2) from exc
+            if claimed:
+                fresh = self.store.adopt(await self.records.load(task.task_id) or task)
+                assert self.manager is not None
+                self.manager.endings.finish_interrupted(fresh, "cancelled before dispatch")
+                return
+        if not task.backend:
+            return
+        note = json.dumps({"op": "interrupt", "task_id": task.task_id, "reply_to": self.replica})
+        try:
+            await self.redis.rpush(self.key("inbox", task.backend), note)
+        except RedisError as exc:
+            raise ClusterUnavailable(f"Redis is unreachable: {exc}; retry shortly", retry_after=2) from exc
+
+    # --- inboxes: what other replicas ask of the backends owned here --------------------------------------
+    async def _serve_inboxes(self) -> None:
+        while True:
+            keys = [self.key("inbox", name) for name in sorted(self._ready)]
+            if not keys:
+                await asyncio.sleep(0.1)
+                continue
+            try:
+                item = await self.blocking.blpop(keys, timeout=0.5)
+            except (RedisError, OSError):
+                await asyncio.sleep(0.5)
+                continue
+            if item is None:
+                continue
+            key, raw = item
+            name = text(key).removeprefix(self.key("inbox", ""))
+            try:
+                note = json.loads(raw)
+            except ValueError:
+                continue
+            self._spawn(self._serve_surely(name, note), f"inbox {name}")
+
+    async def _serve_surely(self, name: str, note: dict[str, Any]) -> None:
+        """The note is out of Redis now: while this replica owns the backend, a Redis blip only delays it.
+        (Should this replica die, the task's record still says where it goes: the next owner posts it.)"""
+        while True:
+            try:
+                await self._serve(name, note)
+                return
+            except (RedisError, OSError) as exc:
+                if not self.backends[name].owned:
+                    return
+                log.warning("inbox note for %s waits for Redis: %s", name, exc)
+                await asyncio.sleep(0.5)
+
+    async def _serve(self, name: str, note: dict[str, Any]) -> None:
+        manager = self.manager
+        assert manager is not None
+        backend = self.backends[name]
+        task_id = str(note.get("task_id"))
+        if note.get("op") == "interrupt":
+            live = self.store.get(task_id)
+            if live is not None and self.drives(live):
+                await manager.endings.interrupt(live)
+            elif backend.owned:
+                await self._interrupt_unknown(backend, task_id)
+            return
+        if task_id in self.store.live:
+            return  # adopted already (a takeover read it from the records)
+        loaded = await self.records.load(task_id)
+        if loaded is None or loaded.status.final or loaded.backend != name:
+            await self._reply(note, {"ok": False, "kind": "gone", "message": "the task is no longer waiting"})
+            return
+        if not backend.owned or name not in self._ready:
+            await self.redis.lpush(self.key("inbox", name), json.dumps(note))  # for the next owner
+            return
+        task = self.store.adopt(loaded)
+        task.extra["charged"] = name
+        manager.pool.remember_classes(task, workflow_classes(task.workflow))
+        try:
+            await manager.submitter.dispatch(task, backend, new=True)
+        except PromptRejected as exc:
+            self._uncharge(task)
+            await self._reply(
+                note,
+                {
+                    "ok": False,
+                    "kind": "rejected",
+                    "message": exc.message,
+                    "error": exc.error,
+                    "node_errors": exc.node_errors,
+                },
+            )
+            return
+        except ComfyUIUnavailable:
+            self._uncharge(task)
+            task.backend, task.status = None, TaskStatus.PENDING
+            self.store.local.add(task)
+            self.requeue(task)
+        except ComfyGateError as exc:
+            self._uncharge(task)
+            await self._reply(note, {"ok": False, "kind": "error", "message": exc.message})
+            return
+        await self._reply(note, {"ok": True, "record": task_record(task)})
+
+    async def _interrupt_unknown(self, backend: SharedBackend, task_id: str) -> None:
+        task = await self.records.load(task_id)
+        if task is not None and not task.status.final:
+            await backend.cancel(task)
+
+    async def _reply(self, note: dict[str, Any], body: dict[str, Any]) -> None:
+        body["task_id"] = note.get("task_id")
+        try:
+            await self.redis.publish(self.key("reply", str(note.get("reply_to"))), json.dumps(body, default=str))
+        except RedisError:
+            pass  # the submitter answers with the stored task after its wait
+
+    async def _listen(self) -> None:
+        """Replies to this replica's forwarded submissions, and kicks: the shared queue has news."""
+        while True:
+            pubsub = self.blocking.pubsub()
+            try:
+                await pubsub.subscribe(self.key("reply", self.replica), self.key("kick"))
+                async for message in pubsub.listen():
+                    if message.get("type") != "message":
+                        continue
+                    channel = text(message["channel"])
+                    if channel == self.key("kick"):
+                        self._kick.set()
+                        continue
+                    body = json.loads(message["data"])
+                    future = self._replies.get(str(body.get("task_id")))
+                    if future is not None and not future.done():
+                        future.set_result(body)
+            except (RedisError, OSError):
+                await asyncio.sleep(0.5)
+            finally:
+                try:
+                    await pubsub.aclose()
+                except (RedisError, OSError):
+                    pass
+
+    # --- the shared queue --------------------------------------------------------------------------------
+    async def _take_pending(self) -> None:
+        """Owners take waiting tasks (oldest first) for their backends with room; a ZREM decides who."""
+        while True:
+            try:
+                await asyncio.wait_for(self._kick.wait(), 1.0)
+            except TimeoutError:
+                pass
+            self._kick.clear()
+            try:
+                await self._take_round()
+            except (RedisError, OSError):
+                pass
+            except Exception:
+                log.exception("shared queue round failed")
+
+    async def _take_round(self) -> None:
+        manager = self.manager
+        if manager is None or not self.redis_ok:
+            return
+        ids = texts(await self.redis.zrange(self.key("pending"), 0, 199))
+        if not ids:
+            return
+        limit = self.settings.max_backend_queue
+        for task_id in ids:
+            owned = [self.backends[n] for n in sorted(self._ready) if self.backends[n].healthy]
+            if not owned:
+                return
+            loaded = await self.records.load(task_id)
+            if loaded is None or loaded.status.final:
+                await self.redis.zrem(self.key("pending"), task_id)
+                continue
+            task = loaded
+            expired = time.time() - task.created_at > task.timeout
+            able = [b for b in owned if manager.pool.fits(task, b)]
+            if not able and not expired:
+                continue
+            chosen = None
+            if not expired:
+                chosen = text_or_none(
+                    await self.redis.eval(CHOOSE, 1, self.key("load"), limit, *[b.name for b in able])
+                )
+                if chosen is None:
+                    continue
+            if not await self.redis.zrem(self.key("pending"), task_id):
+                if chosen is not None:
+                    await self.redis.hincrby(self.key("load"), chosen, -1)
+                continue  # another replica took it
+            task = self.store.adopt(loaded)
+            if chosen is None:
+                manager.endings.finish(
+                    task,
+                    TaskStatus.TIMEOUT,
+                    error={"type": "timeout", "message": f"task exceeded its timeout of {task.timeout:g} s"},
+                )
+                continue
+            backend = self.backends[chosen]
+            task.extra["charged"] = backend.name
+            task.backend = backend.name
+            manager.pool.remember_classes(task, workflow_classes(task.workflow))
+            await self._dispatch_here(task, backend, held=True)
+
+    # --- OutputKeeper: outputs into the object store -------------------------------------------------------
+    async def keep(self, task: Task) -> None:
+        if self.objects is None:
+            return
+        assert self.manager is not None
+        for item in task.outputs:
+            folder = self.settings.outputs_dir if item.get("type") == "output" else self.manager.temp_dir
+            path = folder / str(item["filename"])
+            key = f"{item.get('type') or 'output'}/{item['filename']}"
+            for attempt in range(KEEP_TRIES):
+                try:
+                    await self.objects.put_file(key, path)
+                    break
+                except StoreUnavailable as exc:
+                    if attempt == KEEP_TRIES - 1:
+                        raise ComfyGateError(f"could not store output {item['filename']}: {exc}") from exc
+                    await asyncio.sleep(1.0)
+
+    async def serve_file(self, kind: str, name: str) -> Response | None:
+        """An output another replica stored: streamed from the store, or a redirect to a signed URL."""
+        if self.objects is None:
+            return None
+        key = f"{kind}/{name}"
+        try:
+            if self.settings.storage_redirect and self.objects.signs:
+                if not await self.objects.exists(key):
+                    return None
+                url = await self.objects.sign(key)
+                return RedirectResponse(url or "", status_code=307, headers={"Cache-Control": "no-store"})
+            found = await self.objects.open(key)
+        except StoreUnavailable as exc:
+            raise ClusterUnavailable(f"the object store is unreachable ({exc}); retry shortly", retry_after=2) from exc
+        if found is None:
+            return None
+        size, chunks = found
+        return StreamingResponse(chunks, media_type=content_type(name), headers={"Content-Length": str(size)})
+
+    async def localize(self, outputs: list[dict[str, Any]]) -> None:
+        """Fetch into this replica's folders the outputs another replica stored (for readers of the disk)."""
+        if self.objects is None or self.manager is None:
+            return
+        for item in outputs:
+            kind = "output" if item.get("type", "output") == "output" else "temp"
+            folder = self.settings.outputs_dir if kind == "output" else self.manager.temp_dir
+            name = str(item.get("filename", ""))
+            if not name or "/" in name or name.startswith("."):
+                continue
+            path = folder / name
+            if path.is_file():
+                continue
+            try:
+                await self.objects.get_file(f"{kind}/{name}", path)
+            except StoreUnavailable as exc:
+                log.warning("could not fetch output %s from the store: %s", name, exc)
+
+    async def keep_input(self, name: str, data: bytes) -> None:
+        """An uploaded input, kept in the store too (the backends got it already)."""
+        if self.objects is None:
+            return
+        try:
+            await self.objects.put_bytes(f"inputs/{name}", data)
+        except StoreUnavailable as exc:
+            raise ClusterUnavailable(f"the object store is unreachable ({exc}); retry shortly", retry_after=2) from exc

@@ -1,0 +1,110 @@
+"""The Lua scripts of cluster mode: each is one atomic step that several replicas may race for."""
+
+from __future__ import annotations
+
+# KEYS: lease key. ARGV: replica id, ttl ms. 1 = held by us (taken or renewed), 0 = someone else holds it.
+ACQUIRE_OR_RENEW = """
+local holder = redis.call('GET', KEYS[1])
+if holder == ARGV[1] then
+  redis.call('PEXPIRE', KEYS[1], ARGV[2])
+  return 1
+end
+if holder then return 0 end
+redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
+return 1
+"""
+
+# KEYS: lease key, its "given back" marker. ARGV: replica id, ttl ms. Deletes the lease only if we still
+# hold it, and marks it given back so another replica takes it at once (not after a TTL of silence).
+RELEASE = """
+if redis.call('GET', KEYS[1]) == ARGV[1] then
+  redis.call('SET', KEYS[2], ARGV[1], 'PX', ARGV[2])
+  return redis.call('DEL', KEYS[1])
+end
+return 0
+"""
+
+# KEYS: load hash. ARGV: limit (0 = none), then candidate backends in tie-break order.
+# The least loaded candidate below the limit gets +1 and is returned; nil when none has room.
+CHOOSE = """
+local limit = tonumber(ARGV[1])
+local best, best_load = nil, nil
+for i = 2, #ARGV do
+  local load = tonumber(redis.call('HGET', KEYS[1], ARGV[i]) or '0')
+  if (limit <= 0 or load < limit) and (best == nil or load < best_load) then
+    best, best_load = ARGV[i], load
+  end
+end
+if best then redis.call('HINCRBY', KEYS[1], best, 1) end
+return best
+"""
+
+# A write about a task driven by an owner carries a fence: the lease key of the task's backend and the
+# owner's id. It is dropped when another replica holds that lease (a stalled owner's late writes must not
+# undo its successor's); a missing lease (Redis restarted) lets it through.
+FENCE = """
+if ARGV[#ARGV - 1] ~= '' then
+  local holder = redis.call('GET', ARGV[#ARGV - 1])
+  if holder and holder ~= ARGV[#ARGV] then return false end
+end
+"""
+
+# KEYS: task hash, tasks zset, unfinished set, prompt hash, events stream.
+# ARGV: task id, created_at, final (0/1), record JSON, workflow JSON ('' = keep), prompt id, old prompt id
+# ('' = none), events maxlen, fence key, fence holder. Stores the record and tells every replica (a "rec"
+# entry on the stream).
+SAVE_TASK = (
+    FENCE
+    + """
+redis.call('HSET', KEYS[1], 'r', ARGV[4])
+if ARGV[5] ~= '' then redis.call('HSET', KEYS[1], 'w', ARGV[5]) end
+redis.call('ZADD', KEYS[2], ARGV[2], ARGV[1])
+if ARGV[3] == '1' then redis.call('SREM', KEYS[3], ARGV[1]) else redis.call('SADD', KEYS[3], ARGV[1]) end
+if ARGV[7] ~= '' and ARGV[7] ~= ARGV[6] then redis.call('HDEL', KEYS[4], ARGV[7]) end
+redis.call('HSET', KEYS[4], ARGV[6], ARGV[1])
+return redis.call('XADD', KEYS[5], 'MAXLEN', '~', ARGV[8], '*', 't', ARGV[1], 'k', 'rec', 'd', ARGV[4])
+"""
+)
+
+# KEYS: events stream, the task's own stream. ARGV: task id ('' = for everyone), kind, text, events maxlen,
+# per-task maxlen, per-task ttl s, keep in the task's stream (1/0), conflation key and status ('' = none:
+# the hub's, read from the message's dict once, so no reader decodes the text again), fence key, fence
+# holder. Same id in both streams, so an SSE Last-Event-ID read on one replica resumes on another from the
+# task's stream.
+PUBLISH = (
+    FENCE
+    + """
+local id = redis.call('XADD', KEYS[1], 'MAXLEN', '~', ARGV[4], '*', 't', ARGV[1], 'k', ARGV[2], 'd', ARGV[3],
+  'c', ARGV[8], 's', ARGV[9])
+if ARGV[1] ~= '' and ARGV[7] == '1' then
+  redis.call('XADD', KEYS[2], 'MAXLEN', ARGV[5], id, 'k', ARGV[2], 'd', ARGV[3])
+  redis.call('EXPIRE', KEYS[2], ARGV[6])
+end
+return id
+"""
+)
+
+# KEYS: tasks zset, unfinished set, prompt hash. ARGV: how many to keep, key prefix.
+# Drops the oldest finished tasks beyond the limit (unfinished ones are never dropped).
+TRIM = """
+local excess = redis.call('ZCARD', KEYS[1]) - tonumber(ARGV[1])
+if excess <= 0 then return 0 end
+local dropped = 0
+local ids = redis.call('ZRANGE', KEYS[1], 0, excess + 100)
+for _, id in ipairs(ids) do
+  if dropped >= excess then break end
+  if redis.call('SISMEMBER', KEYS[2], id) == 0 then
+    local rec = redis.call('HGET', ARGV[2] .. 'task:' .. id, 'r')
+    if rec then
+      local ok, body = pcall(cjson.decode, rec)
+      if ok and body['prompt_id'] and redis.call('HGET', KEYS[3], body['prompt_id']) == id then
+        redis.call('HDEL', KEYS[3], body['prompt_id'])
+      end
+    end
+    redis.call('DEL', ARGV[2] .. 'task:' .. id, ARGV[2] .. 'ev:' .. id)
+    redis.call('ZREM', KEYS[1], id)
+    dropped = dropped + 1
+  end
+end
+return dropped
+"""

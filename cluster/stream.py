@@ -1,0 +1,54 @@
+"""One reader per replica on the Redis stream of events, fanning each entry out to local listeners.
+
+XREAD BLOCK on a connection of its own, from the last id seen: after a Redis outage the reader goes on
+where it stopped, so no entry still in the stream is missed and none is delivered twice.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable
+from typing import Any
+
+from redis.asyncio import Redis
+from redis.exceptions import RedisError
+
+from cluster.replies import Fields, stream_entries
+
+log = logging.getLogger("comfygate.cluster.stream")
+
+Handler = Callable[[str, Fields], None]  # (entry id, fields)
+
+
+class StreamReader:
+    def __init__(self, redis: Redis, stream: str, handler: Handler, *, block_ms: int = 1000, count: int = 500) -> None:
+        self.redis = redis
+        self.stream = stream
+        self.handler = handler
+        self.block_ms = block_ms
+        self.count = count
+        self.last_id = "0-0"
+        self.connected = asyncio.Event()
+
+    async def run(self) -> None:
+        """Read from ``last_id`` on, forever (set ``last_id`` first: "0-0" for everything)."""
+        delay = 0.05
+        while True:
+            try:
+                answer: Any = await self.redis.xread({self.stream: self.last_id}, count=self.count, block=self.block_ms)
+            except (RedisError, OSError) as exc:
+                if self.connected.is_set() or delay == 0.05:
+                    log.warning("event stream unreadable (%s); retrying until Redis answers", exc)
+                self.connected.clear()
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 1.0)
+                continue
+            self.connected.set()
+            delay = 0.05
+            for entry_id, fields in stream_entries(answer):
+                self.last_id = entry_id
+                try:
+                    self.handler(entry_id, fields)
+                except Exception:
+                    log.exception("event stream handler failed on %s", entry_id)

@@ -1,0 +1,104 @@
+"""Leases and the ordered writer against a real redis-server: who owns a backend, and what a Redis outage does."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+from redis.asyncio import Redis
+
+from bench.cluster_procs import RedisServer
+from cluster.lease import LeaseKeeper
+from cluster.writer import RedisWriter
+
+NAMES = ["comfyui-1", "comfyui-2"]
+
+
+@pytest.fixture
+async def redis_server(tmp_path: Path) -> AsyncIterator[RedisServer]:
+    server = RedisServer(tmp_path)
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+class Owner:
+    """A replica's lease keeper and what it was told it owns."""
+
+    def __init__(self, url: str, name: str, ttl: float = 1.0) -> None:
+        self.redis = Redis.from_url(url, socket_connect_timeout=0.5, socket_timeout=2)
+        self.owned: set[str] = set()
+        self.keeper = LeaseKeeper(self.redis, "t:", name, NAMES, self._changed, ttl=ttl)
+
+    async def _changed(self, name: str, held: bool) -> None:
+        (self.owned.add if held else self.owned.discard)(name)
+
+
+async def until(check: object, timeout: float = 10.0) -> float:
+    started = time.monotonic()
+    while not check():  # type: ignore[operator]
+        assert time.monotonic() - started < timeout, "timed out"
+        await asyncio.sleep(0.02)
+    return time.monotonic() - started
+
+
+async def test_one_owner_each_takeover_after_a_crash_and_at_once_after_a_stop(redis_server: RedisServer) -> None:
+    a, b = Owner(redis_server.url, "a"), Owner(redis_server.url, "b")
+    await a.keeper.round()
+    await b.keeper.round()
+    a.keeper.start()
+    b.keeper.start()
+    # Fair shares: one each, never both owners of one backend.
+    await until(lambda: len(a.owned) == 1 and len(b.owned) == 1)
+    assert a.owned.isdisjoint(b.owned)
+    assert all(a.keeper.valid(n) for n in a.owned)
+    # a crashes (no goodbye): b takes its backend once the lease has been silent for a TTL or so.
+    assert a.keeper._task is not None
+    a.keeper._task.cancel()
+    took = await until(lambda: b.owned == set(NAMES))
+    assert 0.5 < took < 4.0
+    # b stops gracefully: a newcomer gets both at once, without waiting for the TTL.
+    c = Owner(redis_server.url, "c")
+    c.keeper.start()
+    await b.keeper.stop()
+    assert await until(lambda: c.owned == set(NAMES)) < 1.0
+    await c.keeper.stop()
+
+
+async def test_redis_away_keeps_ownership_but_not_validity(redis_server: RedisServer) -> None:
+    a = Owner(redis_server.url, "a")
+    await a.keeper.round()
+    a.keeper.start()
+    await until(lambda: a.owned == set(NAMES))
+    await asyncio.to_thread(redis_server.stop)
+    # Nobody else can own it while Redis is away: a keeps its backends, but posts nothing new.
+    await until(lambda: not any(a.keeper.valid(n) for n in NAMES), timeout=5)
+    assert a.owned == set(NAMES)
+    await asyncio.to_thread(redis_server.start)
+    await until(lambda: all(a.keeper.valid(n) for n in NAMES), timeout=10)
+    assert a.owned == set(NAMES)
+    await a.keeper.stop()
+
+
+async def test_writer_holds_writes_in_order_while_redis_is_away(redis_server: RedisServer) -> None:
+    redis = Redis.from_url(redis_server.url, socket_connect_timeout=0.5, socket_timeout=2)
+    writer = RedisWriter(redis)
+    writer.start()
+    assert await writer.call(lambda pipe: pipe.rpush("log", "before")) == 1
+    await asyncio.to_thread(redis_server.stop)
+    for i in range(100):
+        writer.submit(lambda pipe, i=i: pipe.rpush("log", f"during-{i}"))
+    with pytest.raises(TimeoutError):
+        await writer.call(lambda pipe: pipe.rpush("log", "refused"), timeout=0.5)
+    await until(lambda: not writer.ok)
+    await asyncio.to_thread(redis_server.start)
+    await until(lambda: writer.ok and len(writer) == 0, timeout=10)
+    stored = [v.decode() for v in await redis.lrange("log", 0, -1)]
+    # Everything held is written once, in order; the write whose caller gave up is not written at all.
+    assert stored == ["before", *[f"during-{i}" for i in range(100)]]
+    await writer.stop()
+    await redis.aclose()
