@@ -145,7 +145,7 @@ http {{
       proxy_buffering off;
       proxy_request_buffering off;
       proxy_read_timeout 3600s;
-      proxy_next_upstream error timeout;
+      proxy_next_upstream error timeout non_idempotent;  # POSTs too: submits carry an Idempotency-Key
       proxy_next_upstream_tries 3;
     }}
   }}
