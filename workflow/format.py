@@ -13,22 +13,14 @@ Decisions:
 from __future__ import annotations
 
 import copy
-from collections.abc import Iterator
 from typing import Any, Literal
 
 from core.errors import UnknownNodeClass, WorkflowFormatError
-from workflow.node_specs import SEED_INPUTS, spec_opts
-from workflow.node_specs import WIDGET_TYPES as BASE_WIDGET_TYPES
 from workflow.ui_convert import MAX_LINK_HOPS, ui_to_api
 
 __all__ = [
     "MAX_LINK_HOPS",
-    "SEED_INPUTS",
     "detect_format",
-    "has_control_after_generate",
-    "is_widget_spec",
-    "ordered_inputs",
-    "spec_opts",
     "to_api",
     "ui_to_api",
     "unwrap_prompt",
@@ -115,39 +107,3 @@ def to_api(data: Any, object_info: dict[str, Any] | None) -> dict[str, Any]:
 def workflow_node_classes(api: dict[str, Any]) -> set[str]:
     """Node classes an API workflow needs (to pick a backend that has them all)."""
     return {node["class_type"] for node in api.values() if isinstance(node, dict) and "class_type" in node}
-
-
-# --------------------------------------------------------------------------------------------------
-# object_info helpers
-
-
-def is_widget_spec(spec: Any) -> bool:
-    """True when the frontend draws a widget for this input spec (so it holds a widgets_values slot)."""
-    if not isinstance(spec, list | tuple) or not spec:
-        return False
-    if spec_opts(spec).get("forceInput"):
-        return False
-    kind = spec[0]
-    return isinstance(kind, list) or kind in BASE_WIDGET_TYPES
-
-
-def ordered_inputs(class_def: dict[str, Any]) -> Iterator[tuple[str, str, Any]]:
-    """Yield (section, name, spec) for required then optional inputs, in `input_order`."""
-    inputs = class_def.get("input") or {}
-    order = class_def.get("input_order") or {}
-    for section in ("required", "optional"):
-        specs = inputs.get(section) or {}
-        names = list(order.get(section) or specs.keys())
-        names += [n for n in specs if n not in names]
-        for name in names:
-            if name in specs:
-                yield section, name, specs[name]
-
-
-def has_control_after_generate(name: str, spec: Any) -> bool:
-    """An input the frontend re-rolls after each queue: a seed/noise_seed, or flagged by its spec.
-
-    (For parameters: whether a `control_after_generate` *slot* follows it in widgets_values is
-    `workflow.node_specs`' widget layout's business, where an explicit `False` on a seed means no slot.)
-    """
-    return name in SEED_INPUTS or bool(spec_opts(spec).get("control_after_generate"))

@@ -135,4 +135,6 @@ def test_format_and_params_ask_node_specs_not_each_other() -> None:
     format_source = Path(workflow_format.__file__).read_text()
     assert "from workflow.format" not in params_source
     assert "from workflow.params" not in format_source
-    assert "from workflow.node_specs import" in params_source and "from workflow.node_specs import" in format_source
+    convert_source = Path(workflow_format.__file__).with_name("ui_convert.py").read_text()  # format's UI half
+    assert "from workflow.params" not in convert_source
+    assert "from workflow.node_specs import" in params_source and "from workflow.node_specs import" in convert_source
