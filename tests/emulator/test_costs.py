@@ -132,7 +132,7 @@ def test_view_and_history_take_as_long_as_on_a_real_server(realistic: EmulatorTh
     costs = Costs.realistic()
     view, history = fastest(realistic)
     assert view >= costs.view_ms and history >= costs.history_ms, (view, history)
-    assert fastest(instant)[0] < costs.view_ms
+    assert fastest(instant)[0] < view  # the same request without the recorded cost (both as loaded)
 
 
 def test_history_sometimes_lands_after_execution_success(realistic: EmulatorThread) -> None:
