@@ -93,6 +93,8 @@ class Endings:
             self.finish(task, TaskStatus.FAILED, error={"type": "output_download_failed", "message": message})
             return
         if self.output_keeper is not None and task.outputs:
+            for item in task.outputs:  # the keeper copies the files: they must be written first
+                await self.outputs.fetcher.settled(str(item["filename"]))
             try:
                 await self.output_keeper.keep(task)
             except ComfyGateError as exc:
