@@ -9,6 +9,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+from fastapi.encoders import jsonable_encoder
+from fastapi.responses import JSONResponse
 from starlette.requests import Request
 
 from core.errors import InvalidRequest, WorkflowFormatError
@@ -129,10 +131,15 @@ async def submit(services: Services, request: Request, order: SubmitOrder, sync:
     waited = await integration.after_submit(services, request, task, sync, order.wait, order.output_format)
     if waited is not None:
         return waited
-    return {
-        "task_id": task.task_id,
-        "prompt_id": task.prompt_id,
-        "status": task.status.value,
-        "params": task.params,
-        "warnings": task.warnings,
-    }
+    # A response, not a dict: FastAPI would validate it against SubmitResponse again (~0.1 ms).
+    return JSONResponse(
+        jsonable_encoder(
+            {
+                "task_id": task.task_id,
+                "prompt_id": task.prompt_id,
+                "status": task.status.value,
+                "params": task.params,
+                "warnings": task.warnings,
+            }
+        )
+    )

@@ -15,7 +15,7 @@ from gateway import submission
 from gateway.services import Services
 from gateway.submission import SubmitOrder
 from gateway.task_search import search_tasks
-from gateway.wait import SyncOptions, sync_options
+from gateway.wait import SYNC_QUERY_PARAMETERS, SyncOptions, sync_options
 
 router = APIRouter(prefix="/api", tags=["tasks"])
 
@@ -27,7 +27,7 @@ router = APIRouter(prefix="/api", tags=["tasks"])
     description="JSON body, or multipart/form-data: a `request` field holding the JSON body plus one image "
     "file part per image parameter, named by its key (`1.image` or `1-inputs-image`).",
     responses={422: {"description": "invalid parameters, or ComfyUI's node_errors"}, 503: {"description": "busy"}},
-    openapi_extra=SUBMIT_OPENAPI,
+    openapi_extra={**SUBMIT_OPENAPI, "parameters": SYNC_QUERY_PARAMETERS},
 )
 async def submit(
     request: Request,
