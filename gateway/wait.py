@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import base64
-import contextlib
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -27,24 +26,28 @@ WAIT_MARGIN = 5.0  # seconds past the task's own timeout, which ends the task an
 
 
 class Waiters:
-    """One Event per task somebody waits for, set by the task observer on "finished"."""
+    """One future per task somebody waits for, resolved by the task observer on "finished" (a future, not
+    an Event and a task waiting on it: the waiting request resumes one loop turn sooner)."""
 
     def __init__(self) -> None:
-        self._events: dict[str, asyncio.Event] = {}
+        self._ends: dict[str, asyncio.Future[None]] = {}
 
-    def event(self, task_id: str) -> asyncio.Event:
-        return self._events.setdefault(task_id, asyncio.Event())
+    def end(self, task_id: str) -> asyncio.Future[None]:
+        end = self._ends.get(task_id)
+        if end is None:
+            end = self._ends[task_id] = asyncio.get_running_loop().create_future()
+        return end
 
     def release(self, task_id: str) -> None:
-        event = self._events.get(task_id)
-        if event is not None and not event.is_set():
-            self._events.pop(task_id, None)
+        end = self._ends.get(task_id)
+        if end is not None and not end.done():
+            self._ends.pop(task_id, None)
 
     def on_task(self, task: Task, change: str) -> None:
         if change == "finished":
-            event = self._events.pop(task.task_id, None)
-            if event is not None:
-                event.set()
+            end = self._ends.pop(task.task_id, None)
+            if end is not None and not end.done():
+                end.set_result(None)
 
 
 @dataclass(slots=True)
@@ -127,15 +130,14 @@ async def wait_for_task(services: Services, request: Request, task: Task, option
     limit = task.timeout + WAIT_MARGIN
     if options.wait_timeout is not None:
         limit = min(limit, options.wait_timeout)
-    ended = asyncio.create_task(waiters.event(task.task_id).wait())
+    ended = waiters.end(task.task_id)
     gone = asyncio.create_task(_disconnected(request))
+    gone.add_done_callback(lambda job: job.cancelled() or job.exception())  # retrieved: never "never retrieved"
     try:
         await asyncio.wait({ended, gone}, timeout=limit, return_when=asyncio.FIRST_COMPLETED)
     finally:
-        for job in (ended, gone):
-            job.cancel()
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await job
+        # Not awaited: it ends at the next turn, while the answer is already on its way.
+        gone.cancel()
     client_gone = gone.done() and not gone.cancelled() and not task.status.final
     if not task.status.final:
         waiters.release(task.task_id)
