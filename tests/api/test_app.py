@@ -56,6 +56,7 @@ def test_image_workflow_with_uploaded_input(gate: Gate) -> None:
     assert task["status"] == "completed", task
     saved = [o for o in task["outputs"] if o["node_id"] == "4"]
     assert len(saved) == 1
+    assert written(gate.settings.outputs_dir / saved[0]["filename"])
     with Image.open(gate.settings.outputs_dir / saved[0]["filename"]) as img:
         assert img.size == (128, 96)
     assert task["node_outputs"]["6"]["text"] == ["128"]
