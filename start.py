@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import argparse
 import ipaddress
-import logging
 import sys
 from typing import Any
 
@@ -16,6 +15,7 @@ import uvicorn
 
 from api.ws_protocol import websocket_protocol
 from config import Settings
+from core.logs import log_off_the_loop
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -58,7 +58,7 @@ def build_settings(args: argparse.Namespace, **extra: Any) -> Settings:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    log_writer = log_off_the_loop(args.log_level)
     settings = build_settings(args)
     if not settings.api_keys and not is_loopback(settings.host) and not args.insecure:
         print(
@@ -66,6 +66,7 @@ def main(argv: list[str] | None = None) -> int:
             "workflows. Set COMFYUI_API_KEYS, or pass --insecure if this is really what you want.",
             file=sys.stderr,
         )
+        log_writer.stop()
         return 2
     emulator = None
     if args.demo:
@@ -82,6 +83,7 @@ def main(argv: list[str] | None = None) -> int:
             host=settings.host,
             port=settings.port,
             log_level=args.log_level,
+            log_config=None,  # uvicorn's records go to the root logger's queue (core/logs.py), not its handlers
             # uvicorn's websockets-sansio protocol, writing the frames of one loop turn at once (ws_protocol).
             ws=websocket_protocol(),  # uvicorn's stock protocol, logged, if its internals changed
             # Browsers offer permessage-deflate; granting it compresses every update once per listener.
@@ -97,6 +99,7 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         if emulator is not None:
             emulator.stop()
+        log_writer.stop()
     return 0
 
 
