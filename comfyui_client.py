@@ -24,7 +24,7 @@ import websockets
 from websockets.asyncio.client import ClientConnection, connect
 
 from backends.comfyui_events import ComfyUIEvent, MalformedFrame, parse_frame
-from core.errors import ComfyUIError, ComfyUINotFound, ComfyUIUnavailable, PromptRejected
+from core.errors import ComfyUIError, ComfyUINotFound, ComfyUIUnavailable, PostUnsure, PromptRejected
 
 log = logging.getLogger("comfygate.comfyui")
 
@@ -54,6 +54,14 @@ class _RawResponse:
         return json.loads(self.content)
 
 
+# What a raw exchange raises when the connection breaks, times out or carries something that is not HTTP.
+_BROKEN = (OSError, TimeoutError, asyncio.IncompleteReadError, asyncio.LimitOverrunError, ValueError, IndexError)
+
+
+class RequestSent(Exception):
+    """A request failed after it had left: the server may have received and acted on it."""
+
+
 class _KeepAlivePoster:
     """POST /prompt and small GET /view over a few keep-alive HTTP/1.1 connections of its own: the calls on
     every task's path.
@@ -74,11 +82,18 @@ class _KeepAlivePoster:
         self._idle: list[tuple[asyncio.StreamReader, asyncio.StreamWriter]] = []
 
     async def post(self, path: str, body: bytes, timeout: float) -> _RawResponse:
+        """POST ``body``; a failure once the request has left is raised as ``RequestSent`` (the server may have
+        acted on it), one before (no connection) as itself."""
         head = (
             f"POST {self.prefix}{path} HTTP/1.1\r\nHost: {self.host_header}\r\n"
             f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n\r\n"
         )
-        response = await self._exchange(head.encode("latin-1") + body, -1, timeout)
+        deadline = asyncio.get_running_loop().time() + timeout
+        conn = await self._connection(deadline)
+        try:
+            response = await self._exchange_on(conn, head.encode("latin-1") + body, -1, deadline)
+        except _BROKEN as exc:
+            raise RequestSent(f"{type(exc).__name__}: {exc}") from exc
         assert response is not None  # no size limit: always read
         return response
 
@@ -94,17 +109,31 @@ class _KeepAlivePoster:
             return await self._exchange(request, limit, timeout, fresh=True)
 
     async def _exchange(self, request: bytes, limit: int, timeout: float, fresh: bool = False) -> _RawResponse | None:
+        deadline = asyncio.get_running_loop().time() + timeout
+        conn = await self._connection(deadline, fresh)
+        return await self._exchange_on(conn, request, limit, deadline)
+
+    async def _connection(
+        self, deadline: float, fresh: bool = False
+    ) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+        """A kept connection, or a new one (nothing is sent yet: a failure here means the request never left)."""
         conn = None if fresh else self._take()
-        async with asyncio.timeout(timeout):
-            if conn is None:
+        if conn is None:
+            async with asyncio.timeout_at(deadline):
                 conn = await asyncio.open_connection(self.host, self.port)
-            reader, writer = conn
-            try:
+        return conn
+
+    async def _exchange_on(
+        self, conn: tuple[asyncio.StreamReader, asyncio.StreamWriter], request: bytes, limit: int, deadline: float
+    ) -> _RawResponse | None:
+        reader, writer = conn
+        try:
+            async with asyncio.timeout_at(deadline):
                 writer.write(request)
                 result = await self._read_response(reader, limit)
-            except BaseException:
-                writer.close()
-                raise
+        except BaseException:
+            writer.close()
+            raise
         if result is None:
             writer.close()  # its body was not read: this connection cannot carry another request
             return None
@@ -181,6 +210,12 @@ class ComfyUIClient:
         data = json.dumps(body).encode()
         try:
             response = await self._poster.post(path, data, self.timeout)
+        except RequestSent as exc:
+            raise PostUnsure(
+                f"ComfyUI at {self.base_url} did not answer POST {path} after the request left ({exc}); "
+                "it may have taken it",
+                backend=self.base_url,
+            ) from exc
         except TimeoutError as exc:
             raise ComfyUIUnavailable(f"ComfyUI at {self.base_url} timed out on POST {path}") from exc
         except (OSError, asyncio.IncompleteReadError, asyncio.LimitOverrunError, ValueError, IndexError) as exc:
@@ -203,12 +238,21 @@ class ComfyUIClient:
         kwargs.setdefault("timeout", self.timeout)
         try:
             response = await self.http.request(method, f"{self.base_url}{path}", **kwargs)
-        except httpx.TimeoutException as exc:
-            raise ComfyUIUnavailable(f"ComfyUI at {self.base_url} timed out on {method} {path}") from exc
-        except httpx.HTTPError as exc:
+        except (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout) as exc:  # nothing was sent
             raise ComfyUIUnavailable(
-                f"ComfyUI at {self.base_url} is unreachable ({type(exc).__name__}: {exc})",
-                backend=self.base_url,
+                f"ComfyUI at {self.base_url} is unreachable ({type(exc).__name__}: {exc})", backend=self.base_url
+            ) from exc
+        except httpx.HTTPError as exc:  # the request left: a POST may have been acted on
+            timed_out = isinstance(exc, httpx.TimeoutException)
+            failure = "timed out" if timed_out else f"failed ({type(exc).__name__}: {exc})"
+            if method == "POST":
+                raise PostUnsure(
+                    f"ComfyUI at {self.base_url} {failure} on {method} {path} after the request left; "
+                    "it may have taken it",
+                    backend=self.base_url,
+                ) from exc
+            raise ComfyUIUnavailable(
+                f"ComfyUI at {self.base_url} {failure} on {method} {path}", backend=self.base_url
             ) from exc
         self._refuse_missing_or_forbidden(response.status_code, method, path)
         return response
