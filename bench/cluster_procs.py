@@ -257,9 +257,10 @@ class Replica:
         return self
 
     def stop(self) -> None:
-        """A graceful stop (SIGTERM): its leases are given back at once."""
+        """A graceful stop (SIGTERM): its leases are given back once what is under way on their backends has
+        ended (streams get COMFYUI_SHUTDOWN_GRACE, hand-overs up to 10 s: a process manager allows more, as here)."""
         if self.proc is not None:
-            self.proc.stop()
+            self.proc.stop(grace=30.0)
             self.proc = None
 
     def kill(self) -> None:

@@ -9,6 +9,7 @@ Timeouts and interrupts live here too: both end a task and stop it on its backen
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import Callable, Coroutine
 from pathlib import Path
@@ -18,6 +19,7 @@ from backends.comfyui import ComfyUIBackend
 from config import Settings
 from core.errors import ComfyGateError
 from core.task import Task, TaskStatus
+from core.waits import until
 from tasks.outputs import Outputs
 from tasks.placement import OutputKeeper
 from tasks.pool import Pool
@@ -52,6 +54,7 @@ class Endings:
         self.temp_dir = temp_dir
         self.outputs = outputs
         self._completing: set[str] = set()  # tasks whose outputs are being gathered before they complete
+        self._completion_ended = asyncio.Event()  # set whenever a task leaves ``_completing``
         # Set by the durable store: finished tasks then drop their workflow, loaded back on demand.
         self.workflow_loader: WorkflowLoader | None = None
         # Cluster mode: outputs are copied to shared storage before the task is called completed.
@@ -73,7 +76,7 @@ class Endings:
 
     def restarting(self, task: Task) -> None:
         """The task runs again from the start elsewhere: forget the run that was cut off, and its files."""
-        self._completing.discard(task.task_id)
+        self._left(task.task_id)
         self.outputs.drop(task)
         task.node_outputs = {}
 
@@ -83,6 +86,7 @@ class Endings:
         """Download every output file, then call the task completed (or failed if a file is missing)."""
         if node_outputs is not None:
             task.node_outputs = node_outputs
+        self._completing.add(task.task_id)
         try:
             task.outputs = await self.outputs.gather(task, backend)
         except ComfyGateError as exc:
@@ -101,6 +105,15 @@ class Endings:
         task.progress.update({"percent": 100.0, "nodes_done": task.progress.get("nodes_total", len(task.workflow))})
         self.finish(task, TaskStatus.COMPLETED)
 
+    def _left(self, task_id: str) -> None:
+        if task_id in self._completing:
+            self._completing.discard(task_id)
+            self._completion_ended.set()
+
+    async def completions_ended(self, task_ids: set[str], timeout: float) -> bool:
+        """Wait until none of ``task_ids`` is gathering its outputs (True), at most ``timeout`` s (False)."""
+        return await until(lambda: self._completing.isdisjoint(task_ids), self._completion_ended, timeout)
+
     def complete(self, task: Task, outputs: list[dict[str, Any]]) -> None:
         """For backends that fetch their own outputs (ViewComfy): files are already in outputs/."""
         task.outputs = outputs
@@ -111,7 +124,7 @@ class Endings:
     def finish(self, task: Task, status: TaskStatus, error: dict[str, Any] | None = None) -> None:
         if task.status.final:
             return
-        self._completing.discard(task.task_id)
+        self._left(task.task_id)
         if status == TaskStatus.COMPLETED:
             self.outputs.forget(task)
         else:

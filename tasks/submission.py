@@ -7,6 +7,7 @@ of that hand-over (store, in-flight sets, statuses, the timeout timer) is writte
 
 from __future__ import annotations
 
+import asyncio
 import time
 import uuid
 from collections.abc import Awaitable, Callable
@@ -14,7 +15,7 @@ from typing import Any
 
 from backends.base import Backend, TaskHost
 from config import Settings
-from core.errors import Conflict
+from core.errors import Conflict, PostUnsure
 from core.task import Task, TaskStatus
 from tasks.endings import Endings
 from tasks.pool import Pool, workflow_classes
@@ -98,8 +99,10 @@ class Submitter:
         self.pool.wake()
         return task
 
-    async def dispatch(self, task: Task, backend: Backend, *, new: bool = False) -> None:
-        """Hand ``task`` to ``backend``. ``new``: not yet in the store (a direct submission)."""
+    async def dispatch(self, task: Task, backend: Backend, *, new: bool = False, keep_unsure: bool = False) -> None:
+        """Hand ``task`` to ``backend``. ``new``: not yet in the store (a direct submission), and dropped from it
+        again when the backend does not take it. ``keep_unsure``: kept when that is not known (``PostUnsure``, or
+        cancelled while the hand-over was under way), for the caller to find out."""
         self.pool.given(task, backend)
         if new:
             self.store.add(task)
@@ -110,9 +113,10 @@ class Submitter:
             for hook in self.dispatch_hooks:
                 extra_data.update(await hook(task, backend) or {})
             await backend.hand_over(task, self.host, extra_data or None)
-        except BaseException:
+        except BaseException as exc:
             self.pool.taken_back(task, backend)
-            if new:
+            unsure = isinstance(exc, (PostUnsure, asyncio.CancelledError))
+            if new and not (keep_unsure and unsure):
                 self.store.forget(task)
             raise
         self._accepted(task, new)
