@@ -143,7 +143,8 @@ http {{
       proxy_set_header Connection $connection_upgrade;
       proxy_set_header Host $host;
       proxy_buffering off;
-      proxy_request_buffering off;
+      # Request bodies are read whole first (the default): nginx can only pass a request on to the next
+      # replica if it still has the body, e.g. when a stopping replica closed the connection unread.
       proxy_read_timeout 3600s;
       proxy_next_upstream error timeout non_idempotent;  # POSTs too: submits carry an Idempotency-Key
       proxy_next_upstream_tries 3;
