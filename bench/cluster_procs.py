@@ -328,8 +328,8 @@ class ClusterStack:
             if replica.proc is None:
                 continue
             status, body = replica.health()
-            if status == 200 and body:
-                return {b["name"]: b.get("owner") for b in body["backends"]}
+            if status == 200 and body:  # (a ViewComfy backend is each replica's own: no owner)
+                return {b["name"]: b.get("owner") for b in body["backends"] if b["kind"] == "comfyui"}
         return {}
 
     def wait_owned(self, timeout: float = 30.0, exclude: str | None = None) -> dict[str, str | None]:
@@ -343,7 +343,7 @@ class ClusterStack:
                 if replica.proc is None:
                     continue
                 status, body = replica.health()
-                if status != 200 or not all(b["healthy"] for b in body["backends"]):
+                if status != 200 or not all(b["healthy"] for b in body["backends"] if b["kind"] == "comfyui"):
                     return False
             return True
 

@@ -33,6 +33,7 @@ from fastapi.responses import RedirectResponse, Response, StreamingResponse
 from redis.asyncio import BlockingConnectionPool, Redis
 from redis.exceptions import RedisError
 
+from backends.base import Backend
 from cluster.backend import SharedBackend
 from cluster.bus import ClusterBus
 from cluster.lease import LeaseKeeper
@@ -624,7 +625,7 @@ class Cluster:
             try:
                 pipe = self.redis.pipeline(transaction=False)
                 for backend in self.backends.values():
-                    if backend.name in self._ready:
+                    if backend.name in self._ready or (backend.owned and backend.closing.is_set()):  # (draining)
                         pipe.set(
                             self.key("backend", backend.name),
                             json.dumps(backend.state(self.replica)),
@@ -670,8 +671,9 @@ class Cluster:
         assert manager is not None
         pool = manager.pool
         able = [b for b in self.backends.values() if b.healthy and pool.fits(task, b)]
-        if task.task_id in pool.partner_keys:
-            able = self._owned_here(able)
+        bound = pool.bound_here.get(task.task_id)
+        if bound is not None:
+            able = self._owned_here(able, bound)
         able.sort(key=lambda b: self._given.get(b.name, 0))
         chosen: str | None = None
         if able:
@@ -683,6 +685,9 @@ class Cluster:
                 raise ClusterUnavailable(f"Redis is unreachable: {exc}; retry shortly", retry_after=2) from exc
             chosen = text_or_none(answer)
         if chosen is None:
+            own = self._own_backend(task)
+            if own is not None:
+                return await self._post_own(task, own)
             return await self._hold(task)
         backend = self.backends[chosen]
         self._given[chosen] = self._given.get(chosen, 0) + 1
@@ -723,15 +728,39 @@ class Cluster:
                 raise
         return task
 
-    def _owned_here(self, able: list[SharedBackend]) -> list[SharedBackend]:
-        """A per-request partner-node key is kept in this replica's memory only (never stored, so never in
-        Redis): its task can only go to a backend this replica posts to itself, one it owns."""
+    def _own_backend(self, task: Task) -> Backend | None:
+        """A backend of this replica's own (ViewComfy: each replica has its own client of it) that can take
+        ``task`` now; as on a single replica, only when no ComfyUI server can."""
+        assert self.manager is not None
+        pool = self.manager.pool
+        own = [
+            b
+            for b in pool.backends.values()
+            if b.name not in self.backends and b.healthy and pool.fits(task, b) and pool.has_room(b)
+        ]
+        return min(own, key=lambda b: b.load) if own else None
+
+    async def _post_own(self, task: Task, backend: Backend) -> Task:
+        """A task for one of this replica's own backends: stored, then handed over and driven here (its record
+        and events go to every replica as any other's)."""
+        manager = self.manager
+        assert manager is not None
+        task.backend = backend.name
+        task.extra["driver"] = self.replica  # where an interrupt from another replica is sent
+        if not await self._store(task):
+            raise ClusterUnavailable("Redis did not store the task; retry shortly", retry_after=2)
+        await manager.submitter.dispatch(task, backend, new=True)
+        return task
+
+    def _owned_here(self, able: list[SharedBackend], bound: str) -> list[SharedBackend]:
+        """A task that needs what only this replica holds (``bound``: a per-request partner-node key, never
+        stored; a v2 job's uploaded files) can only go to a backend this replica posts to itself, one it owns."""
         owned = [b for b in able if b.owned and b.name in self._ready and not b.closing.is_set()]
         if not owned:
             raise ServiceBusy(
-                "cluster mode: a request with api_key_comfy_org runs on a ComfyUI server owned by the replica that "
-                "took it, and this one owns none that can run it now; retry (another replica may take the request), "
-                "or set the key for every replica with COMFYUI_COMFY_ORG_API_KEYS",
+                f"cluster mode: a task that needs {bound} runs on a ComfyUI server owned by the replica that took it, "
+                "and this one owns none that can run it now; retry (another replica may take the request)"
+                + (", or set the key for every replica with COMFYUI_COMFY_ORG_API_KEYS" if "api_key" in bound else ""),
                 retry_after=2,
             )
         return owned
@@ -749,12 +778,12 @@ class Cluster:
         """No backend has room: the task waits in the shared queue, stored before it is accepted."""
         manager = self.manager
         assert manager is not None
-        if task.task_id in manager.pool.partner_keys:  # whoever takes it from the queue would post it without
+        bound = manager.pool.bound_here.get(task.task_id)
+        if bound is not None:  # whoever takes it from the shared queue would not have it
             manager.pool.release(task)
             raise ServiceBusy(
-                "cluster mode: no ComfyUI server owned by this replica has room for a request with "
-                "api_key_comfy_org (its key stays in this replica's memory, so it cannot wait in the shared "
-                "queue); retry shortly",
+                f"cluster mode: no ComfyUI server owned by this replica has room for a task that needs {bound}, "
+                "which stays on this replica (so it cannot wait in the shared queue); retry shortly",
                 retry_after=5,
             )
         try:
@@ -863,8 +892,14 @@ class Cluster:
         if not task.backend:
             return
         note = json.dumps({"op": "interrupt", "task_id": task.task_id, "reply_to": self.replica})
+        # One on a replica's own backend (ViewComfy) is stopped by that replica; one on a ComfyUI server, by its owner.
+        inbox = (
+            f"@{task.extra['driver']}"
+            if task.backend not in self.backends and task.extra.get("driver")
+            else task.backend
+        )
         try:
-            await self.redis.rpush(self.key("inbox", task.backend), note)
+            await self.redis.rpush(self.key("inbox", inbox), note)
         except RedisError as exc:
             raise ClusterUnavailable(f"Redis is unreachable: {exc}; retry shortly", retry_after=2) from exc
 
@@ -872,7 +907,8 @@ class Cluster:
     async def _serve_inboxes(self) -> None:
         while True:
             keys = [self.key("inbox", name) for name in sorted(self._ready)]
-            if not keys or self.stopping:
+            keys.append(self.key("inbox", f"@{self.replica}"))  # about the tasks on its own backends
+            if self.stopping:
                 await asyncio.sleep(0.1)
                 continue
             try:
@@ -888,7 +924,10 @@ class Cluster:
                 note = json.loads(raw)
             except ValueError:
                 continue
-            self._spawn(self._serve_surely(name, note), f"inbox {name}")
+            if name == f"@{self.replica}":
+                self._spawn(self._interrupt_own(str(note.get("task_id"))), f"inbox {name}")
+            else:
+                self._spawn(self._serve_surely(name, note), f"inbox {name}")
 
     async def _serve_surely(self, name: str, note: dict[str, Any]) -> None:
         """The note is out of Redis now: while this replica owns the backend, a Redis blip only delays it.
@@ -962,6 +1001,11 @@ class Cluster:
             self._uncharge(task)
             return {"ok": False, "kind": "error", "message": exc.message}
         return {"ok": True, "record": task_record(task)}
+
+    async def _interrupt_own(self, task_id: str) -> None:
+        task = self.store.get(task_id)
+        if task is not None and self.drives(task) and self.manager is not None:
+            await self.manager.endings.interrupt(task)
 
     async def _interrupt_unknown(self, backend: SharedBackend, task_id: str) -> None:
         task = await self.records.load(task_id)

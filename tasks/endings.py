@@ -96,14 +96,20 @@ class Endings:
             message = f"could not write an output file in ComfyGate's outputs folder: {exc}"
             self.finish(task, TaskStatus.FAILED, error={"type": "output_download_failed", "message": message})
             return
-        if self.output_keeper is not None and task.outputs:
-            try:
-                await self.output_keeper.keep(task)
-            except ComfyGateError as exc:
-                self.finish(task, TaskStatus.FAILED, error={"type": "output_store_failed", "message": exc.message})
-                return
-        task.progress.update({"percent": 100.0, "nodes_done": task.progress.get("nodes_total", len(task.workflow))})
-        self.finish(task, TaskStatus.COMPLETED)
+        if await self._kept(task):
+            task.progress.update({"percent": 100.0, "nodes_done": task.progress.get("nodes_total", len(task.workflow))})
+            self.finish(task, TaskStatus.COMPLETED)
+
+    async def _kept(self, task: Task) -> bool:
+        """Cluster mode: the outputs copied to shared storage (else the task fails, and False)."""
+        if self.output_keeper is None or not task.outputs:
+            return True
+        try:
+            await self.output_keeper.keep(task)
+        except ComfyGateError as exc:
+            self.finish(task, TaskStatus.FAILED, error={"type": "output_store_failed", "message": exc.message})
+            return False
+        return True
 
     def _left(self, task_id: str) -> None:
         if task_id in self._completing:
@@ -115,10 +121,20 @@ class Endings:
         return await until(lambda: self._completing.isdisjoint(task_ids), self._completion_ended, timeout)
 
     def complete(self, task: Task, outputs: list[dict[str, Any]]) -> None:
-        """For backends that fetch their own outputs (ViewComfy): files are already in outputs/."""
+        """For backends that fetch their own outputs (ViewComfy): files are already in outputs/ (in cluster mode
+        they are copied to shared storage before the task is called completed)."""
         task.outputs = outputs
+        if self.output_keeper is not None and outputs:
+            self._completing.add(task.task_id)
+            self.jobs.spawn(self._complete_kept(task), name=f"complete {task.task_id}")
+            return
         task.progress.update({"percent": 100.0})
         self.finish(task, TaskStatus.COMPLETED)
+
+    async def _complete_kept(self, task: Task) -> None:
+        if await self._kept(task):
+            task.progress.update({"percent": 100.0})
+            self.finish(task, TaskStatus.COMPLETED)
 
     # --- the one way to a final status -----------------------------------------------------------
     def finish(self, task: Task, status: TaskStatus, error: dict[str, Any] | None = None) -> None:

@@ -52,6 +52,7 @@ class Submitter:
         kind: str | None = None,
         partner_key: str | None = None,
         task_id: str | None = None,
+        bound_here: str | None = None,
     ) -> Task:
         """Hand a ready API-format workflow to a backend, or hold it in ComfyGate's queue.
 
@@ -60,6 +61,8 @@ class Submitter:
         ``kind`` limits the choice to backends of that kind (e.g. "comfyui"). ``partner_key`` (Comfy.org
         partner API nodes) reaches the backend with the prompt and is kept nowhere else. ``task_id``: one
         the caller chose (ViewComfy's current API names its runs); it must be new (409 otherwise).
+        ``bound_here``: what the task needs that only this process holds (uploaded files, a key; a partner
+        key is that already): with several replicas, it is posted by this one or refused.
         """
         if task_id is not None and self.store.get(task_id) is not None:
             raise Conflict(f"a task with id {task_id} exists already", task_id=task_id)
@@ -80,6 +83,9 @@ class Submitter:
         self.pool.remember_classes(task, classes)
         if partner_key:
             self.pool.partner_keys[task.task_id] = partner_key
+            bound_here = bound_here or "a per-request api_key_comfy_org (kept in this replica's memory)"
+        if bound_here:
+            self.pool.bound_here[task.task_id] = bound_here
         if self.pool.placement is not None:
             return await self.pool.placement.place(task)
         target = self.pool.pick(task)
@@ -89,6 +95,7 @@ class Submitter:
             except BaseException:
                 self.pool.forget_classes(task)
                 self.pool.partner_keys.pop(task.task_id, None)
+                self.pool.bound_here.pop(task.task_id, None)
                 raise
             return task
         self.pool.hold(task)
