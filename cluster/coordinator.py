@@ -21,6 +21,7 @@ store, the event bus and the backends the manager is made of, and plugs into the
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 import os
@@ -459,11 +460,13 @@ class Cluster:
     async def _until_healthy(self, backend: SharedBackend) -> None:
         """A new owner's backend goes into rotation once its WebSocket is up and its object_info known (bounded):
         the others would otherwise see it unhealthy for a moment (no uploads, no tasks sent there)."""
-        try:
-            await asyncio.wait_for(backend.ws.connected.wait(), HEALTHY_WAIT)
-        except TimeoutError:
-            return
-        await backend.refresh_object_info()
+
+        async def ready() -> None:
+            await backend.ws.connected.wait()
+            await backend.refresh_object_info()
+
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(ready(), HEALTHY_WAIT)
 
     async def _post_unsure(self, backend: SharedBackend, tasks: list[Task]) -> None:
         """Tasks stored as handed to this backend whose post may have happened (the owner died or gave the lease
