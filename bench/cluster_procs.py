@@ -4,6 +4,7 @@ replicas (round robin, no stickiness, WebSockets and SSE passed through), and Co
 
 from __future__ import annotations
 
+import math
 import os
 import shutil
 import signal
@@ -333,21 +334,26 @@ class ClusterStack:
         return {}
 
     def wait_owned(self, timeout: float = 30.0, exclude: str | None = None) -> dict[str, str | None]:
-        """Until every backend has a live owner (other than ``exclude``) and is healthy on every replica."""
+        """Until the leases have settled: every backend has a live owner (other than ``exclude``) that serves it,
+        no replica owns more than its fair share (the first replica up takes every backend, then hands some
+        over as the others join), and every backend is healthy on every replica."""
 
         def done() -> bool:
             owners = self.owners()
             if not owners or any(o is None or o == exclude for o in owners.values()):
                 return False
-            for replica in self.replicas:
-                if replica.proc is None:
-                    continue
+            running = [r for r in self.replicas if r.proc is not None and r.name != exclude]
+            served: list[str] = []
+            for replica in running:
                 status, body = replica.health()
                 if status != 200 or not all(b["healthy"] for b in body["backends"] if b["kind"] == "comfyui"):
                     return False
-            return True
+                if len(body["cluster"]["owned"]) > math.ceil(len(owners) / len(running)):
+                    return False
+                served += body["cluster"]["owned"]
+            return sorted(served) == sorted(owners)
 
-        wait_until(done, "every backend owned and healthy everywhere", None, timeout)
+        wait_until(done, "every backend owned, by fair shares, and healthy everywhere", None, timeout)
         return self.owners()
 
     def close(self) -> None:
