@@ -62,6 +62,22 @@ class RequestSent(Exception):
     """A request failed after it had left: the server may have received and acted on it."""
 
 
+class SentRequest:
+    """A GET written on a kept connection before anyone awaits its answer (``_KeepAlivePoster.send_get``)."""
+
+    __slots__ = ("reader", "writer", "taken")
+
+    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self.reader, self.writer = reader, writer
+        self.taken = False
+
+    def abandon(self) -> None:
+        """Nobody will read the answer (the download was cancelled before it started): drop the connection."""
+        if not self.taken:
+            self.taken = True
+            self.writer.close()
+
+
 class _KeepAlivePoster:
     """POST /prompt and small GET /view over a few keep-alive HTTP/1.1 connections of its own: the calls on
     every task's path.
@@ -82,58 +98,73 @@ class _KeepAlivePoster:
         self._idle: list[tuple[asyncio.StreamReader, asyncio.StreamWriter]] = []
 
     async def post(self, path: str, body: bytes, timeout: float) -> _RawResponse:
-        """POST ``body``; a failure once the request has left is raised as ``RequestSent`` (the server may have
-        acted on it), one before (no connection) as itself."""
+        """POST ``body``; a failure once the request has been written is raised as ``RequestSent`` (the server
+        may have acted on it), one before (no connection) as itself."""
         head = (
             f"POST {self.prefix}{path} HTTP/1.1\r\nHost: {self.host_header}\r\n"
             f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n\r\n"
         )
-        deadline = asyncio.get_running_loop().time() + timeout
-        conn = await self._connection(deadline)
+        conn = self._take()
+        async with asyncio.timeout(timeout):
+            if conn is None:
+                conn = await asyncio.open_connection(self.host, self.port)
+        reader, writer = conn
+        writer.write(head.encode("latin-1") + body)
         try:
-            response = await self._exchange_on(conn, head.encode("latin-1") + body, -1, deadline)
+            response = await self._answer(reader, writer, -1, timeout)
         except _BROKEN as exc:
             raise RequestSent(f"{type(exc).__name__}: {exc}") from exc
         assert response is not None  # no size limit: always read
         return response
 
-    async def get_small(self, path: str, limit: int, timeout: float) -> _RawResponse | None:
-        """GET ``path``; None when the body is larger than ``limit`` bytes (or of unknown length).
+    def _get_request(self, path: str) -> bytes:
+        return f"GET {self.prefix}{path} HTTP/1.1\r\nHost: {self.host_header}\r\n\r\n".encode("latin-1")
+
+    def send_get(self, path: str) -> SentRequest | None:
+        """Write a GET now, on an idle kept connection (None when there is none), without waiting: the
+        request leaves in this loop turn instead of when the task that reads the answer first runs."""
+        conn = self._take()
+        if conn is None:
+            return None
+        conn[1].write(self._get_request(path))
+        return SentRequest(*conn)
+
+    async def get_small(
+        self, path: str, limit: int, timeout: float, sent: SentRequest | None = None
+    ) -> _RawResponse | None:
+        """GET ``path`` (or read the answer of ``sent``); None when the body is larger than ``limit`` bytes
+        (or of unknown length).
 
         A GET is safe to repeat: a kept connection that the server closed meanwhile is retried once on a new one.
         """
-        request = f"GET {self.prefix}{path} HTTP/1.1\r\nHost: {self.host_header}\r\n\r\n".encode("latin-1")
+        request = self._get_request(path)
         try:
+            if sent is not None and not sent.taken:
+                sent.taken = True
+                return await self._answer(sent.reader, sent.writer, limit, timeout)
             return await self._exchange(request, limit, timeout, fresh=False)
         except (ConnectionError, asyncio.IncompleteReadError):
             return await self._exchange(request, limit, timeout, fresh=True)
 
     async def _exchange(self, request: bytes, limit: int, timeout: float, fresh: bool = False) -> _RawResponse | None:
-        deadline = asyncio.get_running_loop().time() + timeout
-        conn = await self._connection(deadline, fresh)
-        return await self._exchange_on(conn, request, limit, deadline)
-
-    async def _connection(
-        self, deadline: float, fresh: bool = False
-    ) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
-        """A kept connection, or a new one (nothing is sent yet: a failure here means the request never left)."""
         conn = None if fresh else self._take()
-        if conn is None:
-            async with asyncio.timeout_at(deadline):
+        async with asyncio.timeout(timeout):
+            if conn is None:
                 conn = await asyncio.open_connection(self.host, self.port)
-        return conn
+            reader, writer = conn
+            writer.write(request)
+        return await self._answer(reader, writer, limit, timeout)
 
-    async def _exchange_on(
-        self, conn: tuple[asyncio.StreamReader, asyncio.StreamWriter], request: bytes, limit: int, deadline: float
+    async def _answer(
+        self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, limit: int, timeout: float
     ) -> _RawResponse | None:
-        reader, writer = conn
-        try:
-            async with asyncio.timeout_at(deadline):
-                writer.write(request)
+        """Read the answer to the request just written on this connection; keep the connection if it may be."""
+        async with asyncio.timeout(timeout):
+            try:
                 result = await self._read_response(reader, limit)
-        except BaseException:
-            writer.close()
-            raise
+            except BaseException:
+                writer.close()
+                raise
         if result is None:
             writer.close()  # its body was not read: this connection cannot carry another request
             return None
@@ -189,6 +220,10 @@ class _KeepAlivePoster:
         for _, writer in self._idle:
             writer.close()
         self._idle.clear()
+
+
+def _view_path(filename: str, subfolder: str, type: str) -> str:
+    return "/view?" + urlencode({"filename": filename, "subfolder": subfolder, "type": type})
 
 
 class ComfyUIClient:
@@ -384,14 +419,21 @@ class ComfyUIClient:
         except httpx.HTTPError as exc:
             raise ComfyUIUnavailable(f"download of {filename} from {self.base_url} failed: {exc}") from exc
 
-    async def fetch_small(self, filename: str, subfolder: str, type: str, limit: int) -> bytes | None:
+    def send_view(self, filename: str, subfolder: str, type: str) -> SentRequest | None:
+        """Ask ``/view`` for a file now; ``fetch_small(..., sent=)`` reads the answer (None: nothing sent)."""
+        if self._poster is None:
+            return None
+        return self._poster.send_get(_view_path(filename, subfolder, type))
+
+    async def fetch_small(
+        self, filename: str, subfolder: str, type: str, limit: int, sent: SentRequest | None = None
+    ) -> bytes | None:
         """One file from ``/view`` into memory over the keep-alive connections; None if larger than ``limit``
         (or when this client has no raw connections: https)."""
         if self._poster is None:
             return None
-        query = urlencode({"filename": filename, "subfolder": subfolder, "type": type})
         try:
-            response = await self._poster.get_small(f"/view?{query}", limit, self.timeout)
+            response = await self._poster.get_small(_view_path(filename, subfolder, type), limit, self.timeout, sent)
         except TimeoutError as exc:
             raise ComfyUIUnavailable(f"ComfyUI at {self.base_url} timed out on /view of {filename}") from exc
         except (OSError, asyncio.IncompleteReadError, asyncio.LimitOverrunError, ValueError, IndexError) as exc:

@@ -20,6 +20,7 @@ from fastapi.staticfiles import StaticFiles
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from api import v2 as api_v2
+from api.output_lane import CachedOutputLane
 from api.routers import core as routes_core
 from api.routers import metrics as routes_metrics
 from api.routers import task_events as routes_task_events
@@ -237,6 +238,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         lifespan=lifespan,
     )
     app.state.settings = settings or get_settings()
+    app.add_middleware(CachedOutputLane)  # innermost: only what every check before it let through
     if app.state.settings.redis_url is not None:
         app.add_middleware(ClusterMiddleware)  # innermost: after the keys and limits, before the routes
     install_security(app, app.state.settings)  # API keys, body limits, CORS: before any router

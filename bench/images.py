@@ -7,7 +7,8 @@ answer), until done (until the client knows the task ended and which file to fet
 
 Paths: ComfyUI directly (``POST /prompt``, ``execution_success`` on its ``/ws`` with the file named by
 ``executed``, ``GET /view``), ComfyGate (``/api/workflow/submit``, ``completed`` on ``/ws``,
-``GET /api/image``), ComfyGate synchronous (``?wait=true``), and comfy-api-proxy (Comfy-Org's official
+``GET /api/image``), ComfyGate synchronous (``?wait=true``, then ``/api/image``; or with
+``output_format=base64``: the image in the one answer, as Salad's API does), and comfy-api-proxy (Comfy-Org's official
 proxy, PyPI): ``POST /api/v2/jobs``, its SSE stream until the terminal status and outputs (then
 ``GET /api/v2/jobs/{id}`` if the stream ended without them, as its README says to), ``GET`` the output.
 """
@@ -15,6 +16,7 @@ proxy, PyPI): ``POST /api/v2/jobs``, its SSE stream until the terminal status an
 from __future__ import annotations
 
 import asyncio
+import base64
 import importlib.util
 import json
 import statistics
@@ -188,6 +190,19 @@ class Paths:
         check_png(status, png, "ComfyGate /api/image")
         return Run(t1 - t0, 0.0, time.time() - t1)
 
+    async def gate_inline(self) -> Run:
+        """One request: ``?wait=true&output_format=base64`` answers with the image in the JSON (as Salad's API does)."""
+        http = self.gate_http
+        t0 = time.time()
+        status, answer = await http.json(
+            "POST", "/api/workflow/submit?output_format=base64", {"workflow": self.workflow()}
+        )
+        if status != 200 or answer.get("status") != "completed":
+            raise RuntimeError(f"ComfyGate ?output_format=base64 answered {status}: {str(answer)[:300]}")
+        png = base64.b64decode(answer["outputs"][0]["data"])
+        check_png(200, png, "ComfyGate inline output")
+        return Run(time.time() - t0, 0.0, 0.0)
+
     async def via_proxy(self) -> Run:
         assert self.proxy_http is not None and self.proxy_sse is not None
         http = self.proxy_http
@@ -252,6 +267,7 @@ async def row_latency(bench: Bench) -> list[Result]:
         ("direct", paths.direct),
         ("gate", paths.gate_socket),
         ("gate_wait", paths.gate_wait),
+        ("gate_inline", paths.gate_inline),
     ]
     if proxy is not None:
         named.append(("proxy", paths.via_proxy))
@@ -277,6 +293,7 @@ async def row_latency(bench: Bench) -> list[Result]:
     for name, label, target in (
         ("gate", "latency", "added median ≤ 2 ms, p99 ≤ 10 ms, below every peer"),
         ("gate_wait", "latency-wait", "added median ≤ 2 ms, p99 ≤ 10 ms"),
+        ("gate_inline", "latency-inline", "added median ≤ 2 ms, p99 ≤ 10 ms"),
         ("gate_local", "latency-same-host", "added median ≤ 2 ms, p99 ≤ 10 ms"),
     ):
         if name not in stats:

@@ -19,12 +19,18 @@ from anyio import CapacityLimiter
 
 T = TypeVar("T")
 CPU_WORKERS = 2  # the work holds the GIL: more threads would not make it faster, only the loop slower
+# An API-format workflow this small is converted and checked in ~10 µs a node (BENCHMARKS.md, issue 18):
+# less than the hop to a worker thread and back costs the request (~0.3 ms), so it is done in place.
+INLINE_NODES = 24
 
 _limiters: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, CapacityLimiter] = weakref.WeakKeyDictionary()
 
 
-async def run_cpu(func: Callable[..., T], *args: Any, **kwargs: Any) -> T:
-    """``func(*args, **kwargs)`` in a worker thread, at most ``CPU_WORKERS`` at a time per event loop."""
+async def run_cpu(func: Callable[..., T], *args: Any, inline: bool = False, **kwargs: Any) -> T:
+    """``func(*args, **kwargs)`` in a worker thread, at most ``CPU_WORKERS`` at a time per event loop
+    (``inline``: the caller knows the work is tiny, see ``INLINE_NODES``: run it here)."""
+    if inline:
+        return func(*args, **kwargs)
     loop = asyncio.get_running_loop()
     limiter = _limiters.get(loop)
     if limiter is None:

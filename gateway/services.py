@@ -28,8 +28,11 @@ class Services:
     extras: dict[str, Any] = field(default_factory=dict)
 
     async def local_outputs(self, outputs: list[dict[str, Any]]) -> None:
-        """Make sure these output files are on this machine's disk (cluster mode: another replica may have
-        downloaded them; they are fetched from the shared store). Nothing to do in single mode."""
+        """Make sure these output files are on this machine's disk: written (a just-finished small output is
+        written behind, see ``OutputFetcher``), and in cluster mode fetched from the shared store when
+        another replica downloaded them. Whoever reads ``outputs/`` calls this first."""
+        for item in outputs:
+            await self.manager.outputs.fetcher.settled(str(item.get("filename", "")))
         cluster = self.extras.get("cluster")
         if cluster is not None:
             await cluster.localize(outputs)

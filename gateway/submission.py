@@ -9,11 +9,13 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+from fastapi.encoders import jsonable_encoder
+from fastapi.responses import JSONResponse
 from starlette.requests import Request
 
 from core.errors import InvalidRequest, WorkflowFormatError
 from gateway import integration
-from gateway.offload import run_cpu
+from gateway.offload import INLINE_NODES, run_cpu
 from gateway.remote_inputs import resolve_image_params
 from gateway.services import Services
 from gateway.wait import SyncOptions
@@ -52,17 +54,24 @@ async def prepare_submission(
     limit = services.settings.max_workflow_nodes
     check_node_count(workflow, limit)  # before any work proportional to its size
     info = await services.object_info(backend, stale_ok=True)  # a held task is checked now
-    api, titles, _ = await run_cpu(checked_api, workflow, info, limit)
+    small = is_small_api(workflow)
+    api, titles, _ = await run_cpu(checked_api, workflow, info, limit, inline=small)
     given = params or {}
     params = await resolve_image_params(services, api, info, given)  # data/URL/file images → uploaded
     if params != given:  # an upload changes the backends' LoadImage choices: validate against the new ones
         info = await services.object_info(backend, stale_ok=True)
     apply = randomize_seed_if_no_params if viewcomfy_seed_rule else apply_params
-    api, applied = await run_cpu(apply, api, params, info)
+    api, applied = await run_cpu(apply, api, params, info, inline=small)
     return Prepared(api, applied, name, titles)
 
 
 Exposed = list[tuple[str, str]]
+
+
+def is_small_api(workflow: dict[str, Any]) -> bool:
+    """An API-format workflow of at most ``INLINE_NODES`` nodes (a UI workflow's conversion costs more)."""
+    nodes = unwrap_prompt(workflow)
+    return isinstance(nodes, dict) and len(nodes) <= INLINE_NODES and "nodes" not in nodes
 
 
 def checked_api(
@@ -122,10 +131,15 @@ async def submit(services: Services, request: Request, order: SubmitOrder, sync:
     waited = await integration.after_submit(services, request, task, sync, order.wait, order.output_format)
     if waited is not None:
         return waited
-    return {
-        "task_id": task.task_id,
-        "prompt_id": task.prompt_id,
-        "status": task.status.value,
-        "params": task.params,
-        "warnings": task.warnings,
-    }
+    # A response, not a dict: FastAPI would validate it against SubmitResponse again (~0.1 ms).
+    return JSONResponse(
+        jsonable_encoder(
+            {
+                "task_id": task.task_id,
+                "prompt_id": task.prompt_id,
+                "status": task.status.value,
+                "params": task.params,
+                "warnings": task.warnings,
+            }
+        )
+    )

@@ -9,13 +9,14 @@ from __future__ import annotations
 
 import asyncio
 import base64
-import contextlib
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from fastapi import Query, Request
+from fastapi import Request
 from fastapi.encoders import jsonable_encoder
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from core.errors import InvalidRequest
 from core.task import Task
@@ -25,24 +26,28 @@ WAIT_MARGIN = 5.0  # seconds past the task's own timeout, which ends the task an
 
 
 class Waiters:
-    """One Event per task somebody waits for, set by the task observer on "finished"."""
+    """One future per task somebody waits for, resolved by the task observer on "finished" (a future, not
+    an Event and a task waiting on it: the waiting request resumes one loop turn sooner)."""
 
     def __init__(self) -> None:
-        self._events: dict[str, asyncio.Event] = {}
+        self._ends: dict[str, asyncio.Future[None]] = {}
 
-    def event(self, task_id: str) -> asyncio.Event:
-        return self._events.setdefault(task_id, asyncio.Event())
+    def end(self, task_id: str) -> asyncio.Future[None]:
+        end = self._ends.get(task_id)
+        if end is None:
+            end = self._ends[task_id] = asyncio.get_running_loop().create_future()
+        return end
 
     def release(self, task_id: str) -> None:
-        event = self._events.get(task_id)
-        if event is not None and not event.is_set():
-            self._events.pop(task_id, None)
+        end = self._ends.get(task_id)
+        if end is not None and not end.done():
+            self._ends.pop(task_id, None)
 
     def on_task(self, task: Task, change: str) -> None:
         if change == "finished":
-            event = self._events.pop(task.task_id, None)
-            if event is not None:
-                event.set()
+            end = self._ends.pop(task.task_id, None)
+            if end is not None and not end.done():
+                end.set_result(None)
 
 
 @dataclass(slots=True)
@@ -53,18 +58,51 @@ class SyncOptions:
     cancel_on_disconnect: bool = False
 
 
-async def sync_options(
-    wait: bool | None = Query(None, description="answer only when the task has ended (same as the body's wait)"),
-    wait_timeout: float | None = Query(
+class SyncQuery(BaseModel):
+    """The submit's query parameters (in the route's OpenAPI entry through ``SYNC_QUERY_PARAMETERS``)."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    wait: bool | None = Field(None, description="answer only when the task has ended (same as the body's wait)")
+    wait_timeout: float | None = Field(
         None, gt=0, description="longest wait in seconds (default: the task's timeout); then 202 with the task"
-    ),
-    output_format: Literal["url", "base64"] | None = Query(
+    )
+    output_format: Literal["url", "base64"] | None = Field(
         None, description='"base64": with wait, inline every output as base64 "data" (implies wait)'
-    ),
-    cancel_on_disconnect: bool = Query(False, description="with wait: cancel the task if the client goes away"),
-) -> SyncOptions:
-    """A coroutine so FastAPI does not run it in its thread pool (a thread hop on every submission)."""
-    return SyncOptions(wait, wait_timeout, output_format, cancel_on_disconnect)
+    )
+    cancel_on_disconnect: bool = Field(False, description="with wait: cancel the task if the client goes away")
+
+
+NO_OPTIONS = SyncOptions(None, None, None, False)
+SYNC_QUERY_PARAMETERS: list[dict[str, Any]] = [
+    {
+        "name": name,
+        "in": "query",
+        "required": False,
+        "description": spec.get("description", ""),
+        "schema": {k: v for k, v in spec.items() if k not in ("description", "title")},
+    }
+    for name, spec in SyncQuery.model_json_schema()["properties"].items()
+]
+
+
+async def sync_options(request: Request) -> SyncOptions:
+    """Read here rather than as four FastAPI ``Query`` parameters: solving those cost every submission
+    ~50 µs of CPU (~0.15 ms in the latency benchmark, issue 18), though most send none. Errors are the
+    same 422 with ``loc: ["query", name]``."""
+    query = request.query_params
+    if not query:
+        return NO_OPTIONS
+    try:
+        given = SyncQuery.model_validate({name: query[name] for name in SyncQuery.model_fields if name in query})
+    except ValidationError as exc:
+        raise RequestValidationError(
+            [
+                {"type": e["type"], "loc": ("query", *e["loc"]), "msg": e["msg"], "input": e.get("input")}
+                for e in exc.errors()
+            ]
+        ) from None
+    return SyncOptions(given.wait, given.wait_timeout, given.output_format, given.cancel_on_disconnect)
 
 
 def resolve(options: SyncOptions, body_wait: bool, body_format: str | None) -> SyncOptions:
@@ -92,15 +130,14 @@ async def wait_for_task(services: Services, request: Request, task: Task, option
     limit = task.timeout + WAIT_MARGIN
     if options.wait_timeout is not None:
         limit = min(limit, options.wait_timeout)
-    ended = asyncio.create_task(waiters.event(task.task_id).wait())
+    ended = waiters.end(task.task_id)
     gone = asyncio.create_task(_disconnected(request))
+    gone.add_done_callback(lambda job: job.cancelled() or job.exception())  # retrieved: never "never retrieved"
     try:
         await asyncio.wait({ended, gone}, timeout=limit, return_when=asyncio.FIRST_COMPLETED)
     finally:
-        for job in (ended, gone):
-            job.cancel()
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await job
+        # Not awaited: it ends at the next turn, while the answer is already on its way.
+        gone.cancel()
     client_gone = gone.done() and not gone.cancelled() and not task.status.final
     if not task.status.final:
         waiters.release(task.task_id)
@@ -109,8 +146,12 @@ async def wait_for_task(services: Services, request: Request, task: Task, option
     return task.status.final, client_gone
 
 
-def inline_outputs(services: Services, outputs: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """Outputs with their bytes as base64 ``data``, within a total budget; the rest say why not."""
+def inline_outputs(
+    services: Services, outputs: list[dict[str, Any]], in_memory: dict[str, bytes] | None = None
+) -> list[dict[str, Any]]:
+    """Outputs with their bytes as base64 ``data``, within a total budget; the rest say why not.
+    ``in_memory``: bytes already at hand by file name (the output cache), not read from disk."""
+    in_memory = in_memory or {}
     budget = services.settings.inline_output_max_bytes
     result = []
     for output in outputs:
@@ -124,11 +165,11 @@ def inline_outputs(services: Services, outputs: list[dict[str, Any]]) -> list[di
                 f"not inlined: {size} bytes exceed the remaining inline budget of {budget} bytes "
                 "(COMFYUI_INLINE_OUTPUT_MAX_BYTES); fetch it from url"
             )
-        elif not path.is_file():
+        elif item.get("filename") not in in_memory and not path.is_file():
             item["data"] = None
             item["data_skipped"] = "the file is no longer on disk"
         else:
-            raw = path.read_bytes()
+            raw = in_memory.get(item.get("filename", "")) or path.read_bytes()
             budget -= len(raw)
             item["data"] = base64.b64encode(raw).decode("ascii")
         result.append(item)
@@ -142,6 +183,25 @@ async def respond_when_done(services: Services, request: Request, task: Task, op
         body["wait_timed_out"] = True
         return JSONResponse(jsonable_encoder(body), status_code=202, headers={"Location": f"/api/task/{task.task_id}"})
     if options.output_format == "base64":
-        await services.local_outputs(task.outputs)
-        body["outputs"] = await asyncio.to_thread(inline_outputs, services, task.outputs)
-    return body
+        body["outputs"] = await _inlined(services, task.outputs)
+    # Sent as it is: validating it against the route's response model again would only cost time.
+    return JSONResponse(jsonable_encoder(body))
+
+
+INLINE_ON_LOOP_BYTES = 64 * 1024  # base64 of this much takes ~50 µs: less than a hop to a thread
+
+
+async def _inlined(services: Services, outputs: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """``inline_outputs``, from the output cache where it can (a just-finished small output is there,
+    possibly not yet on disk), reading the rest from outputs/ in a worker thread."""
+    cache = services.manager.outputs.cache
+    in_memory: dict[str, bytes] = {}
+    for output in outputs:
+        cached = cache.get(str(output.get("filename", ""))) if output.get("type", "output") == "output" else None
+        if cached is not None:
+            in_memory[str(output["filename"])] = cached.data
+    rest = [o for o in outputs if o.get("filename") not in in_memory]
+    if not rest and sum(map(len, in_memory.values())) <= INLINE_ON_LOOP_BYTES:
+        return inline_outputs(services, outputs, in_memory)
+    await services.local_outputs(rest)
+    return await asyncio.to_thread(inline_outputs, services, outputs, in_memory)

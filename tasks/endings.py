@@ -1,7 +1,8 @@
 """How a task ends: outputs downloaded then completed, failed, timed out or interrupted.
 
-Outputs are in ``outputs/`` before a task is called completed (``outputs``: fetched from ComfyUI's
-``executed`` on; the task completes once every output node has reported, or at ``execution_success``).
+Outputs are in ComfyGate's hands before a task is called completed (``outputs``: fetched from ComfyUI's
+``executed`` on; the task completes once every output node has reported, or at ``execution_success``);
+a small one may reach ``outputs/`` a few ms later (``output_fetch``: served from memory meanwhile).
 ``finish`` is the single way to a final status: it releases the task from the pool and its timer,
 tells observers and listeners, and drops the workflow from memory when the durable store keeps it.
 Timeouts and interrupts live here too: both end a task and stop it on its backend.
@@ -104,6 +105,8 @@ class Endings:
         """Cluster mode: the outputs copied to shared storage (else the task fails, and False)."""
         if self.output_keeper is None or not task.outputs:
             return True
+        for item in task.outputs:  # the keeper copies the files: they must be written first
+            await self.outputs.fetcher.settled(str(item["filename"]))
         try:
             await self.output_keeper.keep(task)
         except ComfyGateError as exc:

@@ -102,15 +102,18 @@ def _link_same_file(path: str, tmp: Path, inode: int) -> bool:
     return False
 
 
-def write_file(path: Path, data: bytes) -> float:
+def write_file(path: Path, data: bytes, mtime_s: int | None = None) -> float:
     """Write ``data`` beside ``path``, then rename: no reader sees half a file (blocking: run it in a thread).
 
-    Returns the file's modification time, which the in-memory copy's validators are derived from."""
+    Returns the file's modification time, which the in-memory copy's validators are derived from
+    (``mtime_s``: set it to these whole seconds, chosen before the write, as write-behind does)."""
     tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex[:12]}.part")  # unique: writers may race
     try:
         with open(tmp, "wb") as f:
             f.write(data)
             f.flush()  # the write itself sets the modification time
+            if mtime_s is not None:
+                os.utime(f.fileno(), ns=(mtime_s * 10**9, mtime_s * 10**9))
             mtime = os.fstat(f.fileno()).st_mtime
         os.replace(tmp, path)
     finally:

@@ -111,6 +111,7 @@ class TaskManager:
         for backend in self.pool.backends.values():
             await backend.stop()
         await self.jobs.stop()
+        await self.outputs.fetcher.close()  # files written behind are on disk before the process ends
 
     def spawn(self, coro: Coroutine[Any, Any, Any], name: str | None = None) -> Any:
         """Run in the background, tracked so shutdown can wait for it and errors are logged."""

@@ -22,6 +22,7 @@ from typing import Any
 
 from backends.comfyui import ComfyUIBackend
 from backends.comfyui_outputs import OutputRef, node_output_refs
+from comfyui_client import SentRequest
 from config import Settings
 from core.errors import ComfyUINotFound
 from core.media_types import content_type
@@ -103,7 +104,8 @@ class Outputs:
                 self.jobs.spawn(self._remove(job.result()), name=f"remove output of {task.task_id}")
 
     async def _remove(self, output: dict[str, Any]) -> None:
-        self.cache.discard(output["filename"])
+        self.cache.discard(output["filename"])  # unpinned: a write-behind not started yet never starts
+        await self.fetcher.settled(output["filename"])  # one under way ends before the unlink
         folder = self.settings.outputs_dir if output["type"] == "output" else self.temp_dir
         await asyncio.to_thread((folder / output["filename"]).unlink, missing_ok=True)
 
@@ -117,19 +119,40 @@ class Outputs:
         key = (ref.node_id, ref.key, name, ref.subfolder, ref.type)
         job = None if again else started.get(key)
         if job is None:
-            work = self._save_text(task, ref, index) if ref.kind == "text" else self._download(task, backend, ref)
-            job = started[key] = asyncio.ensure_future(work)
+            if ref.kind == "text":
+                job = asyncio.ensure_future(self._save_text(task, ref, index))
+            else:
+                job = self._start_download(task, backend, ref)
+            started[key] = job
             job.add_done_callback(_retrieved)
         return job
 
-    async def _download(self, task: Task, backend: ComfyUIBackend, ref: OutputRef) -> dict[str, Any]:
+    def _start_download(self, task: Task, backend: ComfyUIBackend, ref: OutputRef) -> asyncio.Task[dict[str, Any]]:
+        """The download's request leaves now; the task that reads the answer runs from the next loop turn."""
         kind = "output" if ref.type == "output" else "temp"  # a backend's answer never picks a local folder
-        folder = self.settings.outputs_dir if kind == "output" else self.temp_dir
         local = self._local_name(task, f"{task.task_id[:8]}_{sanitize_filename(ref.filename)}")
         wanted = {"filename": ref.filename, "subfolder": ref.subfolder, "type": ref.type}
+        cache_key = local if kind == "output" else None
+        sent = self.fetcher.begin(backend, wanted, cache_key)
+        job = asyncio.ensure_future(self._download(backend, ref, kind, local, wanted, cache_key, sent))
+        if sent is not None:  # cancelled before it ran: nobody reads the answer on that connection
+            job.add_done_callback(lambda _: sent.abandon())
+        return job
+
+    async def _download(
+        self,
+        backend: ComfyUIBackend,
+        ref: OutputRef,
+        kind: str,
+        local: str,
+        wanted: dict[str, str],
+        cache_key: str | None,
+        sent: SentRequest | None,
+    ) -> dict[str, Any]:
+        folder = self.settings.outputs_dir if kind == "output" else self.temp_dir
         dest = folder / local
         try:
-            size = await self.fetcher.fetch(backend, wanted, dest, local if kind == "output" else None)
+            size = await self.fetcher.fetch(backend, wanted, dest, cache_key, sent)
         except asyncio.CancelledError:  # the task failed meanwhile: what this download wrote is not an output
             self.cache.discard(local)
             await asyncio.to_thread(dest.unlink, missing_ok=True)

@@ -3,15 +3,21 @@
 The in-memory ``TaskStore`` stays the index every request reads; this module only mirrors it to disk.
 Writes come from task observers (created / status / finished), are serialised on the event loop (a
 small JSON snapshot) and handed to one writer thread that batches them into a transaction: the event
-loop never waits for the disk. The workflow and the params, the big fields that never change after
-submission, live in their own table (``task_inputs``), written once when the task is created: a status
-change rewrites only the task's small ``tasks`` row, never a 50 MB prompt (SQLite rewrites a whole row
-on update). The workflow is read back on demand, so finished tasks need not keep it in memory. Rows of
-older versions (workflow and params in ``tasks``) are read as they are.
+loop never waits for the disk. A task's creation is handed over at once (it goes out while ComfyUI
+validates the prompt); later changes are gathered for ``DEFER_S`` and handed over together, so the
+writer thread (and its hold on the GIL) does not wake while the loop pushes a finished task to its
+listeners and serves its output, and a quick task's "running" and "finished" become one row write.
+
+The workflow and the params, the big fields that never change after submission, live in their own table
+(``task_inputs``), written once when the task is created: a status change rewrites only the task's small
+``tasks`` row, never a 50 MB prompt (SQLite rewrites a whole row on update). The workflow is read back
+on demand, so finished tasks need not keep it in memory. Rows of older versions (workflow and params in
+``tasks``) are read as they are.
 """
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import dataclasses
 import heapq
@@ -50,6 +56,7 @@ CREATE TABLE IF NOT EXISTS task_inputs (
 INPUT_FIELDS = ("workflow", "params")
 RECORD_FIELDS = tuple(f.name for f in dataclasses.fields(Task) if f.name not in INPUT_FIELDS)
 BATCH = 500  # rows per transaction at most
+DEFER_S = 0.005  # status changes wait this long on the loop before the writer thread gets them
 PRUNE_EVERY = 200  # finished writes between two trims of old finished rows
 
 
@@ -80,6 +87,21 @@ def task_from_record(record: str, workflow: str | None, params: str | None = Non
         return None
 
 
+def _row(task: Task, inputs: tuple[str, str] | None) -> tuple[Any, ...]:
+    return (task.task_id, task.created_at, task.status.value, task.status.final, task_record(task), inputs)
+
+
+def _collect(rows: list[tuple[Any, ...]], batch: dict[str, tuple[Any, ...]], inputs: dict[str, tuple[str, str]]) -> int:
+    """Add ``rows`` to a transaction's batch (a task's latest row wins); returns how many are final."""
+    finished = 0
+    for task_id, created_at, status, final, record, task_inputs in rows:
+        batch[task_id] = (task_id, created_at, status, int(final), record)
+        if task_inputs is not None:
+            inputs[task_id] = task_inputs
+        finished += int(final)
+    return finished
+
+
 class _Flush:
     """A marker in the write queue: set once every write queued before it is on disk."""
 
@@ -98,6 +120,9 @@ class TaskDatabase:
         self.path = Path(path)
         self.history_limit = history_limit
         self._queue: queue.SimpleQueue[Any] = queue.SimpleQueue()
+        self._pending: dict[str, Task] = {}  # changed since the last hand-over (DEFER_S), on the loop's side
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._loop_thread = 0
         self._thread: threading.Thread | None = None
         self._read: sqlite3.Connection | None = None
         self._read_lock = threading.Lock()
@@ -122,6 +147,7 @@ class TaskDatabase:
 
     def close(self) -> None:
         """Write everything still queued, then stop the writer."""
+        self.flush()
         if self._thread is not None:
             self._queue.put(_Stop())
             self._thread.join(30)
@@ -131,11 +157,15 @@ class TaskDatabase:
             self._read = None
 
     def flush(self, timeout: float = 30.0) -> bool:
-        """Wait until every write queued so far is on disk."""
+        """Wait until every change observed so far is on disk (blocking: not on the event loop)."""
         if self._thread is None:
             return True
         marker = _Flush()
-        self._queue.put(marker)
+        loop = self._loop
+        if loop is not None and loop.is_running() and threading.get_ident() != self._loop_thread:
+            loop.call_soon_threadsafe(self._hand_over, marker)  # the deferred changes first, on their thread
+        else:
+            self._hand_over(marker)
         return marker.done.wait(timeout)
 
     # --- reading -----------------------------------------------------------------------------------
@@ -183,11 +213,28 @@ class TaskDatabase:
     # --- writing -----------------------------------------------------------------------------------
     def observe(self, task: Task, change: str) -> None:
         """Task observer: snapshot on the event loop (cheap), write on the writer thread."""
-        inputs = None
         if change == "created":  # the only time the workflow and params are written
+            self._pending.pop(task.task_id, None)
             inputs = (json.dumps(task.workflow, separators=(",", ":")), json.dumps(task.params, default=str))
-        row = (task.task_id, task.created_at, task.status.value, task.status.final, task_record(task), inputs)
-        self._queue.put(row)
+            self._queue.put(_row(task, inputs))
+            return
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:  # not on a loop (tools, tests): at once
+            self._queue.put(_row(task, None))
+            return
+        if not self._pending:
+            self._loop, self._loop_thread = loop, threading.get_ident()
+            loop.call_later(DEFER_S, self._hand_over)
+        self._pending[task.task_id] = task
+
+    def _hand_over(self, marker: _Flush | None = None) -> None:
+        """The deferred changes (their latest state) to the writer thread, as one item; then ``marker``."""
+        if self._pending:
+            pending, self._pending = self._pending, {}
+            self._queue.put([_row(task, None) for task in pending.values()])
+        if marker is not None:
+            self._queue.put(marker)
 
     def _writer(self) -> None:
         conn = self._connect()
@@ -205,11 +252,7 @@ class TaskDatabase:
                     elif isinstance(item, _Flush):
                         markers.append(item)
                     else:
-                        task_id, created_at, status, final, record, task_inputs = item
-                        batch[task_id] = (task_id, created_at, status, int(final), record)
-                        if task_inputs is not None:
-                            inputs[task_id] = task_inputs
-                        finished_since_prune += int(final)
+                        finished_since_prune += _collect(item if isinstance(item, list) else [item], batch, inputs)
                     if stop or len(batch) >= BATCH:
                         break
                     try:

@@ -115,6 +115,17 @@ class Gate:
             time.sleep(0.02)
 
 
+def written(path: Path, timeout: float = 2.0) -> bool:
+    """Is ``path`` a file, or does it become one within ``timeout``? A small output is written to outputs/
+    a few milliseconds after its task completes (tasks/output_fetch.py: served from memory meanwhile)."""
+    deadline = time.monotonic() + timeout
+    while not path.is_file():
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.005)
+    return True
+
+
 def submit_ok(gate: Gate, workflow: dict[str, Any], **body: Any) -> dict[str, Any]:
     response = gate.submit(workflow, **body)
     assert response.status_code == 200, response.text

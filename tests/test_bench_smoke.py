@@ -27,7 +27,7 @@ def test_bench_smoke_runs_every_row(tmp_path: Path) -> None:
         assert f"\n{row} " in table, f"row {row} missing from:\n{table}"
     results = {r["row"]: r for r in json.loads(out.read_text())["results"]}
     # The latency row also reports ComfyGate's synchronous and same-host paths and comfy-api-proxy beside it.
-    assert set(results) == set(ROWS) | {"latency-wait", "latency-same-host", "peer-proxy"}
+    assert set(results) == set(ROWS) | {"latency-wait", "latency-inline", "latency-same-host", "peer-proxy"}
     assert results["peer-proxy"]["passed"] is not None, "comfy-api-proxy (requirements-dev.txt) did not run"
     for name, result in results.items():
         assert not result["measured"].startswith("error"), (name, result)

@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import stat
 from typing import Any
-from urllib.parse import quote
 
 from fastapi import APIRouter, Depends, File, Form, Header, Query, UploadFile
 from fastapi.encoders import jsonable_encoder
@@ -13,6 +12,7 @@ from fastapi.responses import FileResponse, JSONResponse, Response
 
 from api.dependencies import get_services
 from api.models import HealthOut, QueueOut, TaskList, TaskOut, UploadOut
+from api.output_lane import cached_headers
 from backends.base import Backend
 from backends.comfyui import ComfyUIBackend
 from core.errors import ComfyGateError, InvalidRequest, NotFound
@@ -209,17 +209,16 @@ async def image(
 ) -> Response:
     if type == "output" and range_ is None:
         cached = services.manager.outputs.cache.get(filename)
-        if cached is not None:  # just finished: from memory, without the thread hops of a file response
-            media = content_type(filename)
-            headers = {"etag": cached.etag, "last-modified": cached.last_modified, "accept-ranges": "bytes"}
+        if cached is not None:  # just finished: from memory (api/output_lane.py answers most of these first)
             if if_none_match is not None and cached.etag in if_none_match:
+                headers = {"etag": cached.etag, "last-modified": cached.last_modified, "accept-ranges": "bytes"}
                 return Response(status_code=304, headers=headers)
-            headers.update(output_headers(media))
-            disposition = "attachment" if is_active_type(media) else "inline"
-            headers["content-disposition"] = f"{disposition}; filename*=utf-8''{quote(filename)}"
-            return Response(cached.data, media_type=media, headers=headers)
+            headers = cached_headers(filename, cached)
+            return Response(cached.data, media_type=headers.pop("content-type"), headers=headers)
     folder = services.settings.outputs_dir if type == "output" else services.manager.temp_dir
     path = resolve_inside(folder, filename, "output file")
+    if type == "output":  # a Range request for a file still being written behind
+        await services.manager.outputs.fetcher.settled(path.name)
     try:
         info = path.stat()
     except OSError:

@@ -257,6 +257,7 @@ async def link_result(services: Services, task: Task, prompt_id: str, base: str)
     outputs: list[LinkOutput] = []
     problems: list[str] = []
     if task.status == TaskStatus.COMPLETED:
+        await services.local_outputs(task.outputs)
         for entry in task.outputs:
             path = output_path(services, entry)
             try:
@@ -374,6 +375,7 @@ async def output_file(
     entry = next((e for e in (task.outputs if task else []) if e.get("filename") == filename), None)
     if entry is None:
         raise NotFound(f"no output {filename!r} in task {task_id}")
+    await services.local_outputs([entry])
     path = output_path(services, entry)
     if not await asyncio.to_thread(path.is_file):
         raise NotFound(f"output {filename!r} is no longer on disk")

@@ -14,7 +14,7 @@ from __future__ import annotations
 import mimetypes
 import re
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -107,12 +107,19 @@ def resolve(
 class BackendInputs:
     """Uploads a task's inputs to the backend it is being dispatched to (from the dispatch hook).
 
-    ``comfyui`` finds a backend among the pool's ComfyUI servers (the ones with an input folder).
+    ``comfyui`` finds a backend among the pool's ComfyUI servers (the ones with an input folder);
+    ``written(name)`` returns once an output file of that name is on disk (it may be written behind).
     """
 
-    def __init__(self, store: AssetStore, comfyui: Callable[[str], ComfyUIBackend | None]) -> None:
+    def __init__(
+        self,
+        store: AssetStore,
+        comfyui: Callable[[str], ComfyUIBackend | None],
+        written: Callable[[str], Awaitable[None]] | None = None,
+    ) -> None:
         self.store = store
         self.comfyui = comfyui
+        self.written = written
         self._sent: dict[tuple[str, str], float] = {}  # (backend name, file name) → when sent
 
     async def prepare_for_backend(self, task: Task, backend: Backend) -> None:
@@ -138,6 +145,8 @@ class BackendInputs:
                     location=item["location"],
                 )
             )
+            if item["kind"] != "upload" and self.written is not None:
+                await self.written(path.name)
             try:
                 data = await self.store.run(path.read_bytes)
             except OSError as exc:

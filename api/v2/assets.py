@@ -209,6 +209,8 @@ async def get_asset(
 )
 async def get_asset_content(asset_id: str, request: Request, state: V2State = Depends(get_state)) -> Response:
     record = await record_or_404(state, asset_id)
+    if record.kind != "upload":  # an output: its file may still be being written behind
+        await state.services.manager.outputs.fetcher.settled(record.location.rpartition("/")[2])
     try:
         return await content_response(state.store.file_of(record), record.content_type, request.headers.get("range"))
     except (FileNotFoundError, NotADirectoryError) as exc:

@@ -69,7 +69,7 @@ class V2State:
                 self.recent_outputs.popitem(last=False)
             # Every task's outputs are v2 assets (any task is a v2 job); hashing is paid by v2 jobs only.
             hashed = task.extra.get("source") == "api_v2"
-            job = asyncio.get_running_loop().create_task(self._record_outputs(records, hashed))
+            job = asyncio.get_running_loop().create_task(self._record_outputs(records, hashed, task.outputs))
             self._jobs.add(job)
             job.add_done_callback(self._jobs.discard)
 
@@ -96,9 +96,11 @@ class V2State:
             )
         return records
 
-    async def _record_outputs(self, records: list[AssetRecord], hashed: bool) -> None:
+    async def _record_outputs(self, records: list[AssetRecord], hashed: bool, outputs: list[dict[str, Any]]) -> None:
         """Write the records and their hashes (off the loop); ``recent_outputs`` answers meanwhile."""
         try:
+            if hashed:
+                await self.services.local_outputs(outputs)  # the hash reads the files
             hashes = await self.store.run(self.store.add_outputs, records, hashed)
         except Exception:
             log.exception("could not record outputs as assets: %s", [r.id for r in records])
@@ -136,7 +138,9 @@ async def install(services: Services) -> V2State:
         store.submit(store.save_claim, scoped, what, claimed_at)
 
     keys.on_change = save_claim
-    state = V2State(services, store, keys, BackendInputs(store, services.manager.pool.comfyui.get), Previews())
+    manager = services.manager
+    inputs = BackendInputs(store, manager.pool.comfyui.get, manager.outputs.fetcher.settled)
+    state = V2State(services, store, keys, inputs, Previews())
     services.hub.add_tap(state.previews.tap)
     services.manager.add_observer(state.on_task)
     services.manager.add_dispatch_hook(state.before_dispatch)

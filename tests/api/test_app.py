@@ -12,7 +12,7 @@ import httpx
 import pytest
 from websockets.sync.client import connect
 
-from tests.conftest import FINAL, Gate
+from tests.conftest import FINAL, Gate, written
 from tests.protocol import load_workflow, sd_workflow
 
 # The core flows, against the emulator as ComfyUI 0.3.64 and as a newer server (jobs API, atomic cancel).
@@ -33,7 +33,7 @@ def test_txt2img_end_to_end_with_params_and_outputs_on_disk(gate: Gate) -> None:
     [output] = task["outputs"]
     assert output["node_id"] == "9" and output["content_type"] == "image/png"
     path = gate.settings.outputs_dir / output["filename"]
-    assert path.is_file() and path.stat().st_size == output["size"] > 0
+    assert written(path) and path.stat().st_size == output["size"] > 0
     image = gate.client.get(output["url"])
     assert image.status_code == 200
     assert image.headers["content-type"] == "image/png"
@@ -56,6 +56,7 @@ def test_image_workflow_with_uploaded_input(gate: Gate) -> None:
     assert task["status"] == "completed", task
     saved = [o for o in task["outputs"] if o["node_id"] == "4"]
     assert len(saved) == 1
+    assert written(gate.settings.outputs_dir / saved[0]["filename"])
     with Image.open(gate.settings.outputs_dir / saved[0]["filename"]) as img:
         assert img.size == (128, 96)
     assert task["node_outputs"]["6"]["text"] == ["128"]
@@ -204,7 +205,7 @@ def test_ws_drop_is_reconciled_from_history(gate: Gate, emulator: Any) -> None:
     emulator.drop_websockets()
     task = gate.wait(task_id, timeout=10)
     assert task["status"] == "completed", task
-    assert task["outputs"] and (gate.settings.outputs_dir / task["outputs"][0]["filename"]).is_file()
+    assert task["outputs"] and written(gate.settings.outputs_dir / task["outputs"][0]["filename"])
 
 
 def test_fifty_concurrent_submissions_all_complete(gate: Gate) -> None:

@@ -9,7 +9,7 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.conftest import Gate
+from tests.conftest import Gate, written
 from tests.protocol import load_workflow, sd_workflow
 
 
@@ -30,7 +30,8 @@ def test_wait_query_with_base64_outputs(gate: Gate) -> None:
     assert response.status_code == 200, response.text
     [output] = response.json()["outputs"]
     data = base64.b64decode(output["data"])
-    assert data == (gate.settings.outputs_dir / output["filename"]).read_bytes()
+    path = gate.settings.outputs_dir / output["filename"]
+    assert written(path) and data == path.read_bytes()
     assert data[:8] == b"\x89PNG\r\n\x1a\n"
 
 
@@ -75,3 +76,28 @@ def test_client_disconnect_cancels_only_when_asked(gate: Gate, emulator: Any, ca
     finally:
         emulator.set_delays(step_delay=0.0)
     assert task["status"] == expected, task
+
+
+@pytest.mark.parametrize(
+    ("query", "name"),
+    [
+        ("wait_timeout=0", "wait_timeout"),
+        ("wait_timeout=soon", "wait_timeout"),
+        ("output_format=png", "output_format"),
+        ("wait=perhaps", "wait"),
+    ],
+)
+def test_a_bad_query_parameter_is_a_422_naming_it_and_nothing_runs(gate: Gate, query: str, name: str) -> None:
+    before = gate.client.get("/api/tasks").json()["total"]
+    response = gate.client.post(f"/api/workflow/submit?{query}", json={"workflow": load_workflow("invert_save.json")})
+    assert response.status_code == 422, response.text
+    body = response.json()
+    assert body["error"] == "invalid_request" and body["message"].startswith(f"query.{name}:"), body
+    assert gate.client.get("/api/tasks").json()["total"] == before
+
+
+def test_the_query_parameters_are_documented(gate: Gate) -> None:
+    operation = gate.client.get("/openapi.json").json()["paths"]["/api/workflow/submit"]["post"]
+    documented = {p["name"]: p for p in operation["parameters"] if p["in"] == "query"}
+    assert set(documented) == {"wait", "wait_timeout", "output_format", "cancel_on_disconnect"}
+    assert documented["wait_timeout"]["schema"]["anyOf"][0]["exclusiveMinimum"] == 0

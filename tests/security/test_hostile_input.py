@@ -22,7 +22,7 @@ import pytest
 from PIL import Image
 from websockets.sync.client import connect
 
-from tests.conftest import Gate
+from tests.conftest import Gate, written
 from tests.protocol import load_workflow
 from tests.servers import free_port
 
@@ -167,7 +167,7 @@ def test_backend_output_names_are_sanitised_before_the_disk(gate: Gate, emulator
         name = output["filename"]
         assert "/" not in name and "\\" not in name and "\x00" not in name and not name.startswith(".")
         path = (gate.settings.outputs_dir / name).resolve()
-        assert path.parent == outputs and path.is_file()
+        assert path.parent == outputs and written(path)
         served = gate.client.get(output["url"])
         assert served.status_code == 200 and served.content[:8] == b"\x89PNG\r\n\x1a\n"
     assert {o["comfyui"]["filename"] for o in task["outputs"]} == set(hostile)  # reported as sent, for the record

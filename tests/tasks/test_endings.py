@@ -8,7 +8,7 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.conftest import Emulators, Gate
+from tests.conftest import Emulators, Gate, written
 
 IMAGES = {"1": {"class_type": "EmptyImage", "inputs": {"width": 32, "height": 24, "batch_size": 3, "color": 4259584}}}
 EVERY_KIND: dict[str, Any] = {
@@ -95,7 +95,7 @@ def test_every_output_kind_round_trips(newer_gate: tuple[Gate, Any]) -> None:
             path = (gate.settings.outputs_dir if folder == "output" else gate.settings.outputs_dir / "temp") / entry[
                 "filename"
             ]
-            assert path.read_bytes() == served.content
+            assert written(path) and path.read_bytes() == served.content
             if kind in ("image", "video", "audio"):
                 # shown inline by the debugger
                 assert not served.headers.get("content-disposition", "inline").startswith("attachment")

@@ -27,6 +27,7 @@ from events.hub import EventHub
 from tasks import output_fetch
 from tasks.manager import TaskManager
 from tasks.memory_store import TaskStore
+from tasks.output_cache import validators
 from tests.conftest import Gate, submit_ok
 
 TWO_OUTPUTS = {
@@ -103,6 +104,7 @@ async def test_a_file_is_fetched_when_executed_names_it_and_the_last_output_comp
     rig.executed(task, "4")  # every output node has reported: nothing is left to run
     await until(lambda: task.status.final)
     assert task.status == TaskStatus.COMPLETED, task.error
+    await rig.manager.outputs.fetcher.settled()  # small files are written behind
     assert [o["node_id"] for o in task.outputs] == ["2", "4"] and len(rig.on_disk(task)) == 2
     rig.event(task, "execution_success")  # arrives after: changes nothing but the backend's running prompt
     assert task.status == TaskStatus.COMPLETED and rig.backend.running_prompt is None
@@ -152,13 +154,16 @@ async def test_a_failure_while_a_file_is_fetched_cancels_it(rig: Rig, emulator: 
     assert rig.on_disk(task) == []
 
 
-async def test_an_output_that_cannot_be_written_fails_the_task_at_once(
+async def test_an_output_written_before_completion_that_cannot_be_written_fails_the_task_at_once(
     rig: Rig, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    def disk_full(path: Path, data: bytes) -> float:
+    """Without write-behind (or once its memory budget is used up) the write is awaited: disk full fails the task."""
+
+    def disk_full(path: Path, data: bytes, *more: Any) -> float:
         raise OSError(28, "No space left on device")
 
     monkeypatch.setattr(output_fetch, "write_file", disk_full)
+    rig.manager.outputs.fetcher.write_behind = False
     task = rig.running(TWO_OUTPUTS)
     rig.executed(task, "2")
     rig.executed(task, "4")
@@ -174,10 +179,10 @@ async def test_a_failure_while_a_file_is_being_written_leaves_no_file(
     real_write = output_fetch.write_file
     writing = threading.Event()
 
-    def slow_write(path: Path, data: bytes) -> float:
+    def slow_write(path: Path, data: bytes, *more: Any) -> float:
         writing.set()
         time.sleep(0.3)
-        return real_write(path, data)
+        return real_write(path, data, *more)
 
     monkeypatch.setattr(output_fetch, "write_file", slow_write)
     task = rig.running(TWO_OUTPUTS)
@@ -187,6 +192,112 @@ async def test_a_failure_while_a_file_is_being_written_leaves_no_file(
     assert task.status == TaskStatus.FAILED
     await asyncio.sleep(0.6)
     assert rig.on_disk(task) == [] and rig.manager.outputs.cache.get(f"{task.task_id[:8]}_x") is None
+
+
+# --- write-behind: a small output is in hand (and served) before its file is on disk -----------------
+async def test_the_task_completes_before_the_file_is_written_and_the_bytes_are_served_meanwhile(
+    rig: Rig, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    real_write = output_fetch.write_file
+    release = threading.Event()
+
+    def held_write(path: Path, data: bytes, *more: Any) -> float:
+        release.wait(5)
+        return real_write(path, data, *more)
+
+    monkeypatch.setattr(output_fetch, "write_file", held_write)
+    task = rig.running(TWO_OUTPUTS)
+    rig.executed(task, "2")
+    rig.executed(task, "4")
+    await until(lambda: task.status.final)
+    assert task.status == TaskStatus.COMPLETED and rig.on_disk(task) == []  # no file yet: the writes wait
+    cache = rig.manager.outputs.cache
+    names = [o["filename"] for o in task.outputs]
+    cached = [cache.get(n) for n in names]
+    assert all(c is not None and cache.is_pinned(n) for c, n in zip(cached, names, strict=True))
+    settled = asyncio.ensure_future(rig.manager.outputs.fetcher.settled(names[0]))
+    await asyncio.sleep(0.05)
+    assert not settled.done()  # a reader of outputs/ waits for the file
+    release.set()
+    await settled
+    await rig.manager.outputs.fetcher.settled()
+    assert rig.on_disk(task) == sorted(names) and not any(cache.is_pinned(n) for n in names)
+    for name, item in zip(names, cached, strict=True):
+        info = (rig.outputs_dir / name).stat()
+        assert item is not None and (rig.outputs_dir / name).read_bytes() == item.data
+        assert validators(info.st_mtime, info.st_size)[0] == item.etag  # one ETag from memory or from disk
+
+
+async def test_a_write_behind_that_fails_keeps_the_bytes_and_tries_again(
+    rig: Rig, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    real_write = output_fetch.write_file
+    failures = {"left": 4}
+
+    def flaky_disk(path: Path, data: bytes, *more: Any) -> float:
+        if failures["left"] > 0:
+            failures["left"] -= 1
+            raise OSError(28, "No space left on device")
+        return real_write(path, data, *more)
+
+    monkeypatch.setattr(output_fetch, "write_file", flaky_disk)
+    monkeypatch.setattr(output_fetch, "RETRY_FIRST_S", 0.05)
+    task = rig.running(TWO_OUTPUTS)
+    rig.executed(task, "2")
+    rig.executed(task, "4")
+    await until(lambda: task.status.final)
+    assert task.status == TaskStatus.COMPLETED
+    names = [o["filename"] for o in task.outputs]
+    await until(lambda: rig.on_disk(task) == sorted(names))  # written once the disk takes it
+    assert failures["left"] == 0 and "trying again" in caplog.text
+    await rig.manager.outputs.fetcher.settled()  # the file is in place a moment before the loop hears it
+    assert not any(rig.manager.outputs.cache.is_pinned(n) for n in names)
+
+
+async def test_shutdown_writes_what_is_still_behind(rig: Rig, monkeypatch: pytest.MonkeyPatch) -> None:
+    real_write = output_fetch.write_file
+    failed: list[str] = []
+
+    def fails_once(path: Path, data: bytes, *more: Any) -> float:
+        if path.name not in failed:
+            failed.append(path.name)
+            raise OSError(28, "No space left on device")
+        return real_write(path, data, *more)
+
+    monkeypatch.setattr(output_fetch, "write_file", fails_once)
+    monkeypatch.setattr(output_fetch, "RETRY_FIRST_S", 60.0)  # the retry would come long after the shutdown
+    task = rig.running(TWO_OUTPUTS)
+    rig.executed(task, "2")
+    rig.executed(task, "4")
+    await until(lambda: task.status.final and len(failed) == 2)
+    assert rig.on_disk(task) == []
+    await rig.manager.stop()  # the last try happens now, and is awaited
+    assert rig.on_disk(task) == sorted(o["filename"] for o in task.outputs)
+
+
+async def test_past_the_pinned_budget_the_write_is_awaited(rig: Rig, monkeypatch: pytest.MonkeyPatch) -> None:
+    real_write = output_fetch.write_file
+    release = threading.Event()
+
+    def write(path: Path, data: bytes, *more: Any) -> float:
+        if more:  # written behind (the caller chose the modification time): held
+            release.wait(5)
+        return real_write(path, data, *more)
+
+    monkeypatch.setattr(output_fetch, "write_file", write)
+    sizes = [len(await rig.backend.client.fetch_small(**rig.files[n], limit=1 << 20) or b"") for n in ("2", "4")]
+    cache = rig.manager.outputs.cache
+    cache.max_entry = max(sizes)
+    cache.max_bytes = 2 * sum(sizes) - 2  # half of it, the pinned budget, holds one file and not both
+    task = rig.running(TWO_OUTPUTS)
+    rig.executed(task, "2")
+    rig.executed(task, "4")
+    await until(lambda: task.status.final)
+    assert task.status == TaskStatus.COMPLETED
+    assert len(rig.on_disk(task)) == 1 and cache.pinned_bytes in sizes  # one awaited, one held behind
+    release.set()
+    await rig.manager.outputs.fetcher.settled()
+    assert len(rig.on_disk(task)) == 2 and cache.pinned_bytes == 0
 
 
 def test_through_comfygate_the_first_output_is_on_disk_while_the_run_goes_on(

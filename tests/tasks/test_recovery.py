@@ -42,7 +42,10 @@ class FakeClient:
     async def get_history(self, prompt_id: str | None = None) -> dict[str, Any]:
         return {prompt_id: self.history[prompt_id]} if prompt_id in self.history else {}
 
-    async def fetch_small(self, filename: str, subfolder: str, type: str, limit: int) -> bytes | None:
+    def send_view(self, filename: str, subfolder: str, type: str) -> None:
+        return None  # nothing sent ahead: fetch_small asks
+
+    async def fetch_small(self, filename: str, subfolder: str, type: str, limit: int, sent: Any = None) -> bytes | None:
         self.downloads.append(filename)
         return b"png"
 
@@ -111,6 +114,7 @@ async def test_reconcile_reads_each_tasks_fate(parts: tuple[TaskManager, ComfyUI
     assert waiting.status == TaskStatus.QUEUED
     await settled(done, failed, lost_queued, lost_running)
     assert done.status == TaskStatus.COMPLETED and [o["filename"] for o in done.outputs] == ["donedone_a.png"]
+    await manager.outputs.fetcher.settled()  # written behind
     assert client.downloads == ["a.png"] and (manager.settings.outputs_dir / "donedone_a.png").is_file()
     assert failed.status == TaskStatus.FAILED and failed.error is not None
     assert failed.error["type"] == "execution_error" and failed.error["node_id"] == "1"

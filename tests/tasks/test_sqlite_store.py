@@ -12,7 +12,7 @@ import pytest
 from core.task import Task, TaskStatus
 from emulator.server import EmulatorThread
 from tasks.sqlite_store import TaskDatabase
-from tests.conftest import Gate, history_of, submit_ok
+from tests.conftest import Gate, history_of, submit_ok, written
 from tests.protocol import sd_workflow
 
 
@@ -52,6 +52,36 @@ def test_database_batches_trims_and_loads_workflows_on_demand(tmp_path: Path) ->
         db.close()
 
 
+async def test_status_changes_on_the_loop_are_deferred_and_coalesced_but_flush_sees_them(tmp_path: Path) -> None:
+    db = TaskDatabase(tmp_path / "tasks.sqlite3", history_limit=50)
+    await asyncio.to_thread(db.open)
+    try:
+        task = Task(task_id="t1", workflow={"1": {"class_type": "X"}}, prompt_id="p1")
+        db.observe(task, "created")  # at once: the creation is never held back
+        await asyncio.to_thread(db.flush)
+        assert db.written == 1
+        for status in (TaskStatus.QUEUED, TaskStatus.RUNNING, TaskStatus.COMPLETED):
+            task.status = status
+            db.observe(task, "finished" if status.final else "status")
+        assert db.written == 1  # held on the loop for DEFER_S
+        await asyncio.to_thread(db.flush)  # from another thread: the held changes go first
+        assert db.written == 2  # three changes, one row write with the latest state
+        assert await asyncio.to_thread(db.count) == 1
+        task.status = TaskStatus.FAILED
+        db.observe(task, "finished")
+        await asyncio.sleep(0.1)  # DEFER_S later the writer has it without being asked
+        await asyncio.to_thread(db.flush)
+        assert db.written == 3
+    finally:
+        await asyncio.to_thread(db.close)
+    db = TaskDatabase(tmp_path / "tasks.sqlite3", history_limit=50)
+    db.open()
+    try:
+        assert [t.status for t in db.load()] == [TaskStatus.FAILED]
+    finally:
+        db.close()
+
+
 def test_restart_of_comfygate_keeps_records_and_settles_in_flight(
     emulators: Any, gate_factory: Any, tmp_path: Path
 ) -> None:
@@ -75,7 +105,7 @@ def test_restart_of_comfygate_keeps_records_and_settles_in_flight(
     finished_b = new.wait(b["task_id"], timeout=15)
     for task in (finished_a, finished_b):  # followed by polling /history, outputs fetched by the new process
         assert task["status"] == "completed", task
-        assert task["outputs"] and (new.settings.outputs_dir / task["outputs"][0]["filename"]).is_file()
+        assert task["outputs"] and written(new.settings.outputs_dir / task["outputs"][0]["filename"])
     lost = new.wait(c["task_id"], timeout=15)
     assert lost["status"] == "failed" and lost["error"]["type"] == "backend_restarted", lost["error"]
     again = new.wait(d["task_id"], timeout=15)

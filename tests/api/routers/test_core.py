@@ -11,7 +11,7 @@ import httpx
 from PIL import Image
 
 from emulator.server import EmulatorThread
-from tests.conftest import Gate, submit_ok
+from tests.conftest import Gate, submit_ok, written
 from tests.protocol import load_workflow
 
 
@@ -81,7 +81,7 @@ def test_a_small_output_is_served_from_memory_with_the_files_validators(gate: Ga
     output = finished_output(gate)
     on_disk = gate.settings.outputs_dir / output["filename"]
     answer = gate.client.get(output["url"])
-    assert answer.status_code == 200 and answer.content == on_disk.read_bytes()
+    assert answer.status_code == 200 and written(on_disk) and answer.content == on_disk.read_bytes()
     assert answer.headers["content-type"] == "image/png" and int(answer.headers["content-length"]) == output["size"]
     # A Range request is served from the file: same ETag and Last-Modified as the copy in memory.
     ranged = gate.client.get(output["url"], headers={"Range": "bytes=0-7"})

@@ -12,7 +12,7 @@ import httpx
 import pytest
 
 from emulator.server import EmulatorThread
-from tests.conftest import Gate
+from tests.conftest import Gate, written
 from tests.protocol import PROJECT
 
 UI_FILE = PROJECT / "workflows" / "sd_txt2img_ui.json"
@@ -282,7 +282,8 @@ def test_bundled_ui_example_submitted_by_name_runs_and_makes_an_image(gate: Gate
     assert task["status"] == "completed", task
     [image] = task["outputs"]
     assert image["node_id"] == "9" and image["content_type"] == "image/png"
-    assert (gate.settings.outputs_dir / image["filename"]).stat().st_size == image["size"] > 0
+    path = gate.settings.outputs_dir / image["filename"]
+    assert written(path) and path.stat().st_size == image["size"] > 0
 
 
 # --------------------------------------------------------------------------------------------------
