@@ -24,7 +24,7 @@ import websockets
 from websockets.asyncio.client import ClientConnection, connect
 
 from backends.comfyui_events import ComfyUIEvent, MalformedFrame, parse_frame
-from core.errors import ComfyUIError, ComfyUINotFound, ComfyUIUnavailable, PromptRejected
+from core.errors import ComfyUIError, ComfyUINotFound, ComfyUIUnavailable, PostUnsure, PromptRejected
 
 log = logging.getLogger("comfygate.comfyui")
 
@@ -52,6 +52,14 @@ class _RawResponse:
 
     def json(self) -> Any:
         return json.loads(self.content)
+
+
+# What a raw exchange raises when the connection breaks, times out or carries something that is not HTTP.
+_BROKEN = (OSError, TimeoutError, asyncio.IncompleteReadError, asyncio.LimitOverrunError, ValueError, IndexError)
+
+
+class RequestSent(Exception):
+    """A request failed after it had left: the server may have received and acted on it."""
 
 
 class SentRequest:
@@ -90,11 +98,22 @@ class _KeepAlivePoster:
         self._idle: list[tuple[asyncio.StreamReader, asyncio.StreamWriter]] = []
 
     async def post(self, path: str, body: bytes, timeout: float) -> _RawResponse:
+        """POST ``body``; a failure once the request has been written is raised as ``RequestSent`` (the server
+        may have acted on it), one before (no connection) as itself."""
         head = (
             f"POST {self.prefix}{path} HTTP/1.1\r\nHost: {self.host_header}\r\n"
             f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n\r\n"
         )
-        response = await self._exchange(head.encode("latin-1") + body, -1, timeout)
+        conn = self._take()
+        async with asyncio.timeout(timeout):
+            if conn is None:
+                conn = await asyncio.open_connection(self.host, self.port)
+        reader, writer = conn
+        writer.write(head.encode("latin-1") + body)
+        try:
+            response = await self._answer(reader, writer, -1, timeout)
+        except _BROKEN as exc:
+            raise RequestSent(f"{type(exc).__name__}: {exc}") from exc
         assert response is not None  # no size limit: always read
         return response
 
@@ -226,6 +245,12 @@ class ComfyUIClient:
         data = json.dumps(body).encode()
         try:
             response = await self._poster.post(path, data, self.timeout)
+        except RequestSent as exc:
+            raise PostUnsure(
+                f"ComfyUI at {self.base_url} did not answer POST {path} after the request left ({exc}); "
+                "it may have taken it",
+                backend=self.base_url,
+            ) from exc
         except TimeoutError as exc:
             raise ComfyUIUnavailable(f"ComfyUI at {self.base_url} timed out on POST {path}") from exc
         except (OSError, asyncio.IncompleteReadError, asyncio.LimitOverrunError, ValueError, IndexError) as exc:
@@ -248,12 +273,21 @@ class ComfyUIClient:
         kwargs.setdefault("timeout", self.timeout)
         try:
             response = await self.http.request(method, f"{self.base_url}{path}", **kwargs)
-        except httpx.TimeoutException as exc:
-            raise ComfyUIUnavailable(f"ComfyUI at {self.base_url} timed out on {method} {path}") from exc
-        except httpx.HTTPError as exc:
+        except (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout) as exc:  # nothing was sent
             raise ComfyUIUnavailable(
-                f"ComfyUI at {self.base_url} is unreachable ({type(exc).__name__}: {exc})",
-                backend=self.base_url,
+                f"ComfyUI at {self.base_url} is unreachable ({type(exc).__name__}: {exc})", backend=self.base_url
+            ) from exc
+        except httpx.HTTPError as exc:  # the request left: a POST may have been acted on
+            timed_out = isinstance(exc, httpx.TimeoutException)
+            failure = "timed out" if timed_out else f"failed ({type(exc).__name__}: {exc})"
+            if method == "POST":
+                raise PostUnsure(
+                    f"ComfyUI at {self.base_url} {failure} on {method} {path} after the request left; "
+                    "it may have taken it",
+                    backend=self.base_url,
+                ) from exc
+            raise ComfyUIUnavailable(
+                f"ComfyUI at {self.base_url} {failure} on {method} {path}", backend=self.base_url
             ) from exc
         self._refuse_missing_or_forbidden(response.status_code, method, path)
         return response

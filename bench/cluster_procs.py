@@ -4,6 +4,7 @@ replicas (round robin, no stickiness, WebSockets and SSE passed through), and Co
 
 from __future__ import annotations
 
+import math
 import os
 import shutil
 import signal
@@ -143,7 +144,8 @@ http {{
       proxy_set_header Connection $connection_upgrade;
       proxy_set_header Host $host;
       proxy_buffering off;
-      proxy_request_buffering off;
+      # Request bodies are read whole first (the default): nginx can only pass a request on to the next
+      # replica if it still has the body, e.g. when a stopping replica closed the connection unread.
       proxy_read_timeout 3600s;
       proxy_next_upstream error timeout non_idempotent;  # POSTs too: submits carry an Idempotency-Key
       proxy_next_upstream_tries 3;
@@ -257,9 +259,10 @@ class Replica:
         return self
 
     def stop(self) -> None:
-        """A graceful stop (SIGTERM): its leases are given back at once."""
+        """A graceful stop (SIGTERM): its leases are given back once what is under way on their backends has
+        ended (streams get COMFYUI_SHUTDOWN_GRACE, hand-overs up to 10 s: a process manager allows more, as here)."""
         if self.proc is not None:
-            self.proc.stop()
+            self.proc.stop(grace=30.0)
             self.proc = None
 
     def kill(self) -> None:
@@ -326,26 +329,31 @@ class ClusterStack:
             if replica.proc is None:
                 continue
             status, body = replica.health()
-            if status == 200 and body:
-                return {b["name"]: b.get("owner") for b in body["backends"]}
+            if status == 200 and body:  # (a ViewComfy backend is each replica's own: no owner)
+                return {b["name"]: b.get("owner") for b in body["backends"] if b["kind"] == "comfyui"}
         return {}
 
     def wait_owned(self, timeout: float = 30.0, exclude: str | None = None) -> dict[str, str | None]:
-        """Until every backend has a live owner (other than ``exclude``) and is healthy on every replica."""
+        """Until the leases have settled: every backend has a live owner (other than ``exclude``) that serves it,
+        no replica owns more than its fair share (the first replica up takes every backend, then hands some
+        over as the others join), and every backend is healthy on every replica."""
 
         def done() -> bool:
             owners = self.owners()
             if not owners or any(o is None or o == exclude for o in owners.values()):
                 return False
-            for replica in self.replicas:
-                if replica.proc is None:
-                    continue
+            running = [r for r in self.replicas if r.proc is not None and r.name != exclude]
+            served: list[str] = []
+            for replica in running:
                 status, body = replica.health()
-                if status != 200 or not all(b["healthy"] for b in body["backends"]):
+                if status != 200 or not all(b["healthy"] for b in body["backends"] if b["kind"] == "comfyui"):
                     return False
-            return True
+                if len(body["cluster"]["owned"]) > math.ceil(len(owners) / len(running)):
+                    return False
+                served += body["cluster"]["owned"]
+            return sorted(served) == sorted(owners)
 
-        wait_until(done, "every backend owned and healthy everywhere", None, timeout)
+        wait_until(done, "every backend owned, by fair shares, and healthy everywhere", None, timeout)
         return self.owners()
 
     def close(self) -> None:

@@ -89,11 +89,12 @@ class Proc:
         except OSError:
             return ""
 
-    def stop(self) -> None:
+    def stop(self, grace: float = 5.0) -> None:
+        """SIGTERM, and SIGKILL if it has not exited after ``grace`` s."""
         if self.alive():
             self.popen.send_signal(signal.SIGTERM)
             try:
-                self.popen.wait(5)
+                self.popen.wait(grace)
             except subprocess.TimeoutExpired:
                 self.popen.kill()
                 self.popen.wait(5)

@@ -9,9 +9,11 @@ count of unfinished tasks; they still call its HTTP routes (object_info, uploads
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -60,6 +62,11 @@ class SharedBackend(ComfyUIBackend):
         self.ws.client_id = shared_client_id(prefix, self.url)
         self._lease_valid = lease_valid
         self.owned = False
+        # Set while its lease is being given back: no hand-over starts, those under way are waited for.
+        self.closing = asyncio.Event()
+        self.handing = 0  # hand-overs under way: from the record naming this backend to the one of their outcome
+        self._handed = asyncio.Event()
+        self._handed.set()
         self.remote_state: dict[str, Any] | None = None  # what the owner last published
         self.remote_seen = 0.0
         self.cluster_load = 0  # unfinished tasks on it, counted in Redis across replicas
@@ -70,7 +77,32 @@ class SharedBackend(ComfyUIBackend):
 
     def take(self) -> None:
         self.owned = True
+        self.closing.clear()
         self.ws.start()
+
+    @contextlib.contextmanager
+    def handing_over(self) -> Iterator[None]:
+        """One hand-over to this backend, from the record that names it to the record of the outcome (posted,
+        refused, unsure): the lease is only given back once none is under way, so the next owner reads the
+        outcome instead of guessing it (and posting a prompt ComfyUI is still validating a second time)."""
+        if not self.owned or self.closing.is_set():
+            raise ComfyUIUnavailable(f"this replica is giving {self.name} up; retry", retry_after=1)
+        self.handing += 1
+        self._handed.clear()
+        try:
+            yield
+        finally:
+            self.handing -= 1
+            if not self.handing:
+                self._handed.set()
+
+    async def handed(self, timeout: float) -> bool:
+        """Wait until no hand-over is under way (True), at most ``timeout`` s (False)."""
+        try:
+            await asyncio.wait_for(self._handed.wait(), timeout)
+        except TimeoutError:
+            return False
+        return True
 
     async def give_up(self) -> None:
         """Close the WebSocket without the down/up bookkeeping: the new owner reconciles."""
@@ -127,6 +159,6 @@ class SharedBackend(ComfyUIBackend):
     # --- hand-over: only the owner posts, and only while its lease is surely still its own ----------
     async def hand_over(self, task: Task, host: TaskHost, extra_data: dict[str, Any] | None = None) -> None:
         """``extra_data`` (dispatch hooks, partner-node key) goes with the prompt, as on a single replica."""
-        if not self.owned or not self._lease_valid(self.name):
+        if not self.owned or self.closing.is_set() or not self._lease_valid(self.name):
             raise ComfyUIUnavailable(f"this replica no longer owns {self.name}; retry", retry_after=1)
         await super().hand_over(task, host, extra_data)

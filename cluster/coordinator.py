@@ -21,6 +21,7 @@ store, the event bus and the backends the manager is made of, and plugs into the
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 import os
@@ -33,6 +34,7 @@ from fastapi.responses import RedirectResponse, Response, StreamingResponse
 from redis.asyncio import BlockingConnectionPool, Redis
 from redis.exceptions import RedisError
 
+from backends.base import Backend
 from cluster.backend import SharedBackend
 from cluster.bus import ClusterBus
 from cluster.lease import LeaseKeeper
@@ -44,7 +46,7 @@ from cluster.store import RedisRecords, RedisTaskStore
 from cluster.stream import StreamReader
 from cluster.writer import RedisWriter
 from config import Settings
-from core.errors import ComfyGateError, ComfyUIUnavailable, PromptRejected, ServiceBusy
+from core.errors import ComfyGateError, ComfyUIUnavailable, PostUnsure, PromptRejected, ServiceBusy
 from core.media_types import content_type
 from core.task import Task, TaskStatus
 from events.hub import EventHub
@@ -64,10 +66,27 @@ FORWARD_WAIT = 10.0  # seconds a replica waits for the owner's answer before ans
 KEEP_TRIES = 30  # attempts (about a second apart) to store a task's outputs while the store is down
 SWEEP_EVERY = 20  # state exchanges (about 10 s) between two sweeps for tasks nobody posted
 SWEEP_AFTER = 15.0  # seconds a stored, unposted task may wait for its owner's inbox before a sweep takes it
+DRAIN_WAIT = 10.0  # seconds a lease being given back waits for the hand-overs and completions under way on it
+# Seconds between two looks for a prompt whose post may have happened: ComfyUI queues a prompt only once it has
+# validated it (~5 ms alone, ~140 ms in a burst of 50: transcript 50_bench), and it does not refuse a repeated
+# prompt id (33_duplicate_prompt_id): it would run it twice.
+UNSURE_GRACE = 2.0
+CATCH_UP_WAIT = 2.0  # seconds a new owner waits for its event stream to reach what the last owner wrote
+HEALTHY_WAIT = 5.0  # seconds a new owner waits for its WebSocket and object_info before serving the backend
 
 
 class ClusterUnavailable(ServiceBusy):
     code = "cluster_unavailable"
+
+
+def _rejected(backend: SharedBackend, exc: PromptRejected) -> dict[str, Any]:
+    """A task's error when its backend refused its prompt."""
+    return {
+        "type": "prompt_rejected",
+        "message": f"{backend.name} rejected the prompt: {exc.message}",
+        "comfyui_error": exc.error,
+        "node_errors": exc.node_errors,
+    }
 
 
 def stream_int(entry_id: str) -> int:
@@ -115,6 +134,7 @@ class Cluster:
         self._loops: list[asyncio.Task[Any]] = []
         self._jobs: set[asyncio.Task[Any]] = set()
         self._given: dict[str, int] = {}
+        self.stopping = False
 
     def key(self, *parts: str) -> str:
         return self.prefix + ":".join(parts)
@@ -128,13 +148,15 @@ class Cluster:
         return self.bus
 
     def _fence(self, task: Task) -> tuple[str, str] | None:
-        """Writes about a task driven here are only valid while its backend's lease is not someone else's."""
-        if task.backend and task.task_id in self.store.live:
+        """A write about a task on a backend is only valid from that backend's owner (the one exception, a new
+        task's first record on its way to the owner's inbox, is written unfenced): late writes of a replica
+        that gave the lease up, or lost it, never undo its successor's."""
+        if task.backend:
             return f"{self.prefix}lease:{task.backend}", self.replica
         return None
 
     def _fence_id(self, task_id: str) -> tuple[str, str] | None:
-        task = self.store.get(task_id) if task_id in self.store.live else None
+        task = self.store.get(task_id)
         return self._fence(task) if task is not None else None
 
     def add_backends(self, manager: TaskManager, http: httpx.AsyncClient) -> None:
@@ -219,6 +241,7 @@ class Cluster:
         ]
         assert self.leases is not None
         await self.leases.round()
+        await self.leases.settled()
         self.leases.start()
         if self.library is not None:
             try:
@@ -227,7 +250,9 @@ class Cluster:
                 log.warning("could not copy the shipped workflows into the store: %s", exc)
 
     async def stop(self) -> None:
-        """Give the leases back first (another replica takes over at once), then stop."""
+        """Give the leases back first (another replica takes over at once: each once what is under way on its
+        backend has ended, its outcome stored), then stop."""
+        self.stopping = True
         if self.leases is not None:
             await self.leases.stop()
         for job in [*self._loops, *self._jobs]:
@@ -343,34 +368,62 @@ class Cluster:
         if held:
             log.info("%s owns %s now", self.replica, name)
             await self._adopt(backend)
-        else:
-            log.info("%s no longer owns %s", self.replica, name)
-            self._ready.discard(name)
-            ids = list(backend.inflight)
-            await backend.give_up()
-            manager = self.manager
-            for task_id in ids:
-                self.store.release(task_id)
-                if manager is not None:
-                    manager.timers.cancel(task_id)
+            return
+        log.info("%s no longer owns %s", self.replica, name)
+        self._ready.discard(name)
+        backend.closing.set()
+        await self._drain(backend)
+        ids = list(backend.inflight)
+        await backend.give_up()
+        for task_id in ids:
+            self._let_go(task_id)
+
+    def _let_go(self, task_id: str) -> None:
+        """Another replica drives this task from now on (the lease of its backend is going or gone)."""
+        self.store.release(task_id)
+        if self.manager is not None:
+            self.manager.timers.cancel(task_id)
+
+    async def _drain(self, backend: SharedBackend) -> None:
+        """Before a lease goes (its backend is closing: nothing new starts there): let the hand-overs under way end
+        and the outputs being gathered be stored, and their records reach Redis, so that the next owner reads
+        their outcome instead of guessing it. Bounded by ``DRAIN_WAIT``; what is still under way then is left to
+        the next owner, which looks for it on ComfyUI before posting anything."""
+        deadline = time.monotonic() + DRAIN_WAIT
+        if not await backend.handed(DRAIN_WAIT):
+            log.warning("%d hand-over(s) to %s still going: the next owner checks them", backend.handing, backend.name)
+        if self.manager is not None:  # tasks whose outputs are downloading end here, once
+            await self.manager.endings.completions_ended(set(backend.inflight), deadline - time.monotonic())
+        try:
+            await self.writer.call(lambda pipe: pipe.ping(), timeout=max(1.0, deadline - time.monotonic()))
+        except (TimeoutError, RedisError, OSError) as exc:
+            log.warning("the last writes about %s may not be stored before its lease goes: %s", backend.name, exc)
 
     async def _adopt(self, backend: SharedBackend) -> None:
-        """Take the backend's unfinished tasks, post those never posted, then open its WebSocket."""
+        """Take the backend's unfinished tasks, open its WebSocket, then look for those whose post is unsure.
+
+        The event stream is read up to what the last owner wrote first, so the tasks taken over carry the
+        progress its listeners last saw. Tasks whose inbox note still waits were never posted: the inbox
+        serves them. The backend is served (inbox, shared queue) once connected and described."""
         manager = self.manager
         assert manager is not None
         try:
+            await self._catch_up()
             tasks = await self.records.unfinished_on(backend.name)
+            waiting = await self._inbox_ids(backend.name)
             await self.redis.hset(self.key("load"), backend.name, len(tasks))
-        except RedisError as exc:
+        except (RedisError, OSError) as exc:
             log.warning("could not adopt the tasks of %s yet: %s", backend.name, exc)
             if self.leases is not None:
-                await self.leases.give_up(backend.name)
+                self._spawn(self.leases.give_up(backend.name), f"give up {backend.name}")
             return
         now = time.time()
         unsure: list[Task] = []
         for loaded in tasks:
             if loaded.task_id in self.store.live:
                 continue
+            if loaded.status == TaskStatus.PENDING and loaded.task_id in waiting:
+                continue  # never posted: its note is served once the backend is ready
             task = self.store.adopt(loaded)
             task.extra["charged"] = backend.name
             manager.pool.remember_classes(task, workflow_classes(task.workflow))
@@ -379,75 +432,142 @@ class Cluster:
             if task.status == TaskStatus.PENDING:
                 unsure.append(task)
         backend.take()
+        await self._until_healthy(backend)
         if unsure:
-            await self._post_unsure(backend, unsure)
-            # The reconciliation of the WebSocket's connect skips tasks whose post was unsure: run it again.
-            self._spawn(manager.recovery.reconcile(backend), f"reconcile {backend.name}")
+            self._spawn(self._post_unsure(backend, unsure), f"unsure {backend.name}")
         self._ready.add(backend.name)
         self._kick.set()
         await self._publish_state(backend)
 
-    async def _post_unsure(self, backend: SharedBackend, tasks: list[Task]) -> None:
-        """Tasks stored as handed to this backend whose post may not have happened (the owner died)."""
-        manager = self.manager
-        assert manager is not None
-        try:
-            queue = await backend.client.get_queue()
-            known = {item[1] for key in ("queue_running", "queue_pending") for item in queue.get(key, [])}
-            for task in tasks:
-                if task.prompt_id not in known and (await backend.client.get_history(task.prompt_id)).get(
-                    task.prompt_id
-                ):
-                    known.add(task.prompt_id)
-        except ComfyGateError as exc:
-            log.warning(
-                "cannot check %d unsure task(s) on %s (%s): the reconnect settles them",
-                len(tasks),
-                backend.name,
-                exc.message,
-            )
-            for task in tasks:
-                task.status = TaskStatus.QUEUED
-            return
-        for task in tasks:
-            if task.prompt_id in known:
-                task.status = TaskStatus.QUEUED  # posted before the crash: events or history tell the rest
-                manager.updates.notify(task, "status")
-                continue
-            backend.inflight.discard(task.task_id)
-            await self._dispatch_here(task, backend, held=True)
+    async def _catch_up(self) -> None:
+        """Until this replica's stream reader has read every entry written so far (bounded)."""
+        last = entries(await self.redis.xrevrange(self.key("events"), count=1))
+        if last and not await self.reader.reached(last[0][0], CATCH_UP_WAIT):
+            log.warning("the event stream is behind: tasks are taken over with older progress")
 
-    async def _dispatch_here(self, task: Task, backend: SharedBackend, *, held: bool) -> bool:
-        """Post ``task`` (adopted already) on an owned backend; a held task that fails to go is failed or held again."""
+    async def _inbox_ids(self, name: str) -> set[str]:
+        """The tasks whose notes wait in ``name``'s inbox (posts other replicas asked for, not yet served)."""
+        ids = set()
+        for raw in await self.redis.lrange(self.key("inbox", name), 0, -1):
+            try:
+                note = json.loads(raw)
+            except ValueError:
+                continue
+            if isinstance(note, dict) and note.get("op") == "post":
+                ids.add(str(note.get("task_id")))
+        return ids
+
+    async def _until_healthy(self, backend: SharedBackend) -> None:
+        """A new owner's backend goes into rotation once its WebSocket is up and its object_info known (bounded):
+        the others would otherwise see it unhealthy for a moment (no uploads, no tasks sent there)."""
+
+        async def ready() -> None:
+            await backend.ws.connected.wait()
+            await backend.refresh_object_info()
+
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(ready(), HEALTHY_WAIT)
+
+    async def _post_unsure(self, backend: SharedBackend, tasks: list[Task]) -> None:
+        """Tasks stored as handed to this backend whose post may have happened (the owner died or gave the lease
+        up in the middle, or ComfyUI did not answer): posted only when ComfyUI surely does not have them. One
+        absent at the first look is looked for again ``UNSURE_GRACE`` s later (ComfyUI may still be validating
+        it), and posted only if still absent; should the lease go meanwhile, the next owner looks for itself."""
         manager = self.manager
         assert manager is not None
-        try:
-            await manager.submitter.dispatch(task, backend)
-        except PromptRejected as exc:
-            self._uncharge(task)
-            manager.endings.fail(
-                task,
-                {
-                    "type": "prompt_rejected",
-                    "message": f"{backend.name} rejected the prompt: {exc.message}",
-                    "comfyui_error": exc.error,
-                    "node_errors": exc.node_errors,
-                },
-            )
+        for look in (1, 2):
+            try:
+                known = await self._known(backend, tasks)
+            except ComfyGateError as exc:
+                log.warning(
+                    "cannot check %d unsure task(s) on %s (%s): the reconnect settles them",
+                    len(tasks),
+                    backend.name,
+                    exc.message,
+                )
+                for task in tasks:
+                    task.status = TaskStatus.QUEUED
+                self._spawn(manager.recovery.reconcile(backend), f"reconcile {backend.name}")
+                return
+            found = [t for t in tasks if t.prompt_id in known and t.status == TaskStatus.PENDING]
+            for task in found:
+                task.status = TaskStatus.QUEUED  # posted before: events or history tell the rest
+                manager.updates.notify(task, "status")
+            if found:  # the reconciliation of the WebSocket's connect skipped them (unsure then)
+                self._spawn(manager.recovery.reconcile(backend), f"reconcile {backend.name}")
+            tasks = [t for t in tasks if t.status == TaskStatus.PENDING and t.backend == backend.name]
+            tasks = [t for t in tasks if self.drives(t)]
+            if not tasks:
+                return
+            if look == 1:
+                try:
+                    await asyncio.wait_for(backend.closing.wait(), UNSURE_GRACE)
+                    return  # the lease goes: the next owner looks for them
+                except TimeoutError:
+                    pass
+        for task in tasks:
+            await self._dispatch_here(task, backend)
+
+    @staticmethod
+    async def _known(backend: SharedBackend, tasks: list[Task]) -> set[str]:
+        """The prompt ids of ``tasks`` that ComfyUI has: queued, running or in its history."""
+        queue = await backend.client.get_queue()
+        known = {item[1] for key in ("queue_running", "queue_pending") for item in queue.get(key, [])}
+        for task in tasks:
+            if task.prompt_id not in known and (await backend.client.get_history(task.prompt_id)).get(task.prompt_id):
+                known.add(task.prompt_id)
+        return known & {t.prompt_id for t in tasks}
+
+    async def _dispatch_here(self, task: Task, backend: SharedBackend) -> bool:
+        """Post ``task`` (adopted already, stored as handed to ``backend``, which this replica owns). One that fails
+        to go is failed or held again; one whose post may have happened is looked for before anything else; while
+        the lease is being given back nothing is posted: the task stays stored so, for the next owner."""
+        if backend.closing.is_set() or not backend.owned:
+            backend.inflight.discard(task.task_id)
+            self._let_go(task.task_id)  # its record names the backend: the next owner's
             return False
-        except ComfyUIUnavailable:
-            self._uncharge(task)
-            task.status, task.backend = TaskStatus.PENDING, None
-            self.requeue(task)
-            return False
-        except ComfyGateError as exc:
-            self._uncharge(task)
-            manager.endings.fail(task, {"type": "dispatch_failed", "message": exc.message})
-            return False
-        if held and not task.status.final:
-            remaining = task.timeout - (time.time() - task.created_at)
-            manager.endings.arm_timeout(task, max(remaining, 1.0))
+        manager = self.manager
+        assert manager is not None
+        with backend.handing_over():  # (its outcome is stored before the lease can go)
+            try:
+                await manager.submitter.dispatch(task, backend, keep_unsure=True)
+            except PostUnsure:
+                self._unsure(task, backend)
+                return False
+            except asyncio.CancelledError:
+                self._unsure(task, backend)
+                raise
+            except PromptRejected as exc:
+                self._uncharge(task)
+                manager.endings.fail(task, _rejected(backend, exc))
+                return False
+            except ComfyUIUnavailable:
+                self._uncharge(task)
+                task.status, task.backend = TaskStatus.PENDING, None
+                self.requeue(task)
+                return False
+            except ComfyGateError as exc:
+                self._uncharge(task)
+                manager.endings.fail(task, {"type": "dispatch_failed", "message": exc.message})
+                return False
+        if not task.status.final:
+            manager.endings.arm_timeout(task, max(task.timeout - (time.time() - task.created_at), 1.0))
         return True
+
+    def _unsure(self, task: Task, backend: SharedBackend) -> None:
+        """A post whose outcome is unknown (no answer once the request had left, or cancelled meanwhile). ComfyUI
+        may have the prompt, so the task is never queued again for any backend (it could run twice): it stays
+        handed to ``backend``, stored so, and its owner looks for it on ComfyUI before posting it again."""
+        task.status, task.backend = TaskStatus.PENDING, backend.name
+        task.extra["charged"] = backend.name
+        log.warning("task %s: its post to %s may have happened; looking for it there first", task.task_id, backend.name)
+        if backend.owned and not backend.closing.is_set():
+            self.store.add(task)
+            backend.inflight.add(task.task_id)
+            self.records.save(task, with_workflow=True)
+            self._spawn(self._post_unsure(backend, [task]), f"unsure {task.task_id}")
+        else:  # its record says so already (stored before the post): the next owner looks for it
+            self._let_go(task.task_id)
 
     # --- backend states and loads, shared --------------------------------------------------------------
     async def _publish_state(self, backend: SharedBackend) -> None:
@@ -469,16 +589,18 @@ class Cluster:
             backend = self.backends[name]
             try:
                 tasks = await self.records.unfinished_on(name)
+                waiting = await self._inbox_ids(name)
             except (RedisError, OSError):
                 return
             stale = [
                 t
                 for t in tasks
                 if t.task_id not in self.store.live
+                and t.task_id not in waiting
                 and t.status == TaskStatus.PENDING
                 and time.time() - t.created_at > SWEEP_AFTER
             ]
-            if not stale or not backend.owned:
+            if not stale or not backend.owned or backend.closing.is_set():
                 continue
             log.warning("taking up %d task(s) stored for %s that nobody posted", len(stale), name)
             adopted = []
@@ -491,8 +613,7 @@ class Cluster:
                 backend.inflight.add(task.task_id)
                 manager.endings.arm_timeout(task, max(task.timeout - (time.time() - task.created_at), 1.0))
                 adopted.append(task)
-            await self._post_unsure(backend, adopted)
-            self._spawn(manager.recovery.reconcile(backend), f"reconcile {name}")
+            self._spawn(self._post_unsure(backend, adopted), f"unsure {name}")
 
     async def _exchange_states(self) -> None:
         names = list(self.backends)
@@ -507,7 +628,7 @@ class Cluster:
             try:
                 pipe = self.redis.pipeline(transaction=False)
                 for backend in self.backends.values():
-                    if backend.name in self._ready:
+                    if backend.name in self._ready or (backend.owned and backend.closing.is_set()):  # (draining)
                         pipe.set(
                             self.key("backend", backend.name),
                             json.dumps(backend.state(self.replica)),
@@ -553,8 +674,9 @@ class Cluster:
         assert manager is not None
         pool = manager.pool
         able = [b for b in self.backends.values() if b.healthy and pool.fits(task, b)]
-        if task.task_id in pool.partner_keys:
-            able = self._owned_here(able)
+        bound = pool.bound_here.get(task.task_id)
+        if bound is not None:
+            able = self._owned_here(able, bound)
         able.sort(key=lambda b: self._given.get(b.name, 0))
         chosen: str | None = None
         if able:
@@ -566,42 +688,91 @@ class Cluster:
                 raise ClusterUnavailable(f"Redis is unreachable: {exc}; retry shortly", retry_after=2) from exc
             chosen = text_or_none(answer)
         if chosen is None:
+            own = self._own_backend(task)
+            if own is not None:
+                return await self._post_own(task, own)
             return await self._hold(task)
         backend = self.backends[chosen]
         self._given[chosen] = self._given.get(chosen, 0) + 1
         task.backend = chosen
         task.extra["charged"] = chosen
-        if backend.owned and chosen in self._ready:
-            await self._store(task)
+        if backend.owned and chosen in self._ready and not backend.closing.is_set():
+            return await self._post_new(task, backend)
+        return await self._forward(task, backend)
+
+    async def _post_new(self, task: Task, backend: SharedBackend) -> Task:
+        """A new task posted by this replica, the owner of ``backend``. Its record names the backend before the
+        post (and only while the lease is ours: fenced), so a crash at any point leaves it for the next owner."""
+        manager = self.manager
+        assert manager is not None
+        posting = False
+        with backend.handing_over():  # (its outcome is stored before the lease can go)
             try:
-                await manager.submitter.dispatch(task, backend, new=True)
-            except ComfyUIUnavailable:
+                if not await self._store(task):
+                    raise ComfyUIUnavailable(f"{backend.name} has another owner now; retry", retry_after=1)
+                posting = True
+                await manager.submitter.dispatch(task, backend, new=True, keep_unsure=True)
+            except PostUnsure:
+                self._unsure(task, backend)
+                return task  # accepted: stored, and ComfyUI may have it
+            except asyncio.CancelledError:
+                if posting:
+                    self._unsure(task, backend)
+                else:
+                    self._uncharge(task)
+                    self.records.delete(task)  # never posted, never answered: no trace
+                raise
+            except ComfyUIUnavailable:  # ComfyUI surely did not take it
                 self._uncharge(task)
                 task.backend = None
                 return await self._hold(task)
             except BaseException:
                 self._uncharge(task)
                 raise
-            return task
-        return await self._forward(task, backend)
+        return task
 
-    def _owned_here(self, able: list[SharedBackend]) -> list[SharedBackend]:
-        """A per-request partner-node key is kept in this replica's memory only (never stored, so never in
-        Redis): its task can only go to a backend this replica posts to itself, one it owns."""
-        owned = [b for b in able if b.owned and b.name in self._ready]
+    def _own_backend(self, task: Task) -> Backend | None:
+        """A backend of this replica's own (ViewComfy: each replica has its own client of it) that can take
+        ``task`` now; as on a single replica, only when no ComfyUI server can."""
+        assert self.manager is not None
+        pool = self.manager.pool
+        own = [
+            b
+            for b in pool.backends.values()
+            if b.name not in self.backends and b.healthy and pool.fits(task, b) and pool.has_room(b)
+        ]
+        return min(own, key=lambda b: b.load) if own else None
+
+    async def _post_own(self, task: Task, backend: Backend) -> Task:
+        """A task for one of this replica's own backends: stored, then handed over and driven here (its record
+        and events go to every replica as any other's)."""
+        manager = self.manager
+        assert manager is not None
+        task.backend = backend.name
+        task.extra["driver"] = self.replica  # where an interrupt from another replica is sent
+        if not await self._store(task):
+            raise ClusterUnavailable("Redis did not store the task; retry shortly", retry_after=2)
+        await manager.submitter.dispatch(task, backend, new=True)
+        return task
+
+    def _owned_here(self, able: list[SharedBackend], bound: str) -> list[SharedBackend]:
+        """A task that needs what only this replica holds (``bound``: a per-request partner-node key, never
+        stored; a v2 job's uploaded files) can only go to a backend this replica posts to itself, one it owns."""
+        owned = [b for b in able if b.owned and b.name in self._ready and not b.closing.is_set()]
         if not owned:
             raise ServiceBusy(
-                "cluster mode: a request with api_key_comfy_org runs on a ComfyUI server owned by the replica that "
-                "took it, and this one owns none that can run it now; retry (another replica may take the request), "
-                "or set the key for every replica with COMFYUI_COMFY_ORG_API_KEYS",
+                f"cluster mode: a task that needs {bound} runs on a ComfyUI server owned by the replica that took it, "
+                "and this one owns none that can run it now; retry (another replica may take the request)"
+                + (", or set the key for every replica with COMFYUI_COMFY_ORG_API_KEYS" if "api_key" in bound else ""),
                 retry_after=2,
             )
         return owned
 
-    async def _store(self, task: Task, *more: Any) -> None:
-        """Write the record (with its workflow) and wait for Redis to have it; ``more``: ops in the same batch."""
+    async def _store(self, task: Task) -> bool:
+        """Write the record (with its workflow) and wait for Redis to have it; False when the fence refused it
+        (the lease of the task's backend is no longer this replica's)."""
         try:
-            await self.records.save_now(task)
+            return await self.records.save_now(task) is not None
         except (TimeoutError, RedisError, OSError) as exc:
             self._uncharge(task)
             raise ClusterUnavailable("Redis did not store the task in time; retry shortly", retry_after=2) from exc
@@ -610,12 +781,12 @@ class Cluster:
         """No backend has room: the task waits in the shared queue, stored before it is accepted."""
         manager = self.manager
         assert manager is not None
-        if task.task_id in manager.pool.partner_keys:  # whoever takes it from the queue would post it without
+        bound = manager.pool.bound_here.get(task.task_id)
+        if bound is not None:  # whoever takes it from the shared queue would not have it
             manager.pool.release(task)
             raise ServiceBusy(
-                "cluster mode: no ComfyUI server owned by this replica has room for a request with "
-                "api_key_comfy_org (its key stays in this replica's memory, so it cannot wait in the shared "
-                "queue); retry shortly",
+                f"cluster mode: no ComfyUI server owned by this replica has room for a task that needs {bound}, "
+                "which stays on this replica (so it cannot wait in the shared queue); retry shortly",
                 retry_after=5,
             )
         try:
@@ -675,7 +846,7 @@ class Cluster:
             self.manager.pool.forget_classes(task)
         future: asyncio.Future[dict[str, Any]] = asyncio.get_running_loop().create_future()
         self._replies[task.task_id] = future
-        record_op = self.records.save_op(task, with_workflow=True)
+        record_op = self.records.save_op(task, with_workflow=True, fenced=False)  # (the owner's to post)
         inbox = self.key("inbox", backend.name)
         note = json.dumps({"op": "post", "task_id": task.task_id, "reply_to": self.replica})
 
@@ -724,8 +895,14 @@ class Cluster:
         if not task.backend:
             return
         note = json.dumps({"op": "interrupt", "task_id": task.task_id, "reply_to": self.replica})
+        # One on a replica's own backend (ViewComfy) is stopped by that replica; one on a ComfyUI server, by its owner.
+        inbox = (
+            f"@{task.extra['driver']}"
+            if task.backend not in self.backends and task.extra.get("driver")
+            else task.backend
+        )
         try:
-            await self.redis.rpush(self.key("inbox", task.backend), note)
+            await self.redis.rpush(self.key("inbox", inbox), note)
         except RedisError as exc:
             raise ClusterUnavailable(f"Redis is unreachable: {exc}; retry shortly", retry_after=2) from exc
 
@@ -733,7 +910,8 @@ class Cluster:
     async def _serve_inboxes(self) -> None:
         while True:
             keys = [self.key("inbox", name) for name in sorted(self._ready)]
-            if not keys:
+            keys.append(self.key("inbox", f"@{self.replica}"))  # about the tasks on its own backends
+            if self.stopping:
                 await asyncio.sleep(0.1)
                 continue
             try:
@@ -749,7 +927,10 @@ class Cluster:
                 note = json.loads(raw)
             except ValueError:
                 continue
-            self._spawn(self._serve_surely(name, note), f"inbox {name}")
+            if name == f"@{self.replica}":
+                self._spawn(self._interrupt_own(str(note.get("task_id"))), f"inbox {name}")
+            else:
+                self._spawn(self._serve_surely(name, note), f"inbox {name}")
 
     async def _serve_surely(self, name: str, note: dict[str, Any]) -> None:
         """The note is out of Redis now: while this replica owns the backend, a Redis blip only delays it.
@@ -779,40 +960,55 @@ class Cluster:
         if task_id in self.store.live:
             return  # adopted already (a takeover read it from the records)
         loaded = await self.records.load(task_id)
+        if task_id in self.store.live:
+            return  # (or a sweep, meanwhile)
         if loaded is None or loaded.status.final or loaded.backend != name:
             await self._reply(note, {"ok": False, "kind": "gone", "message": "the task is no longer waiting"})
             return
-        if not backend.owned or name not in self._ready:
+        if not backend.owned or name not in self._ready or backend.closing.is_set():
             await self.redis.lpush(self.key("inbox", name), json.dumps(note))  # for the next owner
             return
+        with backend.handing_over():  # (its outcome is stored before the lease can go)
+            answer = await self._post_forwarded(loaded, backend)
+        await self._reply(note, answer)
+
+    async def _post_forwarded(self, loaded: Task, backend: SharedBackend) -> dict[str, Any]:
+        """Post a task another replica stored for ``backend`` (owned here); the answer for that replica."""
+        manager = self.manager
+        assert manager is not None
         task = self.store.adopt(loaded)
-        task.extra["charged"] = name
+        task.extra["charged"] = backend.name
         manager.pool.remember_classes(task, workflow_classes(task.workflow))
         try:
-            await manager.submitter.dispatch(task, backend, new=True)
+            await manager.submitter.dispatch(task, backend, new=True, keep_unsure=True)
+        except PostUnsure:
+            self._unsure(task, backend)
+        except asyncio.CancelledError:
+            self._unsure(task, backend)
+            raise
         except PromptRejected as exc:
             self._uncharge(task)
-            await self._reply(
-                note,
-                {
-                    "ok": False,
-                    "kind": "rejected",
-                    "message": exc.message,
-                    "error": exc.error,
-                    "node_errors": exc.node_errors,
-                },
-            )
-            return
-        except ComfyUIUnavailable:
+            return {
+                "ok": False,
+                "kind": "rejected",
+                "message": exc.message,
+                "error": exc.error,
+                "node_errors": exc.node_errors,
+            }
+        except ComfyUIUnavailable:  # ComfyUI surely did not take it: any owner may
             self._uncharge(task)
             task.backend, task.status = None, TaskStatus.PENDING
             self.store.local.add(task)
             self.requeue(task)
         except ComfyGateError as exc:
             self._uncharge(task)
-            await self._reply(note, {"ok": False, "kind": "error", "message": exc.message})
-            return
-        await self._reply(note, {"ok": True, "record": task_record(task)})
+            return {"ok": False, "kind": "error", "message": exc.message}
+        return {"ok": True, "record": task_record(task)}
+
+    async def _interrupt_own(self, task_id: str) -> None:
+        task = self.store.get(task_id)
+        if task is not None and self.drives(task) and self.manager is not None:
+            await self.manager.endings.interrupt(task)
 
     async def _interrupt_unknown(self, backend: SharedBackend, task_id: str) -> None:
         task = await self.records.load(task_id)
@@ -869,7 +1065,7 @@ class Cluster:
 
     async def _take_round(self) -> None:
         manager = self.manager
-        if manager is None or not self.redis_ok:
+        if manager is None or not self.redis_ok or self.stopping:
             return
         ids = texts(await self.redis.zrange(self.key("pending"), 0, 199))
         if not ids:
@@ -895,23 +1091,34 @@ class Cluster:
                 )
                 if chosen is None:
                     continue
-            if not await self.redis.zrem(self.key("pending"), task_id):
-                if chosen is not None:
-                    await self.redis.hincrby(self.key("load"), chosen, -1)
-                continue  # another replica took it
-            task = self.store.adopt(loaded)
             if chosen is None:
-                manager.endings.finish(
-                    task,
-                    TaskStatus.TIMEOUT,
-                    error={"type": "timeout", "message": f"task exceeded its timeout of {task.timeout:g} s"},
-                )
+                if await self.redis.zrem(self.key("pending"), task_id):
+                    manager.endings.finish(
+                        self.store.adopt(loaded),
+                        TaskStatus.TIMEOUT,
+                        error={"type": "timeout", "message": f"task exceeded its timeout of {task.timeout:g} s"},
+                    )
                 continue
-            backend = self.backends[chosen]
-            task.extra["charged"] = backend.name
-            task.backend = backend.name
+            if not await self._take(loaded, self.backends[chosen]):
+                await self.redis.hincrby(self.key("load"), chosen, -1)
+
+    async def _take(self, loaded: Task, backend: SharedBackend) -> bool:
+        """Take a waiting task out of the shared queue for ``backend`` (owned here) and post it; False when another
+        replica took it first or the lease is going. Out of the queue and stored as handed to the backend in one
+        step (fenced): a crash right after leaves it for the backend's next owner, never nowhere."""
+        manager = self.manager
+        assert manager is not None
+        if backend.closing.is_set() or not backend.owned:
+            return False
+        with backend.handing_over():
+            loaded.backend = backend.name
+            loaded.extra["charged"] = backend.name
+            if await self.records.save_now(loaded, take_from=self.key("pending")) is None:
+                return False  # another replica's now
+            task = self.store.adopt(loaded)
             manager.pool.remember_classes(task, workflow_classes(task.workflow))
-            await self._dispatch_here(task, backend, held=True)
+            await self._dispatch_here(task, backend)
+        return True
 
     # --- OutputKeeper: outputs into the object store -------------------------------------------------------
     async def keep(self, task: Task) -> None:

@@ -24,6 +24,9 @@ _TASK_PATH = re.compile(r"^/api/(?:task|interrupt)/([^/]+)(/events)?$")
 _WRITES = {"POST", "PUT", "PATCH", "DELETE"}
 _SUBMIT_PATHS = {"/api/workflow/submit"}
 IDEMPOTENCY_TTL = 24 * 3600
+# A claim lives this long unanswered: a replica killed in the middle of a submission must not leave its key
+# "in progress" for a day (a submission is answered within FORWARD_WAIT and a few round trips).
+CLAIM_TTL = 120
 
 
 class ClusterMiddleware:
@@ -98,7 +101,7 @@ async def _idempotent(app: ASGIApp, cluster: Cluster, key: str, scope: Scope, re
         return
     redis_key = cluster.key("idem", hashlib.sha256(key.encode()).hexdigest())
     try:
-        claimed = await cluster.redis.set(redis_key, "claim", nx=True, ex=IDEMPOTENCY_TTL)
+        claimed = await cluster.redis.set(redis_key, "claim", nx=True, ex=CLAIM_TTL)
         stored = None if claimed else await cluster.redis.get(redis_key)
     except (RedisError, OSError):
         await _unavailable(cluster, send)
@@ -130,7 +133,7 @@ async def _idempotent(app: ASGIApp, cluster: Cluster, key: str, scope: Scope, re
         try:
             if status < 300:
                 answer = {"status": status, "body": json.loads(body or b"null")}
-                await cluster.redis.set(redis_key, json.dumps(answer), keepttl=True)
+                await cluster.redis.set(redis_key, json.dumps(answer), ex=IDEMPOTENCY_TTL)
             else:  # refused or failed: nothing was accepted, the same key may try again
                 await cluster.redis.delete(redis_key)
         except (RedisError, OSError, ValueError):

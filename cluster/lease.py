@@ -6,6 +6,10 @@ once; one whose owner went silent (killed) is taken once it has been free for a 
 surely still ours is judged locally against the last successful renewal (``valid``): posting to a
 backend requires it. While Redis is unreachable nothing changes hands: the owner keeps its WebSocket
 and its tasks, and takes the lease back first when Redis returns.
+
+Giving a lease back takes a while: ``on_change(name, False)`` first lets the owner finish what it has under
+way on that backend (``valid`` is already false: nothing new starts), and the lease stays renewed meanwhile,
+so the owner's last writes are still its own; only then is it freed.
 """
 
 from __future__ import annotations
@@ -44,6 +48,10 @@ class LeaseKeeper:
         self._last_gain = 0.0
         self._mine: set[str] = set()  # leases this replica acts on (valid or lapsed while Redis is away)
         self._seen_held: set[str] = set()  # leases seen held at least once (not first come, first served)
+        self._leaving: set[str] = set()  # leases being given back: still renewed, no longer valid
+        self._giving: set[asyncio.Task[None]] = set()  # give-backs of a rebalance, under way
+        self._changes: dict[str, asyncio.Task[None]] = {}  # the last on_change call of each lease
+        self._stopping = False
 
     def key(self, name: str, *more: str) -> str:
         return ":".join([f"{self.prefix}lease", name, *more])
@@ -61,28 +69,42 @@ class LeaseKeeper:
         self._task = asyncio.create_task(self._run(), name="leases")
 
     async def stop(self) -> None:
-        """Give every lease back at once, so another replica takes over without waiting for the TTL."""
+        """Give every lease back, so another replica takes over without waiting for the TTL; the renewals go on
+        until each is given back (what is under way on its backend ends first)."""
+        self._stopping = True
+        try:
+            await self.redis.zrem(f"{self.prefix}replicas", self.replica)
+        except (RedisError, OSError):
+            pass
+        await self.settled()
+        await asyncio.gather(*(self.give_up(name) for name in sorted(self._mine)), return_exceptions=True)
         if self._task is not None:
             self._task.cancel()
             await asyncio.gather(self._task, return_exceptions=True)
-        try:
-            await self.redis.zrem(f"{self.prefix}replicas", self.replica)
-        except RedisError:
-            pass
-        for name in sorted(self._mine):
-            await self.give_up(name)
+
+    async def settled(self) -> None:
+        """Until the changes of ownership under way have been handled (``on_change`` returned)."""
+        while pending := [t for t in (*self._changes.values(), *self._giving) if not t.done()]:
+            await asyncio.gather(*pending, return_exceptions=True)
 
     async def give_up(self, name: str) -> None:
-        """Stop acting as the owner first, then free the lease (marked given back: taken at once)."""
+        """Stop acting as the owner first (``on_change``: what is under way ends meanwhile, the lease still renewed),
+        then free the lease (marked given back: taken at once)."""
+        if name not in self._mine or name in self._leaving:
+            return
         self._until.pop(name, None)
-        self._mine.discard(name)
-        await self._changed(name, False)
+        self._leaving.add(name)
         try:
+            await self._notify(name, False)
+            self._mine.discard(name)
             await self._release(
                 keys=[self.key(name), self.key(name, "free")], args=[self.replica, int(self.ttl * 1000)]
             )
-        except RedisError:
-            pass
+        except (RedisError, OSError):
+            pass  # it expires by itself
+        finally:
+            self._mine.discard(name)
+            self._leaving.discard(name)  # (only now: a round in between would take it up again)
 
     async def _run(self) -> None:
         while True:
@@ -90,7 +112,8 @@ class LeaseKeeper:
             await asyncio.sleep(self.ttl / 4)
 
     async def round(self) -> None:
-        """Renew what we hold, take what we should; tell ``on_change`` what was gained or lost.
+        """Renew what we hold, take what we should; tell ``on_change`` what was gained or lost (in the background:
+        renewals never wait for an adoption or a hand-back).
 
         While Redis is unreachable nothing changes hands: the owner keeps its WebSocket and tasks (no
         other replica can take the lease either) but ``valid`` turns false, so it posts nothing new.
@@ -113,29 +136,37 @@ class LeaseKeeper:
             [n for n, h in zip(self.names, holders, strict=True) if h is not None and h.decode() == self.replica]
         )
         for name, holder, free in zip(self.names, holders, given_back, strict=True):
-            if holder is not None and holder.decode() != self.replica:
-                self._seen_held.add(name)
-                self._free_since.pop(name, None)
-                if name in self._mine:
-                    self._mine.discard(name)
-                    self._until.pop(name, None)
-                    await self._changed(name, False)
-                continue
-            if holder is not None:
-                if name in self._mine:
-                    continue  # renewed above
-                # ours in Redis but not acting on it (a restart within the TTL): take it up properly
-            elif name not in self._mine:
-                since = self._free_since.setdefault(name, time.monotonic())
-                orphaned = time.monotonic() - since > self.ttl
-                first = name not in self._seen_held and len(self._mine) < share
-                if not (free is not None or first or orphaned):
-                    continue
-            await self._take(name)
-        if len(self._mine) > share and time.monotonic() - self._last_gain > 2 * self.ttl:
-            # More than a fair share (replicas joined since): hand one back per round.
+            if name not in self._leaving and self._should_take(name, holder, free, share):
+                await self._take(name)
+        kept = sorted(self._mine - self._leaving)
+        if len(kept) > share and time.monotonic() - self._last_gain > 2 * self.ttl and not self._stopping:
+            # More than a fair share (replicas joined since): hand one back per round, while renewals go on.
             self._last_gain = time.monotonic()
-            await self.give_up(sorted(self._mine)[-1])
+            giving = asyncio.create_task(self.give_up(kept[-1]), name=f"give up {kept[-1]}")
+            self._giving.add(giving)
+            giving.add_done_callback(self._giving.discard)
+
+    def _should_take(self, name: str, holder: bytes | None, free: bytes | None, share: int) -> bool:
+        """Whether to (try to) take ``name`` now; a lease lost to another replica is let go here."""
+        if holder is not None and holder.decode() != self.replica:
+            self._seen_held.add(name)
+            self._free_since.pop(name, None)
+            if name in self._mine:
+                self._mine.discard(name)
+                self._until.pop(name, None)
+                self._notify(name, False)
+            return False
+        if holder is not None:
+            # Ours and renewed above; or ours in Redis but not acted on (a restart within the TTL): take it up.
+            return name not in self._mine
+        if name in self._mine:
+            return True  # expired (Redis was away): ours to take back first
+        if self._stopping:
+            return False
+        since = self._free_since.setdefault(name, time.monotonic())
+        orphaned = time.monotonic() - since > self.ttl
+        first = name not in self._seen_held and len(self._mine) < share
+        return free is not None or first or orphaned
 
     async def _renew(self, names: list[str]) -> None:
         """Renew every lease still ours in one round trip."""
@@ -151,7 +182,7 @@ class LeaseKeeper:
             log.warning("cannot renew leases: %s", exc)
             return
         for name, got in zip(names, answers, strict=True):
-            if got and name in self._mine:
+            if got and name in self._mine and name not in self._leaving:
                 self._until[name] = started + self.ttl * 0.8
 
     async def _take(self, name: str) -> None:
@@ -168,13 +199,24 @@ class LeaseKeeper:
             if name not in self._mine:
                 self._mine.add(name)
                 self._last_gain = time.monotonic()
-                await self._changed(name, True)
+                self._notify(name, True)
         elif name in self._mine:
             self._mine.discard(name)
             self._until.pop(name, None)
-            await self._changed(name, False)
+            self._notify(name, False)
 
-    async def _changed(self, name: str, held: bool) -> None:
+    def _notify(self, name: str, held: bool) -> asyncio.Task[None]:
+        """``on_change`` in the background, one change of a lease at a time, in order."""
+        before = self._changes.get(name)
+        change = asyncio.create_task(
+            self._changed(before, name, held), name=f"lease {name} {'held' if held else 'lost'}"
+        )
+        self._changes[name] = change
+        return change
+
+    async def _changed(self, before: asyncio.Task[None] | None, name: str, held: bool) -> None:
+        if before is not None:
+            await asyncio.gather(before, return_exceptions=True)
         try:
             await self.on_change(name, held)
         except Exception:

@@ -39,13 +39,15 @@ if best then redis.call('HINCRBY', KEYS[1], best, 1) end
 return best
 """
 
-# A write about a task driven by an owner carries a fence: the lease key of the task's backend and the
-# owner's id. It is dropped when another replica holds that lease (a stalled owner's late writes must not
-# undo its successor's); a missing lease (Redis restarted) lets it through.
+# A write about a task on a backend carries a fence: the lease key of the task's backend and the writer's id.
+# It is dropped when another replica holds that lease (a stalled owner's late writes must not undo its
+# successor's), or when the writer gave that lease back (its successor may not have taken it yet); a missing
+# lease otherwise (it expired, Redis restarted) lets it through.
 FENCE = """
 if ARGV[#ARGV - 1] ~= '' then
   local holder = redis.call('GET', ARGV[#ARGV - 1])
   if holder and holder ~= ARGV[#ARGV] then return false end
+  if not holder and redis.call('GET', ARGV[#ARGV - 1] .. ':free') == ARGV[#ARGV] then return false end
 end
 """
 
@@ -53,9 +55,7 @@ end
 # ARGV: task id, created_at, final (0/1), record JSON, workflow JSON ('' = keep), prompt id, old prompt id
 # ('' = none), events maxlen, fence key, fence holder. Stores the record and tells every replica (a "rec"
 # entry on the stream).
-SAVE_TASK = (
-    FENCE
-    + """
+_SAVE = """
 redis.call('HSET', KEYS[1], 'r', ARGV[4])
 if ARGV[5] ~= '' then redis.call('HSET', KEYS[1], 'w', ARGV[5]) end
 redis.call('ZADD', KEYS[2], ARGV[2], ARGV[1])
@@ -64,6 +64,17 @@ if ARGV[7] ~= '' and ARGV[7] ~= ARGV[6] then redis.call('HDEL', KEYS[4], ARGV[7]
 redis.call('HSET', KEYS[4], ARGV[6], ARGV[1])
 return redis.call('XADD', KEYS[5], 'MAXLEN', '~', ARGV[8], '*', 't', ARGV[1], 'k', 'rec', 'd', ARGV[4])
 """
+SAVE_TASK = FENCE + _SAVE
+
+# SAVE_TASK's keys and arguments, and KEYS[6]: the shared queue. Takes the task out of the queue and stores it
+# as handed to its backend, in one step (a crash in between would leave it in neither); false when the fence
+# refuses or another replica took it first.
+TAKE_TASK = (
+    FENCE
+    + """
+if redis.call('ZREM', KEYS[6], ARGV[1]) == 0 then return false end
+"""
+    + _SAVE
 )
 
 # KEYS: events stream, the task's own stream. ARGV: task id ('' = for everyone), kind, text, events maxlen,

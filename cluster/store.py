@@ -19,7 +19,7 @@ from typing import Any
 from redis.asyncio import Redis
 
 from cluster.replies import text, text_or_none, texts
-from cluster.scripts import SAVE_TASK, TRIM
+from cluster.scripts import SAVE_TASK, TAKE_TASK, TRIM
 from cluster.writer import RedisWriter
 from core.task import Task, TaskStatus
 from tasks.memory_store import TaskStore
@@ -50,8 +50,10 @@ class RedisRecords:
     def key(self, *parts: str) -> str:
         return self.prefix + ":".join(parts)
 
-    def save_op(self, task: Task, with_workflow: bool = False) -> Any:
-        """The write of ``task``'s record as a pipeline op (to batch it with other writes)."""
+    def save_op(self, task: Task, with_workflow: bool = False, *, fenced: bool = True, take_from: str = "") -> Any:
+        """The write of ``task``'s record as a pipeline op (to batch it with other writes). ``fenced``: only while
+        the writer may write about the task (``fence``); ``take_from``: and only if it is taken out of that
+        sorted set (the shared queue) in the same step."""
         record = task_record(task)
         workflow = json.dumps(task.workflow, separators=(",", ":")) if with_workflow else ""
         old = self._saved_prompt.get(task.task_id, "")
@@ -67,12 +69,16 @@ class RedisRecords:
             self.key("prompt"),
             self.key("events"),
         ]
-        fence = self.fence(task) if self.fence is not None else None
+        fence = self.fence(task) if self.fence is not None and fenced else None
         args = [task.task_id, task.created_at, int(final), record, workflow, task.prompt_id, old, self.events_maxlen]
         args += list(fence or ("", ""))
+        script = SAVE_TASK
+        if take_from:
+            keys.append(take_from)
+            script = TAKE_TASK
 
         def op(pipe: Any) -> None:
-            pipe.eval(SAVE_TASK, len(keys), *keys, *args)
+            pipe.eval(script, len(keys), *keys, *args)
 
         return op
 
@@ -86,10 +92,13 @@ class RedisRecords:
                 limit = self.history_limit
                 self.writer.submit(lambda pipe: pipe.eval(TRIM, len(keys), *keys, limit, self.prefix))
 
-    async def save_now(self, task: Task, *, with_workflow: bool = True, timeout: float = 5.0) -> str:
-        """Store ``task`` and wait until Redis has it; returns the id of its ``rec`` stream entry."""
-        result = await self.writer.call(self.save_op(task, with_workflow), timeout=timeout)
-        return text(result)
+    async def save_now(
+        self, task: Task, *, with_workflow: bool = True, take_from: str = "", timeout: float = 5.0
+    ) -> str | None:
+        """Store ``task`` and wait until Redis has it; returns the id of its ``rec`` stream entry, None when the
+        fence refused it (or, with ``take_from``, another replica took the task first)."""
+        result = await self.writer.call(self.save_op(task, with_workflow, take_from=take_from), timeout=timeout)
+        return text_or_none(result)
 
     def delete(self, task: Task) -> None:
         """A task that was never accepted (its backend refused it): no trace left."""

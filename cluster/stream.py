@@ -15,6 +15,7 @@ from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
 from cluster.replies import Fields, stream_entries
+from core.waits import until
 
 log = logging.getLogger("comfygate.cluster.stream")
 
@@ -30,6 +31,7 @@ class StreamReader:
         self.count = count
         self.last_id = "0-0"
         self.connected = asyncio.Event()
+        self._advanced = asyncio.Event()  # set after each batch of entries is handled
 
     async def run(self) -> None:
         """Read from ``last_id`` on, forever (set ``last_id`` first: "0-0" for everything)."""
@@ -52,3 +54,13 @@ class StreamReader:
                     self.handler(entry_id, fields)
                 except Exception:
                     log.exception("event stream handler failed on %s", entry_id)
+            self._advanced.set()
+
+    async def reached(self, entry_id: str, timeout: float) -> bool:
+        """Wait until the entry ``entry_id`` has been handled (True), at most ``timeout`` s (False)."""
+        return await until(lambda: _order(self.last_id) >= _order(entry_id), self._advanced, timeout)
+
+
+def _order(entry_id: str) -> tuple[int, int]:
+    ms, _, seq = entry_id.partition("-")
+    return int(ms), int(seq or 0)

@@ -7,6 +7,7 @@ websockets exception) should escape a client module.
     ComfyGateError
     ├── ComfyUIError                  a ComfyUI backend misbehaved (502)
     │   ├── ComfyUIUnavailable        unreachable, refused or timed out (503)
+    │   │   └── PostUnsure            no answer to a POST that left: ComfyUI may have taken it (503)
     │   ├── PromptRejected            ComfyUI's 400 with `error` + `node_errors`, kept intact (422)
     │   └── ComfyUINotFound           ComfyUI answered 404 (404)
     ├── ViewComfyError                the ViewComfy API answered an error; keeps its JSON body (502)
@@ -59,6 +60,12 @@ class ComfyUIUnavailable(ComfyUIError):
 
     def headers(self) -> dict[str, str]:
         return {"Retry-After": str(self.detail.get("retry_after") or 5)}
+
+
+class PostUnsure(ComfyUIUnavailable):
+    """A POST whose request left but whose answer never came (the connection broke, the wait timed out, or the
+    caller was cancelled meanwhile): ComfyUI may have taken it. A prompt in this state must not simply be
+    posted again (ComfyUI would run a repeated prompt id a second time): look for it first."""
 
 
 class PromptRejected(ComfyUIError):

@@ -1,6 +1,7 @@
 """The emulator's fault switches over HTTP, for benchmarks and other processes: ``/emulator/config``,
 ``/emulator/delays``, ``/emulator/extra_output``, ``/emulator/drop_websockets``, ``/emulator/restart`` and
-``/emulator/stop``. Tests in the same process call the ``ComfyUIEmulator`` methods directly."""
+``/emulator/stop``; and what it was asked (``/emulator/posted``). Tests in the same process call the
+``ComfyUIEmulator`` methods directly."""
 
 from __future__ import annotations
 
@@ -33,6 +34,7 @@ class EmulatorControl:
             Route("/emulator/delays", guard(self.post_emulator_delays), methods=["POST"]),
             Route("/emulator/costs", guard(self.post_emulator_costs), methods=["POST"]),
             Route("/emulator/extra_output", guard(self.post_emulator_extra_output), methods=["POST"]),
+            Route("/emulator/posted", guard(self.get_emulator_posted), methods=["GET"]),
             Route("/emulator/drop_websockets", guard(self.post_emulator_drop), methods=["POST"]),
             Route("/emulator/restart", guard(self.post_emulator_restart), methods=["POST"]),
             Route("/emulator/stop", guard(self.post_emulator_stop), methods=["POST"]),
@@ -52,6 +54,11 @@ class EmulatorControl:
 
     async def get_emulator_config(self, request: Request) -> Response:
         return json_response(self.config())
+
+    async def get_emulator_posted(self, request: Request) -> Response:
+        """How many times each prompt id was accepted by POST /prompt since the last restart (one each, for a
+        client that never posts a prompt twice; /history cannot tell: a repeated id keeps one entry)."""
+        return json_response({"posted": self.emu.state.posted})
 
     async def post_emulator_delays(self, request: Request) -> Response:
         data = await json_body(request)

@@ -62,6 +62,9 @@ class EmulatorState:
     created: dict[str, float] = field(default_factory=dict)  # prompt id -> submit time (ms), for /api/jobs
     cancelled: dict[str, float] = field(default_factory=dict)  # queued jobs removed by the jobs API (ms)
     partner_keys_seen: list[str] = field(default_factory=list)  # extra_data keys received (tests only)
+    # How many times each prompt id was accepted: ComfyUI runs a repeated prompt id again and keeps one
+    # history entry for it, so only this shows a client that posted a prompt twice (tests only).
+    posted: dict[str, int] = field(default_factory=dict)
 
 
 class PromptQueue:
@@ -188,6 +191,7 @@ class PromptQueue:
                 st.partner_keys_seen.append(key)
             extra.pop(key, None)
         st.created[prompt_id] = time.time() * 1000
+        st.posted[prompt_id] = st.posted.get(prompt_id, 0) + 1
         heapq.heappush(st.queue, QueueItem(number, prompt_id, prompt, extra, outputs, arrived + costs.start_ms / 1000))
         self.wakeup.set()
         self.updated()

@@ -10,6 +10,7 @@ Timeouts and interrupts live here too: both end a task and stop it on its backen
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import Callable, Coroutine
 from pathlib import Path
@@ -19,6 +20,7 @@ from backends.comfyui import ComfyUIBackend
 from config import Settings
 from core.errors import ComfyGateError
 from core.task import Task, TaskStatus
+from core.waits import until
 from tasks.outputs import Outputs
 from tasks.placement import OutputKeeper
 from tasks.pool import Pool
@@ -53,6 +55,7 @@ class Endings:
         self.temp_dir = temp_dir
         self.outputs = outputs
         self._completing: set[str] = set()  # tasks whose outputs are being gathered before they complete
+        self._completion_ended = asyncio.Event()  # set whenever a task leaves ``_completing``
         # Set by the durable store: finished tasks then drop their workflow, loaded back on demand.
         self.workflow_loader: WorkflowLoader | None = None
         # Cluster mode: outputs are copied to shared storage before the task is called completed.
@@ -74,7 +77,7 @@ class Endings:
 
     def restarting(self, task: Task) -> None:
         """The task runs again from the start elsewhere: forget the run that was cut off, and its files."""
-        self._completing.discard(task.task_id)
+        self._left(task.task_id)
         self.outputs.drop(task)
         task.node_outputs = {}
 
@@ -84,6 +87,7 @@ class Endings:
         """Download every output file, then call the task completed (or failed if a file is missing)."""
         if node_outputs is not None:
             task.node_outputs = node_outputs
+        self._completing.add(task.task_id)
         try:
             task.outputs = await self.outputs.gather(task, backend)
         except ComfyGateError as exc:
@@ -93,28 +97,53 @@ class Endings:
             message = f"could not write an output file in ComfyGate's outputs folder: {exc}"
             self.finish(task, TaskStatus.FAILED, error={"type": "output_download_failed", "message": message})
             return
-        if self.output_keeper is not None and task.outputs:
-            for item in task.outputs:  # the keeper copies the files: they must be written first
-                await self.outputs.fetcher.settled(str(item["filename"]))
-            try:
-                await self.output_keeper.keep(task)
-            except ComfyGateError as exc:
-                self.finish(task, TaskStatus.FAILED, error={"type": "output_store_failed", "message": exc.message})
-                return
-        task.progress.update({"percent": 100.0, "nodes_done": task.progress.get("nodes_total", len(task.workflow))})
-        self.finish(task, TaskStatus.COMPLETED)
+        if await self._kept(task):
+            task.progress.update({"percent": 100.0, "nodes_done": task.progress.get("nodes_total", len(task.workflow))})
+            self.finish(task, TaskStatus.COMPLETED)
+
+    async def _kept(self, task: Task) -> bool:
+        """Cluster mode: the outputs copied to shared storage (else the task fails, and False)."""
+        if self.output_keeper is None or not task.outputs:
+            return True
+        for item in task.outputs:  # the keeper copies the files: they must be written first
+            await self.outputs.fetcher.settled(str(item["filename"]))
+        try:
+            await self.output_keeper.keep(task)
+        except ComfyGateError as exc:
+            self.finish(task, TaskStatus.FAILED, error={"type": "output_store_failed", "message": exc.message})
+            return False
+        return True
+
+    def _left(self, task_id: str) -> None:
+        if task_id in self._completing:
+            self._completing.discard(task_id)
+            self._completion_ended.set()
+
+    async def completions_ended(self, task_ids: set[str], timeout: float) -> bool:
+        """Wait until none of ``task_ids`` is gathering its outputs (True), at most ``timeout`` s (False)."""
+        return await until(lambda: self._completing.isdisjoint(task_ids), self._completion_ended, timeout)
 
     def complete(self, task: Task, outputs: list[dict[str, Any]]) -> None:
-        """For backends that fetch their own outputs (ViewComfy): files are already in outputs/."""
+        """For backends that fetch their own outputs (ViewComfy): files are already in outputs/ (in cluster mode
+        they are copied to shared storage before the task is called completed)."""
         task.outputs = outputs
+        if self.output_keeper is not None and outputs:
+            self._completing.add(task.task_id)
+            self.jobs.spawn(self._complete_kept(task), name=f"complete {task.task_id}")
+            return
         task.progress.update({"percent": 100.0})
         self.finish(task, TaskStatus.COMPLETED)
+
+    async def _complete_kept(self, task: Task) -> None:
+        if await self._kept(task):
+            task.progress.update({"percent": 100.0})
+            self.finish(task, TaskStatus.COMPLETED)
 
     # --- the one way to a final status -----------------------------------------------------------
     def finish(self, task: Task, status: TaskStatus, error: dict[str, Any] | None = None) -> None:
         if task.status.final:
             return
-        self._completing.discard(task.task_id)
+        self._left(task.task_id)
         if status == TaskStatus.COMPLETED:
             self.outputs.forget(task)
         else:

@@ -49,6 +49,9 @@ class Pool:
         self._given: dict[str, int] = {}  # tasks handed to each backend, to break ties evenly
         # Comfy.org partner-node keys of unfinished tasks: in memory only, never in the task or its store.
         self.partner_keys: dict[str, str] = {}
+        # Unfinished tasks that need something only this process holds (a partner-node key, uploaded files),
+        # and what: with several replicas (cluster mode) such a task runs on a backend this one posts to.
+        self.bound_here: dict[str, str] = {}
         self._merged_info: tuple[list[dict[str, Any]], dict[str, Any]] | None = None
         # Cluster mode: the choice of a backend and the queue are shared by every replica (tasks.placement).
         self.placement: Placement | None = None
@@ -84,7 +87,7 @@ class Pool:
             raise ServiceBusy("no backend has every node class of this workflow", retry_after=30)
         return able[0].name if pinned else None
 
-    def _has_room(self, backend: Backend) -> bool:
+    def has_room(self, backend: Backend) -> bool:
         limit = self.settings.max_backend_queue
         return limit <= 0 or backend.load < limit
 
@@ -94,13 +97,13 @@ class Pool:
             backend = self.backends.get(task.pinned_backend) or next(
                 (b for b in self.backends.values() if b.url == task.pinned_backend), None
             )
-            return backend if backend is not None and backend.healthy and self._has_room(backend) else None
+            return backend if backend is not None and backend.healthy and self.has_room(backend) else None
         classes = self.classes_of(task)
         kind = task.extra.get("backend_kind")
         able = [
             b
             for b in self.backends.values()
-            if b.healthy and (kind is None or b.kind == kind) and b.can_run(set(classes)) and self._has_room(b)
+            if b.healthy and (kind is None or b.kind == kind) and b.can_run(set(classes)) and self.has_room(b)
         ]
         local = [b for b in able if not b.remote]
         if not (local or able):
@@ -146,6 +149,7 @@ class Pool:
         self.pending.pop(task.task_id, None)
         self._classes.pop(task.task_id, None)
         self.partner_keys.pop(task.task_id, None)
+        self.bound_here.pop(task.task_id, None)
 
     def hold(self, task: Task) -> None:
         """Into ComfyGate's queue; a full queue is a 503."""

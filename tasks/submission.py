@@ -7,6 +7,7 @@ of that hand-over (store, in-flight sets, statuses, the timeout timer) is writte
 
 from __future__ import annotations
 
+import asyncio
 import time
 import uuid
 from collections.abc import Awaitable, Callable
@@ -14,7 +15,7 @@ from typing import Any
 
 from backends.base import Backend, TaskHost
 from config import Settings
-from core.errors import Conflict
+from core.errors import Conflict, PostUnsure
 from core.task import Task, TaskStatus
 from tasks.endings import Endings
 from tasks.pool import Pool, workflow_classes
@@ -51,6 +52,7 @@ class Submitter:
         kind: str | None = None,
         partner_key: str | None = None,
         task_id: str | None = None,
+        bound_here: str | None = None,
     ) -> Task:
         """Hand a ready API-format workflow to a backend, or hold it in ComfyGate's queue.
 
@@ -59,6 +61,8 @@ class Submitter:
         ``kind`` limits the choice to backends of that kind (e.g. "comfyui"). ``partner_key`` (Comfy.org
         partner API nodes) reaches the backend with the prompt and is kept nowhere else. ``task_id``: one
         the caller chose (ViewComfy's current API names its runs); it must be new (409 otherwise).
+        ``bound_here``: what the task needs that only this process holds (uploaded files, a key; a partner
+        key is that already): with several replicas, it is posted by this one or refused.
         """
         if task_id is not None and self.store.get(task_id) is not None:
             raise Conflict(f"a task with id {task_id} exists already", task_id=task_id)
@@ -79,6 +83,9 @@ class Submitter:
         self.pool.remember_classes(task, classes)
         if partner_key:
             self.pool.partner_keys[task.task_id] = partner_key
+            bound_here = bound_here or "a per-request api_key_comfy_org (kept in this replica's memory)"
+        if bound_here:
+            self.pool.bound_here[task.task_id] = bound_here
         if self.pool.placement is not None:
             return await self.pool.placement.place(task)
         target = self.pool.pick(task)
@@ -88,6 +95,7 @@ class Submitter:
             except BaseException:
                 self.pool.forget_classes(task)
                 self.pool.partner_keys.pop(task.task_id, None)
+                self.pool.bound_here.pop(task.task_id, None)
                 raise
             return task
         self.pool.hold(task)
@@ -98,8 +106,10 @@ class Submitter:
         self.pool.wake()
         return task
 
-    async def dispatch(self, task: Task, backend: Backend, *, new: bool = False) -> None:
-        """Hand ``task`` to ``backend``. ``new``: not yet in the store (a direct submission)."""
+    async def dispatch(self, task: Task, backend: Backend, *, new: bool = False, keep_unsure: bool = False) -> None:
+        """Hand ``task`` to ``backend``. ``new``: not yet in the store (a direct submission), and dropped from it
+        again when the backend does not take it. ``keep_unsure``: kept when that is not known (``PostUnsure``, or
+        cancelled while the hand-over was under way), for the caller to find out."""
         self.pool.given(task, backend)
         if new:
             self.store.add(task)
@@ -110,9 +120,10 @@ class Submitter:
             for hook in self.dispatch_hooks:
                 extra_data.update(await hook(task, backend) or {})
             await backend.hand_over(task, self.host, extra_data or None)
-        except BaseException:
+        except BaseException as exc:
             self.pool.taken_back(task, backend)
-            if new:
+            unsure = isinstance(exc, (PostUnsure, asyncio.CancelledError))
+            if new and not (keep_unsure and unsure):
                 self.store.forget(task)
             raise
         self._accepted(task, new)

@@ -13,7 +13,7 @@ from PIL import Image
 
 from backends.comfyui_events import ComfyUIEvent
 from comfyui_client import ComfyUIClient, ComfyUIWebSocket, normalise_server
-from core.errors import ComfyUINotFound, ComfyUIUnavailable, PromptRejected
+from core.errors import ComfyUINotFound, ComfyUIUnavailable, PostUnsure, PromptRejected
 from emulator.server import EmulatorThread
 from tests.protocol_transcripts import requires_protocol, transcript, workflow, ws_types
 from tests.servers import free_port
@@ -115,11 +115,44 @@ async def test_validation_error_keeps_comfyui_node_errors(emulator: EmulatorThre
 @pytest.mark.parametrize("fast_post", [True, False])
 async def test_unreachable_server_is_a_typed_error(http: httpx.AsyncClient, fast_post: bool) -> None:
     client = ComfyUIClient(f"127.0.0.1:{free_port()}", http, fast_post=fast_post)
-    with pytest.raises(ComfyUIUnavailable):
+    with pytest.raises(ComfyUIUnavailable) as refused:
         await client.post_prompt(workflow("trivial"))
+    assert not isinstance(refused.value, PostUnsure), "nothing left: surely not taken"
     with pytest.raises(ComfyUIUnavailable):
         await client.get_queue()
     client.close()
+
+
+@pytest.mark.parametrize("fast_post", [True, False])
+@pytest.mark.parametrize("answer", ["nothing", "late"])
+async def test_a_post_without_an_answer_may_have_been_taken(
+    http: httpx.AsyncClient, fast_post: bool, answer: str
+) -> None:
+    """A server that reads the whole request, then hangs up (or answers after the timeout): the prompt may be
+    queued there, so the failure says so (``PostUnsure``), unlike a refused connection."""
+    received = asyncio.Event()
+
+    async def serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        head = await reader.readuntil(b"\r\n\r\n")
+        length = next(
+            int(line.split(b":")[1]) for line in head.split(b"\r\n") if line.lower().startswith(b"content-length")
+        )
+        await reader.readexactly(length)
+        received.set()
+        if answer == "late":
+            await asyncio.sleep(1.0)
+        writer.close()
+
+    server = await asyncio.start_server(serve, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    client = ComfyUIClient(f"127.0.0.1:{port}", http, fast_post=fast_post, timeout=0.3)
+    try:
+        with pytest.raises(PostUnsure, match="may have taken it"):
+            await client.post_prompt(workflow("trivial"))
+        assert received.is_set()
+    finally:
+        client.close()
+        server.close()
 
 
 async def test_one_websocket_gets_the_recorded_sequence_and_reconnects(

@@ -6,6 +6,7 @@ import asyncio
 import copy
 import json
 import random
+from collections import Counter
 from pathlib import Path
 from typing import Any
 
@@ -130,3 +131,14 @@ def seeds_run(emulator_urls: list[str]) -> list[int]:
             prompt = entry["prompt"][2]
             seeds += [node["inputs"]["seed"] for node in prompt.values() if node.get("class_type") == "KSampler"]
     return seeds
+
+
+def posted_twice(emulator_urls: list[str]) -> dict[str, int]:
+    """Prompt ids the emulators accepted more than once, on one backend or across several (a real ComfyUI
+    runs a repeated prompt id again and keeps one history entry for it: /history cannot show it)."""
+    counts: Counter[str] = Counter()
+    for url in emulator_urls:
+        status, body = http_json(f"{url}/emulator/posted", timeout=10)
+        assert status == 200
+        counts.update(body["posted"])
+    return {prompt_id: n for prompt_id, n in counts.items() if n > 1}

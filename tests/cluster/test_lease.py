@@ -27,14 +27,18 @@ async def redis_server(tmp_path: Path) -> AsyncIterator[RedisServer]:
 
 
 class Owner:
-    """A replica's lease keeper and what it was told it owns."""
+    """A replica's lease keeper and what it was told it owns; ``letting_go`` holds up a loss (work under way)."""
 
     def __init__(self, url: str, name: str, ttl: float = 1.0) -> None:
         self.redis = Redis.from_url(url, socket_connect_timeout=0.5, socket_timeout=2)
         self.owned: set[str] = set()
+        self.letting_go = asyncio.Event()
+        self.letting_go.set()
         self.keeper = LeaseKeeper(self.redis, "t:", name, NAMES, self._changed, ttl=ttl)
 
     async def _changed(self, name: str, held: bool) -> None:
+        if not held:
+            await self.letting_go.wait()
         (self.owned.add if held else self.owned.discard)(name)
 
 
@@ -67,6 +71,28 @@ async def test_one_owner_each_takeover_after_a_crash_and_at_once_after_a_stop(re
     await b.keeper.stop()
     assert await until(lambda: c.owned == set(NAMES)) < 1.0
     await c.keeper.stop()
+
+
+async def test_a_lease_given_back_stays_renewed_until_what_is_under_way_has_ended(redis_server: RedisServer) -> None:
+    """A stopping owner gives its lease back only once its work on the backend has ended (here 3 TTLs): meanwhile
+    it posts nothing new (not ``valid``), the lease stays its own in Redis (renewed: its last writes are still
+    fenced as its own) and nobody else takes it; then another replica takes it at once."""
+    a, b = Owner(redis_server.url, "a"), Owner(redis_server.url, "b")
+    await a.keeper.round()
+    a.keeper.start()
+    await until(lambda: a.owned == set(NAMES))
+    await b.keeper.round()
+    b.keeper.start()
+    a.letting_go.clear()
+    stopping = asyncio.create_task(a.keeper.stop())
+    await until(lambda: not any(a.keeper.valid(n) for n in NAMES))
+    await asyncio.sleep(3 * a.keeper.ttl)  # longer than the TTL: only renewals keep it
+    assert b.owned == set() and a.owned == set(NAMES)
+    assert {(await a.redis.get(f"t:lease:{n}")) for n in NAMES} == {b"a"}
+    a.letting_go.set()
+    await stopping
+    assert await until(lambda: b.owned == set(NAMES)) < 1.0
+    await b.keeper.stop()
 
 
 async def test_redis_away_keeps_ownership_but_not_validity(redis_server: RedisServer) -> None:

@@ -504,6 +504,8 @@ async def test_duplicate_prompt_id_overwrites_history(emu: ComfyUIEmulator, http
     text = hist["dup-id-1"]["outputs"]["2"]["text"][0]
     want = transcript("33_duplicate_prompt_id")["history dup-id-1"]["json"]["dup-id-1"]["outputs"]["2"]["text"][0]
     assert text == want  # str(tensor) formatting of the 8x8 image, byte for byte
+    # One history entry, two runs: only the emulator's own count shows the prompt id was posted twice.
+    assert (await http.get("/emulator/posted")).json()["posted"]["dup-id-1"] == 2
 
 
 @requires_protocol
