@@ -440,10 +440,15 @@ class Cluster:
         await self._publish_state(backend)
 
     async def _catch_up(self) -> None:
-        """Until this replica's stream reader has read every entry written so far (bounded)."""
-        last = entries(await self.redis.xrevrange(self.key("events"), count=1))
-        if last and not await self.reader.reached(last[0][0], CATCH_UP_WAIT):
+        if not await self.caught_up(CATCH_UP_WAIT):
             log.warning("the event stream is behind: tasks are taken over with older progress")
+
+    async def caught_up(self, timeout: float) -> bool:
+        """Until this replica's stream reader has read every entry written so far (at most ``timeout`` s): then
+        whatever any replica has told its listeners, this replica's reads show too (no state goes back when a
+        client's next request lands on another replica)."""
+        last = entries(await self.redis.xrevrange(self.key("events"), count=1))
+        return not last or await self.reader.reached(last[0][0], timeout)
 
     async def _inbox_ids(self, name: str) -> set[str]:
         """The tasks whose notes wait in ``name``'s inbox (posts other replicas asked for, not yet served)."""

@@ -5,6 +5,9 @@
 - A request about one task (``/api/task/{id}...``, ``/api/interrupt/{id}``) on a replica that has not
   heard of that task yet (its record is a few milliseconds ahead of the event stream) first loads it from
   Redis; an SSE request first loads the task's past events, so ``Last-Event-ID`` resumes on any replica.
+- A read of task state (one task, the lists, v2 jobs) first lets this replica's event reader catch up with
+  the stream (one Redis read): a client whose requests land on different replicas never sees a task go
+  back (a listener on B heard it end; a GET on A says so too).
 """
 
 from __future__ import annotations
@@ -21,6 +24,8 @@ if TYPE_CHECKING:
     from cluster.coordinator import Cluster
 
 _TASK_PATH = re.compile(r"^/api/(?:task|interrupt)/([^/]+)(/events)?$")
+_STATE_READS = re.compile(r"^/api/(?:tasks|history|v2/jobs(?:/[^/]+)?)$")
+READ_WAIT = 1.0  # seconds a read waits at most for this replica's event reader to catch up
 _WRITES = {"POST", "PUT", "PATCH", "DELETE"}
 _SUBMIT_PATHS = {"/api/workflow/submit"}
 IDEMPOTENCY_TTL = 24 * 3600
@@ -51,6 +56,11 @@ class ClusterMiddleware:
                     await _idempotent(self.app, cluster, key, scope, receive, send)
                     return
             match = _TASK_PATH.match(path)
+            if match is not None or (scope["method"] == "GET" and _STATE_READS.match(path)):
+                try:
+                    await cluster.caught_up(READ_WAIT)
+                except (RedisError, OSError):
+                    pass  # answered from what this replica has: writes are refused meanwhile anyway
             if match is not None:
                 await cluster.ensure_task(match.group(1))
                 if match.group(2):
