@@ -26,6 +26,7 @@ from redis.exceptions import RedisError
 from cluster.scripts import ACQUIRE_OR_RENEW, RELEASE
 
 log = logging.getLogger("comfygate.cluster.lease")
+STOP_SETTLE_S = 15.0  # a stop waits this long at most for adoptions and hand-backs under way (each bounded itself)
 
 Changed = Callable[[str, bool], Awaitable[None]]  # (backend name, held now)
 
@@ -76,7 +77,10 @@ class LeaseKeeper:
             await self.redis.zrem(f"{self.prefix}replicas", self.replica)
         except (RedisError, OSError):
             pass
-        await self.settled()
+        try:
+            await asyncio.wait_for(self.settled(), STOP_SETTLE_S)
+        except TimeoutError:
+            log.warning("changes of ownership still under way after %g s: giving the leases back anyway", STOP_SETTLE_S)
         await asyncio.gather(*(self.give_up(name) for name in sorted(self._mine)), return_exceptions=True)
         if self._task is not None:
             self._task.cancel()
