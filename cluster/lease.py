@@ -53,6 +53,7 @@ class LeaseKeeper:
         self._giving: set[asyncio.Task[None]] = set()  # give-backs of a rebalance, under way
         self._changes: dict[str, asyncio.Task[None]] = {}  # the last on_change call of each lease
         self._stopping = False
+        self._closed = False  # stop() has given everything back: the renewal loop ends
 
     def key(self, name: str, *more: str) -> str:
         return ":".join([f"{self.prefix}lease", name, *more])
@@ -82,9 +83,11 @@ class LeaseKeeper:
         except TimeoutError:
             log.warning("changes of ownership still under way after %g s: giving the leases back anyway", STOP_SETTLE_S)
         await asyncio.gather(*(self.give_up(name) for name in sorted(self._mine)), return_exceptions=True)
+        self._closed = True
         if self._task is not None:
-            self._task.cancel()
-            await asyncio.gather(self._task, return_exceptions=True)
+            while not self._task.done():
+                self._task.cancel()
+                await asyncio.wait([self._task], timeout=self.ttl)
 
     async def settled(self) -> None:
         """Until the changes of ownership under way have been handled (``on_change`` returned)."""
@@ -111,7 +114,9 @@ class LeaseKeeper:
             self._leaving.discard(name)  # (only now: a round in between would take it up again)
 
     async def _run(self) -> None:
-        while True:
+        # Not ``while True``: a cancel that lands as a Redis call times out can come back as that call's
+        # TimeoutError (asyncio.timeout in Python 3.11), which round() absorbs; the flag still ends the loop.
+        while not self._closed:
             await self.round()
             await asyncio.sleep(self.ttl / 4)
 
