@@ -49,6 +49,7 @@ from config import Settings
 from core.errors import ComfyGateError, ComfyUIUnavailable, PostUnsure, PromptRejected, ServiceBusy
 from core.media_types import content_type
 from core.task import Task, TaskStatus
+from core.waits import cancel_and_wait
 from events.hub import EventHub
 from tasks.pool import workflow_classes
 from tasks.sqlite_store import task_from_record, task_record
@@ -255,9 +256,7 @@ class Cluster:
         self.stopping = True
         if self.leases is not None:
             await self.leases.stop()
-        for job in [*self._loops, *self._jobs]:
-            job.cancel()
-        await asyncio.gather(*self._loops, *self._jobs, return_exceptions=True)
+        await cancel_and_wait([*self._loops, *self._jobs])
         await self.writer.stop()
         await self.redis.aclose()
         await self.blocking.aclose()

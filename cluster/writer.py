@@ -21,6 +21,8 @@ from redis.asyncio.client import Pipeline
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
+from core.waits import cancel_and_wait
+
 log = logging.getLogger("comfygate.cluster.writer")
 
 Pipe = Pipeline  # what an op adds its commands to (one pipeline per batch, no transaction)
@@ -64,8 +66,7 @@ class RedisWriter:
             self._drained.clear()
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._drained.wait(), timeout)
-        self._task.cancel()
-        await asyncio.gather(self._task, return_exceptions=True)
+        await cancel_and_wait([self._task])
 
     def submit(self, op: Op, *, droppable: bool = False, count: int = 1) -> None:
         self._items.append(_Item(op, None, droppable, count))
