@@ -51,18 +51,10 @@ class CachedOutputLane:
         services: Any = getattr(scope["app"].state, "services", None) if "app" in scope else None
         if services is None:
             return None
-        match: str | None = None
-        for key, value in scope["headers"]:
-            if key == b"range":
-                return None
-            if key == b"if-none-match":
-                match = value.decode("latin-1")
+        if any(key in (b"range", b"if-none-match") for key, _ in scope["headers"]):
+            return None  # ranges and conditional requests (304) stay with the route
         cached = services.manager.outputs.cache.get(name)
-        if cached is None:
-            return None
-        if match is not None:  # conditional requests (304) stay with the route
-            return None
-        return name, cached
+        return None if cached is None else (name, cached)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         hit = self._hit(scope)

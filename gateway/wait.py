@@ -169,7 +169,8 @@ def inline_outputs(
             item["data"] = None
             item["data_skipped"] = "the file is no longer on disk"
         else:
-            raw = in_memory.get(item.get("filename", "")) or path.read_bytes()
+            name = item.get("filename", "")
+            raw = in_memory[name] if name in in_memory else path.read_bytes()
             budget -= len(raw)
             item["data"] = base64.b64encode(raw).decode("ascii")
         result.append(item)
