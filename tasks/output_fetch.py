@@ -104,6 +104,9 @@ class OutputFetcher:
 
         def written(job: asyncio.Future[float]) -> None:
             error = None if job.cancelled() else job.exception()
+            if error is not None and self.cache.is_pinned(cache_key) and self.closing and not failures:
+                self._start_write(dest, data, cache_key, mtime_s, 1)  # failed as shutdown began: the last try
+                return
             if error is not None and self.cache.is_pinned(cache_key) and not self.closing:
                 delay = min(RETRY_FIRST_S * 2**failures, RETRY_MAX_S)
                 log.error(
@@ -143,7 +146,11 @@ class OutputFetcher:
     async def close(self) -> None:
         """Shutdown: every file written behind is written (or reported lost) before the process ends."""
         self.closing = True
-        await self.settled()
+        while True:
+            await self.settled()
+            await asyncio.sleep(0)  # the callbacks of writes that just ended run (one may start a last try)
+            if not self._waiting and all(job.done() for job in self._writing.values()):
+                return
 
 
 async def in_thread_to_the_end(function: Callable[..., T], *args: Any) -> T:
