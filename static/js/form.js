@@ -339,9 +339,11 @@ export class ParamForm {
       try {
         const src = await mediaUrl(`/api/input/${path}`);
         if (mine !== shown) return;
+        // shown once it has loaded: a name the backend lacks never flashes a broken image
+        preview.hidden = true;
+        preview.onload = () => { if (mine === shown) preview.hidden = false; };
         preview.onerror = () => { preview.hidden = true; };
         preview.src = src;
-        preview.hidden = false;
       } catch {
         if (mine === shown) preview.hidden = true;
       }
