@@ -161,14 +161,15 @@ class TaskManager:
         outcome = apply_event(task, event)
         if outcome.runs is not None:
             backend.running_prompt = task.prompt_id if outcome.runs else None
+        if event.type == "executed":
+            # First: the node's files are asked for (/view leaves now) before the fan-out of this event.
+            self.endings.output_named(task, backend, str(event.data.get("node")))
         for message in outcome.messages:
             self.updates.message(message, task.task_id)
         if outcome.status:
             self.updates.notify(task, "status")
         if outcome.update:
             self.updates.task(task)
-        if event.type == "executed":
-            self.endings.output_named(task, backend, str(event.data.get("node")))
         if outcome.end is End.SUCCESS:
             self.endings.start_completion(task, backend)
         elif outcome.end is End.ERROR:

@@ -30,6 +30,10 @@ from gateway.services import Services
 log = logging.getLogger("comfygate.api_v2")
 EXTRAS_KEY = "api_v2"
 RECENT_OUTPUTS = 10_000
+# Outputs of tasks that are not v2 jobs (nothing to hash) are written as asset rows together, this long
+# after the first of them finished: one hop to the store's thread per batch, not one per task at the
+# moment its completion is being delivered (recent_outputs answers meanwhile).
+RECORD_DELAY_S = 0.05
 
 
 @dataclass
@@ -47,6 +51,8 @@ class V2State:
     # without a disk read for the downloads that follow), oldest first; bounded.
     recent_outputs: OrderedDict[str, AssetRecord] = field(default_factory=OrderedDict)
     _jobs: set[asyncio.Task[Any]] = field(default_factory=set)
+    _unhashed: list[AssetRecord] = field(default_factory=list)  # waiting for RECORD_DELAY_S
+    _record_timer: asyncio.TimerHandle | None = None
 
     # --- dispatch hook ---------------------------------------------------------------------------
     async def before_dispatch(self, task: Task, backend: Backend) -> dict[str, Any] | None:
@@ -68,10 +74,23 @@ class V2State:
             while len(self.recent_outputs) > RECENT_OUTPUTS:
                 self.recent_outputs.popitem(last=False)
             # Every task's outputs are v2 assets (any task is a v2 job); hashing is paid by v2 jobs only.
-            hashed = task.extra.get("source") == "api_v2"
-            job = asyncio.get_running_loop().create_task(self._record_outputs(records, hashed, task.outputs))
-            self._jobs.add(job)
-            job.add_done_callback(self._jobs.discard)
+            if task.extra.get("source") == "api_v2":
+                self._spawn(self._record_outputs(records, True, task.outputs))
+                return
+            self._unhashed.extend(records)
+            if self._record_timer is None:
+                self._record_timer = asyncio.get_running_loop().call_later(RECORD_DELAY_S, self._record_unhashed)
+
+    def _record_unhashed(self) -> None:
+        self._record_timer = None
+        records, self._unhashed = self._unhashed, []
+        if records:
+            self._spawn(self._record_outputs(records, False, []))
+
+    def _spawn(self, work: Any) -> None:
+        job = asyncio.get_running_loop().create_task(work)
+        self._jobs.add(job)
+        job.add_done_callback(self._jobs.discard)
 
     def _output_records(self, task: Task) -> list[AssetRecord]:
         retention = self.services.settings.v2_job_retention
@@ -119,6 +138,9 @@ class V2State:
             self.partner_keys.pop(token, None)
 
     async def close(self) -> None:
+        if self._record_timer is not None:
+            self._record_timer.cancel()
+            self._record_unhashed()
         for job in list(self._jobs):
             await asyncio.gather(job, return_exceptions=True)
         await asyncio.to_thread(self.store.close)
