@@ -3,10 +3,10 @@
 The in-memory ``TaskStore`` stays the index every request reads; this module only mirrors it to disk.
 Writes come from task observers (created / status / finished), are serialised on the event loop (a
 small JSON snapshot) and handed to one writer thread that batches them into a transaction: the event
-loop never waits for the disk. A task's creation is handed over at once (it goes out while ComfyUI
-validates the prompt); later changes are gathered for ``DEFER_S`` and handed over together, so the
-writer thread (and its hold on the GIL) does not wake while the loop pushes a finished task to its
-listeners and serves its output, and a quick task's "running" and "finished" become one row write.
+loop never waits for the disk. Changes are gathered for ``DEFER_S`` and handed over together, so the
+writer thread (and its hold on the GIL) does not wake while the loop handles ComfyUI's answer and the
+run's first events, pushes a finished task to its listeners and serves its output; a quick task's
+creation, "running" and "finished" become one row write.
 
 The workflow and the params, the big fields that never change after submission, live in their own table
 (``task_inputs``), written once when the task is created: a status change rewrites only the task's small
@@ -121,6 +121,7 @@ class TaskDatabase:
         self.history_limit = history_limit
         self._queue: queue.SimpleQueue[Any] = queue.SimpleQueue()
         self._pending: dict[str, Task] = {}  # changed since the last hand-over (DEFER_S), on the loop's side
+        self._pending_inputs: dict[str, tuple[str, str]] = {}  # of the pending tasks created meanwhile
         self._loop: asyncio.AbstractEventLoop | None = None
         self._loop_thread = 0
         self._thread: threading.Thread | None = None
@@ -213,26 +214,28 @@ class TaskDatabase:
     # --- writing -----------------------------------------------------------------------------------
     def observe(self, task: Task, change: str) -> None:
         """Task observer: snapshot on the event loop (cheap), write on the writer thread."""
-        if change == "created":  # the only time the workflow and params are written
-            self._pending.pop(task.task_id, None)
+        inputs = None
+        if change == "created":  # the only time the workflow and params are written: serialised now, as
+            # the task may drop its workflow from memory once finished, before the hand-over
             inputs = (json.dumps(task.workflow, separators=(",", ":")), json.dumps(task.params, default=str))
-            self._queue.put(_row(task, inputs))
-            return
         try:
             loop = asyncio.get_running_loop()
         except RuntimeError:  # not on a loop (tools, tests): at once
-            self._queue.put(_row(task, None))
+            self._queue.put(_row(task, inputs))
             return
         if not self._pending:
             self._loop, self._loop_thread = loop, threading.get_ident()
             loop.call_later(DEFER_S, self._hand_over)
         self._pending[task.task_id] = task
+        if inputs is not None:
+            self._pending_inputs[task.task_id] = inputs
 
     def _hand_over(self, marker: _Flush | None = None) -> None:
         """The deferred changes (their latest state) to the writer thread, as one item; then ``marker``."""
         if self._pending:
             pending, self._pending = self._pending, {}
-            self._queue.put([_row(task, None) for task in pending.values()])
+            inputs, self._pending_inputs = self._pending_inputs, {}
+            self._queue.put([_row(task, inputs.get(task_id)) for task_id, task in pending.items()])
         if marker is not None:
             self._queue.put(marker)
 

@@ -57,27 +57,37 @@ async def test_status_changes_on_the_loop_are_deferred_and_coalesced_but_flush_s
     await asyncio.to_thread(db.open)
     try:
         task = Task(task_id="t1", workflow={"1": {"class_type": "X"}}, prompt_id="p1")
-        db.observe(task, "created")  # at once: the creation is never held back
-        await asyncio.to_thread(db.flush)
+        db.observe(task, "created")  # held on the loop too, its workflow serialised already
+        task.workflow = {}  # a finished task drops it from memory: the row still carries it
+        assert db.written == 0
+        await asyncio.to_thread(db.flush)  # from another thread: the held changes go first
         assert db.written == 1
         for status in (TaskStatus.QUEUED, TaskStatus.RUNNING, TaskStatus.COMPLETED):
             task.status = status
             db.observe(task, "finished" if status.final else "status")
         assert db.written == 1  # held on the loop for DEFER_S
-        await asyncio.to_thread(db.flush)  # from another thread: the held changes go first
+        await asyncio.to_thread(db.flush)
         assert db.written == 2  # three changes, one row write with the latest state
         assert await asyncio.to_thread(db.count) == 1
+        assert await asyncio.to_thread(db.load_workflow, "t1") == {"1": {"class_type": "X"}}
         task.status = TaskStatus.FAILED
         db.observe(task, "finished")
         await asyncio.sleep(0.1)  # DEFER_S later the writer has it without being asked
         await asyncio.to_thread(db.flush)
         assert db.written == 3
+        quick = Task(task_id="t2", workflow={"2": {"class_type": "Y"}}, prompt_id="p2")
+        db.observe(quick, "created")
+        quick.status = TaskStatus.COMPLETED
+        db.observe(quick, "finished")
+        await asyncio.to_thread(db.flush)
+        assert db.written == 4  # created and finished within DEFER_S: one row, with its workflow
+        assert await asyncio.to_thread(db.load_workflow, "t2") == {"2": {"class_type": "Y"}}
     finally:
         await asyncio.to_thread(db.close)
     db = TaskDatabase(tmp_path / "tasks.sqlite3", history_limit=50)
     db.open()
     try:
-        assert [t.status for t in db.load()] == [TaskStatus.FAILED]
+        assert [t.status for t in db.load()] == [TaskStatus.FAILED, TaskStatus.COMPLETED]
     finally:
         db.close()
 
