@@ -256,11 +256,20 @@ async def row_latency(bench: Bench) -> list[Result]:
     """Every path, alternating, one image at a time; ComfyGate's rows compared with the direct one."""
     args = bench.args
     url, emu, gate = bench.stack("latency", fresh=not args.smoke)
-    proxy = start_proxy(bench, url)
+    # Against the emulator, each peer has a server of its own, as in issue 18's pairs on the real server (the
+    # direct client and one path): a ComfyUI broadcasts every queue change to all its WebSocket clients, and
+    # peers idling on the same server would each wake on every run of the others, on the same 2 cores.
+    proxy_url = url
     local = None
-    if emu is not None:  # the same-host fast path: a second ComfyGate told where the emulator's outputs are
-        env = {"COMFYUI_COMFYUI_OUTPUT_DIR": str(emu.base_dir / "output")}
-        local = bench.start_gate("latency-gate-local", [url], env=env)
+    peer_emus: list[Any] = []
+    if emu is not None:
+        proxy_emu, local_emu = bench.start_emulators(2, "latency-peer-emulator")
+        peer_emus = [proxy_emu, local_emu]
+        proxy_url = proxy_emu.url
+        # the same-host fast path: a second ComfyGate told where its emulator's outputs are
+        env = {"COMFYUI_COMFYUI_OUTPUT_DIR": str(local_emu.base_dir / "output")}
+        local = bench.start_gate("latency-gate-local", [local_emu.url], env=env)
+    proxy = start_proxy(bench, proxy_url)
     paths = Paths(bench, url, gate, proxy, local)
     await paths.open()
     named: list[tuple[str, Callable[[], Awaitable[Run]]]] = [
@@ -285,7 +294,7 @@ async def row_latency(bench: Bench) -> list[Result]:
                 await asyncio.sleep(0.005)  # let the trailing events of a run settle
     finally:
         await paths.close()
-        bench.release(gate, emu, proxy, local)
+        bench.release(gate, emu, proxy, local, *peer_emus)
     direct = stats["direct"]
     d_med, d_p99 = direct.med("total"), direct.p99()
     peers = {n: s.med("total") - d_med for n, s in stats.items() if n != "direct"}
