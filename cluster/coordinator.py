@@ -25,8 +25,10 @@ import contextlib
 import json
 import logging
 import os
+import re
 import socket
 import time
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import httpx
@@ -51,6 +53,7 @@ from core.media_types import content_type
 from core.task import Task, TaskStatus
 from core.waits import cancel_and_wait
 from events.hub import EventHub
+from tasks.local_outputs import write_file
 from tasks.pool import workflow_classes
 from tasks.sqlite_store import task_from_record, task_record
 from workflow.library import WorkflowLibrary
@@ -65,6 +68,10 @@ HEALTH_EVERY = 1.0
 STATE_TTL = 6.0  # seconds an owner's published backend state lives unrefreshed (busy is not dead)
 FORWARD_WAIT = 10.0  # seconds a replica waits for the owner's answer before answering "pending"
 KEEP_TRIES = 30  # attempts (about a second apart) to store a task's outputs while the store is down
+KEEP_BEHIND_TRIES = 130  # the same behind a completed task: backing off to 5 s apart, about 10 minutes
+KEEP_DRAIN_S = 10.0  # a stopping replica waits this long for the outputs it still has to store
+FIND_OUTPUT_S = 2.0  # a replica asked for an output of a task it has not heard of yet looks this long
+_OUTPUT_NAME = re.compile(r"^[0-9a-f]{8}_")  # ComfyGate's output files start with their task's id
 SWEEP_EVERY = 20  # state exchanges (about 10 s) between two sweeps for tasks nobody posted
 SWEEP_AFTER = 15.0  # seconds a stored, unposted task may wait for its owner's inbox before a sweep takes it
 DRAIN_WAIT = 10.0  # seconds a lease being given back waits for the hand-overs and completions under way on it
@@ -74,6 +81,10 @@ DRAIN_WAIT = 10.0  # seconds a lease being given back waits for the hand-overs a
 UNSURE_GRACE = 2.0
 CATCH_UP_WAIT = 2.0  # seconds a new owner waits for its event stream to reach what the last owner wrote
 HEALTHY_WAIT = 5.0  # seconds a new owner waits for its WebSocket and object_info before serving the backend
+
+
+def _looks_like_output(name: str) -> bool:
+    return _OUTPUT_NAME.match(name) is not None
 
 
 class ClusterUnavailable(ServiceBusy):
@@ -134,6 +145,7 @@ class Cluster:
         self._kick = asyncio.Event()
         self._loops: list[asyncio.Task[Any]] = []
         self._jobs: set[asyncio.Task[Any]] = set()
+        self._keeping: set[asyncio.Task[Any]] = set()  # outputs being stored behind their completed tasks
         self._given: dict[str, int] = {}
         self.stopping = False
 
@@ -256,7 +268,9 @@ class Cluster:
         self.stopping = True
         if self.leases is not None:
             await self.leases.stop()
-        await cancel_and_wait([*self._loops, *self._jobs])
+        if self._keeping:  # outputs completed tasks still have to store
+            await asyncio.wait(self._keeping, timeout=KEEP_DRAIN_S)
+        await cancel_and_wait([*self._loops, *self._jobs, *self._keeping])
         await self.writer.stop()
         await self.redis.aclose()
         await self.blocking.aclose()
@@ -1126,26 +1140,74 @@ class Cluster:
 
     # --- OutputKeeper: outputs into the object store -------------------------------------------------------
     async def keep(self, task: Task) -> None:
+        """Store ``task``'s outputs now (a ViewComfy run's: the store holds their only other copy)."""
         if self.objects is None:
             return
-        assert self.manager is not None
         for item in task.outputs:
-            folder = self.settings.outputs_dir if item.get("type") == "output" else self.manager.temp_dir
-            path = folder / str(item["filename"])
-            key = f"{item.get('type') or 'output'}/{item['filename']}"
-            for attempt in range(KEEP_TRIES):
-                try:
-                    await self.objects.put_file(key, path)
-                    break
-                except StoreUnavailable as exc:
-                    if attempt == KEEP_TRIES - 1:
-                        raise ComfyGateError(f"could not store output {item['filename']}: {exc}") from exc
-                    await asyncio.sleep(1.0)
+            await self._keep_one(item, KEEP_TRIES, 1.0)
 
-    async def serve_file(self, kind: str, name: str) -> Response | None:
-        """An output another replica stored: streamed from the store, or a redirect to a signed URL."""
+    def keep_behind(self, task: Task) -> None:
+        """Store a ComfyUI run's outputs once its task has completed: its listeners hear of it without waiting
+        for the store. Until an output is there, a replica asked for it gets it from the backend, which keeps
+        it in its own output folder (``_from_backend``); so does every replica if this one dies first."""
+        if self.objects is None or not task.outputs:
+            return
+        job = asyncio.create_task(self._keep_behind(list(task.outputs)), name=f"keep {task.task_id}")
+        self._keeping.add(job)
+        job.add_done_callback(self._keeping.discard)
+
+    async def _keep_behind(self, items: list[dict[str, Any]]) -> None:
+        for item in items:
+            try:
+                await self._keep_one(item, KEEP_BEHIND_TRIES, 5.0)
+            except (ComfyGateError, OSError) as exc:
+                log.error("output %s not stored (%s); replicas fetch it from its backend", item.get("filename"), exc)
+
+    async def _keep_one(self, item: dict[str, Any], tries: int, max_pause: float) -> None:
+        assert self.objects is not None and self.manager is not None
+        outputs = self.manager.outputs
+        kind = item.get("type") or "output"
+        name = str(item["filename"])
+        # A small output just downloaded is in memory (its file is written behind): stored from there.
+        cached = outputs.cache.peek(name) if kind == "output" else None
+        if cached is None:
+            await outputs.fetcher.settled(name)  # on disk before it is read from there
+        path = (self.settings.outputs_dir if kind == "output" else self.manager.temp_dir) / name
+        pause = min(0.5, max_pause)
+        for attempt in range(tries):
+            try:
+                if cached is not None:
+                    await self.objects.put_bytes(f"{kind}/{name}", cached.data)
+                else:
+                    await self.objects.put_file(f"{kind}/{name}", path)
+                return
+            except StoreUnavailable as exc:
+                if attempt == tries - 1:
+                    raise ComfyGateError(f"could not store output {name}: {exc}") from exc
+                await asyncio.sleep(pause)
+                pause = min(pause * 2, max_pause)
+
+    async def serve_file(self, kind: str, name: str) -> Response | Path | None:
+        """An output this replica does not have on disk: streamed from the store, or a redirect to a signed
+        URL; one not stored yet is fetched from its backend into this replica's folder (its path)."""
         if self.objects is None:
             return None
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + FIND_OUTPUT_S
+        while True:
+            found = await self._from_store(kind, name)
+            if found is not None:
+                return found
+            made = self._output_entry(kind, name)
+            if made is not None:
+                return await self._from_backend(kind, name, *made)
+            # Not a task this replica has heard of: the update may be on its way from the stream.
+            if loop.time() >= deadline or not _looks_like_output(name):
+                return None
+            await asyncio.sleep(0.05)
+
+    async def _from_store(self, kind: str, name: str) -> Response | None:
+        assert self.objects is not None
         key = f"{kind}/{name}"
         try:
             if self.settings.storage_redirect and self.objects.signs:
@@ -1161,8 +1223,50 @@ class Cluster:
         size, chunks = found
         return StreamingResponse(chunks, media_type=content_type(name), headers={"Content-Length": str(size)})
 
+    def _output_entry(self, kind: str, name: str) -> tuple[Task, dict[str, Any]] | None:
+        """The completed task that made output ``name`` (its file names start with its id), and its entry."""
+        prefix = name[:8]
+        for task in self.store.all():
+            if task.status == TaskStatus.COMPLETED and task.task_id.startswith(prefix):
+                for item in task.outputs:
+                    if item.get("filename") == name and (item.get("type") or "output") == kind:
+                        return task, item
+        return None
+
+    async def _from_backend(self, kind: str, name: str, task: Task, item: dict[str, Any]) -> Path | None:
+        """An output of a ComfyUI run not in the store yet (its write-behind is under way, or the replica that
+        downloaded it died first): from the backend's own output folder, or the text the entry carries;
+        written to this replica's folder and stored for the others."""
+        assert self.manager is not None and self.objects is not None
+        path = (self.settings.outputs_dir if kind == "output" else self.manager.temp_dir) / name
+        ref = item.get("comfyui") or {}
+        try:
+            if "filename" in ref:
+                backend = self.backends.get(str(task.backend))
+                if backend is None:
+                    return None
+                await backend.client.download(
+                    str(ref["filename"]), str(ref.get("subfolder") or ""), str(ref.get("type") or "output"), path
+                )
+            elif isinstance(item.get("text"), str) and not item.get("text_truncated"):
+                await asyncio.to_thread(write_file, path, item["text"].encode("utf-8"))
+            else:
+                return None
+        except (ComfyGateError, OSError) as exc:
+            log.warning("output %s is in neither the store nor its backend: %s", name, exc)
+            return None
+        self._spawn(self._store_fetched(f"{kind}/{name}", path), name=f"store {name}")
+        return path
+
+    async def _store_fetched(self, key: str, path: Path) -> None:
+        assert self.objects is not None
+        try:
+            await self.objects.put_file(key, path)
+        except (StoreUnavailable, OSError) as exc:
+            log.warning("could not store %s: %s", key, exc)
+
     async def localize(self, outputs: list[dict[str, Any]]) -> None:
-        """Fetch into this replica's folders the outputs another replica stored (for readers of the disk)."""
+        """Fetch into this replica's folders the outputs it does not have (for readers of the disk)."""
         if self.objects is None or self.manager is None:
             return
         for item in outputs:
@@ -1175,9 +1279,13 @@ class Cluster:
             if path.is_file():
                 continue
             try:
-                await self.objects.get_file(f"{kind}/{name}", path)
+                if await self.objects.get_file(f"{kind}/{name}", path):
+                    continue
             except StoreUnavailable as exc:
                 log.warning("could not fetch output %s from the store: %s", name, exc)
+            made = self._output_entry(kind, name)
+            if made is not None:
+                await self._from_backend(kind, name, *made)
 
     async def keep_input(self, name: str, data: bytes) -> None:
         """An uploaded input, kept in the store too (the backends got it already)."""

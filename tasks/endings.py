@@ -97,16 +97,15 @@ class Endings:
             message = f"could not write an output file in ComfyGate's outputs folder: {exc}"
             self.finish(task, TaskStatus.FAILED, error={"type": "output_download_failed", "message": message})
             return
-        if await self._kept(task):
-            task.progress.update({"percent": 100.0, "nodes_done": task.progress.get("nodes_total", len(task.workflow))})
-            self.finish(task, TaskStatus.COMPLETED)
+        task.progress.update({"percent": 100.0, "nodes_done": task.progress.get("nodes_total", len(task.workflow))})
+        self.finish(task, TaskStatus.COMPLETED)
+        if self.output_keeper is not None and task.status == TaskStatus.COMPLETED:
+            self.output_keeper.keep_behind(task)  # cluster mode: into the shared store, after the fact
 
     async def _kept(self, task: Task) -> bool:
-        """Cluster mode: the outputs copied to shared storage (else the task fails, and False)."""
+        """Cluster mode, a ViewComfy run: its outputs copied to shared storage (else the task fails, and False)."""
         if self.output_keeper is None or not task.outputs:
             return True
-        for item in task.outputs:  # the keeper copies the files: they must be written first
-            await self.outputs.fetcher.settled(str(item["filename"]))
         try:
             await self.output_keeper.keep(task)
         except ComfyGateError as exc:

@@ -81,6 +81,10 @@ class OutputCache:
             self.hits += 1
         return item
 
+    def peek(self, key: str) -> CachedOutput | None:
+        """The entry, if held, without counting a hit or refreshing its place (for ComfyGate's own reads)."""
+        return self._items.get(key)
+
     def discard(self, key: str) -> None:
         item = self._items.pop(key, None)
         if item is not None:

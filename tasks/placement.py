@@ -33,5 +33,9 @@ class Placement(Protocol):
 
 class OutputKeeper(Protocol):
     async def keep(self, task: Task) -> None:
-        """Store the downloaded outputs of ``task`` where every replica serves them; returns once stored."""
+        """Store the outputs of ``task`` where every replica serves them; returns once stored."""
+        ...
+
+    def keep_behind(self, task: Task) -> None:
+        """The same for a completed ComfyUI run, in the background (its backend keeps a copy meanwhile)."""
         ...

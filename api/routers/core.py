@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import os
 import stat
+from pathlib import Path
 from typing import Any
 
 from fastapi import APIRouter, Depends, File, Form, Header, Query, UploadFile
@@ -199,6 +201,14 @@ async def history(
     return {"total": total, "offset": offset, "limit": limit, "tasks": [t.to_dict() for t in tasks]}
 
 
+def _regular_file(path: Path) -> os.stat_result | None:
+    try:
+        info = path.stat()
+    except OSError:
+        return None
+    return info if stat.S_ISREG(info.st_mode) else None
+
+
 @router.get("/image/{filename}", summary="An output file (or a temp preview with type=temp)")
 async def image(
     filename: str,
@@ -219,17 +229,16 @@ async def image(
     path = resolve_inside(folder, filename, "output file")
     if type == "output":  # a Range request for a file still being written behind
         await services.manager.outputs.fetcher.settled(path.name)
-    try:
-        info = path.stat()
-    except OSError:
-        info = None
-    if info is None or not stat.S_ISREG(info.st_mode):
+    info = _regular_file(path)
+    if info is None:
         cluster = services.extras.get("cluster")
-        if cluster is not None:  # stored by the replica that downloaded it
-            found = await cluster.serve_file(type, path.name)
-            if found is not None:
-                return found
-        raise NotFound(f"no output file named {filename!r}")
+        # Stored by the replica that downloaded it, or (not stored yet) fetched here from its backend.
+        found = await cluster.serve_file(type, path.name) if cluster is not None else None
+        if isinstance(found, Response):
+            return found
+        info = _regular_file(path) if found is not None else None
+        if info is None:
+            raise NotFound(f"no output file named {filename!r}")
     etag, _ = validators(info.st_mtime, info.st_size)
     if range_ is None and if_none_match is not None and etag in if_none_match:
         return Response(status_code=304, headers={"etag": etag, "accept-ranges": "bytes"})

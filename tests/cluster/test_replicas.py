@@ -236,3 +236,56 @@ async def test_a_per_request_partner_key_runs_only_where_it_was_given(stack: Clu
                 await asyncio.sleep(0.25)
             assert final.json()["status"] == "completed", final.text
             assert secret not in final.text
+
+
+async def test_an_output_not_in_the_store_yet_is_served_from_its_backend(stack: ClusterStack) -> None:
+    """Outputs reach the store behind their task's completion. Until one is there (or when the replica that
+    downloaded it died first), any replica serves it from the backend's own output folder, then stores it."""
+    from cluster.objects import ObjectStore
+    from config import Settings
+
+    env = stack.s3.env()
+    store = ObjectStore(
+        env["COMFYUI_STORAGE_URL"],
+        Settings(
+            storage_endpoint=env["COMFYUI_STORAGE_ENDPOINT"],
+            storage_key_id=env["COMFYUI_STORAGE_KEY_ID"],
+            storage_secret=env["COMFYUI_STORAGE_SECRET"],
+        ),
+    )
+
+    async def stored(key: str) -> bool:
+        for _ in range(250):
+            if await store.exists(key):
+                return True
+            await asyncio.sleep(0.02)
+        return False
+
+    a = stack.replicas[0]
+    workflow = {
+        "1": {"class_type": "EmptyImage", "inputs": {"width": 8, "height": 8, "batch_size": 1, "color": 4242}},
+        "2": {"class_type": "SaveImage", "inputs": {"images": ["1", 0], "filename_prefix": "behind"}},
+        "3": {"class_type": "PreviewAny", "inputs": {"source": ["1", 0]}},
+    }
+    async with httpx.AsyncClient(timeout=30) as client, Listener(f"{a.ws_url}/ws") as on_a:
+        task = await submit(client, a.url, workflow)
+        final = await on_a.final(task["task_id"])
+        assert final["status"] == "completed", final
+        downloader = stack.owners()[final["backend"]]
+        others = [r for r in stack.replicas if r.name != downloader]
+        image = next(o for o in final["outputs"] if o["kind"] == "image")
+        text = next(o for o in final["outputs"] if o["kind"] == "text")
+        original = (await client.get(f"{owner_url(stack, final['backend'])}/view", params=image["comfyui"])).content
+        for output, expected in ((image, original), (text, text["text"].encode())):
+            key = f"output/{output['filename']}"
+            assert await stored(key), f"{key}: not stored by the downloading replica after the completion"
+            await store.delete(key)  # as if the downloader had died before storing it
+            assert not await store.exists(key)
+            served = await client.get(f"{others[0].url}{output['url']}")  # from the backend
+            assert served.status_code == 200, served.text
+            assert served.content == expected
+            assert await stored(key), f"{key}: not stored again by the replica that fetched it"
+            assert await store.get_bytes(key) == expected
+            assert (await client.get(f"{others[1].url}{output['url']}")).content == expected
+        missing = await client.get(f"{others[0].url}/api/image/{task['task_id'][:8]}_nothing_of_that_name.png")
+        assert missing.status_code == 404
