@@ -13,7 +13,9 @@ store, the event bus and the backends the manager is made of, and plugs into the
   state. A replica that takes a lease adopts the backend's unfinished tasks: those whose post is not
   known to have happened are looked up in ``/queue`` and ``/history`` and posted only when absent;
   the WebSocket's reconnect then runs the usual reconciliation.
-- **Outputs** (``OutputKeeper``) are copied to the object store before a task is called completed.
+- **Outputs** (``OutputKeeper``) are copied to the object store just after a ComfyUI run completes (a
+  ViewComfy run's before: the store holds their only other copy). A replica asked for an output that is
+  not there yet, or whose downloader died first, fetches it from the backend's own output folder.
 - **Health**: Redis and the store are pinged every second; while either is unreachable, writes answer
   503 and ``/api/health`` says why, and everything resumes by itself when they are back.
 """
