@@ -32,6 +32,9 @@ log = logging.getLogger("comfygate.viewcomfy")
 
 MAX_MESSAGE_BYTES = 64 * 1024  # clients send nothing but the connect packet
 REFUSED_CLOSE_DELAY = 0.5  # lets the CONNECT_ERROR packet reach the client before its session closes
+# Engine.IO queues what a client has not taken yet without a bound: a client this many packets behind is
+# disconnected (as /ws drops a listener whose queue is full). Its runs go on; it can reconnect, or poll them.
+MAX_BACKLOG = 1000
 
 
 class ViewComfySocketIO:
@@ -60,8 +63,23 @@ class ViewComfySocketIO:
         return sid is not None and sid in self._sids
 
     async def emit(self, event: str, data: Any, sid: str) -> None:
-        if sid in self._sids:
-            await self.sio.emit(event, data, to=sid)
+        if sid not in self._sids:
+            return
+        if self.backlog(sid) >= MAX_BACKLOG:
+            log.warning("socket.io client %s stopped reading (%d messages behind): disconnected", sid, MAX_BACKLOG)
+            self._sids.discard(sid)
+            self._close_later(sid, delay=0.0, drop_queued=True)
+            return
+        await self.sio.emit(event, data, to=sid)
+
+    def backlog(self, sid: str) -> int:
+        """Packets Engine.IO holds for ``sid`` that its transport has not sent yet."""
+        queue = getattr(self._engine_socket(sid), "queue", None)
+        return queue.qsize() if queue is not None else 0
+
+    def _engine_socket(self, sid: str) -> Any:
+        eio_sid = self.sio.manager.eio_sid_from_sid(sid, "/")
+        return self.sio.eio.sockets.get(eio_sid) if eio_sid is not None else None
 
     async def _connect(self, sid: str, environ: dict[str, Any], auth: Any = None) -> None:
         scope = environ.get("asgi.scope") or {}
@@ -75,12 +93,16 @@ class ViewComfySocketIO:
     async def _disconnect(self, sid: str, reason: Any = None) -> None:
         self._sids.discard(sid)
 
-    def _close_later(self, sid: str) -> None:
+    def _close_later(self, sid: str, delay: float = REFUSED_CLOSE_DELAY, drop_queued: bool = False) -> None:
+        """``drop_queued``: the client stopped reading; what it has not taken is let go at once."""
         eio_sid = self.sio.manager.eio_sid_from_sid(sid, "/")
 
         async def close() -> None:
-            await asyncio.sleep(REFUSED_CLOSE_DELAY)
+            await asyncio.sleep(delay)
             socket = self.sio.eio.sockets.get(eio_sid)
+            backlog = getattr(socket, "queue", None)
+            while drop_queued and backlog is not None and not backlog.empty():
+                backlog.get_nowait()
             with contextlib.suppress(Exception):
                 await self.sio.eio.disconnect(eio_sid)  # sends Engine.IO's CLOSE packet
             # Engine.IO's writer would hold the transport open until its ping timeout (45 s) unless its

@@ -317,3 +317,55 @@ def test_saved_workflow_named_by_view_comfy_api_url(vgate: Gate) -> None:
     data = answer.json()["data"]
     assert set(data) == {"prompt_id", "message", "workflow"} and data["workflow"] == "invert"
     assert vgate.wait(uuid.UUID(data["prompt_id"]).hex)["status"] == "completed"
+
+
+async def test_a_socketio_client_that_stops_taking_messages_is_dropped(vgate: Gate) -> None:
+    """Engine.IO queues without a bound: a client that stops taking its messages is disconnected once
+    MAX_BACKLOG packets wait for it, and what it had not taken is let go; a client that reads gets every
+    message of the same flood."""
+    from api.viewcomfy_socketio import MAX_BACKLOG
+
+    sockets = vgate.server.app.state.viewcomfy_socketio
+    assert vgate.server.server is not None
+    loop = vgate.server.server.servers[0].get_loop()  # the app's loop, in the server's thread
+    auth = {"client_id": CLIENT_ID, "client_secret": CLIENT_SECRET}
+
+    async def flood(sid: str, count: int, size: int) -> tuple[int, int]:
+        """Emit ``count`` messages as runs do (the loop turns between them); (sent, largest backlog seen)."""
+        largest = 0
+        line = "x" * size
+        for sent in range(count):
+            if not sockets.connected(sid):
+                return sent, largest
+            await sockets.emit("log", {"prompt_id": "p", "message": line, "n": sent}, sid)
+            largest = max(largest, sockets.backlog(sid))
+            await asyncio.sleep(0)
+        return count, largest
+
+    def on_server(coro: Any) -> Any:
+        return asyncio.wrap_future(asyncio.run_coroutine_threadsafe(coro, loop))
+
+    reader = socketio.AsyncClient()
+    got: list[int] = []
+    reader.on("log", lambda data: got.append(data["n"]))
+    await reader.connect(vgate.url, auth=auth, transports=["websocket"])
+    count = 3 * MAX_BACKLOG
+    sent, largest = await on_server(flood(reader.get_sid("/"), count, 200))  # log lines
+    await until(lambda: len(got) == count, timeout=30)
+    assert sent == count and got == list(range(count)) and largest < MAX_BACKLOG
+    await reader.disconnect()
+
+    # Speaking Engine.IO by hand over long-polling: connect, then never poll again (packets wait on the server).
+    async with httpx.AsyncClient(base_url=f"{vgate.url}/socket.io/", timeout=10) as raw:
+        opened = await raw.get("", params={"EIO": 4, "transport": "polling"})
+        assert opened.text.startswith("0{"), opened.text
+        session = {"EIO": 4, "transport": "polling", "sid": json.loads(opened.text[1:])["sid"]}
+        assert (await raw.post("", params=session, content="40" + json.dumps(auth))).text.lower() == "ok"
+        ack = (await raw.get("", params=session)).text
+        assert ack.startswith("40"), ack
+        sid = json.loads(ack[2:])["sid"]
+        sent, largest = await on_server(flood(sid, 20 * MAX_BACKLOG, 200))
+        assert sent < 20 * MAX_BACKLOG, "a client that takes nothing was never dropped"
+        assert largest <= MAX_BACKLOG
+        assert not sockets.connected(sid)
+        await until(lambda: sockets.backlog(sid) == 0)  # what it had not taken is let go
