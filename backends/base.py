@@ -85,6 +85,14 @@ class Backend(Protocol):
     async def probe(self) -> dict[str, Any] | None: ...
 
 
+@runtime_checkable
+class TakesOver(Protocol):
+    """A backend each replica has its own client of (ViewComfy), whose tasks are driven by the replica that took
+    them: ``take_over`` brings one whose replica stopped (``lost``) to its end from this replica."""
+
+    async def take_over(self, task: Task, host: TaskHost, lost: str) -> None: ...
+
+
 class BackendBase:
     """What every backend keeps the same way: its name, its task counts, its last failure, and ``describe()``."""
 

@@ -13,6 +13,10 @@ store, the event bus and the backends the manager is made of, and plugs into the
   state. A replica that takes a lease adopts the backend's unfinished tasks: those whose post is not
   known to have happened are looked up in ``/queue`` and ``/history`` and posted only when absent;
   the WebSocket's reconnect then runs the usual reconciliation.
+- **ViewComfy** backends are each replica's own: a task there is driven by the replica that took it. Each
+  replica renews an ``alive`` key (per process: a restart under the same id is another); when one's expires,
+  one survivor claims each of its unfinished ViewComfy tasks (``ADOPT``, which also fences the dead one's
+  writes) and its backend ends it (``take_over``: the run followed, or the task failed ``replica_lost``).
 - **Outputs** (``OutputKeeper``) are copied to the object store just after a ComfyUI run completes (a
   ViewComfy run's before: the store holds their only other copy). A replica asked for an output that is
   not there yet, or whose downloader died first, fetches it from the backend's own output folder.
@@ -30,6 +34,7 @@ import os
 import re
 import socket
 import time
+import uuid
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -38,14 +43,14 @@ from fastapi.responses import RedirectResponse, Response, StreamingResponse
 from redis.asyncio import BlockingConnectionPool, Redis
 from redis.exceptions import RedisError
 
-from backends.base import Backend
+from backends.base import Backend, TakesOver
 from cluster.backend import SharedBackend
 from cluster.bus import ClusterBus
 from cluster.lease import LeaseKeeper
 from cluster.library import SharedLibrary
 from cluster.objects import ObjectStore, StoreUnavailable
 from cluster.replies import Fields, entries, field, text, text_or_none, texts
-from cluster.scripts import CHOOSE
+from cluster.scripts import ADOPT, CHOOSE
 from cluster.store import RedisRecords, RedisTaskStore
 from cluster.stream import StreamReader
 from cluster.writer import RedisWriter
@@ -83,6 +88,8 @@ DRAIN_WAIT = 10.0  # seconds a lease being given back waits for the hand-overs a
 UNSURE_GRACE = 2.0
 CATCH_UP_WAIT = 2.0  # seconds a new owner waits for its event stream to reach what the last owner wrote
 HEALTHY_WAIT = 5.0  # seconds a new owner waits for its WebSocket and object_info before serving the backend
+ALIVE_TTLS = 3  # a replica's alive key lives this many lease TTLs unrenewed (renewed every STATE_EVERY)
+ORPHANS_EVERY = 2  # state exchanges (about a second) between two looks for ViewComfy tasks whose replica died
 
 
 def _looks_like_output(name: str) -> bool:
@@ -119,6 +126,10 @@ class Cluster:
         self.settings = settings
         self.prefix = settings.redis_prefix
         self.replica = settings.replica_id or f"{socket.gethostname()}-{os.getpid()}"
+        # This process's life as that replica (a restart under the same id is another): what drives its ViewComfy
+        # tasks, alive while its ``alive`` key is renewed.
+        self.incarnation = f"{self.replica}/{uuid.uuid4().hex[:12]}"
+        self.alive_ttl = ALIVE_TTLS * settings.lease_ttl
         url = settings.redis_url.get_secret_value()
         common: dict[str, Any] = {"socket_connect_timeout": 1.0, "socket_keepalive": True}
         pool = BlockingConnectionPool.from_url(url, max_connections=64, timeout=5, socket_timeout=5, **common)
@@ -149,6 +160,7 @@ class Cluster:
         self._jobs: set[asyncio.Task[Any]] = set()
         self._keeping: set[asyncio.Task[Any]] = set()  # outputs being stored behind their completed tasks
         self._given: dict[str, int] = {}
+        self._orphans: asyncio.Task[Any] | None = None  # the look for ViewComfy tasks of stopped replicas
         self.stopping = False
 
     def key(self, *parts: str) -> str:
@@ -166,8 +178,10 @@ class Cluster:
         """A write about a task on a backend is only valid from that backend's owner (the one exception, a new
         task's first record on its way to the owner's inbox, is written unfenced): late writes of a replica
         that gave the lease up, or lost it, never undo its successor's."""
-        if task.backend:
+        if task.backend in self.backends:
             return f"{self.prefix}lease:{task.backend}", self.replica
+        if task.backend:  # a replica's own backend (ViewComfy): its driver, until a survivor adopts the task
+            return self.key("claim", task.task_id), self.incarnation
         return None
 
     def _fence_id(self, task_id: str) -> tuple[str, str] | None:
@@ -245,6 +259,7 @@ class Cluster:
         self.redis_ok = True
 
     async def start(self) -> None:
+        await self._renew_alive()
         self.writer.start()
         self._loops = [
             asyncio.create_task(self.reader.run(), name="cluster events"),
@@ -277,10 +292,11 @@ class Cluster:
         await self.redis.aclose()
         await self.blocking.aclose()
 
-    def _spawn(self, coro: Any, name: str) -> None:
+    def _spawn(self, coro: Any, name: str) -> asyncio.Task[Any]:
         job = asyncio.create_task(coro, name=name)
         self._jobs.add(job)
         job.add_done_callback(self._job_done)
+        return job
 
     def _job_done(self, job: asyncio.Task[Any]) -> None:
         self._jobs.discard(job)
@@ -635,18 +651,26 @@ class Cluster:
                 adopted.append(task)
             self._spawn(self._post_unsure(backend, adopted), f"unsure {name}")
 
+    async def _look_around(self, rounds: int) -> None:
+        """Now and then, in the state exchange: tasks nobody posted, ViewComfy tasks whose replica died."""
+        if rounds % SWEEP_EVERY == 0:
+            try:
+                await self._sweep()
+            except Exception:
+                log.exception("sweep of unposted tasks failed")
+        if rounds % ORPHANS_EVERY == 0 and (self._orphans is None or self._orphans.done()):
+            # In the background: this loop renews the alive key, which a slow adoption must never hold up.
+            self._orphans = self._spawn(self._adopt_orphans(), "orphans")
+
     async def _exchange_states(self) -> None:
         names = list(self.backends)
         rounds = 0
         while True:
             rounds += 1
-            if rounds % SWEEP_EVERY == 0:
-                try:
-                    await self._sweep()
-                except Exception:
-                    log.exception("sweep of unposted tasks failed")
+            await self._look_around(rounds)
             try:
                 pipe = self.redis.pipeline(transaction=False)
+                pipe.set(self.key("alive", self.incarnation), self.replica, px=int(self.alive_ttl * 1000))
                 for backend in self.backends.values():
                     if backend.name in self._ready or (backend.owned and backend.closing.is_set()):  # (draining)
                         pipe.set(
@@ -672,6 +696,60 @@ class Cluster:
             except (RedisError, OSError):
                 pass
             await asyncio.sleep(STATE_EVERY)
+
+    async def _renew_alive(self) -> None:
+        """This replica lives (renewed with the state exchange): survivors adopt its ViewComfy tasks once it is gone."""
+        await self.redis.set(self.key("alive", self.incarnation), self.replica, px=int(self.alive_ttl * 1000))
+
+    async def _adopt_orphans(self) -> None:
+        """ViewComfy tasks whose driving replica stopped renewing its alive key (killed: it ended nothing): each is
+        claimed by one survivor (``ADOPT``), which brings it to its end through its own client of the backend."""
+        if self.manager is None or self.stopping or not self.redis_ok:
+            return
+        orphans = [
+            t
+            for t in self.store.unfinished()
+            if t.backend
+            and t.backend not in self.backends
+            and t.extra.get("driven_by") not in (None, self.incarnation)  # (ours in the making, if not live yet)
+            and not self.drives(t)
+        ]
+        if not orphans:
+            return
+        drivers = sorted({str(t.extra["driven_by"]) for t in orphans})
+        try:
+            alive = await self.redis.mget([self.key("alive", d) for d in drivers])
+            gone = {d for d, a in zip(drivers, alive, strict=True) if a is None}
+            for task in orphans:
+                if task.extra["driven_by"] in gone and not self.drives(task):
+                    await self._adopt_orphan(task)
+        except (RedisError, OSError) as exc:
+            log.warning("could not look for ViewComfy tasks of stopped replicas: %s", exc)
+
+    async def _adopt_orphan(self, mirror: Task) -> None:
+        manager = self.manager
+        assert manager is not None
+        claim_ttl = int(mirror.timeout) + 3600  # outlives the task (its timeout ends it)
+        args: list[str | int] = [self.incarnation, self.key("alive", ""), str(mirror.extra["driven_by"]), claim_ttl]
+        if not await self.redis.eval(ADOPT, 1, self.key("claim", mirror.task_id), *args):
+            return  # its driver lives (another survivor adopted it first)
+        loaded = await self.records.load(mirror.task_id)
+        if loaded is None or loaded.status.final:
+            return  # it ended before its replica stopped (this replica's mirror was behind)
+        lost = str(loaded.extra.get("driver") or loaded.extra["driven_by"])
+        log.warning("%s adopts ViewComfy task %s: %s stopped", self.replica, loaded.task_id, lost)
+        task = self.store.adopt(loaded)
+        task.extra.update(driver=self.replica, driven_by=self.incarnation)
+        self.records.save(task)  # interrupts come here now
+        backend = manager.pool.backends.get(task.backend or "")
+        if backend is not None:
+            backend.inflight.add(task.task_id)
+        manager.endings.arm_timeout(task, max(task.timeout - (time.time() - task.created_at), 1.0))
+        if isinstance(backend, TakesOver):
+            await backend.take_over(task, manager, lost)
+        else:  # (this replica has no such backend)
+            message = f"the replica running this task stopped ({lost}), and this one has no backend {task.backend}"
+            manager.endings.fail(task, {"type": "replica_lost", "message": message, "replica": lost})
 
     def _uncharge(self, task: Task) -> None:
         charged = task.extra.pop("charged", None)
@@ -770,6 +848,7 @@ class Cluster:
         assert manager is not None
         task.backend = backend.name
         task.extra["driver"] = self.replica  # where an interrupt from another replica is sent
+        task.extra["driven_by"] = self.incarnation  # whose death a survivor watches for (``_adopt_orphans``)
         if not await self._store(task):
             raise ClusterUnavailable("Redis did not store the task; retry shortly", retry_after=2)
         await manager.submitter.dispatch(task, backend, new=True)

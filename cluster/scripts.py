@@ -24,6 +24,18 @@ end
 return 0
 """
 
+# KEYS: a ViewComfy task's adoption claim. ARGV: this replica's incarnation, the alive-key prefix, the incarnation
+# that drove the task (its record's), claim ttl s. Whoever drives the task now is the claim's holder, else the
+# record's driver; 1 = the task is ours now, because that driver's alive key is gone (it stopped renewing it), or
+# it is us (an adoption cut short by a Redis error: the caller only asks about tasks it does not drive).
+# Two survivors never both win: the first one's claim names a live driver to the second.
+ADOPT = """
+local driver = redis.call('GET', KEYS[1]) or ARGV[3]
+if driver ~= ARGV[1] and redis.call('EXISTS', ARGV[2] .. driver) == 1 then return 0 end
+redis.call('SET', KEYS[1], ARGV[1], 'EX', ARGV[4])
+return 1
+"""
+
 # KEYS: load hash. ARGV: limit (0 = none), then candidate backends in tie-break order.
 # The least loaded candidate below the limit gets +1 and is returned; nil when none has room.
 CHOOSE = """

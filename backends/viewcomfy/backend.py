@@ -30,6 +30,7 @@ import json
 import logging
 import re
 import time
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
@@ -50,6 +51,8 @@ STEP = re.compile(r"(?<![\d/])(\d+)\s*/\s*(\d+)(?![\d/])")  # "step 3/20", "3 / 
 MAX_LOG_CHARS = 500  # one log line kept in task.progress (it goes to every listener)
 MAX_ERROR_LINES = 20
 MAX_BODY_CHARS = 2000  # an upstream error body larger than this is not copied into the task
+
+Call = Callable[[Task, TaskHost], Awaitable[None]]  # what one task's job does with the run
 
 
 def _secret(value: SecretStr | str | None) -> str | None:
@@ -159,14 +162,21 @@ class ViewComfyBackend(BackendBase):
             await asyncio.wait({job}, timeout=5)
         return "interrupted" if task.status.final else "deleted"
 
-    async def _run(self, task: Task, manager: TaskHost) -> None:
+    async def take_over(self, task: Task, host: TaskHost, lost: str) -> None:
+        """Cluster mode: the replica that drove ``task`` (``lost``) stopped. This API cannot be asked for a past
+        run's result (one POST whose answer was the only handle): the task fails, saying so."""
+        error = replica_lost(lost, "ViewComfy's API cannot be asked for the run's result")
+        host.finish(task, TaskStatus.FAILED, error=error)
+
+    async def _run(self, task: Task, manager: TaskHost, call: Call | None = None) -> None:
+        """One task's job (``_call`` unless told otherwise): cancelling it stops the run (``_abandon``)."""
         if task.status.final:  # interrupted before the job started
             return
         current = asyncio.current_task()
         if current is not None:
             self._jobs[task.task_id] = current
         try:
-            await self._call(task, manager)
+            await (call or self._call)(task, manager)
         except asyncio.CancelledError:
             reason = await self._abandon(task)
             if not task.status.final:
@@ -283,6 +293,12 @@ def _error(kind: str, exc: ViewComfyError) -> dict[str, Any]:
         if len(text) <= MAX_BODY_CHARS:
             error["upstream_body"] = exc.body
     return error
+
+
+def replica_lost(replica: str, why: str) -> dict[str, Any]:
+    """The error of a ViewComfy task whose replica stopped while driving it, when its run cannot be recovered."""
+    message = f"the replica running this ViewComfy task stopped ({replica}); {why}: submit it again"
+    return {"type": "replica_lost", "message": message, "replica": replica}
 
 
 def viewcomfy_params(task: Task) -> dict[str, Any]:

@@ -33,6 +33,7 @@ from backends.viewcomfy.backend import (
     _secret,
     output_entry,
     public_url,
+    replica_lost,
     viewcomfy_params,
 )
 from backends.viewcomfy.current_client import EventChannel, RunEvent, ViewComfyCentralClient
@@ -217,6 +218,38 @@ class CurrentViewComfyBackend(ViewComfyBackend):
             return
         if not task.status.final:
             manager.complete(task, entries)
+
+    # --- another replica's run ---------------------------------------------------------------------
+    async def take_over(self, task: Task, host: TaskHost, lost: str) -> None:
+        """Cluster mode: the replica that drove ``task`` (``lost``) stopped. A run it scheduled goes on over there:
+        it is polled until it ends and collected as usual. Running, the record says it was scheduled; before
+        that, ViewComfy is asked (the prompt id is the task id, so one that was never recorded is found too)."""
+        prompt_id = str(task.extra.get("viewcomfy_prompt_id") or uuid.UUID(task.task_id))
+        if task.status != TaskStatus.RUNNING and not await self._run_known(prompt_id):
+            host.finish(task, TaskStatus.FAILED, error=replica_lost(lost, "ViewComfy never got its run"))
+            return
+        task.extra["viewcomfy_prompt_id"] = prompt_id
+        if task.status != TaskStatus.RUNNING:
+            host.mark_running(task)
+        host.spawn(self._run(task, host, self._resume), name=f"viewcomfy {task.task_id}")
+
+    async def _run_known(self, prompt_id: str) -> bool:
+        """Whether ViewComfy has the run (True when it cannot tell now: following it will find out)."""
+        try:
+            return prompt_id in await self.central.results([prompt_id])
+        except ViewComfyError:
+            return True
+
+    async def _resume(self, task: Task, manager: TaskHost) -> None:
+        prompt_id = str(task.extra["viewcomfy_prompt_id"])
+        self._scheduled[task.task_id] = prompt_id  # (an interrupt or timeout cancels it there too)
+        try:
+            result = await self._follow(task, manager, prompt_id, None)
+        except RunEnded:
+            self._scheduled.pop(task.task_id, None)
+            return
+        self._scheduled.pop(task.task_id, None)  # (not on a cancellation: _abandon cancels the run)
+        await self._collect(task, manager, result)
 
     # --- stopping ----------------------------------------------------------------------------------
     async def _abandon(self, task: Task) -> str:

@@ -12,6 +12,7 @@ from redis.asyncio import Redis
 
 from bench.cluster_procs import RedisServer
 from cluster.lease import LeaseKeeper
+from cluster.scripts import ADOPT, SAVE_TASK
 from cluster.writer import RedisWriter
 
 NAMES = ["comfyui-1", "comfyui-2"]
@@ -128,3 +129,37 @@ async def test_writer_holds_writes_in_order_while_redis_is_away(redis_server: Re
     assert stored == ["before", *[f"during-{i}" for i in range(100)]]
     await writer.stop()
     await redis.aclose()
+
+
+async def test_a_dead_drivers_viewcomfy_task_is_adopted_by_one_survivor_and_its_writes_are_fenced(
+    redis_server: RedisServer,
+) -> None:
+    """``ADOPT``: while the driver's alive key lives nobody adopts; once it is gone exactly one of racing survivors
+    does (and may come back for it after a failed attempt); the claim then fences the dead driver's writes."""
+    redis = Redis.from_url(redis_server.url)
+    try:
+        claim, alive = "t:claim:task-1", "t:alive:"
+
+        async def adopt(who: str) -> int:
+            return int(await redis.eval(ADOPT, 1, claim, who, alive, "a/1", 60))
+
+        async def write(who: str) -> bool:  # a record write of the task, fenced as cluster.store fences it
+            keys = ["t:task:task-1", "t:tasks", "t:unfinished", "t:prompt", "t:events"]
+            args = ["task-1", 1, 0, "{}", "", "p", "", 100, claim, who]
+            return await redis.eval(SAVE_TASK, len(keys), *keys, *args) is not None
+
+        await redis.set(f"{alive}a/1", "a", px=60_000)
+        assert await adopt("b/1") == 0 and await write("a/1")
+        await redis.delete(f"{alive}a/1")  # a killed: its key expired
+        await redis.set(f"{alive}b/1", "b", px=60_000)
+        await redis.set(f"{alive}c/1", "c", px=60_000)
+        won = await asyncio.gather(adopt("b/1"), adopt("c/1"))
+        assert sorted(won) == [0, 1]
+        winner, loser = ("b/1", "c/1") if won[0] else ("c/1", "b/1")
+        assert await redis.get(claim) == winner.encode() and await adopt(loser) == 0
+        assert await adopt(winner) == 1  # its own claim: an adoption cut short is taken up again
+        assert not await write("a/1") and await write(winner)
+        await redis.delete(f"{alive}{winner}")  # the survivor dies too: the last one left takes the task
+        assert await adopt(loser) == 1 and not await write(winner) and await write(loser)
+    finally:
+        await redis.aclose()

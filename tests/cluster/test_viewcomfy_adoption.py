@@ -1,0 +1,114 @@
+"""A replica killed (kill -9) while it drives a ViewComfy task: one survivor brings the task to its end, once.
+
+A ViewComfy backend is each replica's own, so no lease moves with it: survivors see the replica's alive key
+expire and one of them claims the task (``Cluster._adopt_orphans``). With ViewComfy's current API the run
+goes on over there and is polled, so the task completes with its outputs; the first API (one SSE POST,
+base64 outputs) cannot be asked for a past run, so the task fails with ``replica_lost``.
+
+The ViewComfy server is a single ComfyGate (both of its ViewComfy-compatible APIs) in front of an emulator
+of its own; the cluster has three replicas, so two survivors race for the task.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+from bench.cluster_procs import ClusterStack
+from bench.procs import Emulator, Gate
+from tests.cluster.clients import FINAL, Listener, sampler_workflow, seeds_run
+
+VC_ID, VC_SECRET = "vc-client", "vc-secret-value-0123"
+STEPS = 1000  # ~10 s at the ViewComfy server's step delay: still running when its replica is killed
+ADOPT_WITHIN = 45.0  # the alive key's 6 s (3 lease TTLs of 2 s), a look every second, the rest of the run
+
+
+class Stack:
+    def __init__(self, workdir: Path, api: str) -> None:
+        self.started: list[Emulator | Gate | ClusterStack] = []
+        try:
+            self.vc_emulator = Emulator(workdir, "emulator-vc", step_delay=0.01).wait_ready()
+            self.started.append(self.vc_emulator)
+            env = {"COMFYUI_VIEWCOMFY_SERVER_CLIENT_ID": VC_ID, "COMFYUI_VIEWCOMFY_SERVER_CLIENT_SECRET": VC_SECRET}
+            self.viewcomfy = Gate(workdir, "viewcomfy", [self.vc_emulator.url], env=env).wait_ready()
+            self.started.append(self.viewcomfy)
+            vc = {"COMFYUI_VIEWCOMFY_CLIENT_ID": VC_ID, "COMFYUI_VIEWCOMFY_CLIENT_SECRET": VC_SECRET}
+            if api == "current":
+                vc |= {
+                    "COMFYUI_VIEWCOMFY_API": "current",
+                    "COMFYUI_VIEWCOMFY_API_URL": self.viewcomfy.url,
+                    "COMFYUI_VIEWCOMFY_URL": "sd",  # the deployment (the workflow sent with each run is used)
+                    "COMFYUI_VIEWCOMFY_POLL_INTERVAL": "0.3",
+                }
+            else:
+                vc["COMFYUI_VIEWCOMFY_URL"] = f"{self.viewcomfy.url}/api/viewcomfy/infer"
+            self.cluster = ClusterStack(workdir / "cluster", emulators=1, step_delay=0.01, env=vc)
+            self.started.append(self.cluster)
+        except BaseException:
+            self.close()
+            raise
+
+    def close(self) -> None:
+        for proc in reversed(self.started):
+            proc.close() if isinstance(proc, ClusterStack) else proc.stop()
+
+
+@pytest.fixture(params=["direct", "current"])
+def stack(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Stack]:
+    stack = Stack(tmp_path, request.param)
+    try:
+        yield stack
+    finally:
+        stack.close()
+
+
+def _running_with_progress(listener: Listener, task_id: str) -> bool | None:
+    return any(u["status"] == "running" and u["progress"].get("log") for u in listener.updates(task_id)) or None
+
+
+async def test_a_killed_replicas_viewcomfy_task_ends_once_on_a_survivor(stack: Stack) -> None:
+    victim, *survivors = stack.cluster.replicas
+    api = "current" if "COMFYUI_VIEWCOMFY_API" in stack.cluster.env else "direct"
+    workflow = sampler_workflow(steps=STEPS)
+    async with (
+        httpx.AsyncClient() as client,
+        Listener(f"{survivors[0].ws_url}/ws") as first,
+        Listener(f"{survivors[1].ws_url}/ws") as second,
+    ):
+        answer = await client.post(
+            f"{victim.url}/api/workflow/submit", json={"workflow": workflow, "backend": "viewcomfy"}, timeout=30
+        )
+        assert answer.status_code == 200, answer.text
+        task_id = answer.json()["task_id"]
+        await first.until(lambda: _running_with_progress(first, task_id), timeout=30)  # under way on ViewComfy
+
+        victim.kill()
+        killed = time.monotonic()
+        ends = [await listener.final(task_id, timeout=ADOPT_WITHIN) for listener in (first, second)]
+        took = time.monotonic() - killed
+        body = (await client.get(f"{survivors[0].url}/api/task/{task_id}", timeout=10)).json()
+        assert body["status"] in FINAL and body["backend"] == "viewcomfy", body
+        if api == "current":  # the run went on over there: polled, its outputs collected as usual
+            assert body["status"] == "completed", (body["status"], body["error"])
+            [output] = body["outputs"]
+            for survivor in survivors:
+                served = await client.get(f"{survivor.url}{output['url']}", timeout=10)
+                assert served.status_code == 200 and served.content, (survivor.name, output)
+            # One execution over there (its seed was bumped by ViewComfy's rule, so it is counted, not matched).
+            assert len(seeds_run([stack.vc_emulator.url])) == 1, "the run was not started again"
+        else:  # the first API cannot be asked for the run's result
+            assert body["status"] == "failed", body
+            assert body["error"]["type"] == "replica_lost" and victim.name in body["error"]["message"], body["error"]
+            assert "submit it again" in body["error"]["message"], body["error"]
+        assert all(end["status"] == body["status"] for end in ends), ends
+
+        await asyncio.sleep(3)  # (time for a second final update to show, were there one)
+        for listener in (first, second):  # exactly once: one final update, heard on every survivor
+            finals = [u for u in listener.updates(task_id) if u["status"] in FINAL]
+            assert len(finals) == 1, finals
+        print(f"{api}: {body['status']} {took:.1f} s after the kill")
