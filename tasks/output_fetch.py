@@ -84,15 +84,6 @@ class OutputFetcher:
                 return len(data)
         return await backend.client.download(filename, subfolder, kind, dest)
 
-    async def hold(self, dest: Path, data: bytes, cache_key: str) -> None:
-        """Bytes ComfyGate made itself (a text output): served from memory now and written behind like a
-        small download, or written now when write-behind is off or its pinned budget is used up."""
-        if self.write_behind and self.cache.max_entry >= len(data) and self.cache.can_pin(len(data)):
-            self._write_behind(dest, data, cache_key)
-            return
-        mtime = await in_thread_to_the_end(write_file, dest, data)
-        self.cache.put(cache_key, data, mtime)
-
     def _write_behind(self, dest: Path, data: bytes, cache_key: str) -> None:
         """Serve ``data`` from memory now and write it to ``dest`` in a worker thread (started at once, so
         no cancellation can stop it half-way); the entry stays pinned until the file is there. A failed

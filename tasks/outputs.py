@@ -177,7 +177,7 @@ class Outputs:
         """A text output (PreviewAny, LLM nodes) becomes a .txt file like any other output, inlined when short."""
         data = (ref.text or "").encode("utf-8")[:MAX_TEXT_BYTES]
         local = sanitize_filename(f"{task.task_id[:8]}_{ref.node_id}_text_{index}.txt")
-        await self.fetcher.hold(self.settings.outputs_dir / local, data, local)
+        await asyncio.to_thread((self.settings.outputs_dir / local).write_bytes, data)
         entry = _entry(ref, local, "output", len(data))
         entry["text"] = data[:INLINE_TEXT_BYTES].decode("utf-8", errors="ignore")
         if len(data) > INLINE_TEXT_BYTES:
