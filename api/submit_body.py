@@ -7,6 +7,7 @@ OpenAPI entry documents both bodies (``SUBMIT_OPENAPI``), the JSON one first.
 
 from __future__ import annotations
 
+import asyncio
 from email.message import Message
 from typing import Any
 
@@ -22,6 +23,7 @@ from gateway.remote_inputs import InlineFile
 from gateway.services import Services
 from gateway.uploads import read_limited
 from security.json_safety import check_body
+from security.limits import OFF_LOOP_BYTES
 
 MAX_FILES = 32
 
@@ -91,6 +93,8 @@ async def submit_body(request: Request, services: Services = Depends(get_service
     if not raw:
         raise RequestValidationError([{"type": "missing", "loc": ("body",), "msg": "Field required", "input": None}])
     try:
+        if len(raw) > OFF_LOOP_BYTES:  # a big workflow: parsed beside the loop, not on it
+            return await asyncio.to_thread(SubmitRequest.model_validate_json, raw)
         return SubmitRequest.model_validate_json(raw)
     except ValidationError as exc:
         raise _validation_error(exc) from None

@@ -39,6 +39,11 @@ class BodyTooLarge(Exception):
     """Raised from ``receive`` when a streamed body passes the limit."""
 
 
+# A JSON body larger than this is checked (here) and parsed (the submit route) in a worker thread: its CPU
+# would otherwise hold every other request and WebSocket of the process (~10 ms a MB).
+OFF_LOOP_BYTES = 256 * 1024
+
+
 def json_depth(data: bytes | str, stop_after: int | None = None) -> int:
     """Deepest bracket nesting of a JSON text, without recursion (strings are skipped).
 
@@ -201,7 +206,7 @@ class RequestLimitsMiddleware:
                 break
         body = b"".join(chunks)
         if body:
-            if len(body) > 256 * 1024:
+            if len(body) > OFF_LOOP_BYTES:
                 refusal = await asyncio.to_thread(self.refusal, body)
             else:
                 refusal = self.refusal(body)
