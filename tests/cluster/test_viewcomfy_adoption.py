@@ -207,3 +207,25 @@ async def test_a_gracefully_stopped_replica_lets_its_first_api_run_end_within_th
         served = await client.get(f"{survivors[1].url}{output['url']}", timeout=10)
         assert served.status_code == 200 and served.content, output
         assert len(seeds_run([stack.vc_emulator.url])) == 1
+
+
+async def test_a_first_api_run_longer_than_the_grace_is_failed_once_by_a_survivor(direct_stack: Stack) -> None:
+    """What still runs once the grace is over is ended as on a crash: a survivor adopts it (the stopping replica's
+    alive key is deleted, not left to expire) and fails it ``replica_lost``, once."""
+    stack = direct_stack
+    victim, *survivors = stack.cluster.replicas
+    async with httpx.AsyncClient() as client, Listener(f"{survivors[0].ws_url}/ws") as first:
+        workflow = sampler_workflow(steps=STEPS)
+        answer = await client.post(
+            f"{victim.url}/api/workflow/submit", json={"workflow": workflow, "backend": "viewcomfy"}, timeout=30
+        )
+        assert answer.status_code == 200, answer.text
+        task_id = answer.json()["task_id"]
+        await first.until(lambda: _running_with_progress(first, task_id), timeout=30)
+        await asyncio.to_thread(victim.stop)
+        end = await first.final(task_id, timeout=10)
+        assert end["status"] == "failed", end
+        body = (await client.get(f"{survivors[0].url}/api/task/{task_id}", timeout=10)).json()
+        assert body["error"]["type"] == "replica_lost" and victim.name in body["error"]["message"], body["error"]
+        await asyncio.sleep(2)  # (time for a second final update to show, were there one)
+        assert len([u for u in first.updates(task_id) if u["status"] in FINAL]) == 1
