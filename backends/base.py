@@ -92,6 +92,12 @@ class TakesOver(Protocol):
 
     async def take_over(self, task: Task, host: TaskHost, lost: str) -> None: ...
 
+    async def leave(self, grace: float) -> set[str]:
+        """Cluster mode, this replica stopping gracefully: the ids of the tasks it stopped following without
+        ending them (a survivor adopts each and ends it with ``take_over``); the others may run on up to
+        ``grace`` seconds first."""
+        ...
+
 
 class BackendBase:
     """What every backend keeps the same way: its name, its task counts, its last failure, and ``describe()``."""

@@ -16,7 +16,10 @@ store, the event bus and the backends the manager is made of, and plugs into the
 - **ViewComfy** backends are each replica's own: a task there is driven by the replica that took it. Each
   replica renews an ``alive`` key (per process: a restart under the same id is another); when one's expires,
   one survivor claims each of its unfinished ViewComfy tasks (``ADOPT``, which also fences the dead one's
-  writes) and its backend ends it (``take_over``: the run followed, or the task failed ``replica_lost``).
+  writes) and its backend ends it (``take_over``: the run followed, or the task failed ``replica_lost``). A replica
+  stopped gracefully leaves them at once (``_leave``): runs of the current API go on, unended here, for a survivor
+  to follow; runs of the first API get the shutdown grace to end here first. Its alive key is deleted, not left to
+  expire.
 - **Outputs** (``OutputKeeper``) are copied to the object store just after a ComfyUI run completes (a
   ViewComfy run's before: the store holds their only other copy). A replica asked for an output that is
   not there yet, or whose downloader died first, fetches it from the backend's own output folder.
@@ -89,6 +92,7 @@ UNSURE_GRACE = 2.0
 CATCH_UP_WAIT = 2.0  # seconds a new owner waits for its event stream to reach what the last owner wrote
 HEALTHY_WAIT = 5.0  # seconds a new owner waits for its WebSocket and object_info before serving the backend
 ALIVE_TTLS = 3  # a replica's alive key lives this many lease TTLs unrenewed (renewed every STATE_EVERY)
+LEFT_FENCE_S = 60  # seconds a stopping replica's writes about the ViewComfy tasks it left are dropped unadopted
 ORPHANS_EVERY = 2  # state exchanges (about a second) between two looks for ViewComfy tasks whose replica died
 
 
@@ -162,6 +166,8 @@ class Cluster:
         self._given: dict[str, int] = {}
         self._orphans: asyncio.Task[Any] | None = None  # the look for ViewComfy tasks of stopped replicas
         self.stopping = False
+        self._going = False  # stopping: the alive key is deleted, no longer renewed (``_leave``)
+        self._gone = asyncio.Event()  # ... and it is
 
     def key(self, *parts: str) -> str:
         return self.prefix + ":".join(parts)
@@ -284,13 +290,49 @@ class Cluster:
         backend has ended, its outcome stored), then stop."""
         self.stopping = True
         if self.leases is not None:
-            await self.leases.stop()
+            await asyncio.gather(self._leave(), self.leases.stop())
+        else:
+            await self._leave()
         if self._keeping:  # outputs completed tasks still have to store
             await asyncio.wait(self._keeping, timeout=KEEP_DRAIN_S)
         await cancel_and_wait([*self._loops, *self._jobs, *self._keeping])
         await self.writer.stop()
         await self.redis.aclose()
         await self.blocking.aclose()
+
+    async def _leave(self) -> None:
+        """A graceful stop: the ViewComfy tasks this replica drives are left to the survivors at once. Their runs are
+        not cancelled and nothing is recorded as their end (``leave``); once the writes about them are stored, they
+        are fenced from this replica's late writes and its alive key goes, so a survivor's next look for orphans
+        (about a second later, not once the key would have expired) adopts each, once, and ends it."""
+        manager = self.manager
+        if manager is None:
+            return
+        left: set[str] = set()
+        for backend in list(manager.pool.backends.values()):
+            if backend.name not in self.backends and isinstance(backend, TakesOver):
+                left |= await backend.leave(float(self.settings.shutdown_grace))
+        for task_id in left:
+            self._let_go(task_id)
+        if left:
+            log.info("%s leaves %d ViewComfy task(s) to the other replicas", self.replica, len(left))
+        fences = [self.key("claim", task_id) + ":free" for task_id in left]
+
+        def fence(pipe: Any) -> Any:
+            for key in fences:
+                pipe.set(key, self.incarnation, ex=LEFT_FENCE_S)
+            return pipe.ping()
+
+        try:  # after every write queued before it: the survivor reads the task as this replica last saw it
+            await self.writer.call(fence, count=len(fences) + 1, timeout=DRAIN_WAIT)
+        except (TimeoutError, RedisError, OSError) as exc:
+            log.warning("the last writes about the ViewComfy tasks left may not be stored: %s", exc)
+        self._going = True  # the state exchange deletes the alive key instead of renewing it
+        try:
+            await asyncio.wait_for(self._gone.wait(), 2 * STATE_EVERY + 1.0)
+        except TimeoutError:
+            with contextlib.suppress(RedisError, OSError):
+                await self.redis.delete(self.key("alive", self.incarnation))
 
     def _spawn(self, coro: Any, name: str) -> asyncio.Task[Any]:
         job = asyncio.create_task(coro, name=name)
@@ -670,7 +712,8 @@ class Cluster:
             await self._look_around(rounds)
             try:
                 pipe = self.redis.pipeline(transaction=False)
-                pipe.set(self.key("alive", self.incarnation), self.replica, px=int(self.alive_ttl * 1000))
+                going = self._going
+                self._alive(pipe, going)
                 for backend in self.backends.values():
                     if backend.name in self._ready or (backend.owned and backend.closing.is_set()):  # (draining)
                         pipe.set(
@@ -682,6 +725,8 @@ class Cluster:
                 pipe.hgetall(self.key("load"))
                 results = await pipe.execute()
                 states, loads = results[-2], results[-1]
+                if going:
+                    self._gone.set()
                 now = time.monotonic()
                 for name, raw in zip(names, states, strict=True):
                     backend = self.backends[name]
@@ -696,6 +741,13 @@ class Cluster:
             except (RedisError, OSError):
                 pass
             await asyncio.sleep(STATE_EVERY)
+
+    def _alive(self, pipe: Any, going: bool) -> None:
+        key = self.key("alive", self.incarnation)
+        if going:
+            pipe.delete(key)
+        else:
+            pipe.set(key, self.replica, px=int(self.alive_ttl * 1000))
 
     async def _renew_alive(self) -> None:
         """This replica lives (renewed with the state exchange): survivors adopt its ViewComfy tasks once it is gone."""

@@ -104,6 +104,7 @@ class ViewComfyBackend(BackendBase):
         self.failures = 0
         self._retry_at: float | None = None  # monotonic time after which a down endpoint is tried again
         self._jobs: dict[str, asyncio.Task[Any]] = {}
+        self._left: set[str] = set()  # tasks this stopping replica left to a survivor (``leave``)
 
     # --- what every backend has ------------------------------------------------------------------
     @property
@@ -168,6 +169,15 @@ class ViewComfyBackend(BackendBase):
         error = replica_lost(lost, "ViewComfy's API cannot be asked for the run's result")
         host.finish(task, TaskStatus.FAILED, error=error)
 
+    async def leave(self, grace: float) -> set[str]:
+        """Cluster mode, this replica stopping: this API cannot be asked for a past run's result, so the runs under
+        way may end here within ``grace`` seconds; what is still running then is stopped as before (or failed
+        ``replica_lost`` by the survivor that adopts it). Nothing is left to the survivors to follow."""
+        jobs = [job for job in self._jobs.values() if not job.done()]
+        if jobs:
+            await asyncio.wait(jobs, timeout=grace)
+        return set()
+
     async def _run(self, task: Task, manager: TaskHost, call: Call | None = None) -> None:
         """One task's job (``_call`` unless told otherwise): cancelling it stops the run (``_abandon``)."""
         if task.status.final:  # interrupted before the job started
@@ -178,6 +188,8 @@ class ViewComfyBackend(BackendBase):
         try:
             await (call or self._call)(task, manager)
         except asyncio.CancelledError:
+            if task.task_id in self._left:
+                raise  # left to a survivor (``leave``): nothing ends here, the run goes on over there
             reason = await self._abandon(task)
             if not task.status.final:
                 manager.finish_interrupted(task, reason)

@@ -11,7 +11,8 @@ what is sent), but the run is scheduled on the central API and followed instead 
   ``poll_interval``. While the socket is up a slow safety poll still runs, so a lost event never hangs a task.
 * The remote prompt id is the task id written as a UUID: one run per task, findable from either side.
 * Outputs are links: each is downloaded, streamed, into ``outputs/`` (see ``ViewComfyCentralClient.download``).
-* Interrupt, timeout and shutdown cancel the remote run (the older API could not), then the local job.
+* Interrupt, timeout and shutdown cancel the remote run (the older API could not), then the local job; in cluster
+  mode a replica stopping gracefully leaves its runs going for a survivor to follow (``leave``).
 * Credentials stay inside ``ViewComfyCentralClient``: never in describe(), task errors or log lines.
 """
 
@@ -252,6 +253,20 @@ class CurrentViewComfyBackend(ViewComfyBackend):
         await self._collect(task, manager, result)
 
     # --- stopping ----------------------------------------------------------------------------------
+    async def leave(self, grace: float) -> set[str]:
+        """Cluster mode, this replica stopping: its runs go on over there, so it stops following them without
+        cancelling them or ending their tasks; a survivor adopts each and follows it to its end (``take_over``)."""
+        jobs = {task_id: job for task_id, job in self._jobs.items() if not job.done()}
+        self._left.update(jobs)
+        for job in jobs.values():
+            job.cancel()
+        if jobs:
+            await asyncio.wait(jobs.values(), timeout=CANCEL_TIMEOUT)
+        for task_id in jobs:
+            self._scheduled.pop(task_id, None)
+            self.inflight.discard(task_id)
+        return set(jobs)
+
     async def _abandon(self, task: Task) -> str:
         """The local job is being cancelled (interrupt, timeout, shutdown): cancel the remote run too."""
         prompt_id = self._scheduled.pop(task.task_id, None)
