@@ -10,47 +10,18 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Iterator
-from pathlib import Path
 
 import httpx
 import pytest
 
-from bench.cluster_procs import ClusterStack
-from bench.procs import Emulator, Gate
 from tests.api.v2.conftest import load_image_workflow, png
 from tests.cluster.clients import FINAL, sampler_workflow
-
-VC_ID, VC_SECRET = "vc-client", "vc-secret-value-0123"
-
-
-class Stack:
-    def __init__(self, workdir: Path) -> None:
-        self.started: list[Emulator | Gate | ClusterStack] = []
-        try:
-            self.vc_emulator = Emulator(workdir, "emulator-vc", step_delay=0.01).wait_ready()
-            self.started.append(self.vc_emulator)
-            env = {"COMFYUI_VIEWCOMFY_SERVER_CLIENT_ID": VC_ID, "COMFYUI_VIEWCOMFY_SERVER_CLIENT_SECRET": VC_SECRET}
-            self.viewcomfy = Gate(workdir, "viewcomfy", [self.vc_emulator.url], env=env).wait_ready()
-            self.started.append(self.viewcomfy)
-            vc = {
-                "COMFYUI_VIEWCOMFY_URL": f"{self.viewcomfy.url}/api/viewcomfy/infer",
-                "COMFYUI_VIEWCOMFY_CLIENT_ID": VC_ID,
-                "COMFYUI_VIEWCOMFY_CLIENT_SECRET": VC_SECRET,
-            }
-            self.cluster = ClusterStack(workdir / "cluster", step_delay=0.01, env=vc)
-            self.started.append(self.cluster)
-        except BaseException:
-            self.close()
-            raise
-
-    def close(self) -> None:
-        for proc in reversed(self.started):
-            proc.close() if isinstance(proc, ClusterStack) else proc.stop()
+from tests.cluster.viewcomfy_stack import ViewComfyStack
 
 
 @pytest.fixture(scope="module")
-def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
-    stack = Stack(tmp_path_factory.mktemp("local"))
+def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ViewComfyStack]:
+    stack = ViewComfyStack(tmp_path_factory.mktemp("local"))
     try:
         yield stack
     finally:
@@ -67,7 +38,7 @@ async def final(client: httpx.AsyncClient, url: str, timeout: float = 60) -> dic
         await asyncio.sleep(0.2)
 
 
-async def test_a_viewcomfy_task_runs_from_any_replica_and_is_seen_everywhere(stack: Stack) -> None:
+async def test_a_viewcomfy_task_runs_from_any_replica_and_is_seen_everywhere(stack: ViewComfyStack) -> None:
     replicas = stack.cluster.replicas
     async with httpx.AsyncClient() as client:
         for replica in replicas:  # whether it owns a ComfyUI server or not
@@ -88,7 +59,7 @@ async def test_a_viewcomfy_task_runs_from_any_replica_and_is_seen_everywhere(sta
                 assert served.status_code == 200 and served.content, (other.name, output)
 
 
-async def test_a_viewcomfy_task_is_stopped_from_another_replica(stack: Stack) -> None:
+async def test_a_viewcomfy_task_is_stopped_from_another_replica(stack: ViewComfyStack) -> None:
     a, b, _ = stack.cluster.replicas
     async with httpx.AsyncClient() as client:
         answer = await client.post(
@@ -104,7 +75,7 @@ async def test_a_viewcomfy_task_is_stopped_from_another_replica(stack: Stack) ->
         assert body["status"] == "interrupted", body
 
 
-async def test_a_v2_job_with_an_uploaded_asset_runs_where_the_asset_is_or_is_refused(stack: Stack) -> None:
+async def test_a_v2_job_with_an_uploaded_asset_runs_where_the_asset_is_or_is_refused(stack: ViewComfyStack) -> None:
     """v2 assets are kept by the replica that took the upload (not shared yet): a job using one is posted by
     that replica to a ComfyUI server it owns, or refused with a 503 that says why (one replica owns none)."""
     outcomes = []

@@ -19,55 +19,24 @@ import asyncio
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
 from redis.asyncio import Redis
 
-from bench.cluster_procs import ClusterStack
-from bench.procs import Emulator, Gate
 from tests.cluster.clients import FINAL, Listener, sampler_workflow, seeds_run
+from tests.cluster.viewcomfy_stack import ViewComfyStack
 
-VC_ID, VC_SECRET = "vc-client", "vc-secret-value-0123"
 STEPS = 1000  # ~10 s at the ViewComfy server's step delay: still running when its replica is killed
 GRACE_STEPS = 250  # ~2.5 s: ends within the stopping replica's shutdown grace (5 s)
 STOP_STEPS = 500  # ~5 s: still running once a graceful stop has returned
 ADOPT_WITHIN = 45.0  # the alive key's 6 s (3 lease TTLs of 2 s), a look every second, the rest of the run
 
 
-class Stack:
-    def __init__(self, workdir: Path, api: str) -> None:
-        self.started: list[Emulator | Gate | ClusterStack] = []
-        try:
-            self.vc_emulator = Emulator(workdir, "emulator-vc", step_delay=0.01).wait_ready()
-            self.started.append(self.vc_emulator)
-            env = {"COMFYUI_VIEWCOMFY_SERVER_CLIENT_ID": VC_ID, "COMFYUI_VIEWCOMFY_SERVER_CLIENT_SECRET": VC_SECRET}
-            self.viewcomfy = Gate(workdir, "viewcomfy", [self.vc_emulator.url], env=env).wait_ready()
-            self.started.append(self.viewcomfy)
-            vc = {"COMFYUI_VIEWCOMFY_CLIENT_ID": VC_ID, "COMFYUI_VIEWCOMFY_CLIENT_SECRET": VC_SECRET}
-            if api == "current":
-                vc |= {
-                    "COMFYUI_VIEWCOMFY_API": "current",
-                    "COMFYUI_VIEWCOMFY_API_URL": self.viewcomfy.url,
-                    "COMFYUI_VIEWCOMFY_URL": "sd",  # the deployment (the workflow sent with each run is used)
-                    "COMFYUI_VIEWCOMFY_POLL_INTERVAL": "0.3",
-                }
-            else:
-                vc["COMFYUI_VIEWCOMFY_URL"] = f"{self.viewcomfy.url}/api/viewcomfy/infer"
-            self.cluster = ClusterStack(workdir / "cluster", emulators=1, step_delay=0.01, env=vc)
-            self.started.append(self.cluster)
-        except BaseException:
-            self.close()
-            raise
-
-    def close(self) -> None:
-        for proc in reversed(self.started):
-            proc.close() if isinstance(proc, ClusterStack) else proc.stop()
-
-
 @pytest.fixture(params=["direct", "current"])
-def stack(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Stack]:
-    stack = Stack(tmp_path, request.param)
+def stack(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[ViewComfyStack]:
+    stack = ViewComfyStack(tmp_path, request.param, emulators=1)
     try:
         yield stack
     finally:
@@ -75,8 +44,8 @@ def stack(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Stack]:
 
 
 @pytest.fixture
-def current_stack(tmp_path: Path) -> Iterator[Stack]:
-    stack = Stack(tmp_path, "current")
+def current_stack(tmp_path: Path) -> Iterator[ViewComfyStack]:
+    stack = ViewComfyStack(tmp_path, "current", emulators=1)
     try:
         yield stack
     finally:
@@ -84,8 +53,8 @@ def current_stack(tmp_path: Path) -> Iterator[Stack]:
 
 
 @pytest.fixture
-def direct_stack(tmp_path: Path) -> Iterator[Stack]:
-    stack = Stack(tmp_path, "direct")
+def direct_stack(tmp_path: Path) -> Iterator[ViewComfyStack]:
+    stack = ViewComfyStack(tmp_path, "direct", emulators=1)
     try:
         yield stack
     finally:
@@ -96,7 +65,7 @@ def _running_with_progress(listener: Listener, task_id: str) -> bool | None:
     return any(u["status"] == "running" and u["progress"].get("log") for u in listener.updates(task_id)) or None
 
 
-async def test_a_killed_replicas_viewcomfy_task_ends_once_on_a_survivor(stack: Stack) -> None:
+async def test_a_killed_replicas_viewcomfy_task_ends_once_on_a_survivor(stack: ViewComfyStack) -> None:
     victim, *survivors = stack.cluster.replicas
     api = "current" if "COMFYUI_VIEWCOMFY_API" in stack.cluster.env else "direct"
     workflow = sampler_workflow(steps=STEPS)
@@ -140,7 +109,7 @@ async def test_a_killed_replicas_viewcomfy_task_ends_once_on_a_survivor(stack: S
 
 
 async def test_a_gracefully_stopped_replicas_viewcomfy_run_goes_on_and_a_survivor_completes_it(
-    current_stack: Stack,
+    current_stack: ViewComfyStack,
 ) -> None:
     stack = current_stack
     victim, *survivors = stack.cluster.replicas
@@ -185,20 +154,28 @@ async def test_a_gracefully_stopped_replicas_viewcomfy_run_goes_on_and_a_survivo
     await redis.aclose()
 
 
-async def test_a_gracefully_stopped_replica_lets_its_first_api_run_end_within_the_grace(direct_stack: Stack) -> None:
+async def _stopped_while_running(client: httpx.AsyncClient, victim: Any, listener: Listener, steps: int) -> str:
+    """A ViewComfy task submitted to ``victim``, stopped gracefully once the run shows progress: its id."""
+    workflow = sampler_workflow(steps=steps)
+    answer = await client.post(
+        f"{victim.url}/api/workflow/submit", json={"workflow": workflow, "backend": "viewcomfy"}, timeout=30
+    )
+    assert answer.status_code == 200, answer.text
+    task_id: str = answer.json()["task_id"]
+    await listener.until(lambda: _running_with_progress(listener, task_id), timeout=30)
+    await asyncio.to_thread(victim.stop)
+    return task_id
+
+
+async def test_a_gracefully_stopped_replica_lets_its_first_api_run_end_within_the_grace(
+    direct_stack: ViewComfyStack,
+) -> None:
     """The first API cannot be asked for a past run: the stopping replica lets the run end first (it would have been
     failed ``replica_lost`` otherwise), within COMFYUI_SHUTDOWN_GRACE."""
     stack = direct_stack
     victim, *survivors = stack.cluster.replicas
     async with httpx.AsyncClient() as client, Listener(f"{survivors[0].ws_url}/ws") as first:
-        workflow = sampler_workflow(steps=GRACE_STEPS)
-        answer = await client.post(
-            f"{victim.url}/api/workflow/submit", json={"workflow": workflow, "backend": "viewcomfy"}, timeout=30
-        )
-        assert answer.status_code == 200, answer.text
-        task_id = answer.json()["task_id"]
-        await first.until(lambda: _running_with_progress(first, task_id), timeout=30)
-        await asyncio.to_thread(victim.stop)
+        task_id = await _stopped_while_running(client, victim, first, GRACE_STEPS)
         end = await first.final(task_id, timeout=10)
         assert end["status"] == "completed", end
         body = (await client.get(f"{survivors[0].url}/api/task/{task_id}", timeout=10)).json()
@@ -209,20 +186,13 @@ async def test_a_gracefully_stopped_replica_lets_its_first_api_run_end_within_th
         assert len(seeds_run([stack.vc_emulator.url])) == 1
 
 
-async def test_a_first_api_run_longer_than_the_grace_is_failed_once_by_a_survivor(direct_stack: Stack) -> None:
+async def test_a_first_api_run_longer_than_the_grace_is_failed_once_by_a_survivor(direct_stack: ViewComfyStack) -> None:
     """What still runs once the grace is over is ended as on a crash: a survivor adopts it (the stopping replica's
     alive key is deleted, not left to expire) and fails it ``replica_lost``, once."""
     stack = direct_stack
     victim, *survivors = stack.cluster.replicas
     async with httpx.AsyncClient() as client, Listener(f"{survivors[0].ws_url}/ws") as first:
-        workflow = sampler_workflow(steps=STEPS)
-        answer = await client.post(
-            f"{victim.url}/api/workflow/submit", json={"workflow": workflow, "backend": "viewcomfy"}, timeout=30
-        )
-        assert answer.status_code == 200, answer.text
-        task_id = answer.json()["task_id"]
-        await first.until(lambda: _running_with_progress(first, task_id), timeout=30)
-        await asyncio.to_thread(victim.stop)
+        task_id = await _stopped_while_running(client, victim, first, STEPS)
         end = await first.final(task_id, timeout=10)
         assert end["status"] == "failed", end
         body = (await client.get(f"{survivors[0].url}/api/task/{task_id}", timeout=10)).json()
