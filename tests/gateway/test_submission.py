@@ -70,5 +70,6 @@ def test_a_big_submission_does_not_stall_the_event_loop(gate: Gate) -> None:
     assert len(latencies) > 10
     worst = max(latencies)
     # Before: the loop stalled for the whole submission (worst ≈ took). The emulator runs in this process
-    # too and competes for the GIL, so allow some of it.
-    assert worst < max(0.25, took / 2), (worst, took)
+    # too and competes for the GIL (its validation of 10,000 nodes is pure Python): alone, worst ≈ took / 4;
+    # beside CI's other workers, up to took * 0.65 was seen. Still far from a whole-submission stall.
+    assert worst < max(0.25, took * 0.8), (worst, took)
