@@ -46,6 +46,9 @@ from workflow.node_specs import (
     spec_type,
 )
 
+# One generator for the values a parameter asks to be random: a new random.Random() seeds itself from
+# os.urandom (~30 µs) on every submission.
+_RNG = random.Random()
 SEED_MAX = 0xFFFFFFFFFFFFFFFF
 VIEWCOMFY_KEY = re.compile(r"^(?P<node>.+?)-inputs-(?P<input>.+)$")
 RANDOM_SEED_VALUES = (-1, "-1", "random", "randomize")
@@ -496,7 +499,7 @@ def apply_params(
 
     Raises ParameterError listing every problem at once; `api` itself is never modified.
     """
-    rng = rng or random.Random()
+    rng = rng or _RNG
     result = copy.deepcopy(api)
     applied: dict[str, Any] = {}
     problems: list[dict[str, Any]] = []
@@ -687,7 +690,7 @@ def bump_seed(
     api: dict[str, Any], rng: random.Random | None = None, object_info: dict[str, Any] | None = None
 ) -> tuple[dict[str, Any], dict[str, Any]]:
     """Give every seed a new random value, so ComfyUI does not answer a repeated prompt from its cache."""
-    rng = rng or random.Random()
+    rng = rng or _RNG
     result = copy.deepcopy(api)
     applied: dict[str, Any] = {}
     for node_id, name in list(seed_inputs(result, object_info)):

@@ -34,31 +34,27 @@ STOP_STEPS = 500  # ~5 s: still running once a graceful stop has returned
 ADOPT_WITHIN = 45.0  # the alive key's 6 s (3 lease TTLs of 2 s), a look every second, the rest of the run
 
 
-@pytest.fixture(params=["direct", "current"])
-def stack(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[ViewComfyStack]:
-    stack = ViewComfyStack(tmp_path, request.param, emulators=1)
+def _stack(tmp_path: Path, api: str) -> Iterator[ViewComfyStack]:
+    stack = ViewComfyStack(tmp_path, api, emulators=1)
     try:
         yield stack
     finally:
         stack.close()
+
+
+@pytest.fixture(params=["direct", "current"])
+def stack(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[ViewComfyStack]:
+    yield from _stack(tmp_path, request.param)
 
 
 @pytest.fixture
 def current_stack(tmp_path: Path) -> Iterator[ViewComfyStack]:
-    stack = ViewComfyStack(tmp_path, "current", emulators=1)
-    try:
-        yield stack
-    finally:
-        stack.close()
+    yield from _stack(tmp_path, "current")
 
 
 @pytest.fixture
 def direct_stack(tmp_path: Path) -> Iterator[ViewComfyStack]:
-    stack = ViewComfyStack(tmp_path, "direct", emulators=1)
-    try:
-        yield stack
-    finally:
-        stack.close()
+    yield from _stack(tmp_path, "direct")
 
 
 def _running_with_progress(listener: Listener, task_id: str) -> bool | None:
