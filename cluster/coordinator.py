@@ -334,14 +334,17 @@ class Cluster:
             with contextlib.suppress(RedisError, OSError):
                 await self.redis.delete(self.key("alive", self.incarnation))
 
-    def _spawn(self, coro: Any, name: str) -> asyncio.Task[Any]:
+    def _spawn(self, coro: Any, name: str, group: set[asyncio.Task[Any]] | None = None) -> asyncio.Task[Any]:
+        """A background job, tracked in ``group`` (``_jobs`` unless told) until it ends; its failure is logged."""
+        jobs = self._jobs if group is None else group
         job = asyncio.create_task(coro, name=name)
-        self._jobs.add(job)
+        jobs.add(job)
+        job.add_done_callback(jobs.discard)
         job.add_done_callback(self._job_done)
         return job
 
-    def _job_done(self, job: asyncio.Task[Any]) -> None:
-        self._jobs.discard(job)
+    @staticmethod
+    def _job_done(job: asyncio.Task[Any]) -> None:
         if not job.cancelled() and job.exception() is not None:
             log.error("cluster job %s failed", job.get_name(), exc_info=job.exception())
 
@@ -751,7 +754,9 @@ class Cluster:
 
     async def _renew_alive(self) -> None:
         """This replica lives (renewed with the state exchange): survivors adopt its ViewComfy tasks once it is gone."""
-        await self.redis.set(self.key("alive", self.incarnation), self.replica, px=int(self.alive_ttl * 1000))
+        pipe = self.redis.pipeline(transaction=False)
+        self._alive(pipe, going=False)
+        await pipe.execute()
 
     async def _adopt_orphans(self) -> None:
         """ViewComfy tasks whose driving replica stopped renewing its alive key (killed: it ended nothing): each is
@@ -1285,9 +1290,7 @@ class Cluster:
         it in its own output folder (``_from_backend``); so does every replica if this one dies first."""
         if self.objects is None or not task.outputs:
             return
-        job = asyncio.create_task(self._keep_behind(list(task.outputs)), name=f"keep {task.task_id}")
-        self._keeping.add(job)
-        job.add_done_callback(self._keeping.discard)
+        self._spawn(self._keep_behind(list(task.outputs)), f"keep {task.task_id}", self._keeping)
 
     async def _keep_behind(self, items: list[dict[str, Any]]) -> None:
         for item in items:
