@@ -23,7 +23,7 @@ from collections.abc import Awaitable, Callable
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
-from cluster.scripts import ACQUIRE_OR_RENEW, RELEASE
+from cluster.scripts import ACQUIRE_OR_RENEW, RELEASE, RENEW
 
 log = logging.getLogger("comfygate.cluster.lease")
 STOP_SETTLE_S = 15.0  # a stop waits this long at most for adoptions and hand-backs under way (each bounded itself)
@@ -50,6 +50,7 @@ class LeaseKeeper:
         self._mine: set[str] = set()  # leases this replica acts on (valid or lapsed while Redis is away)
         self._seen_held: set[str] = set()  # leases seen held at least once (not first come, first served)
         self._leaving: set[str] = set()  # leases being given back: still renewed, no longer valid
+        self._gave: dict[str, float] = {}  # lease given back → monotonic time: not taken back as orphaned soon after
         self._giving: set[asyncio.Task[None]] = set()  # give-backs of a rebalance, under way
         self._changes: dict[str, asyncio.Task[None]] = {}  # the last on_change call of each lease
         self._stopping = False
@@ -111,6 +112,7 @@ class LeaseKeeper:
             pass  # it expires by itself
         finally:
             self._mine.discard(name)
+            self._gave[name] = time.monotonic()
             self._leaving.discard(name)  # (only now: a round in between would take it up again)
 
     async def _run(self) -> None:
@@ -174,18 +176,23 @@ class LeaseKeeper:
             return False
         since = self._free_since.setdefault(name, time.monotonic())
         orphaned = time.monotonic() - since > self.ttl
+        if orphaned and len(self._mine) >= share and time.monotonic() - self._gave.get(name, -math.inf) < 3 * self.ttl:
+            # We gave it back for a taker whose round came late (its "given back" mark expired): not ours to take
+            # back at once, or the two would hand it to and fro. After 3 TTLs the taker is surely gone.
+            orphaned = False
         first = name not in self._seen_held and len(self._mine) < share
-        return free is not None or first or orphaned
+        given_to_others = free is not None and free.decode() != self.replica  # not by us: our own mark is for others
+        return given_to_others or first or orphaned
 
     async def _renew(self, names: list[str]) -> None:
-        """Renew every lease still ours in one round trip."""
+        """Renew every lease still ours in one round trip (renew only: one given back since it was read stays free)."""
         if not names:
             return
         started = time.monotonic()
         try:
             pipe = self.redis.pipeline(transaction=False)
             for name in names:
-                pipe.eval(ACQUIRE_OR_RENEW, 1, self.key(name), self.replica, int(self.ttl * 1000))
+                pipe.eval(RENEW, 1, self.key(name), self.replica, int(self.ttl * 1000))
             answers = await pipe.execute()
         except (RedisError, OSError) as exc:
             log.warning("cannot renew leases: %s", exc)

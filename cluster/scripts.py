@@ -14,6 +14,15 @@ redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
 return 1
 """
 
+# KEYS: lease key. ARGV: replica id, ttl ms. Extends the lease only while we hold it: a renewal read before a
+# give-back must not take the freed lease up again (it would go back to its giver, not to the taker it was freed for).
+RENEW = """
+if redis.call('GET', KEYS[1]) == ARGV[1] then
+  return redis.call('PEXPIRE', KEYS[1], ARGV[2])
+end
+return 0
+"""
+
 # KEYS: lease key, its "given back" marker. ARGV: replica id, ttl ms. Deletes the lease only if we still
 # hold it, and marks it given back so another replica takes it at once (not after a TTL of silence).
 RELEASE = """

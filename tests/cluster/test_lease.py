@@ -100,6 +100,41 @@ async def test_a_lease_given_back_stays_renewed_until_what_is_under_way_has_ende
     await b.keeper.stop()
 
 
+async def test_a_renewal_read_before_a_give_back_does_not_take_the_lease_up_again(redis_server: RedisServer) -> None:
+    """The renewal loop reads who holds what, then renews: a give-back landing in between leaves the lease free
+    (a renewal that could also acquire gave it back to its giver, and a rebalance or a stop never settled)."""
+    a = Owner(redis_server.url, "a")
+    await a.keeper.round()
+    await until(lambda: a.owned == set(NAMES))
+    await a.keeper.give_up(NAMES[0])
+    await a.keeper._renew(NAMES)  # read before the give-back, run after it
+    assert await a.redis.get(f"t:lease:{NAMES[0]}") is None
+    assert await a.redis.get(f"t:lease:{NAMES[1]}") == b"a"
+    await a.keeper.stop()
+
+
+async def test_a_lease_given_back_to_a_late_taker_is_not_taken_back_by_its_giver(redis_server: RedisServer) -> None:
+    """A rebalance gives a lease back for a replica whose rounds come late (a loaded machine): its "given back"
+    mark expires first. The giver must not take the lease back as orphaned, or the two hand it to and fro."""
+    a = Owner(redis_server.url, "a")
+    await a.keeper.round()
+    a.keeper.start()
+    await until(lambda: a.owned == set(NAMES))
+    late = "t:replicas"  # replica b is alive (in the set) but makes no round yet
+    await a.redis.zadd(late, {"b": time.time()})
+    await until(lambda: len(a.owned) == 1)
+    given = (set(NAMES) - a.owned).pop()
+    for _ in range(int(2 * a.keeper.ttl / 0.25)):  # two TTLs: the mark has expired, the lease is free ("orphaned")
+        await a.redis.zadd(late, {"b": time.time()})
+        await asyncio.sleep(0.25)
+    assert await a.redis.get(f"t:lease:{given}") is None
+    assert a.owned == set(NAMES) - {given}
+    b = Owner(redis_server.url, "b")
+    await b.keeper.round()
+    await until(lambda: b.owned == {given})
+    await a.keeper.stop()
+
+
 async def test_redis_away_keeps_ownership_but_not_validity(redis_server: RedisServer) -> None:
     a = Owner(redis_server.url, "a")
     await a.keeper.round()
