@@ -175,27 +175,10 @@ class Cluster:
     # --- building the parts the manager is made of --------------------------------------------------
     def make_bus(self, hub: EventHub) -> ClusterBus:
         self.bus = ClusterBus(
-            hub,
-            self.writer,
-            self.prefix,
-            self.settings.events_stream_max,
-            self.settings.event_log_size,
-            origin=self.incarnation,
+            hub, self.writer, self.prefix, self.settings.events_stream_max, self.settings.event_log_size
         )
         self.bus.fence = self._fence_id
-        self.bus.sure = self._surely_mine
         return self.bus
-
-    def _surely_mine(self, task_id: str | None) -> bool:
-        """Whether a message about ``task_id`` can go to this replica's listeners before Redis has it: no other
-        replica can refuse it (the lease of the backend the task runs on, if this replica drives it, is still
-        valid; the fence takes nothing else away)."""
-        if task_id is None or self.leases is None:
-            return True
-        task = self.store.get(task_id) if task_id in self.store.live else None
-        if task is None or task.backend not in self.backends:
-            return True
-        return self.leases.valid(task.backend)
 
     def _fence(self, task: Task) -> tuple[str, str] | None:
         """A write about a task on a backend is only valid from that backend's owner (the one exception, a new
@@ -426,7 +409,7 @@ class Cluster:
         if self.bus is not None:
             self.current_id = stream_int(entry_id)
             try:
-                self.bus.deliver(text, task_id, kind, field(fields, b"c"), field(fields, b"s"), field(fields, b"o"))
+                self.bus.deliver(text, task_id, kind, field(fields, b"c"), field(fields, b"s"))
             finally:
                 self.current_id = None
 

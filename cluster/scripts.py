@@ -100,15 +100,14 @@ if redis.call('ZREM', KEYS[6], ARGV[1]) == 0 then return false end
 
 # KEYS: events stream, the task's own stream. ARGV: task id ('' = for everyone), kind, text, events maxlen,
 # per-task maxlen, per-task ttl s, keep in the task's stream (1/0), conflation key and status ('' = none:
-# the hub's, read from the message's dict once, so no reader decodes the text again), the publisher's
-# incarnation when it gave the message to its own listeners already ('' = not), fence key, fence holder.
-# Same id in both streams, so an SSE Last-Event-ID read on one replica resumes on another from the task's
-# stream.
+# the hub's, read from the message's dict once, so no reader decodes the text again), fence key, fence
+# holder. Same id in both streams, so an SSE Last-Event-ID read on one replica resumes on another from the
+# task's stream.
 PUBLISH = (
     FENCE
     + """
 local id = redis.call('XADD', KEYS[1], 'MAXLEN', '~', ARGV[4], '*', 't', ARGV[1], 'k', ARGV[2], 'd', ARGV[3],
-  'c', ARGV[8], 's', ARGV[9], 'o', ARGV[10])
+  'c', ARGV[8], 's', ARGV[9])
 if ARGV[1] ~= '' and ARGV[7] == '1' then
   redis.call('XADD', KEYS[2], 'MAXLEN', ARGV[5], id, 'k', ARGV[2], 'd', ARGV[3])
   redis.call('EXPIRE', KEYS[2], ARGV[6])

@@ -31,20 +31,14 @@ BATCH = 256
 RETRY_ERRORS = (RedisConnectionError, RedisTimeoutError, OSError)
 
 
-Settled = Callable[[Any], None]  # an op's result (its last command's); None when it was shed unsent
-
-
 class _Item:
-    __slots__ = ("op", "future", "droppable", "count", "settled")
+    __slots__ = ("op", "future", "droppable", "count")
 
-    def __init__(
-        self, op: Op, future: asyncio.Future[Any] | None, droppable: bool, count: int, settled: Settled | None = None
-    ) -> None:
+    def __init__(self, op: Op, future: asyncio.Future[Any] | None, droppable: bool, count: int) -> None:
         self.op = op
         self.future = future
         self.droppable = droppable
         self.count = count  # commands the op adds to the pipeline (its results are that many)
-        self.settled = settled
 
 
 class RedisWriter:
@@ -74,9 +68,8 @@ class RedisWriter:
                 await asyncio.wait_for(self._drained.wait(), timeout)
         await cancel_and_wait([self._task])
 
-    def submit(self, op: Op, *, droppable: bool = False, count: int = 1, settled: Settled | None = None) -> None:
-        """Queue ``op``; ``settled`` hears its result (an exception if Redis refused it, None if it was shed)."""
-        self._items.append(_Item(op, None, droppable, count, settled))
+    def submit(self, op: Op, *, droppable: bool = False, count: int = 1) -> None:
+        self._items.append(_Item(op, None, droppable, count))
         if len(self._items) > self.limit:
             self._shed()
         self._wake.set()
@@ -95,8 +88,6 @@ class RedisWriter:
             if excess > 0 and item.droppable:
                 excess -= 1
                 self.dropped += 1
-                if item.settled is not None:
-                    item.settled(None)
                 continue
             kept.append(item)
         self._items = kept
@@ -156,8 +147,6 @@ class RedisWriter:
         for item in batch:
             result = results[index + item.count - 1]
             index += item.count
-            if item.settled is not None:
-                item.settled(result)
             if isinstance(result, Exception):
                 log.error("Redis refused a write: %s", result)
                 if item.future is not None and not item.future.done():

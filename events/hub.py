@@ -308,22 +308,14 @@ class EventHub:
         text = json.dumps(message, separators=(",", ":"), default=str)
         self.deliver(Published(text, task_id, message_kind(message)), conflation_key(message))
 
-    def deliver(
-        self, published: Published, found: tuple[Key, str] | None, *, taps: bool = True, listeners: bool = True
-    ) -> None:
+    def deliver(self, published: Published, found: tuple[Key, str] | None) -> None:
         """Queue a message serialised elsewhere, with what ``publish`` reads from its dict: its envelope and
-        its ``conflation_key`` (cluster mode: read back from the Redis stream, where they travel with it).
-        Cluster mode hands its own messages to the listeners at once and to the taps from the stream (ids)."""
-        if taps:
-            for tap in self.taps:
-                try:
-                    tap(published)
-                except Exception:
-                    log.exception("event hub tap %r failed", tap)
-        if listeners:
-            self._offer(published, found)
-
-    def _offer(self, published: Published, found: tuple[Key, str] | None) -> None:
+        its ``conflation_key`` (cluster mode: read back from the Redis stream, where they travel with it)."""
+        for tap in self.taps:
+            try:
+                tap(published)
+            except Exception:
+                log.exception("event hub tap %r failed", tap)
         text, task_id = published.text, published.task_id
         entry = _Entry(text, *found) if found is not None else None
         # Tuples: offering can drop a subscription, which edits the dicts.
