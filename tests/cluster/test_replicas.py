@@ -31,7 +31,12 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ClusterStack]:
 
 async def test_submit_on_a_watch_on_b_over_ws_and_sse_resumed_on_c(stack: ClusterStack) -> None:
     a, b, c = stack.replicas
-    async with httpx.AsyncClient() as client, Listener(f"{b.ws_url}/ws") as on_b:
+    async with (
+        httpx.AsyncClient() as client,
+        Listener(f"{a.ws_url}/ws") as on_a,
+        Listener(f"{b.ws_url}/ws") as on_b,
+        Listener(f"{c.ws_url}/ws") as on_c,
+    ):
         task = await submit(client, a.url, sampler_workflow(steps=30))
         task_id = task["task_id"]
         # One SSE client reads everything on A; another reads a few events on B, then resumes on C.
@@ -42,11 +47,18 @@ async def test_submit_on_a_watch_on_b_over_ws_and_sse_resumed_on_c(stack: Cluste
         rest = await sse_events(client, f"{c.url}/api/task/{task_id}/events", last_id=resume_from)
         everything = await full
         final = await on_b.final(task_id)
+        # Every replica's listeners, the one driving the task too (it hears its own messages at once, not from the
+        # stream): the same updates, each once, in order.
+        await on_a.final(task_id)
+        await on_c.final(task_id)
 
     assert final["status"] == "completed", final
     assert final["outputs"] and final["outputs"][0]["url"].startswith("/api/image/")
     updates = on_b.updates(task_id)
     assert_in_order(updates)
+    for other in (on_a, on_c):
+        assert_in_order(other.updates(task_id))
+        assert [u["status"] for u in other.updates(task_id)][-1] == "completed"
     assert any(u["status"] == "running" and u["progress"].get("value") for u in updates), "no step progress on B"
 
     # The resumed stream carries exactly what was missed: every event after the resume id, none before,
