@@ -104,7 +104,7 @@ class ClusterUnavailable(ServiceBusy):
     code = "cluster_unavailable"
 
 
-def _rejected(backend: SharedBackend, exc: PromptRejected) -> dict[str, Any]:
+def _rejected(backend: Backend, exc: PromptRejected) -> dict[str, Any]:
     """A task's error when its backend refused its prompt."""
     return {
         "type": "prompt_rejected",
@@ -886,17 +886,45 @@ class Cluster:
                 raise
         return task
 
-    def _own_backend(self, task: Task) -> Backend | None:
-        """A backend of this replica's own (ViewComfy: each replica has its own client of it) that can take
-        ``task`` now; as on a single replica, only when no ComfyUI server can."""
+    def _own_backends(self) -> list[Backend]:
+        """This replica's own backends (ViewComfy: each replica has its own client of it) that can take a task now:
+        healthy, with room, and not while this replica stops (what it would start there, it would have to leave)."""
         assert self.manager is not None
         pool = self.manager.pool
-        own = [
-            b
-            for b in pool.backends.values()
-            if b.name not in self.backends and b.healthy and pool.fits(task, b) and pool.has_room(b)
-        ]
+        if self.stopping:
+            return []
+        return [b for b in pool.backends.values() if b.name not in self.backends and b.healthy and pool.has_room(b)]
+
+    def _own_backend(self, task: Task) -> Backend | None:
+        """The least loaded of ``_own_backends`` that can run ``task``; as on a single replica, only used when no
+        ComfyUI server can."""
+        assert self.manager is not None
+        own = [b for b in self._own_backends() if self.manager.pool.fits(task, b)]
         return min(own, key=lambda b: b.load) if own else None
+
+    async def _take_own(self, loaded: Task, backend: Backend) -> None:
+        """A waiting task that only a replica's own backend can run (it was unhealthy or full when the task came):
+        taken out of the shared queue by the replica whose own backend has room now (the ZREM decides who)."""
+        manager = self.manager
+        assert manager is not None
+        loaded.backend = backend.name
+        loaded.extra.update(driver=self.replica, driven_by=self.incarnation)
+        if await self.records.save_now(loaded, take_from=self.key("pending")) is None:
+            return  # another replica's now
+        task = self.store.adopt(loaded)
+        manager.pool.remember_classes(task, workflow_classes(task.workflow))
+        try:
+            await manager.submitter.dispatch(task, backend)
+        except ComfyUIUnavailable:
+            task.status, task.backend = TaskStatus.PENDING, None
+            self.requeue(task)
+        except PromptRejected as exc:
+            manager.endings.fail(task, _rejected(backend, exc))
+        except ComfyGateError as exc:
+            manager.endings.fail(task, {"type": "dispatch_failed", "message": exc.message})
+        else:
+            if not task.status.final:
+                manager.endings.arm_timeout(task, max(task.timeout - (time.time() - task.created_at), 1.0))
 
     async def _post_own(self, task: Task, backend: Backend) -> Task:
         """A task for one of this replica's own backends: stored, then handed over and driven here (its record
@@ -1224,39 +1252,45 @@ class Cluster:
         if manager is None or not self.redis_ok or self.stopping:
             return
         ids = texts(await self.redis.zrange(self.key("pending"), 0, 199))
-        if not ids:
-            return
-        limit = self.settings.max_backend_queue
         for task_id in ids:
             owned = [self.backends[n] for n in sorted(self._ready) if self.backends[n].healthy]
-            if not owned:
+            if not owned and not self._own_backends():
                 return
-            loaded = await self.records.load(task_id)
-            if loaded is None or loaded.status.final:
-                await self.redis.zrem(self.key("pending"), task_id)
-                continue
-            task = loaded
-            expired = time.time() - task.created_at > task.timeout
-            able = [b for b in owned if manager.pool.fits(task, b)]
-            if not able and not expired:
-                continue
-            chosen = None
-            if not expired:
-                chosen = text_or_none(
-                    await self.redis.eval(CHOOSE, 1, self.key("load"), limit, *[b.name for b in able])
-                )
-                if chosen is None:
-                    continue
+            await self._take_one(task_id, owned)
+
+    async def _take_one(self, task_id: str, owned: list[SharedBackend]) -> None:
+        """One waiting task: taken for a backend with room (a ComfyUI server this replica owns, else one of its own),
+        timed out if it waited too long, or left waiting."""
+        manager = self.manager
+        assert manager is not None
+        loaded = await self.records.load(task_id)
+        if loaded is None or loaded.status.final:
+            await self.redis.zrem(self.key("pending"), task_id)
+            return
+        task = loaded
+        expired = time.time() - task.created_at > task.timeout
+        able = [b for b in owned if manager.pool.fits(task, b)]
+        if not able and not expired:
+            own = self._own_backend(task)
+            if own is not None:
+                await self._take_own(loaded, own)
+            return
+        chosen = None
+        if not expired:
+            limit = self.settings.max_backend_queue
+            chosen = text_or_none(await self.redis.eval(CHOOSE, 1, self.key("load"), limit, *[b.name for b in able]))
             if chosen is None:
-                if await self.redis.zrem(self.key("pending"), task_id):
-                    manager.endings.finish(
-                        self.store.adopt(loaded),
-                        TaskStatus.TIMEOUT,
-                        error={"type": "timeout", "message": f"task exceeded its timeout of {task.timeout:g} s"},
-                    )
-                continue
-            if not await self._take(loaded, self.backends[chosen]):
-                await self.redis.hincrby(self.key("load"), chosen, -1)
+                return
+        if chosen is None:
+            if await self.redis.zrem(self.key("pending"), task_id):
+                manager.endings.finish(
+                    self.store.adopt(loaded),
+                    TaskStatus.TIMEOUT,
+                    error={"type": "timeout", "message": f"task exceeded its timeout of {task.timeout:g} s"},
+                )
+            return
+        if not await self._take(loaded, self.backends[chosen]):
+            await self.redis.hincrby(self.key("load"), chosen, -1)
 
     async def _take(self, loaded: Task, backend: SharedBackend) -> bool:
         """Take a waiting task out of the shared queue for ``backend`` (owned here) and post it; False when another

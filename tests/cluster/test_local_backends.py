@@ -10,12 +10,13 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Iterator
+from pathlib import Path
 
 import httpx
 import pytest
 
 from tests.api.v2.conftest import load_image_workflow, png
-from tests.cluster.clients import FINAL, sampler_workflow
+from tests.cluster.clients import FINAL, sampler_workflow, seeds_run
 from tests.cluster.viewcomfy_stack import ViewComfyStack
 
 
@@ -99,3 +100,31 @@ async def test_a_v2_job_with_an_uploaded_asset_runs_where_the_asset_is_or_is_ref
             assert body["status"] == "completed" and body["backend"] in owned, body
             outcomes.append(job_id)
     assert None in outcomes and any(outcomes)
+
+
+async def test_viewcomfy_tasks_that_waited_in_the_shared_queue_are_taken_when_a_replica_has_room(
+    tmp_path: Path,
+) -> None:
+    """One unfinished task per backend at most: the second and third ViewComfy tasks sent to one replica while its
+    first runs wait in the shared queue, and a replica whose own ViewComfy client has room takes each (they waited
+    for good: only ComfyUI servers' owners took tasks from that queue)."""
+    stack = ViewComfyStack(tmp_path, replica_env={"COMFYUI_MAX_BACKEND_QUEUE": "1"})
+    try:
+        replica = stack.cluster.replicas[0]
+        async with httpx.AsyncClient() as client:
+            answers = [
+                await client.post(
+                    f"{replica.url}/api/workflow/submit",
+                    json={"workflow": sampler_workflow(steps=steps), "backend": "viewcomfy"},
+                    timeout=30,
+                )
+                for steps in (300, 20, 20)  # the first runs ~3 s: the others find no room on this replica
+            ]
+            assert all(a.status_code == 200 for a in answers), [a.text for a in answers]
+            assert any(a.json()["status"] == "pending" for a in answers), [a.json() for a in answers]
+            bodies = [await final(client, f"{replica.url}/api/task/{a.json()['task_id']}") for a in answers]
+        assert [b["status"] for b in bodies] == ["completed"] * 3, bodies
+        assert all(b["backend"] == "viewcomfy" for b in bodies)
+        assert len(seeds_run([stack.vc_emulator.url])) == 3  # each ran once
+    finally:
+        stack.close()

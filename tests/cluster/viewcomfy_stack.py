@@ -12,8 +12,11 @@ VC_ID, VC_SECRET = "vc-client", "vc-secret-value-0123"
 
 
 class ViewComfyStack:
-    def __init__(self, workdir: Path, api: str = "direct", emulators: int = 2) -> None:
-        """``api``: "direct" (the first API: one SSE POST, base64 outputs) or "current" (socket.io, polling)."""
+    def __init__(
+        self, workdir: Path, api: str = "direct", emulators: int = 2, replica_env: dict[str, str] | None = None
+    ) -> None:
+        """``api``: "direct" (the first API: one SSE POST, base64 outputs) or "current" (socket.io, polling);
+        ``replica_env``: more settings for the replicas."""
         self.started: list[Emulator | Gate | ClusterStack] = []
         try:
             self.vc_emulator = Emulator(workdir, "emulator-vc", step_delay=0.01).wait_ready()
@@ -31,7 +34,9 @@ class ViewComfyStack:
                 }
             else:
                 vc["COMFYUI_VIEWCOMFY_URL"] = f"{self.viewcomfy.url}/api/viewcomfy/infer"
-            self.cluster = ClusterStack(workdir / "cluster", emulators=emulators, step_delay=0.01, env=vc)
+            self.cluster = ClusterStack(
+                workdir / "cluster", emulators=emulators, step_delay=0.01, env=vc | (replica_env or {})
+            )
             self.started.append(self.cluster)
         except BaseException:
             self.close()
