@@ -88,7 +88,7 @@ async def list_tasks(
                 f"unknown status in {status!r}; use any of {', '.join(s.value for s in TaskStatus)}"
             ) from exc
     if q or workflow_name is not None:
-        total, tasks = search_tasks(services.store, wanted, q, workflow_name, offset, limit)
+        total, tasks = await search_tasks(services.store, wanted, q, workflow_name, offset, limit)
     else:
         total, tasks = services.store.query(wanted, offset, limit)
     return {"total": total, "offset": offset, "limit": limit, "tasks": [t.to_dict() for t in tasks]}
