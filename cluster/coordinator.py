@@ -934,8 +934,14 @@ class Cluster:
         task.backend = backend.name
         task.extra["driver"] = self.replica  # where an interrupt from another replica is sent
         task.extra["driven_by"] = self.incarnation  # whose death a survivor watches for (``_adopt_orphans``)
-        if not await self._store(task):
-            raise ClusterUnavailable("Redis did not store the task; retry shortly", retry_after=2)
+        # Counted at once, not once stored: a submission placed meanwhile sees it (COMFYUI_MAX_BACKEND_QUEUE).
+        backend.inflight.add(task.task_id)
+        try:
+            if not await self._store(task):
+                raise ClusterUnavailable("Redis did not store the task; retry shortly", retry_after=2)
+        except BaseException:
+            backend.inflight.discard(task.task_id)
+            raise
         await manager.submitter.dispatch(task, backend, new=True)
         return task
 

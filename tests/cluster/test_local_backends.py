@@ -105,23 +105,28 @@ async def test_a_v2_job_with_an_uploaded_asset_runs_where_the_asset_is_or_is_ref
 async def test_viewcomfy_tasks_that_waited_in_the_shared_queue_are_taken_when_a_replica_has_room(
     tmp_path: Path,
 ) -> None:
-    """One unfinished task per backend at most: the second and third ViewComfy tasks sent to one replica while its
-    first runs wait in the shared queue, and a replica whose own ViewComfy client has room takes each (they waited
-    for good: only ComfyUI servers' owners took tasks from that queue)."""
+    """One unfinished task per backend at most: of three ViewComfy tasks sent to one replica at once, two wait in
+    the shared queue (all three were handed over before: a task was counted only once stored), and a replica
+    whose own ViewComfy client has room takes each (they waited for good: only ComfyUI servers' owners took
+    tasks from that queue)."""
     stack = ViewComfyStack(tmp_path, replica_env={"COMFYUI_MAX_BACKEND_QUEUE": "1"})
     try:
         replica = stack.cluster.replicas[0]
         async with httpx.AsyncClient() as client:
-            answers = [
-                await client.post(
-                    f"{replica.url}/api/workflow/submit",
-                    json={"workflow": sampler_workflow(steps=steps), "backend": "viewcomfy"},
-                    timeout=30,
+            answers = await asyncio.gather(  # at once: each sees the others counted, not only the stored ones
+                *(
+                    client.post(
+                        f"{replica.url}/api/workflow/submit",
+                        json={"workflow": sampler_workflow(steps=100), "backend": "viewcomfy"},
+                        timeout=30,
+                    )
+                    for _ in range(3)
                 )
-                for steps in (300, 20, 20)  # the first runs ~3 s: the others find no room on this replica
-            ]
+            )
             assert all(a.status_code == 200 for a in answers), [a.text for a in answers]
-            assert any(a.json()["status"] == "pending" for a in answers), [a.json() for a in answers]
+            assert sorted(a.json()["status"] for a in answers) == ["pending", "pending", "queued"], [
+                a.json() for a in answers
+            ]
             bodies = [await final(client, f"{replica.url}/api/task/{a.json()['task_id']}") for a in answers]
         assert [b["status"] for b in bodies] == ["completed"] * 3, bodies
         assert all(b["backend"] == "viewcomfy" for b in bodies)
