@@ -43,7 +43,7 @@ def test_too_many_nodes_is_a_quick_422(gate: Gate, emulator: EmulatorThread) -> 
 
 def test_a_big_submission_does_not_stall_the_event_loop(gate: Gate) -> None:
     workflow = chain(gate.settings.max_workflow_nodes - 1)
-    latencies: list[float] = []
+    probes: list[tuple[float, float]] = []  # (sent, answered) of each health probe
     done = threading.Event()
 
     def probe() -> None:
@@ -51,25 +51,31 @@ def test_a_big_submission_does_not_stall_the_event_loop(gate: Gate) -> None:
             while not done.is_set():
                 started = time.monotonic()
                 assert client.get("/api/health").status_code == 200
-                latencies.append(time.monotonic() - started)
+                probes.append((started, time.monotonic()))
                 time.sleep(0.01)
 
     prober = threading.Thread(target=probe)
     prober.start()
+    windows: list[tuple[float, float]] = []
     try:
         time.sleep(0.2)
         for _ in range(3):
             started = time.monotonic()
             response = gate.submit(workflow)
-            took = time.monotonic() - started
+            windows.append((started, time.monotonic()))
             assert response.status_code == 422, response.text  # no output node: ComfyUI's own refusal
             assert response.json()["error"] == "prompt_rejected"
     finally:
         done.set()
         prober.join()
-    assert len(latencies) > 10
-    worst = max(latencies)
-    # Before: the loop stalled for the whole submission (worst ≈ took). The emulator runs in this process
-    # too and competes for the GIL (its validation of 10,000 nodes is pure Python): alone, worst ≈ took / 4;
-    # beside CI's other workers, up to took * 0.65 was seen. Still far from a whole-submission stall.
-    assert worst < max(0.25, took * 0.8), (worst, took)
+    assert len(probes) > 10
+    # The longest a probe waited during each submission, as a share of that submission. Before the fix the
+    # loop stalled for the whole submission (≈ 1 every time); with the body parsed on the loop ≈ 0.3; now ≈ 0.05
+    # alone. The emulator runs in this process and competes for the GIL (its validation of 10,000 nodes is pure
+    # Python), so a loaded machine inflates some submissions' share (a probe of the whole run, the former check,
+    # saw 0.65-0.9 beside CI's other workers): the best of three is what is judged.
+    shares = [
+        max((end - sent for sent, end in probes if start <= sent < stop), default=stop - start) / (stop - start)
+        for start, stop in windows
+    ]
+    assert min(shares) < 0.5, shares
