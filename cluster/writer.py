@@ -5,6 +5,13 @@ on (``submit``), or waits for it to be stored (``call``: a submission is only ac
 While Redis is unreachable the queue holds what is owed (bounded: the oldest droppable events, such
 as previews and progress steps, go first) and the writer retries until Redis is back; ``ok`` says
 which state it is in, for /api/health and the 503s.
+
+The batches go out on one connection of the writer's own, up to ``IN_FLIGHT`` at a time without waiting
+for the previous one's answer: Redis runs a connection's commands in the order they arrive and answers
+in that order, so the order of the writes is kept, and a write queued while a batch is on its way (a
+task's ``completed`` right behind its last events) leaves at once instead of a round trip later. When
+the connection fails, every batch not answered yet goes back to the head of the queue, in order, and is
+sent again (a write may then be applied twice, as a failed pipeline's always could).
 """
 
 from __future__ import annotations
@@ -14,11 +21,13 @@ import contextlib
 import logging
 from collections import deque
 from collections.abc import Callable
-from typing import Any
+from typing import Any, cast
 
 from redis.asyncio import Redis
 from redis.asyncio.client import Pipeline
+from redis.asyncio.connection import AbstractConnection, Connection
 from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from core.waits import cancel_and_wait
@@ -28,6 +37,7 @@ log = logging.getLogger("comfygate.cluster.writer")
 Pipe = Pipeline  # what an op adds its commands to (one pipeline per batch, no transaction)
 Op = Callable[[Pipe], Any]  # adds its commands to the pipeline
 BATCH = 256
+IN_FLIGHT = 4  # batches sent and not answered yet
 RETRY_ERRORS = (RedisConnectionError, RedisTimeoutError, OSError)
 
 
@@ -48,12 +58,15 @@ class RedisWriter:
         self.ok = True
         self.dropped = 0
         self._items: deque[_Item] = deque()
-        self._wake = asyncio.Event()
+        self._sent: deque[tuple[list[_Item], list[tuple[Any, Any]]]] = deque()  # (batch, its commands), in order
+        self._wake = asyncio.Event()  # something to send, or room to send it
+        self._answered = asyncio.Event()  # something was sent: the reader has answers to wait for
         self._drained = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
 
     def __len__(self) -> int:
-        return len(self._items)
+        """Writes owed: queued, or sent and not answered yet."""
+        return len(self._items) + self._unanswered()
 
     def start(self) -> None:
         self._task = asyncio.create_task(self._run(), name="redis writer")
@@ -62,7 +75,7 @@ class RedisWriter:
         """Write what is queued (if Redis answers within ``timeout``), then stop."""
         if self._task is None:
             return
-        if self._items and self.ok:
+        if (self._items or self._sent) and self.ok:
             self._drained.clear()
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._drained.wait(), timeout)
@@ -93,15 +106,93 @@ class RedisWriter:
         self._items = kept
 
     async def _run(self) -> None:
+        delay = 0.05
         while True:
-            if not self._items:
-                self._drained.set()
+            connection: AbstractConnection | None = None
+            try:
+                connection = await self.redis.connection_pool.get_connection()
+                await connection.connect()
+                delay = 0.05
+                await self._pump(connection)
+            except RETRY_ERRORS as exc:
+                if self.ok:
+                    log.warning(
+                        "Redis unreachable (%s): holding %d write(s) until it is back",
+                        exc,
+                        len(self) + self._unanswered(),
+                    )
+                self.ok = False
+                self._take_back()
+                if connection is not None:
+                    await connection.disconnect()
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 1.0)
+            finally:
+                if connection is not None:
+                    await self.redis.connection_pool.release(connection)
+
+    async def _pump(self, connection: AbstractConnection) -> None:
+        """Send batches and read their answers on ``connection`` until it fails."""
+        sender = asyncio.create_task(self._send(connection), name="redis writer: send")
+        try:
+            await self._receive(connection, sender)
+        finally:
+            await cancel_and_wait([sender])
+
+    async def _send(self, connection: AbstractConnection) -> None:
+        while True:
+            if not self._items or len(self._sent) >= IN_FLIGHT:
+                if not self._items and not self._sent:
+                    self._drained.set()
                 self._wake.clear()
                 await self._wake.wait()
                 continue
             batch = self._next_batch()
-            if batch:
-                self._settle(*await self._execute(batch))
+            if not batch:
+                continue
+            pipe = self.redis.pipeline(transaction=False)
+            for item in batch:
+                item.op(pipe)
+            commands = list(pipe.command_stack)
+            self._sent.append((batch, commands))  # (first: should the send fail, it is taken back with the rest)
+            self._answered.set()
+            if not connection.is_connected:  # closed under us: never on a new socket before what the old one lost
+                raise RedisConnectionError("the writer's connection to Redis closed")
+            await connection.send_packed_command(connection.pack_commands([c for c, _ in commands]), check_health=False)
+
+    async def _receive(self, connection: AbstractConnection, sender: asyncio.Task[None]) -> None:
+        """The answers of the batches sent, in order; a failed sender ends this too."""
+        while True:
+            if not self._sent:
+                self._answered.clear()
+                waiting = asyncio.ensure_future(self._answered.wait())
+                await asyncio.wait([waiting, sender], return_when=asyncio.FIRST_COMPLETED)
+                if sender.done():
+                    waiting.cancel()
+                    sender.result()  # its error (a send that failed), raised here
+                continue
+            batch, commands = self._sent[0]
+            results: list[Any] = []
+            for command, options in commands:
+                try:
+                    results.append(await self.redis.parse_response(cast(Connection, connection), command[0], **options))
+                except ResponseError as exc:
+                    results.append(exc)
+            self._sent.popleft()
+            if not self.ok:
+                log.info("Redis is back: writing what was held")
+            self.ok = True
+            self._settle(batch, results)
+            self._wake.set()
+
+    def _unanswered(self) -> int:
+        return sum(len(batch) for batch, _ in self._sent)
+
+    def _take_back(self) -> None:
+        """The batches not answered go back to the head of the queue, in their order, to be sent again."""
+        while self._sent:
+            batch, _ = self._sent.pop()
+            self._items.extendleft(reversed(batch))
 
     def _next_batch(self) -> list[_Item]:
         """Up to ``BATCH`` queued ops, oldest first, without those whose caller stopped waiting."""
@@ -112,33 +203,6 @@ class RedisWriter:
                 continue  # its caller gave up before it was sent: it must not be stored after a 503
             batch.append(item)
         return batch
-
-    async def _execute(self, batch: list[_Item]) -> tuple[list[_Item], list[Any]]:
-        """Send ``batch`` as one pipeline, again and again while Redis is unreachable: (what was sent, results)."""
-        delay = 0.05
-        while True:
-            # A caller that gave up while Redis was away must not be written after all (it answered 503).
-            batch = [item for item in batch if item.future is None or not item.future.done()]
-            if not batch:
-                return [], []
-            try:
-                pipe = self.redis.pipeline(transaction=False)
-                for item in batch:
-                    item.op(pipe)
-                results: list[Any] = await pipe.execute(raise_on_error=False)
-            except RETRY_ERRORS as exc:
-                if self.ok:
-                    log.warning(
-                        "Redis unreachable (%s): holding %d write(s) until it is back", exc, len(self) + len(batch)
-                    )
-                self.ok = False
-                await asyncio.sleep(delay)
-                delay = min(delay * 2, 1.0)
-                continue
-            if not self.ok:
-                log.info("Redis is back: writing what was held")
-            self.ok = True
-            return batch, results
 
     @staticmethod
     def _settle(batch: list[_Item], results: list[Any]) -> None:

@@ -170,6 +170,41 @@ async def test_writer_holds_writes_in_order_while_redis_is_away(redis_server: Re
     await redis.aclose()
 
 
+async def test_writer_keeps_order_with_batches_in_flight_and_resends_them_when_its_connection_dies(
+    redis_server: RedisServer,
+) -> None:
+    """Batches go out without waiting for the previous answer (several in flight on one connection); when that
+    connection is killed, what was not answered is sent again, in order: nothing lost, nothing reordered (a
+    write Redis had applied before the kill may appear twice, as a failed pipeline's always could)."""
+    redis = Redis.from_url(redis_server.url, socket_connect_timeout=0.5, socket_timeout=2)
+    admin = Redis.from_url(redis_server.url)
+    writer = RedisWriter(redis)
+    writer.start()
+    in_flight: list[int] = []
+
+    async def sample() -> None:
+        while True:
+            in_flight.append(len(writer._sent))
+            await asyncio.sleep(0)
+
+    sampler = asyncio.create_task(sample())
+    for i in range(3000):
+        writer.submit(lambda pipe, i=i: pipe.rpush("log", str(i)))
+        if i % 25 == 24:
+            await asyncio.sleep(0)  # a loop turn: the writer sends what is queued as one batch
+        if i == 1500:
+            await admin.client_kill_filter(_type="normal", skipme=True)
+    await until(lambda: writer.ok and len(writer) == 0, timeout=15)
+    stored = [int(v) for v in await admin.lrange("log", 0, -1)]
+    firsts = list(dict.fromkeys(stored))
+    sampler.cancel()
+    assert firsts == list(range(3000))
+    assert max(in_flight) > 1
+    await writer.stop()
+    await redis.aclose()
+    await admin.aclose()
+
+
 async def test_a_dead_drivers_viewcomfy_task_is_adopted_by_one_survivor_and_its_writes_are_fenced(
     redis_server: RedisServer,
 ) -> None:
