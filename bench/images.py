@@ -417,7 +417,9 @@ async def row_burst(bench: Bench) -> Result:  # noqa: C901 (one row: set-up, bot
         for round_no in range(args.burst_rounds):
             if round_no:
                 await asyncio.sleep(args.burst_idle)  # every pooled connection idle as long as this
-            for name, fn in (("direct", direct), ("gate", via_socket), ("gate_wait", via_wait)):
+            paths = [("direct", direct), ("gate", via_socket), ("gate_wait", via_wait)]
+            # Who goes first rotates (first after the idle wait, and first after the emulator's last burst).
+            for name, fn in paths[round_no % 3 :] + paths[: round_no % 3]:
                 cpu0 = gate.cpu()
                 seconds, failed, error = await burst(n, fn)
                 if name != "direct":  # ComfyGate's CPU per image: steadier than times on a shared machine
