@@ -47,8 +47,10 @@ from redis.asyncio import BlockingConnectionPool, Redis
 from redis.exceptions import RedisError
 
 from backends.base import Backend, TakesOver
+from cluster.assets import SharedAssets
 from cluster.backend import SharedBackend
 from cluster.bus import ClusterBus
+from cluster.errors import ClusterUnavailable
 from cluster.lease import LeaseKeeper
 from cluster.library import SharedLibrary
 from cluster.objects import ObjectStore, StoreUnavailable
@@ -100,10 +102,6 @@ def _looks_like_output(name: str) -> bool:
     return _OUTPUT_NAME.match(name) is not None
 
 
-class ClusterUnavailable(ServiceBusy):
-    code = "cluster_unavailable"
-
-
 def _rejected(backend: Backend, exc: PromptRejected) -> dict[str, Any]:
     """A task's error when its backend refused its prompt."""
     return {
@@ -147,6 +145,8 @@ class Cluster:
         self.store = RedisTaskStore(self.records, settings.history_limit, settings.full_finished_tasks)
         self.records.fence = self._fence
         self.objects = ObjectStore(settings.storage_url, settings) if settings.storage_url else None
+        # v2 uploads known to every replica (records in Redis, bytes in the store); without a store, each replica's own
+        self.assets = SharedAssets(self.redis, self.key, self.objects) if self.objects is not None else None
         self.reader = StreamReader(self.blocking, f"{self.prefix}events", self._on_entry)
         self.current_id: int | None = None  # the stream entry being delivered (SSE ids)
         self.bus: ClusterBus | None = None

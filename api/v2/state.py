@@ -18,7 +18,7 @@ from typing import Any
 
 from fastapi import Request
 
-from api.v2 import view
+from api.v2 import asset_sharing, view
 from api.v2.asset_refs import BackendInputs
 from api.v2.asset_store import AssetRecord, AssetStore
 from api.v2.events import Previews
@@ -163,6 +163,7 @@ async def install(services: Services) -> V2State:
     manager = services.manager
     inputs = BackendInputs(store, manager.pool.comfyui.get, manager.outputs.fetcher.settled)
     state = V2State(services, store, keys, inputs, Previews())
+    inputs.fetch = lambda hex_digest, path: asset_sharing.fetch_blob(state, hex_digest, path)
     services.hub.add_tap(state.previews.tap)
     services.manager.add_observer(state.on_task)
     services.manager.add_dispatch_hook(state.before_dispatch)

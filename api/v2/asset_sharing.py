@@ -1,0 +1,102 @@
+"""Where the v2 routes look an upload up: this replica's asset store, or in cluster mode every replica's.
+
+In cluster mode (with an object store) uploads are shared (``cluster.assets``): Redis says whether one exists,
+so a delete on any replica is a 404 on all, and this replica's blob folder is a cache of the store, filled on
+first use (a download, a dispatch to a backend this replica owns). Job outputs stay the local store's. Without
+a cluster every function here is the asset store's own answer, unchanged.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from api.v2.asset_store import AssetRecord
+from api.v2.errors import from_comfygate
+from core.errors import ServiceBusy
+
+if TYPE_CHECKING:
+    from api.v2.state import V2State
+    from cluster.assets import SharedAssets
+
+
+def shared(state: V2State) -> SharedAssets | None:
+    cluster = state.services.extras.get("cluster")
+    return getattr(cluster, "assets", None)
+
+
+@contextmanager
+def _answered() -> Iterator[None]:
+    """Redis or the store away: the contract's 503 (``upstream_unavailable``, with Retry-After)."""
+    try:
+        yield
+    except ServiceBusy as exc:
+        raise from_comfygate(exc) from exc
+
+
+async def find(state: V2State, asset_id: str) -> AssetRecord | None:
+    """The record of ``asset_id`` (not the newest outputs: ``recent_outputs`` has them), None when unknown."""
+    local = await state.store.run(state.store.get, asset_id)
+    assets = shared(state)
+    if assets is None or (local is not None and local.kind != "upload"):
+        return local
+    with _answered():
+        record = await assets.get(asset_id)
+    if record is None and local is not None:  # deleted on another replica: this replica's copy goes too
+        await state.store.run(state.store.delete, local)
+    return record
+
+
+async def publish(state: V2State, record: AssetRecord, new_blob: bool) -> bool:
+    """Make a fresh upload known to every replica before it is answered: whether its bytes are new."""
+    assets = shared(state)
+    if assets is None:
+        return new_blob
+    try:
+        return await assets.publish(record, state.store.file_of(record))
+    except ServiceBusy as exc:
+        await state.store.run(state.store.delete, record)  # refused: not kept here either
+        raise from_comfygate(exc) from exc
+
+
+async def mint_from_hash(state: V2State, hash_: str, meta: dict[str, Any]) -> tuple[AssetRecord | None, bool]:
+    assets = shared(state)
+    if assets is None:
+        return await state.store.run(state.store.mint_from_hash, hash_, meta)
+    with _answered():
+        return await assets.mint_from_hash(hash_, meta)
+
+
+async def has_blob(state: V2State, hash_: str) -> bool:
+    assets = shared(state)
+    if assets is None:
+        return await state.store.run(state.store.has_blob, hash_)
+    with _answered():
+        return await assets.has_blob(hash_)
+
+
+async def delete(state: V2State, record: AssetRecord) -> bool:
+    """Delete an upload (everywhere in cluster mode); False when another request deleted it first."""
+    assets = shared(state)
+    existed = True
+    if assets is not None:
+        with _answered():
+            existed = await assets.remove(record)
+    await state.store.run(state.store.delete, record)
+    return existed
+
+
+async def ensure_blob(state: V2State, record: AssetRecord) -> None:
+    """An upload's bytes on this replica's disk, fetched from the object store when another replica took it."""
+    if record.kind == "upload":
+        with _answered():
+            await fetch_blob(state, record.location, state.store.file_of(record))
+
+
+async def fetch_blob(state: V2State, hex_digest: str, path: Path) -> None:
+    """(The dispatch hook's: there a ``ServiceBusy`` is ComfyGate's own error, not a route's answer.)"""
+    assets = shared(state)
+    if assets is not None and not await state.store.run(path.is_file):
+        await assets.fetch(hex_digest, path)

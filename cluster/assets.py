@@ -1,0 +1,167 @@
+"""Comfy API v2 uploads in cluster mode: every replica knows every upload, whichever took it.
+
+An upload's record is in Redis (``asset:<id>``, JSON) and its bytes once per content hash in the object store
+(``assets/<hex>``); the blob's references (``asset_refs:<hex>``: asset id → file_path) say when the last record
+over it goes, and the blob with it, as on a single replica. A record is written only once its bytes are stored,
+so a replica that reads it can fetch them. Claiming a reference and deleting a blob are atomic steps in Lua
+(``ASSET_CLAIM``, ``ASSET_RELEASE``): a blob being deleted is not claimed until it is gone, then stored again.
+Redis or the store unreachable: ``ClusterUnavailable`` (503), nothing half-kept.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import json
+import logging
+import time
+import uuid
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from redis.asyncio import Redis
+from redis.exceptions import RedisError
+
+from api.v2.asset_store import HASH_PREFIX, AssetRecord
+from cluster.errors import ClusterUnavailable
+from cluster.objects import ObjectStore, StoreUnavailable
+from cluster.replies import text, text_or_none
+from cluster.scripts import ASSET_CLAIM, ASSET_RELEASE
+
+log = logging.getLogger("comfygate.cluster")
+
+BLOBS = "assets/"
+CLAIM_WAIT = 10.0  # seconds a new record waits for a deletion of the same bytes to end
+DELETING_TTL_MS = 60_000  # a deletion marker left by a replica that died mid-delete lapses after this
+
+
+def _unavailable(exc: Exception) -> ClusterUnavailable:
+    what = "the object store" if isinstance(exc, StoreUnavailable) else "Redis"
+    return ClusterUnavailable(f"{what} is unreachable, so assets cannot be shared now ({exc}); retry", retry_after=2)
+
+
+class SharedAssets:
+    def __init__(self, redis: Redis, key: Callable[..., str], objects: ObjectStore) -> None:
+        self.redis = redis
+        self.key = key
+        self.objects = objects
+
+    def _keys(self, asset_id: str, hex_digest: str) -> tuple[str, str, str]:
+        """(record, the blob's references, the blob's "being deleted" marker)."""
+        return self.key("asset", asset_id), self.key("asset_refs", hex_digest), self.key("asset_deleting", hex_digest)
+
+    # --- reads -------------------------------------------------------------------------------------
+    async def get(self, asset_id: str) -> AssetRecord | None:
+        try:
+            raw = await self.redis.get(self.key("asset", asset_id))
+        except (RedisError, OSError) as exc:
+            raise _unavailable(exc) from exc
+        return AssetRecord(**json.loads(raw)) if raw is not None else None
+
+    async def _over(self, hash_: str) -> list[tuple[AssetRecord, str | None]]:
+        """Every stored record over these bytes and its file_path, oldest first."""
+        refs_key = self.key("asset_refs", hash_[len(HASH_PREFIX) :])
+        try:
+            refs = {text(k): json.loads(v) for k, v in (await self.redis.hgetall(refs_key)).items()}
+            ids = list(refs)
+            raws = await self.redis.mget([self.key("asset", i) for i in ids]) if ids else []
+        except (RedisError, OSError) as exc:
+            raise _unavailable(exc) from exc
+        pairs = zip(ids, map(text_or_none, raws), strict=True)
+        found = [(AssetRecord(**json.loads(raw)), refs[i]) for i, raw in pairs if raw]
+        return sorted(found, key=lambda pair: pair[0].created_at)
+
+    async def has_blob(self, hash_: str) -> bool:
+        return bool(await self._over(hash_))
+
+    async def fetch(self, hex_digest: str, path: Path) -> bool:
+        """The blob into ``path`` (this replica's cache of it); False when the store does not have it."""
+        try:
+            return await self.objects.get_file(BLOBS + hex_digest, path)
+        except StoreUnavailable as exc:
+            raise _unavailable(exc) from exc
+
+    # --- writes ------------------------------------------------------------------------------------
+    async def publish(self, record: AssetRecord, path: Path) -> bool:
+        """A new upload (its bytes at ``path``), known to every replica on return: whether the store lacked them."""
+        return await self._register(record, path)
+
+    async def mint_from_hash(self, hash_: str, meta: dict[str, Any]) -> tuple[AssetRecord | None, bool]:
+        """As ``AssetStore.mint_from_hash``, over every replica's uploads."""
+        over = await self._over(hash_)
+        for record, file_path in over:
+            if file_path == meta.get("file_path"):
+                return record, False
+        if not over:
+            return None, False
+        like = over[0][0]
+        record = AssetRecord(
+            id=str(uuid.uuid4()),
+            kind="upload",
+            hash=hash_,
+            size=like.size,
+            content_type=like.content_type,
+            location=like.location,
+            **meta,
+        )
+        try:
+            await self._register(record, None)
+        except FileNotFoundError:  # its last record was deleted meanwhile, and its bytes with it
+            return None, False
+        return record, True
+
+    async def remove(self, record: AssetRecord) -> bool:
+        """Forget the record everywhere, and the blob with its last record; False when it was gone already."""
+        keys = self._keys(record.id, record.location)
+        try:
+            existed, last = await self.redis.eval(ASSET_RELEASE, 3, *keys, record.id, DELETING_TTL_MS)
+        except (RedisError, OSError) as exc:
+            raise _unavailable(exc) from exc
+        if last:
+            try:
+                await self.objects.delete(BLOBS + record.location)
+                await self.redis.delete(keys[2])
+            except (StoreUnavailable, RedisError, OSError) as exc:  # the record is gone: only the bytes are left
+                log.warning("could not delete the bytes of asset %s (%s): %s", record.id, record.location, exc)
+        return bool(existed)
+
+    async def _register(self, record: AssetRecord, path: Path | None) -> bool:
+        """Count the record on its blob, store the blob from ``path`` unless there (``path`` None and no blob:
+        FileNotFoundError), then write the record: whether the blob was stored now."""
+        keys = self._keys(record.id, record.location)
+        await self._claim(keys, record)
+        try:
+            stored = False
+            if not await self.objects.exists(BLOBS + record.location):
+                if path is None:
+                    raise FileNotFoundError(record.location)
+                await self.objects.put_file(BLOBS + record.location, path)
+                stored = True
+            await self.redis.set(keys[0], json.dumps(dataclasses.asdict(record)))
+        except BaseException as exc:
+            await self._unclaim(keys, record)
+            if isinstance(exc, StoreUnavailable | RedisError | OSError) and not isinstance(exc, FileNotFoundError):
+                raise _unavailable(exc) from exc
+            raise
+        return stored
+
+    async def _claim(self, keys: tuple[str, str, str], record: AssetRecord) -> None:
+        deadline = time.monotonic() + CLAIM_WAIT
+        try:
+            while not await self.redis.eval(ASSET_CLAIM, 2, keys[1], keys[2], record.id, json.dumps(record.file_path)):
+                if time.monotonic() > deadline:
+                    raise ClusterUnavailable("these bytes are being deleted by another replica; retry", retry_after=1)
+                await asyncio.sleep(0.05)
+        except (RedisError, OSError) as exc:
+            raise _unavailable(exc) from exc
+
+    async def _unclaim(self, keys: tuple[str, str, str], record: AssetRecord) -> None:
+        """Undo a claim whose record was not written (best effort: a stray reference only keeps a blob)."""
+        try:
+            _, last = await self.redis.eval(ASSET_RELEASE, 3, *keys, record.id, DELETING_TTL_MS)
+            if last:
+                await self.objects.delete(BLOBS + record.location)
+                await self.redis.delete(keys[2])
+        except (StoreUnavailable, RedisError, OSError) as exc:
+            log.warning("could not undo the claim of asset %s on %s: %s", record.id, record.location, exc)
