@@ -113,17 +113,20 @@ class SharedAssets:
 
     async def remove(self, record: AssetRecord) -> bool:
         """Forget the record everywhere, and the blob with its last record; False when it was gone already."""
-        keys = self._keys(record.id, record.location)
         try:
-            existed, last = await self.redis.eval(ASSET_RELEASE, 3, *keys, record.id, DELETING_TTL_MS)
+            return await self._release(self._keys(record.id, record.location), record)
         except (RedisError, OSError) as exc:
             raise _unavailable(exc) from exc
+
+    async def _release(self, keys: tuple[str, str, str], record: AssetRecord) -> bool:
+        """Uncount the record (and delete it); its blob goes with the last one: whether the record existed."""
+        existed, last = await self.redis.eval(ASSET_RELEASE, 3, *keys, record.id, DELETING_TTL_MS)
         if last:
             try:
                 await self.objects.delete(BLOBS + record.location)
-                await self.redis.delete(keys[2])
-            except (StoreUnavailable, RedisError, OSError) as exc:  # the record is gone: only the bytes are left
+            except StoreUnavailable as exc:  # the bytes stay, unused: a new record over them finds them
                 log.warning("could not delete the bytes of asset %s (%s): %s", record.id, record.location, exc)
+            await self.redis.delete(keys[2])
         return bool(existed)
 
     async def _register(self, record: AssetRecord, path: Path | None) -> bool:
@@ -159,9 +162,6 @@ class SharedAssets:
     async def _unclaim(self, keys: tuple[str, str, str], record: AssetRecord) -> None:
         """Undo a claim whose record was not written (best effort: a stray reference only keeps a blob)."""
         try:
-            _, last = await self.redis.eval(ASSET_RELEASE, 3, *keys, record.id, DELETING_TTL_MS)
-            if last:
-                await self.objects.delete(BLOBS + record.location)
-                await self.redis.delete(keys[2])
-        except (StoreUnavailable, RedisError, OSError) as exc:
+            await self._release(keys, record)
+        except (RedisError, OSError) as exc:
             log.warning("could not undo the claim of asset %s on %s: %s", record.id, record.location, exc)
