@@ -165,6 +165,30 @@ async def test_a_v2_job_with_an_asset_uploaded_on_another_replica_runs_from_ever
         assert backends <= {"comfyui-1", "comfyui-2"}, backends
 
 
+async def test_the_official_sdk_uploads_and_runs_behind_a_round_robin_load_balancer(
+    stack: ViewComfyStack, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The Comfy SDK's asset upload and job run (upload, submit, polls), each request on the next replica (nginx).
+    (The image is read through ComfyGate's own output URLs: v2 *output* assets are not shared between replicas.)"""
+    from comfy_sdk import AsyncComfy, Workflow
+
+    monkeypatch.setenv("COMFY_BASE_URL", stack.cluster.nginx.url)
+    monkeypatch.delenv("COMFY_API_KEY", raising=False)
+    async with AsyncComfy() as sdk, httpx.AsyncClient() as client:
+        for i in range(3):
+            color = (90, 10 + 40 * i, 10)
+            workflow = Workflow(load_image_workflow())
+            workflow.set_input("1", "image", sdk.assets.from_bytes(png(color), filename=f"sdk{i}.png"))
+            job = await sdk.run(workflow, timeout=60)
+            assert job.status == "succeeded", job
+            body = (await client.get(f"{stack.cluster.nginx.url}/api/task/{job.id}")).json()
+            [saved] = [o for o in body["outputs"] if str(o.get("filename")).endswith(".png")]
+            served = await client.get(f"{stack.cluster.nginx.url}{saved['url']}", timeout=10)
+            with Image.open(io.BytesIO(served.content)) as img:
+                assert img.size == (128, 96)
+                assert all(abs(x - y) <= 2 for x, y in zip(img.convert("RGB").getpixel((64, 48)), color, strict=True))
+
+
 async def test_viewcomfy_tasks_that_waited_in_the_shared_queue_are_taken_when_a_replica_has_room(
     tmp_path: Path,
 ) -> None:
