@@ -5,7 +5,8 @@ An upload's record is in Redis (``asset:<id>``, JSON) and its bytes once per con
 over it goes, and the blob with it, as on a single replica. A record is written only once its bytes are stored,
 so a replica that reads it can fetch them. Claiming a reference and deleting a blob are atomic steps in Lua
 (``ASSET_CLAIM``, ``ASSET_RELEASE``): a blob being deleted is not claimed until it is gone, then stored again.
-Redis or the store unreachable: ``ClusterUnavailable`` (503), nothing half-kept.
+Redis or the store unreachable: ``ClusterUnavailable`` (503), nothing half-kept. A job's outputs are assets too:
+their records go to Redis for as long as they are kept (their files are in the store already, ``outputs/``).
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ from cluster.errors import ClusterUnavailable
 from cluster.objects import ObjectStore, StoreUnavailable
 from cluster.replies import text, text_or_none
 from cluster.scripts import ASSET_CLAIM, ASSET_RELEASE
+from cluster.writer import RedisWriter
 
 log = logging.getLogger("comfygate.cluster")
 
@@ -42,10 +44,27 @@ def _unavailable(exc: Exception) -> ClusterUnavailable:
 
 
 class SharedAssets:
-    def __init__(self, redis: Redis, key: Callable[..., str], objects: ObjectStore) -> None:
+    def __init__(self, redis: Redis, key: Callable[..., str], objects: ObjectStore, writer: RedisWriter) -> None:
         self.redis = redis
         self.key = key
         self.objects = objects
+        self.writer = writer
+
+    def share_outputs(self, records: list[AssetRecord]) -> None:
+        """A finished task's outputs, readable on every replica until they expire. Written behind, through the
+        writer that also carries the task's final update: a replica that has heard the task end finds them."""
+        now = time.time()
+        items = [
+            (self.key("asset", r.id), json.dumps(dataclasses.asdict(r)), max(int((r.expires_at or now) - now), 60))
+            for r in records
+        ]
+
+        def op(pipe: Any) -> None:
+            for key, value, ttl in items:
+                pipe.set(key, value, ex=ttl)
+
+        if items:
+            self.writer.submit(op, count=len(items))
 
     def _keys(self, asset_id: str, hex_digest: str) -> tuple[str, str, str]:
         """(record, the blob's references, the blob's "being deleted" marker)."""

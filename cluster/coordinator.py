@@ -145,8 +145,8 @@ class Cluster:
         self.store = RedisTaskStore(self.records, settings.history_limit, settings.full_finished_tasks)
         self.records.fence = self._fence
         self.objects = ObjectStore(settings.storage_url, settings) if settings.storage_url else None
-        # v2 uploads known to every replica (records in Redis, bytes in the store); without a store, each replica's own
-        self.assets = SharedAssets(self.redis, self.key, self.objects) if self.objects is not None else None
+        # v2 assets known to every replica (records in Redis, files in the store); without a store, each replica's own
+        self.assets = None if self.objects is None else SharedAssets(self.redis, self.key, self.objects, self.writer)
         self.reader = StreamReader(self.blocking, f"{self.prefix}events", self._on_entry)
         self.current_id: int | None = None  # the stream entry being delivered (SSE ids)
         self.bus: ClusterBus | None = None

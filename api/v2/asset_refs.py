@@ -109,7 +109,7 @@ class BackendInputs:
 
     ``comfyui`` finds a backend among the pool's ComfyUI servers (the ones with an input folder);
     ``written(name)`` returns once an output file of that name is on disk (it may be written behind);
-    ``fetch(hex, path)`` puts an upload's bytes there when they are not (cluster mode: another replica took it).
+    ``fetch(kind, location, path)`` puts an asset's bytes there when they are not (cluster mode: another replica's).
     """
 
     def __init__(
@@ -121,7 +121,7 @@ class BackendInputs:
         self.store = store
         self.comfyui = comfyui
         self.written = written
-        self.fetch: Callable[[str, Path], Awaitable[None]] | None = None
+        self.fetch: Callable[[str, str, Path], Awaitable[None]] | None = None
         self._sent: dict[tuple[str, str], float] = {}  # (backend name, file name) → when sent
 
     async def prepare_for_backend(self, task: Task, backend: Backend) -> None:
@@ -149,8 +149,8 @@ class BackendInputs:
             )
             if item["kind"] != "upload" and self.written is not None:
                 await self.written(path.name)
-            elif item["kind"] == "upload" and self.fetch is not None:
-                await self.fetch(item["location"], path)
+            if self.fetch is not None:
+                await self.fetch(item["kind"], item["location"], path)
             try:
                 data = await self.store.run(path.read_bytes)
             except OSError as exc:

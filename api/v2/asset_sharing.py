@@ -1,9 +1,9 @@
 """Where the v2 routes look an upload up: this replica's asset store, or in cluster mode every replica's.
 
-In cluster mode (with an object store) uploads are shared (``cluster.assets``): Redis says whether one exists,
-so a delete on any replica is a 404 on all, and this replica's blob folder is a cache of the store, filled on
-first use (a download, a dispatch to a backend this replica owns). Job outputs stay the local store's. Without
-a cluster every function here is the asset store's own answer, unchanged.
+In cluster mode (with an object store) assets are shared (``cluster.assets``): Redis says whether an upload
+exists, so a delete on any replica is a 404 on all, and this replica's blob folder is a cache of the store, filled
+on first use (a download, a dispatch to a backend this replica owns); job outputs are in Redis too, their files
+fetched like any output's. Without a cluster every function here is the asset store's own answer, unchanged.
 """
 
 from __future__ import annotations
@@ -90,13 +90,23 @@ async def delete(state: V2State, record: AssetRecord) -> bool:
 
 async def ensure_blob(state: V2State, record: AssetRecord) -> None:
     """An upload's bytes on this replica's disk, fetched from the object store when another replica took it."""
-    if record.kind == "upload":
-        with _answered():
-            await fetch_blob(state, record.location, state.store.file_of(record))
+    with _answered():
+        await fetch_input(state, record.kind, record.location, state.store.file_of(record))
 
 
-async def fetch_blob(state: V2State, hex_digest: str, path: Path) -> None:
-    """(The dispatch hook's: there a ``ServiceBusy`` is ComfyGate's own error, not a route's answer.)"""
+async def fetch_input(state: V2State, kind: str, location: str, path: Path) -> None:
+    """An asset's file into ``path`` when another replica has it: from the store (an output: as any output is).
+    (Also the dispatch hook's: there a ``ServiceBusy`` is ComfyGate's own error, not a route's answer.)"""
     assets = shared(state)
-    if assets is not None and not await state.store.run(path.is_file):
-        await assets.fetch(hex_digest, path)
+    if assets is None or await state.store.run(path.is_file):
+        return
+    if kind == "upload":
+        await assets.fetch(location, path)
+    else:
+        await state.services.local_outputs([{"filename": path.name, "type": location.partition("/")[0]}])
+
+
+def share_outputs(state: V2State, records: list[AssetRecord]) -> None:
+    assets = shared(state)
+    if assets is not None:
+        assets.share_outputs(records)

@@ -33,7 +33,7 @@ from gateway.submission import prepare_submission
 from workflow.format import detect_format
 
 router = APIRouter(prefix="/api/v2", tags=["Comfy API v2"])
-_ASSETS_HERE = "v2 assets kept by this replica (uploads, without an object store; job outputs)"
+_ASSETS_HERE = "uploaded v2 assets (stored on the replica that took the upload)"
 _EXTRA_DATA_HERE = "v2 extra_data (kept in this replica's memory)"
 
 FINISHING_WAIT = 5.0  # s a poll may wait for the outputs of a task ComfyUI has finished
@@ -188,11 +188,11 @@ async def submit_job(
             extra["v2_inputs"] = inputs  # names and where the bytes are; uploaded at dispatch
         if extra_data:
             extra["v2_partner_key"] = state.remember_partner_key(extra_data)  # a token: the key stays in memory
-        # Files and partner keys only reach a ComfyUI server (a ViewComfy backend has no place for them). Partner keys
-        # and files only this process has are kept here (several replicas: posted by this one, or refused); uploads
-        # shared through the object store reach the backend from whichever replica posts the job.
+        # Files and partner keys only reach a ComfyUI server (a ViewComfy backend has no place for them). Partner keys,
+        # and files without an object store to share them, are kept here (several replicas: posted by this one, or
+        # refused); shared assets reach the backend from whichever replica posts the job.
         kind = "comfyui" if inputs or extra_data else None
-        local = [i for i in inputs if i["kind"] != "upload" or asset_sharing.shared(state) is None]
+        local = inputs if asset_sharing.shared(state) is None else []
         needs = [what for what, used in ((_ASSETS_HERE, local), (_EXTRA_DATA_HERE, extra_data)) if used]
         task = await services.manager.submit(prepared.workflow, extra=extra, kind=kind, bound_here=" and ".join(needs))
     except (V2Error, ComfyGateError) as exc:

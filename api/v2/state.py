@@ -71,6 +71,7 @@ class V2State:
             records = self._output_records(task)
             for record in records:
                 self.recent_outputs[record.id] = record
+            asset_sharing.share_outputs(self, records)  # (cluster mode: before the task's final update)
             while len(self.recent_outputs) > RECENT_OUTPUTS:
                 self.recent_outputs.popitem(last=False)
             # Every task's outputs are v2 assets (any task is a v2 job); hashing is paid by v2 jobs only.
@@ -125,6 +126,8 @@ class V2State:
             log.exception("could not record outputs as assets: %s", [r.id for r in records])
             return
         self.hashes.update(hashes)
+        if hashes:
+            asset_sharing.share_outputs(self, records)  # with their hashes now
         while len(self.hashes) > 100_000:
             self.hashes.popitem(last=False)
 
@@ -163,7 +166,7 @@ async def install(services: Services) -> V2State:
     manager = services.manager
     inputs = BackendInputs(store, manager.pool.comfyui.get, manager.outputs.fetcher.settled)
     state = V2State(services, store, keys, inputs, Previews())
-    inputs.fetch = lambda hex_digest, path: asset_sharing.fetch_blob(state, hex_digest, path)
+    inputs.fetch = lambda kind, location, path: asset_sharing.fetch_input(state, kind, location, path)
     services.hub.add_tap(state.previews.tap)
     services.manager.add_observer(state.on_task)
     services.manager.add_dispatch_hook(state.before_dispatch)

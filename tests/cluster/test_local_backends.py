@@ -163,13 +163,21 @@ async def test_a_v2_job_with_an_asset_uploaded_on_another_replica_runs_from_ever
                 assert img.size == (128, 96)  # ImageScale's: the uploaded image went through
                 assert all(abs(x - y) <= 2 for x, y in zip(img.convert("RGB").getpixel((64, 48)), color, strict=True))
         assert backends <= {"comfyui-1", "comfyui-2"}, backends
+        # A job's output used as another job's input, on the replica owning no ComfyUI server: shared as well.
+        job = (await client.get(f"{a.url}/api/v2/jobs/{answer.json()['id']}")).json()
+        [output] = [o for o in job["outputs"] if o["node_id"] == "4"]
+        idle = next(r for r in (a, b, c) if not owned[r.name])
+        answer = await client.post(f"{idle.url}/api/v2/jobs", json={"workflow": asset_job(output["id"])})
+        assert answer.status_code == 201, answer.text
+        body = await final(client, f"{idle.url}/api/task/{answer.json()['id']}")
+        assert body["status"] == "completed", body
 
 
-async def test_the_official_sdk_uploads_and_runs_behind_a_round_robin_load_balancer(
-    stack: ViewComfyStack, monkeypatch: pytest.MonkeyPatch
+async def test_the_official_sdk_uploads_runs_and_downloads_behind_a_round_robin_load_balancer(
+    stack: ViewComfyStack, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
-    """The Comfy SDK's asset upload and job run (upload, submit, polls), each request on the next replica (nginx).
-    (The image is read through ComfyGate's own output URLs: v2 *output* assets are not shared between replicas.)"""
+    """The Comfy SDK's asset upload, job run (submit, polls) and output download, each request on the next replica
+    (nginx); the job's output asset is then read on every replica."""
     from comfy_sdk import AsyncComfy, Workflow
 
     monkeypatch.setenv("COMFY_BASE_URL", stack.cluster.nginx.url)
@@ -181,12 +189,16 @@ async def test_the_official_sdk_uploads_and_runs_behind_a_round_robin_load_balan
             workflow.set_input("1", "image", sdk.assets.from_bytes(png(color), filename=f"sdk{i}.png"))
             job = await sdk.run(workflow, timeout=60)
             assert job.status == "succeeded", job
-            body = (await client.get(f"{stack.cluster.nginx.url}/api/task/{job.id}")).json()
-            [saved] = [o for o in body["outputs"] if str(o.get("filename")).endswith(".png")]
-            served = await client.get(f"{stack.cluster.nginx.url}{saved['url']}", timeout=10)
-            with Image.open(io.BytesIO(served.content)) as img:
-                assert img.size == (128, 96)
+            [saved] = [o for o in job.outputs if o.node_id == "4"]
+            path = await saved.to_file(tmp_path / f"out{i}.png")
+            with Image.open(path) as img:
+                assert img.size == (128, 96)  # ImageScale's: the uploaded image went through
                 assert all(abs(x - y) <= 2 for x, y in zip(img.convert("RGB").getpixel((64, 48)), color, strict=True))
+            for replica in stack.cluster.replicas:
+                seen = await client.get(f"{replica.url}/api/v2/assets/{saved.id}")
+                assert seen.status_code == 200 and seen.json()["job_id"] == job.id, (replica.name, seen.text)
+                content = await client.get(f"{replica.url}/api/v2/assets/{saved.id}/content")
+                assert content.status_code == 200 and content.content == path.read_bytes(), replica.name
 
 
 async def test_viewcomfy_tasks_that_waited_in_the_shared_queue_are_taken_when_a_replica_has_room(
