@@ -49,6 +49,7 @@ class SharedAssets:
         self.key = key
         self.objects = objects
         self.writer = writer
+        self.on_gone: Callable[[str], None] | None = None  # a blob was deleted everywhere: drop this replica's copy
 
     def share_outputs(self, records: list[AssetRecord]) -> None:
         """A finished task's outputs, readable on every replica until they expire. Written behind, through the
@@ -77,6 +78,11 @@ class SharedAssets:
         except (RedisError, OSError) as exc:
             raise _unavailable(exc) from exc
         return AssetRecord(**json.loads(raw)) if raw is not None else None
+
+    def gone(self, hex_digest: str) -> None:
+        """Another replica (or this one) deleted a blob: its copies on this replica's disk go too."""
+        if self.on_gone is not None and len(hex_digest) == 64 and hex_digest.isalnum():
+            self.on_gone(hex_digest)
 
     async def _over(self, hash_: str) -> list[tuple[AssetRecord, str | None]]:
         """Every stored record over these bytes and its file_path, oldest first."""
@@ -145,6 +151,7 @@ class SharedAssets:
                 await self.objects.delete(BLOBS + record.location)
             except StoreUnavailable as exc:  # the bytes stay, unused: a new record over them finds them
                 log.warning("could not delete the bytes of asset %s (%s): %s", record.id, record.location, exc)
+            await self.redis.publish(self.key("asset_gone"), record.location)  # to every replica's cache
             await self.redis.delete(keys[2])
         return bool(existed)
 

@@ -230,6 +230,9 @@ class Cluster:
         events = extras.get("event_log")
         if events is not None:
             events.current_id = lambda: self.current_id  # SSE ids: the stream's, the same on every replica
+        v2 = extras.get("api_v2")
+        if v2 is not None and self.assets is not None:  # a v2 blob deleted everywhere leaves this replica's disk too
+            self.assets.on_gone = v2.forget_blob
         waiters = extras.get("waiters")
         if waiters is not None:  # a synchronous submit here may wait for a task another replica drives
             self.store.on_final = lambda task: waiters.on_task(task, "finished")
@@ -1207,17 +1210,21 @@ class Cluster:
             pass  # the submitter answers with the stored task after its wait
 
     async def _listen(self) -> None:
-        """Replies to this replica's forwarded submissions, and kicks: the shared queue has news."""
+        """Replies to this replica's forwarded submissions, kicks (the shared queue has news), deleted v2 blobs."""
         while True:
             pubsub = self.blocking.pubsub()
             try:
-                await pubsub.subscribe(self.key("reply", self.replica), self.key("kick"))
+                await pubsub.subscribe(self.key("reply", self.replica), self.key("kick"), self.key("asset_gone"))
                 async for message in pubsub.listen():
                     if message.get("type") != "message":
                         continue
                     channel = text(message["channel"])
                     if channel == self.key("kick"):
                         self._kick.set()
+                        continue
+                    if channel == self.key("asset_gone"):
+                        if self.assets is not None:
+                            self.assets.gone(text(message["data"]))
                         continue
                     body = json.loads(message["data"])
                     future = self._replies.get(str(body.get("task_id")))

@@ -34,6 +34,7 @@ RECENT_OUTPUTS = 10_000
 # after the first of them finished: one hop to the store's thread per batch, not one per task at the
 # moment its completion is being delivered (recent_outputs answers meanwhile).
 RECORD_DELAY_S = 0.05
+CACHE_GRACE_S = 1.0  # a cached blob fetched this recently is kept when told its bytes were deleted (a new upload)
 
 
 @dataclass
@@ -130,6 +131,10 @@ class V2State:
             asset_sharing.share_outputs(self, records)  # with their hashes now
         while len(self.hashes) > 100_000:
             self.hashes.popitem(last=False)
+
+    def forget_blob(self, hex_digest: str) -> None:
+        """Cluster mode: these bytes were deleted everywhere (their last record went): the cached copy goes too."""
+        self.store.submit(self.store.drop_cached, hex_digest, time.time() - CACHE_GRACE_S)
 
     def remember_partner_key(self, extra_data: dict[str, Any]) -> str:
         token = secrets.token_hex(8)

@@ -12,11 +12,14 @@ import asyncio
 import io
 from collections.abc import Iterator
 from pathlib import Path
+from types import SimpleNamespace
 
 import httpx
 import pytest
 from PIL import Image
+from pydantic import SecretStr
 
+from cluster.objects import ObjectStore
 from tests.api.v2.conftest import load_image_workflow, png
 from tests.cluster.clients import FINAL, sampler_workflow, seeds_run
 from tests.cluster.viewcomfy_stack import ViewComfyStack
@@ -85,6 +88,19 @@ async def upload(client: httpx.AsyncClient, base: str, data: bytes, file_path: s
     return answer.json()
 
 
+async def stored(stack: ViewComfyStack, url: str) -> bool:
+    """Whether the cluster's object store has ``url`` (s3://bucket/prefix/key)."""
+    env = stack.cluster.s3.env()
+    prefix, _, key = url.rpartition("/assets/")
+    settings = SimpleNamespace(
+        storage_region="us-east-1",
+        storage_endpoint=env["COMFYUI_STORAGE_ENDPOINT"],
+        storage_key_id=SecretStr(env["COMFYUI_STORAGE_KEY_ID"]),
+        storage_secret=SecretStr(env["COMFYUI_STORAGE_SECRET"]),
+    )
+    return await ObjectStore(prefix, settings).exists(f"assets/{key}")  # type: ignore[arg-type]
+
+
 def asset_job(asset_id: str) -> dict:
     """LoadImage (the asset) → ImageScale 128x96 → ImageBlur → SaveImage."""
     workflow = load_image_workflow()
@@ -129,12 +145,21 @@ async def test_an_uploaded_v2_asset_is_known_to_every_replica_until_deleted(stac
         # Other records still use the bytes: they stay, on every replica.
         kept = await client.get(f"{a.url}/api/v2/assets/{other.json()['id']}/content")
         assert kept.status_code == 200 and kept.content == data
-        for left, replica in ((other.json()["id"], a), (again["id"], c)):
-            assert (await client.delete(f"{replica.url}/api/v2/assets/{left}")).status_code == 204
+        hex_digest = asset["hash"].removeprefix("blake3:")
+        blob = stack.cluster.s3.env()["COMFYUI_STORAGE_URL"] + f"/assets/{hex_digest}"
+        assert await stored(stack, blob)
+        await asyncio.sleep(1.2)  # (a copy fetched within a second of the delete is kept: a new upload's, maybe)
+        for left in (other.json()["id"], again["id"]):  # on B: A has a copy (just read), C its upload's
+            assert (await client.delete(f"{b.url}/api/v2/assets/{left}")).status_code == 204
         for replica in (a, b, c):
             assert (await client.head(f"{replica.url}/api/v2/assets/by-hash/{asset['hash']}")).status_code == 404
         missing = await client.post(f"{b.url}/api/v2/assets/from-hash", json={"hash": asset["hash"]})
         assert missing.status_code == 404, missing.text
+        # The last record gone, the bytes go: from the store, and from every replica's disk.
+        assert not await stored(stack, blob)
+        await asyncio.sleep(0.5)
+        for replica in (a, b, c):
+            assert not (Path(replica.env["COMFYUI_UPLOADS_DIR"]) / "v2" / hex_digest).exists(), replica.name
 
 
 async def test_a_v2_job_with_an_asset_uploaded_on_another_replica_runs_from_every_replica(
