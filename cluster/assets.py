@@ -1,4 +1,4 @@
-"""Comfy API v2 uploads in cluster mode: every replica knows every upload, whichever took it.
+"""Comfy API v2 assets in cluster mode: every replica knows every upload (and job output), whichever took it.
 
 An upload's record is in Redis (``asset:<id>``, JSON) and its bytes once per content hash in the object store
 (``assets/<hex>``); the blob's references (``asset_refs:<hex>``: asset id → file_path) say when the last record

@@ -1,4 +1,4 @@
-"""Where the v2 routes look an upload up: this replica's asset store, or in cluster mode every replica's.
+"""Where the v2 routes look an asset up: this replica's asset store, or in cluster mode every replica's.
 
 In cluster mode (with an object store) assets are shared (``cluster.assets``): Redis says whether an upload
 exists, so a delete on any replica is a 404 on all, and this replica's blob folder is a cache of the store, filled
@@ -89,7 +89,7 @@ async def delete(state: V2State, record: AssetRecord) -> bool:
 
 
 async def ensure_blob(state: V2State, record: AssetRecord) -> None:
-    """An upload's bytes on this replica's disk, fetched from the object store when another replica took it."""
+    """An asset's bytes on this replica's disk, fetched from the object store when another replica has them."""
     with _answered():
         await fetch_input(state, record.kind, record.location, state.store.file_of(record))
 

@@ -221,7 +221,7 @@ async def get_asset_content(asset_id: str, request: Request, state: V2State = De
     record = await record_or_404(state, asset_id)
     if record.kind != "upload":  # an output: its file may still be being written behind
         await state.services.manager.outputs.fetcher.settled(record.location.rpartition("/")[2])
-    await asset_sharing.ensure_blob(state, record)  # (cluster mode: an upload another replica took)
+    await asset_sharing.ensure_blob(state, record)  # (cluster mode: an asset of another replica)
     try:
         return await content_response(state.store.file_of(record), record.content_type, request.headers.get("range"))
     except (FileNotFoundError, NotADirectoryError) as exc:
