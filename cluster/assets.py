@@ -1,7 +1,7 @@
 """Comfy API v2 assets in cluster mode: every replica knows every upload (and job output), whichever took it.
 
 An upload's record is in Redis (``asset:<id>``, JSON) and its bytes once per content hash in the object store
-(``assets/<hex>``); the blob's references (``asset_refs:<hex>``: asset id → file_path) say when the last record
+(``assets/<hex>``); the blob's references (``asset_refs:<hex>``: the ids of its records) say when the last record
 over it goes, and the blob with it, as on a single replica. A record is written only once its bytes are stored,
 so a replica that reads it can fetch them. Claiming a reference and deleting a blob are atomic steps in Lua
 (``ASSET_CLAIM``, ``ASSET_RELEASE``): a blob being deleted is not claimed until it is gone, then stored again.
@@ -12,11 +12,9 @@ their records go to Redis for as long as they are kept (their files are in the s
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 import json
 import logging
 import time
-import uuid
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -24,15 +22,17 @@ from typing import Any
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
-from api.v2.asset_store import HASH_PREFIX, AssetRecord
 from cluster.errors import ClusterUnavailable
 from cluster.objects import ObjectStore, StoreUnavailable
-from cluster.replies import text, text_or_none
+from cluster.replies import texts
 from cluster.scripts import ASSET_CLAIM, ASSET_RELEASE
 from cluster.writer import RedisWriter
 
 log = logging.getLogger("comfygate.cluster")
 
+# An asset record as the v2 API keeps it (``AssetRecord`` as a dict): this module reads its id, location (an
+# upload's blob: the hex of its hash), created_at and expires_at, and stores the rest as it is.
+Record = dict[str, Any]
 BLOBS = "assets/"
 CLAIM_WAIT = 10.0  # seconds a new record waits for a deletion of the same bytes to end
 DELETING_TTL_MS = 60_000  # a deletion marker left by a replica that died mid-delete lapses after this
@@ -51,12 +51,12 @@ class SharedAssets:
         self.writer = writer
         self.on_gone: Callable[[str], None] | None = None  # a blob was deleted everywhere: drop this replica's copy
 
-    def share_outputs(self, records: list[AssetRecord]) -> None:
+    def share_outputs(self, records: list[Record]) -> None:
         """A finished task's outputs, readable on every replica until they expire. Written behind, through the
         writer that also carries the task's final update: a replica that has heard the task end finds them."""
         now = time.time()
         items = [
-            (self.key("asset", r.id), json.dumps(dataclasses.asdict(r)), max(int((r.expires_at or now) - now), 60))
+            (self.key("asset", r["id"]), json.dumps(r), max(int((r.get("expires_at") or now) - now), 60))
             for r in records
         ]
 
@@ -67,38 +67,27 @@ class SharedAssets:
         if items:
             self.writer.submit(op, count=len(items))
 
-    def _keys(self, asset_id: str, hex_digest: str) -> tuple[str, str, str]:
+    def _keys(self, record: Record) -> tuple[str, str, str]:
         """(record, the blob's references, the blob's "being deleted" marker)."""
-        return self.key("asset", asset_id), self.key("asset_refs", hex_digest), self.key("asset_deleting", hex_digest)
+        blob = record["location"]
+        return self.key("asset", record["id"]), self.key("asset_refs", blob), self.key("asset_deleting", blob)
 
     # --- reads -------------------------------------------------------------------------------------
-    async def get(self, asset_id: str) -> AssetRecord | None:
+    async def get(self, asset_id: str) -> Record | None:
         try:
             raw = await self.redis.get(self.key("asset", asset_id))
         except (RedisError, OSError) as exc:
             raise _unavailable(exc) from exc
-        return AssetRecord(**json.loads(raw)) if raw is not None else None
+        return json.loads(raw) if raw is not None else None
 
-    def gone(self, hex_digest: str) -> None:
-        """Another replica (or this one) deleted a blob: its copies on this replica's disk go too."""
-        if self.on_gone is not None and len(hex_digest) == 64 and hex_digest.isalnum():
-            self.on_gone(hex_digest)
-
-    async def _over(self, hash_: str) -> list[tuple[AssetRecord, str | None]]:
-        """Every stored record over these bytes and its file_path, oldest first."""
-        refs_key = self.key("asset_refs", hash_[len(HASH_PREFIX) :])
+    async def over(self, hex_digest: str) -> list[Record]:
+        """Every stored upload record over these bytes, oldest first."""
         try:
-            refs = {text(k): json.loads(v) for k, v in (await self.redis.hgetall(refs_key)).items()}
-            ids = list(refs)
+            ids = texts(await self.redis.hkeys(self.key("asset_refs", hex_digest)))
             raws = await self.redis.mget([self.key("asset", i) for i in ids]) if ids else []
         except (RedisError, OSError) as exc:
             raise _unavailable(exc) from exc
-        pairs = zip(ids, map(text_or_none, raws), strict=True)
-        found = [(AssetRecord(**json.loads(raw)), refs[i]) for i, raw in pairs if raw]
-        return sorted(found, key=lambda pair: pair[0].created_at)
-
-    async def has_blob(self, hash_: str) -> bool:
-        return bool(await self._over(hash_))
+        return sorted((json.loads(raw) for raw in raws if raw is not None), key=lambda r: float(r["created_at"]))
 
     async def fetch(self, hex_digest: str, path: Path) -> bool:
         """The blob into ``path`` (this replica's cache of it); False when the store does not have it."""
@@ -107,67 +96,25 @@ class SharedAssets:
         except StoreUnavailable as exc:
             raise _unavailable(exc) from exc
 
+    def gone(self, hex_digest: str) -> None:
+        """Another replica (or this one) deleted a blob: its copies on this replica's disk go too."""
+        if self.on_gone is not None and len(hex_digest) == 64 and hex_digest.isalnum():
+            self.on_gone(hex_digest)
+
     # --- writes ------------------------------------------------------------------------------------
-    async def publish(self, record: AssetRecord, path: Path) -> bool:
-        """A new upload (its bytes at ``path``), known to every replica on return: whether the store lacked them."""
-        return await self._register(record, path)
-
-    async def mint_from_hash(self, hash_: str, meta: dict[str, Any]) -> tuple[AssetRecord | None, bool]:
-        """As ``AssetStore.mint_from_hash``, over every replica's uploads."""
-        over = await self._over(hash_)
-        for record, file_path in over:
-            if file_path == meta.get("file_path"):
-                return record, False
-        if not over:
-            return None, False
-        like = over[0][0]
-        record = AssetRecord(
-            id=str(uuid.uuid4()),
-            kind="upload",
-            hash=hash_,
-            size=like.size,
-            content_type=like.content_type,
-            location=like.location,
-            **meta,
-        )
-        try:
-            await self._register(record, None)
-        except FileNotFoundError:  # its last record was deleted meanwhile, and its bytes with it
-            return None, False
-        return record, True
-
-    async def remove(self, record: AssetRecord) -> bool:
-        """Forget the record everywhere, and the blob with its last record; False when it was gone already."""
-        try:
-            return await self._release(self._keys(record.id, record.location), record)
-        except (RedisError, OSError) as exc:
-            raise _unavailable(exc) from exc
-
-    async def _release(self, keys: tuple[str, str, str], record: AssetRecord) -> bool:
-        """Uncount the record (and delete it); its blob goes with the last one: whether the record existed."""
-        existed, last = await self.redis.eval(ASSET_RELEASE, 3, *keys, record.id, DELETING_TTL_MS)
-        if last:
-            try:
-                await self.objects.delete(BLOBS + record.location)
-            except StoreUnavailable as exc:  # the bytes stay, unused: a new record over them finds them
-                log.warning("could not delete the bytes of asset %s (%s): %s", record.id, record.location, exc)
-            await self.redis.publish(self.key("asset_gone"), record.location)  # to every replica's cache
-            await self.redis.delete(keys[2])
-        return bool(existed)
-
-    async def _register(self, record: AssetRecord, path: Path | None) -> bool:
-        """Count the record on its blob, store the blob from ``path`` unless there (``path`` None and no blob:
-        FileNotFoundError), then write the record: whether the blob was stored now."""
-        keys = self._keys(record.id, record.location)
-        await self._claim(keys, record)
+    async def publish(self, record: Record, path: Path | None) -> bool:
+        """A new upload record, known to every replica on return: whether its bytes were stored now (from ``path``;
+        None: only over bytes the store has, else FileNotFoundError)."""
+        keys = self._keys(record)
+        await self._claim(keys, record["id"])
         try:
             stored = False
-            if not await self.objects.exists(BLOBS + record.location):
+            if not await self.objects.exists(BLOBS + record["location"]):
                 if path is None:
-                    raise FileNotFoundError(record.location)
-                await self.objects.put_file(BLOBS + record.location, path)
+                    raise FileNotFoundError(record["location"])
+                await self.objects.put_file(BLOBS + record["location"], path)
                 stored = True
-            await self.redis.set(keys[0], json.dumps(dataclasses.asdict(record)))
+            await self.redis.set(keys[0], json.dumps(record))
         except BaseException as exc:
             await self._unclaim(keys, record)
             if isinstance(exc, StoreUnavailable | RedisError | OSError) and not isinstance(exc, FileNotFoundError):
@@ -175,19 +122,38 @@ class SharedAssets:
             raise
         return stored
 
-    async def _claim(self, keys: tuple[str, str, str], record: AssetRecord) -> None:
+    async def remove(self, record: Record) -> bool:
+        """Forget the record everywhere, and the blob with its last record; False when it was gone already."""
+        try:
+            return await self._release(self._keys(record), record)
+        except (RedisError, OSError) as exc:
+            raise _unavailable(exc) from exc
+
+    async def _release(self, keys: tuple[str, str, str], record: Record) -> bool:
+        """Uncount the record (and delete it); its blob goes with the last one: whether the record existed."""
+        existed, last = await self.redis.eval(ASSET_RELEASE, 3, *keys, record["id"], DELETING_TTL_MS)
+        if last:
+            try:
+                await self.objects.delete(BLOBS + record["location"])
+            except StoreUnavailable as exc:  # the bytes stay, unused: a new record over them finds them
+                log.warning("could not delete the bytes of asset %s (%s): %s", record["id"], record["location"], exc)
+            await self.redis.publish(self.key("asset_gone"), record["location"])  # to every replica's cache
+            await self.redis.delete(keys[2])
+        return bool(existed)
+
+    async def _claim(self, keys: tuple[str, str, str], asset_id: str) -> None:
         deadline = time.monotonic() + CLAIM_WAIT
         try:
-            while not await self.redis.eval(ASSET_CLAIM, 2, keys[1], keys[2], record.id, json.dumps(record.file_path)):
+            while not await self.redis.eval(ASSET_CLAIM, 2, keys[1], keys[2], asset_id):
                 if time.monotonic() > deadline:
                     raise ClusterUnavailable("these bytes are being deleted by another replica; retry", retry_after=1)
                 await asyncio.sleep(0.05)
         except (RedisError, OSError) as exc:
             raise _unavailable(exc) from exc
 
-    async def _unclaim(self, keys: tuple[str, str, str], record: AssetRecord) -> None:
+    async def _unclaim(self, keys: tuple[str, str, str], record: Record) -> None:
         """Undo a claim whose record was not written (best effort: a stray reference only keeps a blob)."""
         try:
             await self._release(keys, record)
         except (RedisError, OSError) as exc:
-            log.warning("could not undo the claim of asset %s on %s: %s", record.id, record.location, exc)
+            log.warning("could not undo the claim of asset %s on %s: %s", record["id"], record["location"], exc)

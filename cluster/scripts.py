@@ -141,12 +141,12 @@ end
 return dropped
 """
 
-# KEYS: an asset blob's references (hash: asset id → file_path, JSON), its "being deleted" marker. ARGV: asset id,
-# file_path (JSON). A new record over the blob counts once no deletion of it is under way (0: retry shortly),
-# so a blob is never removed from the store after a record that needs it was counted.
+# KEYS: an asset blob's references (a hash: asset id → 1), its "being deleted" marker. ARGV: asset id. A new record
+# over the blob counts once no deletion of it is under way (0: retry shortly), so a blob is never removed from the
+# store after a record that needs it was counted.
 ASSET_CLAIM = """
 if redis.call('EXISTS', KEYS[2]) == 1 then return 0 end
-redis.call('HSET', KEYS[1], ARGV[1], ARGV[2])
+redis.call('HSET', KEYS[1], ARGV[1], 1)
 return 1
 """
 

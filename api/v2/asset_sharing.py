@@ -8,12 +8,14 @@ fetched like any output's. Without a cluster every function here is the asset st
 
 from __future__ import annotations
 
+import dataclasses
+import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from api.v2.asset_store import AssetRecord
+from api.v2.asset_store import HASH_PREFIX, AssetRecord
 from api.v2.errors import from_comfygate
 from core.errors import ServiceBusy
 
@@ -43,10 +45,10 @@ async def find(state: V2State, asset_id: str) -> AssetRecord | None:
     if assets is None or (local is not None and local.kind != "upload"):
         return local
     with _answered():
-        record = await assets.get(asset_id)
-    if record is None and local is not None:  # deleted on another replica: this replica's copy goes too
+        found = await assets.get(asset_id)
+    if found is None and local is not None:  # deleted on another replica: this replica's copy goes too
         await state.store.run(state.store.delete, local)
-    return record
+    return AssetRecord(**found) if found is not None else None
 
 
 async def publish(state: V2State, record: AssetRecord, new_blob: bool) -> bool:
@@ -55,7 +57,7 @@ async def publish(state: V2State, record: AssetRecord, new_blob: bool) -> bool:
     if assets is None:
         return new_blob
     try:
-        return await assets.publish(record, state.store.file_of(record))
+        return await assets.publish(dataclasses.asdict(record), state.store.file_of(record))
     except ServiceBusy as exc:
         await state.store.run(state.store.delete, record)  # refused: not kept here either
         raise from_comfygate(exc) from exc
@@ -66,7 +68,19 @@ async def mint_from_hash(state: V2State, hash_: str, meta: dict[str, Any]) -> tu
     if assets is None:
         return await state.store.run(state.store.mint_from_hash, hash_, meta)
     with _answered():
-        return await assets.mint_from_hash(hash_, meta)
+        over = [AssetRecord(**r) for r in await assets.over(hash_[len(HASH_PREFIX) :])]
+        same = next((r for r in over if r.file_path == meta.get("file_path")), None)
+        if same is not None or not over:
+            return same, False
+        like = over[0]
+        record = AssetRecord(
+            str(uuid.uuid4()), "upload", hash_, like.size, like.content_type, location=like.location, **meta
+        )
+        try:
+            await assets.publish(dataclasses.asdict(record), None)
+        except FileNotFoundError:  # the last record over the bytes was deleted meanwhile, and the bytes with it
+            return None, False
+    return record, True
 
 
 async def has_blob(state: V2State, hash_: str) -> bool:
@@ -74,7 +88,7 @@ async def has_blob(state: V2State, hash_: str) -> bool:
     if assets is None:
         return await state.store.run(state.store.has_blob, hash_)
     with _answered():
-        return await assets.has_blob(hash_)
+        return bool(await assets.over(hash_[len(HASH_PREFIX) :]))
 
 
 async def delete(state: V2State, record: AssetRecord) -> bool:
@@ -83,7 +97,7 @@ async def delete(state: V2State, record: AssetRecord) -> bool:
     existed = True
     if assets is not None:
         with _answered():
-            existed = await assets.remove(record)
+            existed = await assets.remove(dataclasses.asdict(record))
     await state.store.run(state.store.delete, record)
     return existed
 
@@ -109,4 +123,4 @@ async def fetch_input(state: V2State, kind: str, location: str, path: Path) -> N
 def share_outputs(state: V2State, records: list[AssetRecord]) -> None:
     assets = shared(state)
     if assets is not None:
-        assets.share_outputs(records)
+        assets.share_outputs([dataclasses.asdict(r) for r in records])

@@ -13,7 +13,6 @@ import pytest
 from pydantic import SecretStr
 from redis.asyncio import Redis
 
-from api.v2.asset_store import AssetRecord
 from bench.cluster_procs import RedisServer
 from bench.procs import free_port
 from cluster.assets import SharedAssets
@@ -39,36 +38,29 @@ def shared(redis: Redis, objects: ObjectStore) -> SharedAssets:
     return SharedAssets(redis, lambda *parts: "t:" + ":".join(parts), objects, RedisWriter(redis))
 
 
-def record(asset_id: str, file_path: str = "in.png") -> AssetRecord:
-    return AssetRecord(
-        id=asset_id,
-        kind="upload",
-        hash=f"blake3:{HEX}",
-        size=3,
-        content_type="image/png",
-        file_path=file_path,
-        location=HEX,
-    )
+def record(asset_id: str, created_at: float = 1.0) -> dict:
+    """As ``AssetRecord`` would be, as a dict (the cluster's side only reads id, location and created_at)."""
+    return {"id": asset_id, "kind": "upload", "location": HEX, "file_path": "in.png", "created_at": created_at}
 
 
 async def test_the_blob_goes_with_the_last_record_over_it(redis: Redis, tmp_path: Path) -> None:
     objects = ObjectStore(f"file://{tmp_path / 'store'}")
     assets = shared(redis, objects)
     (tmp_path / "blob").write_bytes(b"abc")
-    assert await assets.publish(record("a"), tmp_path / "blob") is True
-    assert await assets.publish(record("b"), tmp_path / "blob") is False  # stored once
-    minted, new = await assets.mint_from_hash(f"blake3:{HEX}", {"file_path": "c.png", "tags": []})
-    assert new and minted is not None and minted.size == 3
-    same, new = await assets.mint_from_hash(f"blake3:{HEX}", {"file_path": "in.png", "tags": []})
-    assert same is not None and same.id == "a" and not new  # the oldest record with that file_path
+    assert await assets.publish(record("b", 2.0), tmp_path / "blob") is True
+    assert await assets.publish(record("a"), tmp_path / "blob") is False  # stored once
+    assert await assets.publish(record("c", 3.0), None) is False  # over the stored bytes
+    assert [r["id"] for r in await assets.over(HEX)] == ["a", "b", "c"]  # oldest first
     for asset_id in ("a", "b"):
         assert await assets.remove(record(asset_id)) is True
-        assert await objects.exists(f"assets/{HEX}") and await assets.has_blob(f"blake3:{HEX}")
+        assert await objects.exists(f"assets/{HEX}") and await assets.over(HEX)
     assert await assets.remove(record("a")) is False  # gone already
-    assert minted is not None and await assets.remove(minted) is True
-    assert not await objects.exists(f"assets/{HEX}") and not await assets.has_blob(f"blake3:{HEX}")
+    assert await assets.remove(record("c")) is True
+    assert not await objects.exists(f"assets/{HEX}") and not await assets.over(HEX)
     assert await redis.keys("t:*") == []
-    assert await assets.mint_from_hash(f"blake3:{HEX}", {"file_path": None, "tags": []}) == (None, False)
+    with pytest.raises(FileNotFoundError):  # no bytes to mint a record over
+        await assets.publish(record("d"), None)
+    assert await redis.keys("t:*") == []
 
 
 async def test_a_new_record_waits_while_its_bytes_are_being_deleted(redis: Redis, tmp_path: Path) -> None:
@@ -80,8 +72,7 @@ async def test_a_new_record_waits_while_its_bytes_are_being_deleted(redis: Redis
     assert not publishing.done()
     await redis.delete(f"t:asset_deleting:{HEX}")  # ... and is done: the bytes are stored again
     assert await asyncio.wait_for(publishing, 2) is True
-    stored = await assets.get("a")
-    assert stored is not None and stored.location == HEX
+    assert await assets.get("a") == record("a")
 
 
 async def test_an_upload_the_store_refuses_is_a_503_and_leaves_nothing(redis: Redis, tmp_path: Path) -> None:
