@@ -104,8 +104,9 @@ async def delete(state: V2State, record: AssetRecord) -> bool:
 
 async def ensure_blob(state: V2State, record: AssetRecord) -> None:
     """An asset's bytes on this replica's disk, fetched from the object store when another replica has them."""
-    with _answered():
-        await fetch_input(state, record.kind, record.location, state.store.file_of(record))
+    if shared(state) is not None:
+        with _answered():
+            await fetch_input(state, record.kind, record.location, state.store.file_of(record))
 
 
 async def fetch_input(state: V2State, kind: str, location: str, path: Path) -> None:
