@@ -142,7 +142,7 @@ http {{
       proxy_http_version 1.1;
       proxy_set_header Upgrade $http_upgrade;
       proxy_set_header Connection $connection_upgrade;
-      proxy_set_header Host $host;
+      proxy_set_header Host $http_host;  # with its port: the absolute URLs in answers (v2 links) lead back here
       proxy_buffering off;
       # Request bodies are read whole first (the default): nginx can only pass a request on to the next
       # replica if it still has the body, e.g. when a stopping replica closed the connection unread.

@@ -47,8 +47,10 @@ from redis.asyncio import BlockingConnectionPool, Redis
 from redis.exceptions import RedisError
 
 from backends.base import Backend, TakesOver
+from cluster.assets import SharedAssets
 from cluster.backend import SharedBackend
 from cluster.bus import ClusterBus
+from cluster.errors import ClusterUnavailable
 from cluster.lease import LeaseKeeper
 from cluster.library import SharedLibrary
 from cluster.objects import ObjectStore, StoreUnavailable
@@ -100,10 +102,6 @@ def _looks_like_output(name: str) -> bool:
     return _OUTPUT_NAME.match(name) is not None
 
 
-class ClusterUnavailable(ServiceBusy):
-    code = "cluster_unavailable"
-
-
 def _rejected(backend: Backend, exc: PromptRejected) -> dict[str, Any]:
     """A task's error when its backend refused its prompt."""
     return {
@@ -147,6 +145,8 @@ class Cluster:
         self.store = RedisTaskStore(self.records, settings.history_limit, settings.full_finished_tasks)
         self.records.fence = self._fence
         self.objects = ObjectStore(settings.storage_url, settings) if settings.storage_url else None
+        # v2 assets known to every replica (records in Redis, files in the store); without a store, each replica's own
+        self.assets = None if self.objects is None else SharedAssets(self.redis, self.key, self.objects, self.writer)
         self.reader = StreamReader(self.blocking, f"{self.prefix}events", self._on_entry)
         self.current_id: int | None = None  # the stream entry being delivered (SSE ids)
         self.bus: ClusterBus | None = None
@@ -230,6 +230,9 @@ class Cluster:
         events = extras.get("event_log")
         if events is not None:
             events.current_id = lambda: self.current_id  # SSE ids: the stream's, the same on every replica
+        v2 = extras.get("api_v2")
+        if v2 is not None and self.assets is not None:  # a v2 blob deleted everywhere leaves this replica's disk too
+            self.assets.on_gone = v2.forget_blob
         waiters = extras.get("waiters")
         if waiters is not None:  # a synchronous submit here may wait for a task another replica drives
             self.store.on_final = lambda task: waiters.on_task(task, "finished")
@@ -1254,17 +1257,21 @@ class Cluster:
             pass  # the submitter answers with the stored task after its wait
 
     async def _listen(self) -> None:
-        """Replies to this replica's forwarded submissions, and kicks: the shared queue has news."""
+        """Replies to this replica's forwarded submissions, kicks (the shared queue has news), deleted v2 blobs."""
         while True:
             pubsub = self.blocking.pubsub()
             try:
-                await pubsub.subscribe(self.key("reply", self.replica), self.key("kick"))
+                await pubsub.subscribe(self.key("reply", self.replica), self.key("kick"), self.key("asset_gone"))
                 async for message in pubsub.listen():
                     if message.get("type") != "message":
                         continue
                     channel = text(message["channel"])
                     if channel == self.key("kick"):
                         self._kick.set()
+                        continue
+                    if channel == self.key("asset_gone"):
+                        if self.assets is not None:
+                            self.assets.gone(text(message["data"]))
                         continue
                     body = json.loads(message["data"])
                     future = self._replies.get(str(body.get("task_id")))

@@ -2,14 +2,15 @@
 
 obstore (Rust's object_store) speaks local folders and every S3-compatible store with one async API,
 streams both ways (multipart uploads for big files) and signs URLs, without botocore. Outputs, uploaded
-inputs and the workflow library of every replica live here in cluster mode, under ``outputs/``,
-``inputs/`` and ``workflows/``.
+inputs, the v2 API's uploaded assets (one blob per content hash) and the workflow library of every replica live
+here in cluster mode, under ``outputs/``, ``inputs/``, ``assets/`` and ``workflows/``.
 """
 
 from __future__ import annotations
 
 import asyncio
 import datetime
+import uuid
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -122,7 +123,7 @@ class ObjectStore:
             return False
         _, chunks = found
         path.parent.mkdir(parents=True, exist_ok=True)
-        partial = path.with_name(f".{path.name}.part")
+        partial = path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}.part")  # (two fetches of one file at once)
         try:
             with partial.open("wb") as out:
                 async for chunk in chunks:

@@ -167,3 +167,24 @@ end)()
 return {best, saved}
 """
 )
+
+
+# KEYS: an asset blob's references (a hash: asset id → 1), its "being deleted" marker. ARGV: asset id. A new record
+# over the blob counts once no deletion of it is under way (0: retry shortly), so a blob is never removed from the
+# store after a record that needs it was counted.
+ASSET_CLAIM = """
+if redis.call('EXISTS', KEYS[2]) == 1 then return 0 end
+redis.call('HSET', KEYS[1], ARGV[1], 1)
+return 1
+"""
+
+# KEYS: the asset's record, its blob's references, the blob's "being deleted" marker. ARGV: asset id, marker ttl ms.
+# Forgets the record: {whether it existed, whether it was the blob's last} (last: the marker is set; the caller
+# deletes the blob, then the marker).
+ASSET_RELEASE = """
+local existed = redis.call('DEL', KEYS[1])
+redis.call('HDEL', KEYS[2], ARGV[1])
+if redis.call('HLEN', KEYS[2]) > 0 then return {existed, 0} end
+redis.call('SET', KEYS[3], '1', 'PX', ARGV[2])
+return {existed, 1}
+"""

@@ -108,7 +108,8 @@ class BackendInputs:
     """Uploads a task's inputs to the backend it is being dispatched to (from the dispatch hook).
 
     ``comfyui`` finds a backend among the pool's ComfyUI servers (the ones with an input folder);
-    ``written(name)`` returns once an output file of that name is on disk (it may be written behind).
+    ``written(name)`` returns once an output file of that name is on disk (it may be written behind);
+    ``fetch(kind, location, path)`` puts an asset's bytes there when they are not (cluster mode: another replica's).
     """
 
     def __init__(
@@ -120,6 +121,7 @@ class BackendInputs:
         self.store = store
         self.comfyui = comfyui
         self.written = written
+        self.fetch: Callable[[str, str, Path], Awaitable[None]] | None = None
         self._sent: dict[tuple[str, str], float] = {}  # (backend name, file name) → when sent
 
     async def prepare_for_backend(self, task: Task, backend: Backend) -> None:
@@ -147,6 +149,8 @@ class BackendInputs:
             )
             if item["kind"] != "upload" and self.written is not None:
                 await self.written(path.name)
+            if self.fetch is not None:
+                await self.fetch(item["kind"], item["location"], path)
             try:
                 data = await self.store.run(path.read_bytes)
             except OSError as exc:

@@ -228,13 +228,25 @@ class AssetStore:
     def delete(self, record: AssetRecord) -> None:
         """Remove the record, and its blob when no other record points at it."""
         self.db.execute("DELETE FROM assets WHERE id = ?", (record.id,))
-        if record.kind != "upload":
-            return
-        left = self.db.execute(
-            "SELECT 1 FROM assets WHERE kind = 'upload' AND location = ? LIMIT 1", (record.location,)
-        ).fetchone()
-        if left is None:
+        if record.kind == "upload" and not self._used(record.location):
             self.blob_path(record.location).unlink(missing_ok=True)
+
+    def _used(self, hex_digest: str) -> bool:
+        query = "SELECT 1 FROM assets WHERE kind = 'upload' AND location = ? LIMIT 1"
+        return self.db.execute(query, (hex_digest,)).fetchone() is not None
+
+    def drop_cached(self, hex_digest: str, older_than: float) -> None:
+        """Cluster mode: the bytes were deleted everywhere (their last record went), so this replica's records over
+        them (a cache of Redis) and its copy go too; not what is newer than ``older_than`` (a new upload of the same
+        bytes just after the delete)."""
+        query = "DELETE FROM assets WHERE kind = 'upload' AND location = ? AND created_at < ?"
+        self.db.execute(query, (hex_digest, older_than))
+        path = self.blob_path(hex_digest)
+        try:
+            if not self._used(hex_digest) and path.stat().st_mtime < older_than:
+                path.unlink()
+        except FileNotFoundError:
+            pass
 
     def upload(
         self, source: IO[bytes], limit: int, expected: str | None, meta: dict[str, Any]

@@ -16,6 +16,7 @@ from starlette.datastructures import FormData, UploadFile
 from starlette.formparsers import MultiPartException
 
 from api.dependencies import get_services
+from api.v2 import asset_sharing
 from api.v2.asset_store import AssetRecord, HashMismatch, TooLarge, valid_hash
 from api.v2.bodies import caller_scope, idempotency_key, read_object
 from api.v2.content import content_response
@@ -87,6 +88,19 @@ def _tags(raw: Any) -> list[str]:
     return list(raw)
 
 
+async def keep_upload(
+    state: V2State, upload: UploadFile, limit: int, expected: str | None, meta: dict[str, Any]
+) -> tuple[AssetRecord, bool]:
+    """Store the bytes and mint the record (in cluster mode for every replica): (the record, new bytes?)."""
+    try:
+        record, new_blob = await state.store.run(state.store.upload, upload.file, limit, expected, meta)
+    except HashMismatch as exc:
+        raise V2Error(409, "hash_mismatch", str(exc), retry_after=None) from exc
+    except TooLarge as exc:
+        raise V2Error(413, "payload_too_large", str(exc)) from exc
+    return record, await asset_sharing.publish(state, record, new_blob)
+
+
 @router.post(
     "/assets",
     status_code=201,
@@ -120,15 +134,11 @@ async def upload_asset(
             )
         try:
             await upload.seek(0)
-            record, new_blob = await state.store.run(state.store.upload, upload.file, limit, expected, meta)
-        except HashMismatch as exc:
+            record, new_blob = await keep_upload(state, upload, limit, expected, meta)
+        except V2Error:
             if key is not None:
                 state.keys.release(scope, f"asset:{key}")
-            raise V2Error(409, "hash_mismatch", str(exc), retry_after=None) from exc
-        except TooLarge as exc:
-            if key is not None:
-                state.keys.release(scope, f"asset:{key}")
-            raise V2Error(413, "payload_too_large", str(exc)) from exc
+            raise
     finally:
         await form.close()
     if key is not None:
@@ -159,7 +169,7 @@ async def asset_from_hash(
     if file_path is not None and (not isinstance(file_path, str) or len(file_path) > MAX_FIELD):
         raise V2Error(422, "invalid_request", "'file_path' must be a string")
     meta = {"file_path": file_path, "tags": _tags(body.get("tags"))}
-    record, minted = await state.store.run(state.store.mint_from_hash, hash_.lower(), meta)
+    record, minted = await asset_sharing.mint_from_hash(state, hash_.lower(), meta)
     if record is None:
         raise V2Error(404, "blob_not_found", "no stored bytes have this hash: upload them with POST /api/v2/assets")
     return JSONResponse(
@@ -173,12 +183,12 @@ async def asset_from_hash(
     responses={200: {"description": "stored"}, 404: {"description": "not stored"}},
 )
 async def asset_by_hash(hash: str, state: V2State = Depends(get_state)) -> Response:
-    found = valid_hash(hash.lower()) and await state.store.run(state.store.has_blob, hash.lower())
+    found = valid_hash(hash.lower()) and await asset_sharing.has_blob(state, hash.lower())
     return Response(status_code=200 if found else 404)
 
 
 async def record_or_404(state: V2State, asset_id: str) -> AssetRecord:
-    record = state.recent_outputs.get(asset_id) or await state.store.run(state.store.get, asset_id)
+    record = state.recent_outputs.get(asset_id) or await asset_sharing.find(state, asset_id)
     if record is None:
         raise V2Error(404, "not_found", f"no asset {asset_id!r}")
     return record
@@ -211,6 +221,7 @@ async def get_asset_content(asset_id: str, request: Request, state: V2State = De
     record = await record_or_404(state, asset_id)
     if record.kind != "upload":  # an output: its file may still be being written behind
         await state.services.manager.outputs.fetcher.settled(record.location.rpartition("/")[2])
+    await asset_sharing.ensure_blob(state, record)  # (cluster mode: an asset of another replica)
     try:
         return await content_response(state.store.file_of(record), record.content_type, request.headers.get("range"))
     except (FileNotFoundError, NotADirectoryError) as exc:
@@ -227,5 +238,6 @@ async def delete_asset(asset_id: str, state: V2State = Depends(get_state)) -> Re
     record = await record_or_404(state, asset_id)
     if record.kind != "upload":
         raise V2Error(409, "asset_in_use", "this asset is a job's output; it goes when ComfyGate forgets the job")
-    await state.store.run(state.store.delete, record)
+    if not await asset_sharing.delete(state, record):
+        raise V2Error(404, "not_found", f"no asset {asset_id!r}")
     return Response(status_code=204)

@@ -18,7 +18,7 @@ from fastapi import APIRouter, Depends, Request
 from fastapi.responses import JSONResponse, Response, StreamingResponse
 
 from api.dependencies import get_services
-from api.v2 import asset_refs, listing, view
+from api.v2 import asset_refs, asset_sharing, listing, view
 from api.v2.bodies import caller_scope, idempotency_key, read_object
 from api.v2.errors import V2Error, from_comfygate
 from api.v2.events import JobStream
@@ -170,7 +170,7 @@ async def submit_job(
     extra_data = check_extra_data(body.get("extra_data"))
     refs = [ref for _, _, ref in asset_refs.find_refs(workflow)]
     wanted = {asset_id for ref in refs if (asset_id := asset_refs.ref_id(ref))}
-    records = {asset_id: await state.store.run(state.store.get, asset_id) for asset_id in wanted}
+    records = {asset_id: await asset_sharing.find(state, asset_id) for asset_id in wanted}
     scope = caller_scope(request)
     if key is not None and not state.keys.claim(scope, key, "submitting"):
         raise V2Error(
@@ -188,10 +188,12 @@ async def submit_job(
             extra["v2_inputs"] = inputs  # names and where the bytes are; uploaded at dispatch
         if extra_data:
             extra["v2_partner_key"] = state.remember_partner_key(extra_data)  # a token: the key stays in memory
-        # Files and partner keys only reach a ComfyUI server (a ViewComfy backend has no place for them), and
-        # only from this process: they are kept here (several replicas: posted by this one, or refused).
+        # Files and partner keys only reach a ComfyUI server (a ViewComfy backend has no place for them). Partner keys,
+        # and files without an object store to share them, are kept here (several replicas: posted by this one, or
+        # refused); shared assets reach the backend from whichever replica posts the job.
         kind = "comfyui" if inputs or extra_data else None
-        needs = [what for what, used in ((_ASSETS_HERE, inputs), (_EXTRA_DATA_HERE, extra_data)) if used]
+        local = inputs if asset_sharing.shared(state) is None else []
+        needs = [what for what, used in ((_ASSETS_HERE, local), (_EXTRA_DATA_HERE, extra_data)) if used]
         task = await services.manager.submit(prepared.workflow, extra=extra, kind=kind, bound_here=" and ".join(needs))
     except (V2Error, ComfyGateError) as exc:
         state.forget_partner_key(extra.get("v2_partner_key"))

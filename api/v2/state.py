@@ -18,7 +18,7 @@ from typing import Any
 
 from fastapi import Request
 
-from api.v2 import view
+from api.v2 import asset_sharing, view
 from api.v2.asset_refs import BackendInputs
 from api.v2.asset_store import AssetRecord, AssetStore
 from api.v2.events import Previews
@@ -34,6 +34,7 @@ RECENT_OUTPUTS = 10_000
 # after the first of them finished: one hop to the store's thread per batch, not one per task at the
 # moment its completion is being delivered (recent_outputs answers meanwhile).
 RECORD_DELAY_S = 0.05
+CACHE_GRACE_S = 1.0  # a cached blob fetched this recently is kept when told its bytes were deleted (a new upload)
 
 
 @dataclass
@@ -71,6 +72,7 @@ class V2State:
             records = self._output_records(task)
             for record in records:
                 self.recent_outputs[record.id] = record
+            asset_sharing.share_outputs(self, records)  # (cluster mode: before the task's final update)
             while len(self.recent_outputs) > RECENT_OUTPUTS:
                 self.recent_outputs.popitem(last=False)
             # Every task's outputs are v2 assets (any task is a v2 job); hashing is paid by v2 jobs only.
@@ -125,8 +127,14 @@ class V2State:
             log.exception("could not record outputs as assets: %s", [r.id for r in records])
             return
         self.hashes.update(hashes)
+        if hashes:
+            asset_sharing.share_outputs(self, records)  # with their hashes now
         while len(self.hashes) > 100_000:
             self.hashes.popitem(last=False)
+
+    def forget_blob(self, hex_digest: str) -> None:
+        """Cluster mode: these bytes were deleted everywhere (their last record went): the cached copy goes too."""
+        self.store.submit(self.store.drop_cached, hex_digest, time.time() - CACHE_GRACE_S)
 
     def remember_partner_key(self, extra_data: dict[str, Any]) -> str:
         token = secrets.token_hex(8)
@@ -163,6 +171,7 @@ async def install(services: Services) -> V2State:
     manager = services.manager
     inputs = BackendInputs(store, manager.pool.comfyui.get, manager.outputs.fetcher.settled)
     state = V2State(services, store, keys, inputs, Previews())
+    inputs.fetch = lambda kind, location, path: asset_sharing.fetch_input(state, kind, location, path)
     services.hub.add_tap(state.previews.tap)
     services.manager.add_observer(state.on_task)
     services.manager.add_dispatch_hook(state.before_dispatch)
