@@ -81,6 +81,7 @@ STATE_TTL = 6.0  # seconds an owner's published backend state lives unrefreshed 
 FORWARD_WAIT = 10.0  # seconds a replica waits for the owner's answer before answering "pending"
 KEEP_TRIES = 30  # attempts (about a second apart) to store a task's outputs while the store is down
 KEEP_BEHIND_TRIES = 130  # the same behind a completed task: backing off to 5 s apart, about 10 minutes
+KEEP_AFTER_S = 0.05  # ... starting this long after the completion, not while it is being delivered
 KEEP_DRAIN_S = 10.0  # a stopping replica waits this long for the outputs it still has to store
 FIND_OUTPUT_S = 2.0  # a replica asked for an output of a task it has not heard of yet looks this long
 _OUTPUT_NAME = re.compile(r"^[0-9a-f]{8}_")  # ComfyGate's output files start with their task's id
@@ -1340,6 +1341,7 @@ class Cluster:
         self._spawn(self._keep_behind(list(task.outputs)), f"keep {task.task_id}", self._keeping)
 
     async def _keep_behind(self, items: list[dict[str, Any]]) -> None:
+        await asyncio.sleep(KEEP_AFTER_S)
         for item in items:
             try:
                 await self._keep_one(item, KEEP_BEHIND_TRIES, 5.0)
