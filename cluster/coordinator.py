@@ -55,7 +55,7 @@ from cluster.lease import LeaseKeeper
 from cluster.library import SharedLibrary
 from cluster.objects import ObjectStore, StoreUnavailable
 from cluster.replies import Fields, entries, field, text, text_or_none, texts
-from cluster.scripts import ADOPT, CHOOSE
+from cluster.scripts import ADOPT, CHOOSE, CHOOSE_SAVE
 from cluster.store import RedisRecords, RedisTaskStore
 from cluster.stream import StreamReader
 from cluster.writer import RedisWriter
@@ -839,13 +839,15 @@ class Cluster:
         able.sort(key=lambda b: self._given.get(b.name, 0))
         chosen: str | None = None
         if able:
-            try:
-                answer = await self.redis.eval(
-                    CHOOSE, 1, self.key("load"), self.settings.max_backend_queue, *[b.name for b in able]
-                )
-            except (RedisError, OSError) as exc:
-                raise ClusterUnavailable(f"Redis is unreachable: {exc}; retry shortly", retry_after=2) from exc
-            chosen = text_or_none(answer)
+            here = next((b for b in able if b.owned and b.name in self._ready and not b.closing.is_set()), None)
+            if here is not None:
+                with here.handing_over():  # (from the record that names it, as in _post_new)
+                    chosen, stored = await self._choose_and_store(task, able, here)
+                    if chosen == here.name:
+                        self._given[chosen] = self._given.get(chosen, 0) + 1
+                        return await self._post_new(task, here, stored=stored)
+            else:
+                chosen = await self._choose(able)
         if chosen is None:
             own = self._own_backend(task)
             if own is not None:
@@ -859,15 +861,54 @@ class Cluster:
             return await self._post_new(task, backend)
         return await self._forward(task, backend)
 
-    async def _post_new(self, task: Task, backend: SharedBackend) -> Task:
+    async def _choose(self, able: list[SharedBackend]) -> str | None:
+        """The least loaded of ``able`` with room (charged with the task), atomically across replicas."""
+        try:
+            answer = await self.redis.eval(
+                CHOOSE, 1, self.key("load"), self.settings.max_backend_queue, *[b.name for b in able]
+            )
+        except (RedisError, OSError) as exc:
+            raise ClusterUnavailable(f"Redis is unreachable: {exc}; retry shortly", retry_after=2) from exc
+        return text_or_none(answer)
+
+    async def _choose_and_store(
+        self, task: Task, able: list[SharedBackend], here: SharedBackend
+    ) -> tuple[str | None, bool | None]:
+        """``_choose``, and when the choice is ``here`` (a backend this replica posts to) the task's record stored
+        in the same round trip (CHOOSE_SAVE): (the choice, whether stored: None = not tried, False = fenced)."""
+        task.backend = here.name
+        task.extra["charged"] = here.name
+        keys, args = self.records.save_args(task, with_workflow=True)
+        names = [b.name for b in able]
+        limit = self.settings.max_backend_queue
+        try:
+            answer = await self.redis.eval(
+                CHOOSE_SAVE, 1 + len(keys), self.key("load"), *keys, limit, len(names), *names, here.name, *args
+            )
+        except (RedisError, OSError) as exc:
+            task.backend = None
+            task.extra.pop("charged", None)
+            raise ClusterUnavailable(f"Redis is unreachable: {exc}; retry shortly", retry_after=2) from exc
+        except asyncio.CancelledError:
+            self.records.delete(task)  # it may have been stored, it was never posted: no trace
+            raise
+        chosen = text_or_none(answer[0]) if answer else None
+        if chosen != here.name:
+            task.backend = None
+            task.extra.pop("charged", None)
+            return chosen, None
+        return chosen, len(answer) > 1 and answer[1] is not None
+
+    async def _post_new(self, task: Task, backend: SharedBackend, stored: bool | None = None) -> Task:
         """A new task posted by this replica, the owner of ``backend``. Its record names the backend before the
-        post (and only while the lease is ours: fenced), so a crash at any point leaves it for the next owner."""
+        post (and only while the lease is ours: fenced), so a crash at any point leaves it for the next owner.
+        ``stored``: whether the record was stored already (with the choice of the backend), None = not yet."""
         manager = self.manager
         assert manager is not None
         posting = False
         with backend.handing_over():  # (its outcome is stored before the lease can go)
             try:
-                if not await self._store(task):
+                if not (await self._store(task) if stored is None else stored):
                     raise ComfyUIUnavailable(f"{backend.name} has another owner now; retry", retry_after=1)
                 posting = True
                 await manager.submitter.dispatch(task, backend, new=True, keep_unsure=True)

@@ -47,53 +47,56 @@ return 1
 
 # KEYS: load hash. ARGV: limit (0 = none), then candidate backends in tie-break order.
 # The least loaded candidate below the limit gets +1 and is returned; nil when none has room.
-CHOOSE = """
-local limit = tonumber(ARGV[1])
+# (ARGV[first..last]: the candidates.)
+_PICK = """
 local best, best_load = nil, nil
-for i = 2, #ARGV do
+for i = first, last do
   local load = tonumber(redis.call('HGET', KEYS[1], ARGV[i]) or '0')
   if (limit <= 0 or load < limit) and (best == nil or load < best_load) then
     best, best_load = ARGV[i], load
   end
 end
 if best then redis.call('HINCRBY', KEYS[1], best, 1) end
-return best
 """
+CHOOSE = "local limit, first, last = tonumber(ARGV[1]), 2, #ARGV\n" + _PICK + "return best\n"
 
 # A write about a task on a backend carries a fence: the lease key of the task's backend and the writer's id.
 # It is dropped when another replica holds that lease (a stalled owner's late writes must not undo its
 # successor's), or when the writer gave that lease back (its successor may not have taken it yet); a missing
 # lease otherwise (it expired, Redis restarted) lets it through.
+# (A: the script's arguments, ARGV unless the script is a part of a bigger one.)
 FENCE = """
-if ARGV[#ARGV - 1] ~= '' then
-  local holder = redis.call('GET', ARGV[#ARGV - 1])
-  if holder and holder ~= ARGV[#ARGV] then return false end
-  if not holder and redis.call('GET', ARGV[#ARGV - 1] .. ':free') == ARGV[#ARGV] then return false end
+if A[#A - 1] ~= '' then
+  local holder = redis.call('GET', A[#A - 1])
+  if holder and holder ~= A[#A] then return false end
+  if not holder and redis.call('GET', A[#A - 1] .. ':free') == A[#A] then return false end
 end
 """
 
-# KEYS: task hash, tasks zset, unfinished set, prompt hash, events stream.
-# ARGV: task id, created_at, final (0/1), record JSON, workflow JSON ('' = keep), prompt id, old prompt id
+# K: task hash, tasks zset, unfinished set, prompt hash, events stream.
+# A: task id, created_at, final (0/1), record JSON, workflow JSON ('' = keep), prompt id, old prompt id
 # ('' = none), events maxlen, fence key, fence holder. Stores the record and tells every replica (a "rec"
 # entry on the stream).
 _SAVE = """
-redis.call('HSET', KEYS[1], 'r', ARGV[4])
-if ARGV[5] ~= '' then redis.call('HSET', KEYS[1], 'w', ARGV[5]) end
-redis.call('ZADD', KEYS[2], ARGV[2], ARGV[1])
-if ARGV[3] == '1' then redis.call('SREM', KEYS[3], ARGV[1]) else redis.call('SADD', KEYS[3], ARGV[1]) end
-if ARGV[7] ~= '' and ARGV[7] ~= ARGV[6] then redis.call('HDEL', KEYS[4], ARGV[7]) end
-redis.call('HSET', KEYS[4], ARGV[6], ARGV[1])
-return redis.call('XADD', KEYS[5], 'MAXLEN', '~', ARGV[8], '*', 't', ARGV[1], 'k', 'rec', 'd', ARGV[4])
+redis.call('HSET', K[1], 'r', A[4])
+if A[5] ~= '' then redis.call('HSET', K[1], 'w', A[5]) end
+redis.call('ZADD', K[2], A[2], A[1])
+if A[3] == '1' then redis.call('SREM', K[3], A[1]) else redis.call('SADD', K[3], A[1]) end
+if A[7] ~= '' and A[7] ~= A[6] then redis.call('HDEL', K[4], A[7]) end
+redis.call('HSET', K[4], A[6], A[1])
+return redis.call('XADD', K[5], 'MAXLEN', '~', A[8], '*', 't', A[1], 'k', 'rec', 'd', A[4])
 """
-SAVE_TASK = FENCE + _SAVE
+_ARGS = "local K, A = KEYS, ARGV\n"
+SAVE_TASK = _ARGS + FENCE + _SAVE
 
 # SAVE_TASK's keys and arguments, and KEYS[6]: the shared queue. Takes the task out of the queue and stores it
 # as handed to its backend, in one step (a crash in between would leave it in neither); false when the fence
 # refuses or another replica took it first.
 TAKE_TASK = (
-    FENCE
+    _ARGS
+    + FENCE
     + """
-if redis.call('ZREM', KEYS[6], ARGV[1]) == 0 then return false end
+if redis.call('ZREM', K[6], A[1]) == 0 then return false end
 """
     + _SAVE
 )
@@ -104,7 +107,8 @@ if redis.call('ZREM', KEYS[6], ARGV[1]) == 0 then return false end
 # holder. Same id in both streams, so an SSE Last-Event-ID read on one replica resumes on another from the
 # task's stream.
 PUBLISH = (
-    FENCE
+    _ARGS
+    + FENCE
     + """
 local id = redis.call('XADD', KEYS[1], 'MAXLEN', '~', ARGV[4], '*', 't', ARGV[1], 'k', ARGV[2], 'd', ARGV[3],
   'c', ARGV[8], 's', ARGV[9])
@@ -140,6 +144,30 @@ for _, id in ipairs(ids) do
 end
 return dropped
 """
+
+
+# CHOOSE, and when the choice falls on ARGV[3 + n] (the backend this replica would post to itself) SAVE_TASK in
+# the same step: one round trip before the post instead of two. KEYS: the load hash, then SAVE_TASK's keys.
+# ARGV: limit, n, n candidates, that backend, then SAVE_TASK's arguments (its record names that backend).
+# {choice} when it fell elsewhere (nothing stored), {choice, stream id or nil (the fence refused)}, or nil.
+CHOOSE_SAVE = (
+    "local limit, n = tonumber(ARGV[1]), tonumber(ARGV[2])\nlocal first, last = 3, 2 + n\n"
+    + _PICK
+    + """
+if not best then return false end
+if best ~= ARGV[3 + n] then return {best} end
+local K = {KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6]}
+local A = {unpack(ARGV, 4 + n)}
+local saved = (function()
+"""
+    + FENCE
+    + _SAVE
+    + """
+end)()
+return {best, saved}
+"""
+)
+
 
 # KEYS: an asset blob's references (a hash: asset id → 1), its "being deleted" marker. ARGV: asset id. A new record
 # over the blob counts once no deletion of it is under way (0: retry shortly), so a blob is never removed from the

@@ -54,6 +54,19 @@ class RedisRecords:
         """The write of ``task``'s record as a pipeline op (to batch it with other writes). ``fenced``: only while
         the writer may write about the task (``fence``); ``take_from``: and only if it is taken out of that
         sorted set (the shared queue) in the same step."""
+        keys, args = self.save_args(task, with_workflow, fenced=fenced)
+        script = SAVE_TASK
+        if take_from:
+            keys.append(take_from)
+            script = TAKE_TASK
+
+        def op(pipe: Any) -> None:
+            pipe.eval(script, len(keys), *keys, *args)
+
+        return op
+
+    def save_args(self, task: Task, with_workflow: bool = False, *, fenced: bool = True) -> tuple[list[str], list[Any]]:
+        """SAVE_TASK's keys and arguments for ``task`` as it is now."""
         record = task_record(task)
         workflow = json.dumps(task.workflow, separators=(",", ":")) if with_workflow else ""
         old = self._saved_prompt.get(task.task_id, "")
@@ -72,15 +85,7 @@ class RedisRecords:
         fence = self.fence(task) if self.fence is not None and fenced else None
         args = [task.task_id, task.created_at, int(final), record, workflow, task.prompt_id, old, self.events_maxlen]
         args += list(fence or ("", ""))
-        script = SAVE_TASK
-        if take_from:
-            keys.append(take_from)
-            script = TAKE_TASK
-
-        def op(pipe: Any) -> None:
-            pipe.eval(script, len(keys), *keys, *args)
-
-        return op
+        return keys, args
 
     def save(self, task: Task, *, with_workflow: bool = False) -> None:
         self.writer.submit(self.save_op(task, with_workflow))

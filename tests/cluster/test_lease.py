@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -12,7 +13,7 @@ from redis.asyncio import Redis
 
 from bench.cluster_procs import RedisServer
 from cluster.lease import LeaseKeeper
-from cluster.scripts import ADOPT, SAVE_TASK
+from cluster.scripts import ADOPT, CHOOSE_SAVE, SAVE_TASK
 from cluster.writer import RedisWriter
 
 NAMES = ["comfyui-1", "comfyui-2"]
@@ -237,3 +238,32 @@ async def test_a_dead_drivers_viewcomfy_task_is_adopted_by_one_survivor_and_its_
         assert await adopt(loser) == 1 and not await write(winner) and await write(loser)
     finally:
         await redis.aclose()
+
+
+async def test_the_choice_of_a_backend_and_the_record_in_one_step(redis_server: RedisServer) -> None:
+    """CHOOSE_SAVE: the least loaded backend with room is charged; the record is stored (fenced by that backend's
+    lease) only when the choice is the backend the caller posts to itself; nothing when no backend has room."""
+    redis = Redis.from_url(redis_server.url)
+    keys = ["t:load", "t:task:task-1", "t:tasks", "t:unfinished", "t:prompt", "t:events"]
+
+    async def choose(here: str, holder: str = "a", limit: int = 2) -> list[bytes | None] | None:
+        await redis.set("t:lease:b2", "a")
+        args = ["task-1", 1, 0, json.dumps({"backend": here}), "{}", "p", "", 100, "t:lease:b2", holder]
+        return await redis.eval(CHOOSE_SAVE, len(keys), *keys, limit, 2, "b1", "b2", here, *args)
+
+    await redis.hset("t:load", mapping={"b1": 1, "b2": 0})
+    assert await choose("b1") == [b"b2"]  # fell elsewhere: charged, nothing stored
+    assert await redis.exists("t:task:task-1") == 0 and await redis.hget("t:load", "b2") == b"1"
+    answer = await choose("b2", limit=3)  # b1 and b2 both at 1: the first listed, b1
+    assert answer == [b"b1"]
+    answer = await choose("b2", limit=3)  # b1 at 2, b2 at 1: b2, stored with its "rec" entry
+    assert answer is not None and answer[0] == b"b2" and answer[1]
+    assert json.loads(await redis.hget("t:task:task-1", "r")) == {"backend": "b2"}
+    assert await redis.xlen("t:events") == 1 and await redis.hget("t:load", "b2") == b"2"
+    await redis.delete("t:task:task-1")
+    await redis.hset("t:load", "b1", 3)
+    # The lease of b2 is not the caller's: charged (the caller takes it back), not stored.
+    assert await choose("b2", holder="another", limit=4) == [b"b2", None]
+    assert await redis.exists("t:task:task-1") == 0
+    assert await choose("b2", limit=1) is None and await redis.hgetall("t:load") == {b"b1": b"3", b"b2": b"3"}
+    await redis.aclose()
