@@ -1374,9 +1374,10 @@ class Cluster:
             await self._keep_one(item, KEEP_TRIES, 1.0)
 
     def keep_behind(self, task: Task) -> None:
-        """Store a ComfyUI run's outputs once its task has completed: its listeners hear of it without waiting
-        for the store. Until an output is there, a replica asked for it gets it from the backend, which keeps
-        it in its own output folder (``_from_backend``); so does every replica if this one dies first."""
+        """Store a ComfyUI run's outputs once its task has completed (``KEEP_AFTER_S`` later: not while the completion
+        is being delivered): its listeners hear of it without waiting for the store. Until an output is there, a
+        replica asked for it gets it from the backend, which keeps it in its own output folder (``_from_backend``);
+        so does every replica if this one dies first."""
         if self.objects is None or not task.outputs:
             return
         self._spawn(self._keep_behind(list(task.outputs)), f"keep {task.task_id}", self._keeping)
