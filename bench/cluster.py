@@ -19,7 +19,7 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 from bench.cluster_procs import ClusterStack
-from bench.lean import HttpConn, HttpPool
+from bench.lean import HttpConn, HttpPool, ws_connect
 from bench.procs import rss_kb
 from bench.rows import (
     Bench,
@@ -204,6 +204,31 @@ async def row_cluster_fanout(bench: Bench) -> Result:
     )
 
 
+KEPT_IN_FLIGHT = 200  # unfinished tasks at a time in the memory row: it measures tasks kept, not a backlog
+
+
+async def _push_kept(urls: list[str], ws_url: str, bench: Bench, count: int) -> None:
+    """``count`` tasks through ``urls`` in turn, at most ``KEPT_IN_FLIGHT`` unfinished at a time (as single mode's
+    memory row, whose ComfyGate keeps up with its emulator: here 3 replicas, Redis, moto and the emulator share 2
+    cores, and pushing as fast as accepted left tens of thousands queued, the peak then held by the allocator)."""
+    done = Completions()
+    ws = await ws_connect(f"{ws_url}/ws", done.on_gate_frame)
+    pools = [HttpPool(url, 4) for url in urls]
+    numbers = iter(range(count))
+
+    async def worker() -> None:
+        for i in numbers:
+            answer = await submit_gate(pools[i % len(pools)], bench.workflow())
+            await done.wait(answer["task_id"], timeout=120)
+
+    try:
+        await asyncio.gather(*(worker() for _ in range(KEPT_IN_FLIGHT)))
+    finally:
+        ws.close()
+        for pool in pools:
+            await pool.close()
+
+
 async def row_cluster_memory(bench: Bench) -> Result:
     """Each replica's RSS after the throughput and fan-out rows, against single mode's memory target."""
     figures = bench._shared.get("cluster_rss") or []
@@ -212,8 +237,7 @@ async def row_cluster_memory(bench: Bench) -> Result:
         stack = _stack(bench, "cluster-memory", replicas=3, emulators=1)
         try:
             urls = [r.url for r in stack.replicas]
-            n = bench.args.tasks
-            await _push_all(urls, stack.replicas[0].ws_url, [bench.workflow() for _ in range(n)], 6)
+            await _push_kept(urls, stack.replicas[0].ws_url, bench, bench.args.tasks)
             figures = [rss_kb(r.pid) / 1024 for r in stack.replicas]
         finally:
             _close(bench, stack)
