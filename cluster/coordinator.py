@@ -1297,7 +1297,7 @@ class Cluster:
             self._kick.clear()
             try:
                 await self._take_round()
-            except (RedisError, OSError):
+            except (RedisError, OSError, ClusterUnavailable):  # (Redis away: the next round tries again)
                 pass
             except Exception:
                 log.exception("shared queue round failed")
@@ -1332,8 +1332,7 @@ class Cluster:
             return
         chosen = None
         if not expired:
-            limit = self.settings.max_backend_queue
-            chosen = text_or_none(await self.redis.eval(CHOOSE, 1, self.key("load"), limit, *[b.name for b in able]))
+            chosen = await self._choose(able)
             if chosen is None:
                 return
         if chosen is None:
