@@ -175,10 +175,18 @@ def stop_gate(gate: Gate) -> None:
 
 
 def wait_backends_up(gate: Gate, timeout: float = 5.0) -> None:
+    _wait_health(gate, lambda health: health["status"] == "ok", timeout)
+
+
+def wait_backends_down(gate: Gate, timeout: float = 5.0) -> None:
+    """Until ComfyGate has seen every backend go (its WebSocket closed): a submission then waits as pending."""
+    _wait_health(gate, lambda health: health["totals"]["healthy"] == 0, timeout)
+
+
+def _wait_health(gate: Gate, check: Callable[[dict[str, Any]], bool], timeout: float) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        health = gate.client.get("/api/health").json()
-        if health["status"] == "ok":
+        if check(gate.client.get("/api/health").json()):
             return
         time.sleep(0.02)
 

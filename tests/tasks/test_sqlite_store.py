@@ -12,7 +12,7 @@ import pytest
 from core.task import Task, TaskStatus
 from emulator.server import EmulatorThread
 from tasks.sqlite_store import TaskDatabase
-from tests.conftest import Gate, history_of, submit_ok, written
+from tests.conftest import Gate, history_of, submit_ok, wait_backends_down, written
 from tests.protocol import sd_workflow
 
 
@@ -131,6 +131,7 @@ def test_pending_tasks_survive_a_restart(emulators: Any, gate_factory: Any) -> N
     gate = gate_factory([emu.url])
     gate.wait(submit_ok(gate, sd_workflow(steps=1))["task_id"])
     emu.stop()
+    wait_backends_down(gate)  # (a submission before ComfyGate has seen it go is answered 503: not held)
     held = submit_ok(gate, sd_workflow(steps=1, seed=9))
     assert held["status"] == "pending"
     new = restart_gate(gate, gate_factory, [emu.url], wait_up=False)
