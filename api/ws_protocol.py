@@ -63,10 +63,15 @@ PROTOCOL_NEEDS = (
 CONNECTION_NEEDS = ("extensions", "state", "expect_continuation_frame")
 
 FRAMES_EXTENSION = "comfygate.websocket.frames"
-# text → its frame, for the most recent messages: built once, whatever the number of listeners. Large
-# enough for a backlog of several seconds at 500 messages/s; oldest out first.
+# text → its frame, for the most recent messages: built once, whatever the number of listeners. Bounded in
+# count (a backlog of several seconds at 500 messages/s) and in bytes (a final update carries its outputs'
+# texts: 4,096 of them held ~8 MB in the cluster memory benchmark); oldest out first. A large message is
+# framed for each listener instead of kept.
 _frames: dict[str, bytes] = {}
+_framed_bytes = 0
 FRAMES_KEPT = 4096
+FRAMES_KEPT_BYTES = 2 << 20
+FRAME_CACHED_MAX = 16 << 10
 
 
 def join_frames(texts: list[str]) -> bytes:
@@ -75,6 +80,7 @@ def join_frames(texts: list[str]) -> bytes:
 
 def frame_text(text: str) -> bytes:
     """A complete unmasked, unfragmented text frame (RFC 6455 5.2), as a server sends it."""
+    global _framed_bytes
     frame = _frames.get(text)
     if frame is None:
         payload = text.encode()
@@ -86,9 +92,12 @@ def frame_text(text: str) -> bytes:
         else:
             head = bytes((0x81, 127)) + size.to_bytes(8, "big")
         frame = head + payload
-        if len(_frames) >= FRAMES_KEPT:
-            del _frames[next(iter(_frames))]
+        if size > FRAME_CACHED_MAX:
+            return frame
+        while _frames and (len(_frames) >= FRAMES_KEPT or _framed_bytes + 2 * len(frame) > FRAMES_KEPT_BYTES):
+            _framed_bytes -= 2 * len(_frames.pop(next(iter(_frames))))
         _frames[text] = frame
+        _framed_bytes += 2 * len(frame)  # the text (the key) and its frame, both about the payload's size
     return frame
 
 

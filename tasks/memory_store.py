@@ -21,6 +21,35 @@ _SQUEEZE_ABOVE = 512
 _ZLIB = 0x78
 
 
+# Compacted tasks' bytes are laid end to end in chunks of this size rather than one bytes object each: the
+# ~0.6 kB blobs (above pymalloc's 512 bytes) otherwise sit one by one in the C heap between the short-lived
+# buffers of the tasks running after them (frames, outputs' texts, records), whose freed holes the heap can
+# then hardly give back; at 100,000 tasks that was tens of MB more in a replica with listeners and backends
+# (BENCHMARKS.md, cluster_memory). Tasks are dropped oldest first, so a chunk goes with its last task.
+CHUNK_BYTES = 256 << 10
+
+
+class _Chunks:
+    """Where a store's compacted tasks put their bytes (append-only; one per store: not thread-safe)."""
+
+    __slots__ = ("chunk", "used")
+
+    def __init__(self) -> None:
+        self.chunk = bytearray()
+        self.used = 0
+
+    def place(self, data: bytes) -> tuple[bytes | bytearray, int]:
+        size = len(data)
+        if size > CHUNK_BYTES // 8:
+            return data, 0  # a big one keeps its own object
+        if self.used + size > len(self.chunk):
+            self.chunk, self.used = bytearray(CHUNK_BYTES), 0
+        at = self.used
+        self.chunk[at : at + size] = data
+        self.used = at + size
+        return self.chunk, at
+
+
 class CompactTask:
     """A finished task as bytes: its prompt id, a NUL, then a ``marshal`` blob of every other field
     (zlib-compressed when big). ~0.4 kB for a typical task instead of ~5 kB of live objects.
@@ -31,9 +60,9 @@ class CompactTask:
     the bytes, so a search by prompt id decodes nothing either.
     """
 
-    __slots__ = ("status", "blob")
+    __slots__ = ("status", "_chunk", "_span")
 
-    def __init__(self, task: Task) -> None:
+    def __init__(self, task: Task, chunks: _Chunks | None = None) -> None:
         values = [getattr(task, name) for name in _FIELDS]
         values[_STATUS_INDEX] = None
         values[_PROMPT_INDEX] = None
@@ -46,11 +75,23 @@ class CompactTask:
             if len(squeezed) < len(body):
                 body = squeezed
         self.status = task.status
-        self.blob = task.prompt_id.encode() + b"\0" + body
+        blob = task.prompt_id.encode() + b"\0" + body
+        if chunks is None:
+            self._chunk: bytes | bytearray = blob
+            self._span = len(blob)
+        else:
+            self._chunk, at = chunks.place(blob)
+            self._span = at << 32 | len(blob)  # one int object for both
+
+    @property
+    def blob(self) -> bytes:
+        at, size = self._span >> 32, self._span & 0xFFFFFFFF
+        return bytes(self._chunk[at : at + size])
 
     def has_prompt(self, prompt: bytes) -> bool:
         """``prompt``: a prompt id, encoded, followed by NUL."""
-        return self.blob.startswith(prompt)
+        at = self._span >> 32
+        return self._chunk.startswith(prompt, at, at + (self._span & 0xFFFFFFFF))
 
     def task(self) -> Task:
         """A fresh Task, equal to the one compacted."""
@@ -81,6 +122,7 @@ class TaskStore:
         self._recent: deque[Task] = deque()  # finished tasks still held as objects, oldest first
         self._final_counts: dict[TaskStatus, int] = dict.fromkeys(FINAL_STATUSES, 0)
         self._finished = 0
+        self._chunks = _Chunks()
 
     def __len__(self) -> int:
         return len(self._tasks)
@@ -146,7 +188,7 @@ class TaskStore:
     def _compact(self, task: Task) -> None:
         if self._tasks.get(task.task_id) is not task or "\0" in task.prompt_id:
             return  # trimmed already (or a prompt id CompactTask cannot lead with: never made by ComfyGate)
-        self._tasks[task.task_id] = CompactTask(task)
+        self._tasks[task.task_id] = CompactTask(task, self._chunks)
         if self._by_prompt.get(task.prompt_id) == task.task_id:
             del self._by_prompt[task.prompt_id]
 

@@ -189,3 +189,20 @@ def test_an_oversized_handshake_is_answered_and_closed(
     with connect(f"{server.ws_url}/ws", compression=None, max_size=None) as ws:  # and serves the next one
         assert json.loads(ws.recv(timeout=5)) == {"framed": True}
         ws.send("bye")
+
+
+def test_the_frame_cache_is_bounded_in_bytes_and_skips_large_messages() -> None:
+    """Built frames are kept for the next listener, but never more than FRAMES_KEPT_BYTES of them: a final
+    update carrying outputs' texts is ~1 kB, and 4,096 of them held ~8 MB per replica."""
+    from api import ws_protocol
+
+    texts = [json.dumps({"n": i, "text": "z" * 3000}) for i in range(2000)]
+    for text in texts:
+        assert frame_text(text) == frame_text(text)  # the cached frame is the same frame
+    held = sum(len(k) + len(v) for k, v in ws_protocol._frames.items())
+    assert held <= ws_protocol.FRAMES_KEPT_BYTES
+    assert texts[-1] in ws_protocol._frames and texts[0] not in ws_protocol._frames  # the newest stay
+    big = "b" * (ws_protocol.FRAME_CACHED_MAX + 1)
+    frame = frame_text(big)
+    assert frame[2:4] == len(big).to_bytes(2, "big") and frame.endswith(big.encode())
+    assert big not in ws_protocol._frames

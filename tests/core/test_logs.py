@@ -46,3 +46,21 @@ def test_records_are_written_by_the_writer_thread_in_order(root_restored: None) 
     assert len(lines) == 200 and all(f"/api/image/{i}.png" in line for i, line in enumerate(lines))
     assert "INFO comfygate.test.access:" in lines[0] and "below the level" not in out.getvalue()
     assert threading.get_ident() not in out.threads and len(out.threads) == 1
+
+
+def test_a_record_with_mutable_arguments_shows_them_as_they_were_when_logged(root_restored: None) -> None:
+    """Immutable arguments are formatted by the writer thread; a mutable one at once, by the caller."""
+    out = Recording()
+    writer = log_off_the_loop("info", out)
+    log = logging.getLogger("comfygate.test.later")
+    seen = ["first"]
+    log.info("items %s, count %d, ratio %.1f", seen, 3, 0.5)
+    seen.append("added after logging")
+    try:
+        raise ValueError("boom")
+    except ValueError:
+        log.exception("failed %s", "here")
+    writer.stop()
+    text = out.getvalue()
+    assert "items ['first'], count 3, ratio 0.5" in text and "added after logging" not in text
+    assert "failed here" in text and "ValueError: boom" in text
