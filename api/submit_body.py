@@ -22,6 +22,7 @@ from core.errors import InvalidRequest
 from gateway.remote_inputs import InlineFile
 from gateway.services import Services
 from gateway.uploads import read_limited
+from gateway.wait import request_error
 from security.json_safety import check_body
 from security.limits import OFF_LOOP_BYTES
 
@@ -65,13 +66,6 @@ def _media_type(request: Request) -> tuple[str, str] | None:
     return message.get_content_maintype(), message.get_content_subtype()
 
 
-def _validation_error(exc: ValidationError, where: tuple[str, ...] = ("body",)) -> RequestValidationError:
-    errors = exc.errors()
-    return RequestValidationError(
-        [{"type": e["type"], "loc": (*where, *e["loc"]), "msg": e["msg"], "input": e.get("input")} for e in errors]
-    )
-
-
 async def submit_body(request: Request, services: Services = Depends(get_services)) -> SubmitRequest:
     """JSON (also with no content type, as FastAPI reads bodies) or multipart; anything else is a 422."""
     media = _media_type(request)
@@ -97,7 +91,7 @@ async def submit_body(request: Request, services: Services = Depends(get_service
             return await asyncio.to_thread(SubmitRequest.model_validate_json, raw)
         return SubmitRequest.model_validate_json(raw)
     except ValidationError as exc:
-        raise _validation_error(exc) from None
+        raise request_error(exc, ("body",)) from None
 
 
 async def _from_form(request: Request, limit: int) -> SubmitRequest:
@@ -112,7 +106,7 @@ async def _from_form(request: Request, limit: int) -> SubmitRequest:
         try:
             body = SubmitRequest.model_validate_json(text)
         except ValidationError as exc:
-            raise _validation_error(exc, ("body", "request")) from None
+            raise request_error(exc, ("body", "request")) from None
         for key, value in form.multi_items():
             if key == "request":
                 continue
