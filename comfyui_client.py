@@ -24,6 +24,7 @@ import websockets
 from websockets.asyncio.client import ClientConnection, connect
 
 from backends.comfyui_events import ComfyUIEvent, MalformedFrame, parse_frame
+from core.busy_poll import BusyPoll
 from core.errors import ComfyUIError, ComfyUINotFound, ComfyUIUnavailable, PostUnsure, PromptRejected
 
 log = logging.getLogger("comfygate.comfyui")
@@ -88,8 +89,9 @@ class _KeepAlivePoster:
     Only plain http; a connection the server has closed is noticed (EOF seen) before it is reused.
     """
 
-    def __init__(self, base_url: str, size: int = 16) -> None:
+    def __init__(self, base_url: str, busy_poll: BusyPoll | None = None, size: int = 16) -> None:
         parts = urlsplit(base_url)
+        self.busy_poll = busy_poll
         self.host = parts.hostname or "127.0.0.1"
         self.port = parts.port or 80
         self.prefix = parts.path.rstrip("/")
@@ -110,6 +112,8 @@ class _KeepAlivePoster:
                 conn = await asyncio.open_connection(self.host, self.port)
         reader, writer = conn
         writer.write(head.encode("latin-1") + body)
+        if self.busy_poll is not None:
+            self.busy_poll.expect_answer()
         try:
             response = await self._answer(reader, writer, -1, timeout)
         except _BROKEN as exc:
@@ -127,6 +131,8 @@ class _KeepAlivePoster:
         if conn is None:
             return None
         conn[1].write(self._get_request(path))
+        if self.busy_poll is not None:
+            self.busy_poll.expect_answer()
         return SentRequest(*conn)
 
     async def get_small(
@@ -153,6 +159,8 @@ class _KeepAlivePoster:
                 conn = await asyncio.open_connection(self.host, self.port)
             reader, writer = conn
             writer.write(request)
+        if self.busy_poll is not None:
+            self.busy_poll.expect_answer()
         return await self._answer(reader, writer, limit, timeout)
 
     async def _answer(
@@ -229,14 +237,22 @@ def _view_path(filename: str, subfolder: str, type: str) -> str:
 class ComfyUIClient:
     """HTTP side of one ComfyUI server."""
 
-    def __init__(self, server: str, http: httpx.AsyncClient, *, timeout: float = 30.0, fast_post: bool = True) -> None:
+    def __init__(
+        self,
+        server: str,
+        http: httpx.AsyncClient,
+        *,
+        timeout: float = 30.0,
+        fast_post: bool = True,
+        busy_poll: BusyPoll | None = None,
+    ) -> None:
         self.base_url = normalise_server(server)
         scheme = "wss" if self.base_url.startswith("https://") else "ws"
         self.ws_base = f"{scheme}://{self.base_url.split('://', 1)[1]}"
         self.http = http
         self.timeout = timeout
         plain_http = self.base_url.startswith("http://")
-        self._poster = _KeepAlivePoster(self.base_url) if fast_post and plain_http else None
+        self._poster = _KeepAlivePoster(self.base_url, busy_poll) if fast_post and plain_http else None
 
     async def _post_fast(self, path: str, body: dict[str, Any]) -> _RawResponse | httpx.Response:
         """POST ``body`` as JSON through the keep-alive poster (plain http), else through httpx."""

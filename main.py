@@ -36,6 +36,7 @@ from backends.viewcomfy.current_backend import CurrentViewComfyBackend
 from cluster.coordinator import Cluster
 from cluster.http import ClusterMiddleware
 from config import PROJECT_DIR, Settings, get_settings
+from core.busy_poll import BusyPoll, ThreadsFirst
 from core.errors import ComfyGateError
 from core.task import Task
 from events.bus import EventBus
@@ -80,7 +81,7 @@ async def open_database(
     return db, recovered
 
 
-def add_backends(settings: Settings, manager: TaskManager, http: httpx.AsyncClient) -> None:
+def add_backends(settings: Settings, manager: TaskManager, http: httpx.AsyncClient, busy_poll: BusyPoll) -> None:
     """The configured ComfyUI servers (comfyui-1, -2, ...) of a single replica."""
     for index, server in enumerate(settings.servers, start=1):
         manager.add_backend(
@@ -90,6 +91,7 @@ def add_backends(settings: Settings, manager: TaskManager, http: httpx.AsyncClie
                 http,
                 timeout=settings.request_timeout,
                 fast_post=settings.fast_prompt_post,
+                busy_poll=busy_poll,
                 output_dir=settings.output_dir_for(f"comfyui-{index}", server),
                 on_event=manager.on_event,
                 on_state=manager.on_backend_state,
@@ -108,6 +110,9 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         trust_env=False,  # ComfyUI is reached directly; a proxy from the environment would break loopback
     )
     hub = EventHub(settings.ws_queue_size)
+    # One for every backend; ComfyGate's worker threads come first (a job handed to one ends the poll).
+    busy_poll = BusyPoll(settings.busy_poll_ms / 1000)
+    asyncio.get_running_loop().set_default_executor(ThreadsFirst(busy_poll))
     library = WorkflowLibrary(settings.workflows_dir)
     store: TaskStoreSeam
     bus: EventBus
@@ -119,14 +124,14 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         await cluster.open()
         store, bus = cluster.store, cluster.make_bus(hub)
         manager = TaskManager(settings, store, bus)
-        cluster.add_backends(manager, http)
+        cluster.add_backends(manager, http, busy_poll)
         library = cluster.shared_library(library)  # saved workflows in the store, for every replica
     else:
         store, bus = TaskStore(settings.history_limit, settings.full_finished_tasks), hub
         manager = TaskManager(settings, store, bus)
         if settings.database_path is not None:
             db, recovered = await open_database(settings, store, manager)
-        add_backends(settings, manager, http)
+        add_backends(settings, manager, http, busy_poll)
     if settings.viewcomfy_url:
         manager.add_backend(viewcomfy_backend(settings, http))
     services = Services(settings, http, store, bus, manager, library)

@@ -14,6 +14,7 @@ import httpx
 from backends.base import BackendBase, TaskHost
 from backends.comfyui_events import ComfyUIEvent
 from comfyui_client import ComfyUIClient, ComfyUIWebSocket
+from core.busy_poll import BusyPoll
 from core.errors import ComfyGateError, ComfyUIUnavailable
 from core.task import Task
 
@@ -38,6 +39,7 @@ class ComfyUIBackend(BackendBase):
         *,
         timeout: float = 30.0,
         fast_post: bool = True,
+        busy_poll: BusyPoll | None = None,
         output_dir: Path | None = None,
         on_event: EventSink,
         on_state: StateSink,
@@ -46,7 +48,7 @@ class ComfyUIBackend(BackendBase):
         self.name = name
         # ComfyUI's output folder when it is on this machine (settings.comfyui_output_dir[s]): read, not /view.
         self.output_dir = output_dir
-        self.client = ComfyUIClient(server, http, timeout=timeout, fast_post=fast_post)
+        self.client = ComfyUIClient(server, http, timeout=timeout, fast_post=fast_post, busy_poll=busy_poll)
         self._on_event = on_event
         self._on_state = on_state
         self.ws = ComfyUIWebSocket(self.client, self._event, self._state)

@@ -21,6 +21,7 @@ import httpx
 
 from backends.base import TaskHost
 from backends.comfyui import ComfyUIBackend, EventSink, StateSink
+from core.busy_poll import BusyPoll
 from core.errors import ComfyUIUnavailable
 from core.task import Task
 
@@ -43,6 +44,7 @@ class SharedBackend(ComfyUIBackend):
         lease_valid: Callable[[str], bool],
         timeout: float = 30.0,
         fast_post: bool = True,
+        busy_poll: BusyPoll | None = None,
         output_dir: Path | None = None,
         on_event: EventSink,
         on_state: StateSink,
@@ -54,6 +56,7 @@ class SharedBackend(ComfyUIBackend):
             http,
             timeout=timeout,
             fast_post=fast_post,
+            busy_poll=busy_poll,
             output_dir=output_dir,
             on_event=on_event,
             on_state=on_state,

@@ -60,6 +60,7 @@ from cluster.store import RedisRecords, RedisTaskStore
 from cluster.stream import StreamReader
 from cluster.writer import RedisWriter
 from config import Settings
+from core.busy_poll import BusyPoll
 from core.errors import ComfyGateError, ComfyUIUnavailable, PostUnsure, PromptRejected, ServiceBusy
 from core.media_types import content_type
 from core.task import Task, TaskStatus
@@ -195,7 +196,7 @@ class Cluster:
         task = self.store.get(task_id)
         return self._fence(task) if task is not None else None
 
-    def add_backends(self, manager: TaskManager, http: httpx.AsyncClient) -> None:
+    def add_backends(self, manager: TaskManager, http: httpx.AsyncClient, busy_poll: BusyPoll) -> None:
         """One shared backend per configured ComfyUI server, named as on a single replica (comfyui-N)."""
         settings = self.settings
         for index, server in enumerate(settings.servers, start=1):
@@ -208,6 +209,7 @@ class Cluster:
                 lease_valid=lambda n: self.leases is not None and self.leases.valid(n),
                 timeout=settings.request_timeout,
                 fast_post=settings.fast_prompt_post,
+                busy_poll=busy_poll,
                 output_dir=settings.output_dir_for(name, server),
                 on_event=manager.on_event,
                 on_state=manager.on_backend_state,
