@@ -11,8 +11,8 @@ What it costs: a core kept busy for at most ``window`` after each request to a b
 workflow runs. Each turn yields the CPU (``sched_yield``, the GIL released), so a process or a ComfyGate
 thread that needs this CPU runs at once: the poll only takes a core nobody else wants. Without the yield,
 ComfyGate's own worker threads (reading an output from ComfyUI's folder) waited for the poll's time slice.
-On a machine whose every CPU is wanted, a yield hands the CPU away for a whole time slice: the poll notices
-(a turn much longer than a turn) and ends, as a sleeping process is woken sooner there than a yielding one.
+A job handed to the loop's executor ends the poll (``ThreadsFirst``), and so do several turns in a row spent
+off the CPU (every CPU wanted: a sleeping process is woken sooner there than a yielding one).
 ``COMFYUI_BUSY_POLL_MS=0`` turns it off, e.g. where CPU time is billed or shared.
 """
 
