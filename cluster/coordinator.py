@@ -50,6 +50,7 @@ from backends.base import Backend, TakesOver
 from cluster.assets import SharedAssets
 from cluster.backend import SharedBackend
 from cluster.bus import ClusterBus
+from cluster.claims import RedisClaims
 from cluster.errors import ClusterUnavailable
 from cluster.lease import LeaseKeeper
 from cluster.library import SharedLibrary
@@ -141,6 +142,7 @@ class Cluster:
         # Blocking reads (the event stream, inboxes, replies) on connections of their own.
         self.blocking = Redis.from_url(url, socket_timeout=10, **common)
         self.writer = RedisWriter(self.redis)
+        self.idempotency_claims = RedisClaims(self.redis, self.key)  # the v2 API's, shared by every replica
         self.records = RedisRecords(
             self.redis, self.writer, self.prefix, settings.history_limit, settings.events_stream_max
         )
@@ -236,6 +238,8 @@ class Cluster:
         v2 = extras.get("api_v2")
         if v2 is not None and self.assets is not None:  # a v2 blob deleted everywhere leaves this replica's disk too
             self.assets.on_gone = v2.forget_blob
+        if v2 is not None:  # a v2 Idempotency-Key used on one replica is used on all
+            v2.keys.shared = self.idempotency_claims
         waiters = extras.get("waiters")
         if waiters is not None:  # a synchronous submit here may wait for a task another replica drives
             self.store.on_final = lambda task: waiters.on_task(task, "finished")

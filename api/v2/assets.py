@@ -128,7 +128,7 @@ async def upload_asset(
     try:
         upload, meta, expected = read_upload_form(form, limit)
         scope = caller_scope(request)
-        if key is not None and not state.keys.claim(scope, f"asset:{key}", "uploading"):
+        if key is not None and not await state.keys.take(scope, f"asset:{key}", "uploading"):
             raise V2Error(
                 422, "idempotency_key_reuse", "this Idempotency-Key was used for an upload before; keys are single-use"
             )
@@ -137,7 +137,7 @@ async def upload_asset(
             record, new_blob = await keep_upload(state, upload, limit, expected, meta)
         except V2Error:
             if key is not None:
-                state.keys.release(scope, f"asset:{key}")
+                await state.keys.give_back(scope, f"asset:{key}")
             raise
     finally:
         await form.close()

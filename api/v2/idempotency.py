@@ -7,7 +7,9 @@ pass. A request that definitely created nothing (refused by validation, the queu
 key so a retry with the same key works (the SDK resends the same key after a 429); one whose outcome is
 unknown keeps it. Keys are scoped to the API key that presented them, expire after ``ttl`` seconds, and
 at most ``limit`` are kept (oldest forgotten first), so memory stays bounded whatever callers send.
-``on_change`` lets a durable store mirror claims (written off the event loop).
+``on_change`` lets a durable store mirror claims (written off the event loop). With several replicas,
+``shared`` (Redis) holds the claims every replica checks: ``take`` claims here and there (a retry that a
+load balancer sends to another replica is refused too), ``give_back`` releases both.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ import hashlib
 import time
 from collections import OrderedDict
 from collections.abc import Callable
+from typing import Protocol
 
 MAX_KEY_LENGTH = 255
 TTL = 24 * 3600.0
@@ -39,7 +42,17 @@ def scope_of(credential: str | None) -> str:
     return hashlib.sha256(credential.encode()).hexdigest()[:16]
 
 
+class SharedClaims(Protocol):
+    """Claims every replica sees (cluster mode); a store that cannot answer raises (a 503: nothing was run)."""
+
+    async def claim(self, scoped: str, ttl: float) -> bool: ...
+
+    async def release(self, scoped: str) -> None: ...
+
+
 class IdempotencyKeys:
+    shared: SharedClaims | None = None
+
     def __init__(
         self,
         limit: int = 100_000,
@@ -75,6 +88,28 @@ class IdempotencyKeys:
         if self.on_change is not None:
             self.on_change(scoped, what, now)
         return True
+
+    async def take(self, scope: str, key: str, what: str = "") -> bool:
+        """``claim``, and with several replicas the shared claim as well (this replica's first, so two racing
+        requests here never both reach the shared one)."""
+        if not self.claim(scope, key, what):
+            return False
+        if self.shared is None:
+            return True
+        try:
+            taken = await self.shared.claim(f"{scope}:{key}", self.ttl)
+        except BaseException:
+            self.release(scope, key)
+            raise
+        if not taken:
+            self.release(scope, key)  # another replica holds it: this one's claim goes, the shared one stays
+        return taken
+
+    async def give_back(self, scope: str, key: str) -> None:
+        """``release`` here and, with several replicas, the shared claim."""
+        self.release(scope, key)
+        if self.shared is not None:
+            await self.shared.release(f"{scope}:{key}")
 
     def settle(self, scope: str, key: str, what: str) -> None:
         """Record what the claim produced (e.g. the job id), for operators reading the store."""

@@ -172,7 +172,7 @@ async def submit_job(
     wanted = {asset_id for ref in refs if (asset_id := asset_refs.ref_id(ref))}
     records = {asset_id: await asset_sharing.find(state, asset_id) for asset_id in wanted}
     scope = caller_scope(request)
-    if key is not None and not state.keys.claim(scope, key, "submitting"):
+    if key is not None and not await state.keys.take(scope, key, "submitting"):
         raise V2Error(
             422,
             "idempotency_key_reuse",
@@ -198,7 +198,7 @@ async def submit_job(
     except (V2Error, ComfyGateError) as exc:
         state.forget_partner_key(extra.get("v2_partner_key"))
         if key is not None and not isinstance(exc, ComfyUIUnavailable):
-            state.keys.release(scope, key)  # refused before any job existed: the same key may be retried
+            await state.keys.give_back(scope, key)  # refused before any job existed: the same key may be retried
         # (ComfyUI unreachable mid-submit: it may hold the prompt, so the key stays spent.)
         if isinstance(exc, V2Error):
             raise

@@ -301,3 +301,39 @@ async def test_an_output_not_in_the_store_yet_is_served_from_its_backend(stack: 
             assert (await client.get(f"{others[1].url}{output['url']}")).content == expected
         missing = await client.get(f"{others[0].url}/api/image/{task['task_id'][:8]}_nothing_of_that_name.png")
         assert missing.status_code == 404
+
+
+async def test_a_v2_idempotency_key_is_single_use_across_replicas(stack: ClusterStack) -> None:
+    """The v2 rule (single use, reject on duplicate) whichever replica a retry reaches: one job, not two; a
+    request refused before any job existed frees the key on every replica."""
+    a, b, c = stack.replicas
+    key = f"v2-{random.randrange(1 << 40)}"
+    async with httpx.AsyncClient(timeout=30) as client:
+        body = {"workflow": sampler_workflow(steps=2)}
+        first = await client.post(f"{a.url}/api/v2/jobs", json=body, headers={"Idempotency-Key": key})
+        assert first.status_code == 201, first.text
+        again = await client.post(f"{b.url}/api/v2/jobs", json=body, headers={"Idempotency-Key": key})
+        assert again.status_code == 422 and again.json()["error"]["code"] == "idempotency_key_reuse", again.text
+        jobs = (await client.get(f"{c.url}/api/v2/jobs", params={"limit": 100})).json()
+        assert first.json()["id"] in [job["id"] for job in jobs["jobs"]]
+        refused_key = f"v2-refused-{random.randrange(1 << 40)}"
+        refused = await client.post(
+            f"{a.url}/api/v2/jobs", json={"workflow": {}}, headers={"Idempotency-Key": refused_key}
+        )
+        assert 400 <= refused.status_code < 500, refused.text
+        assert refused.json()["error"]["code"] != "idempotency_key_reuse", refused.text
+        retried = await client.post(f"{c.url}/api/v2/jobs", json=body, headers={"Idempotency-Key": refused_key})
+        assert retried.status_code == 201, retried.text
+        upload_key = f"v2-upload-{random.randrange(1 << 40)}"
+        files = {"file": ("a.txt", b"hello", "text/plain")}
+        data = {"content_type": "text/plain", "file_path": "a.txt"}
+        up = await client.post(
+            f"{b.url}/api/v2/assets", files=files, data=data, headers={"Idempotency-Key": upload_key}
+        )
+        assert up.status_code in (200, 201), up.text
+        up_again = await client.post(
+            f"{c.url}/api/v2/assets", files=files, data=data, headers={"Idempotency-Key": upload_key}
+        )
+        assert up_again.status_code == 422 and up_again.json()["error"]["code"] == "idempotency_key_reuse", (
+            up_again.text
+        )
