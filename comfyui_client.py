@@ -91,7 +91,7 @@ class _KeepAlivePoster:
 
     def __init__(self, base_url: str, busy_poll: BusyPoll | None = None, size: int = 16) -> None:
         parts = urlsplit(base_url)
-        self.busy_poll = busy_poll
+        self.busy_poll = busy_poll or BusyPoll(0)  # window 0: off
         self.host = parts.hostname or "127.0.0.1"
         self.port = parts.port or 80
         self.prefix = parts.path.rstrip("/")
@@ -112,8 +112,7 @@ class _KeepAlivePoster:
                 conn = await asyncio.open_connection(self.host, self.port)
         reader, writer = conn
         writer.write(head.encode("latin-1") + body)
-        if self.busy_poll is not None:
-            self.busy_poll.expect_answer()
+        self.busy_poll.expect_answer()
         try:
             response = await self._answer(reader, writer, -1, timeout)
         except _BROKEN as exc:
@@ -131,8 +130,7 @@ class _KeepAlivePoster:
         if conn is None:
             return None
         conn[1].write(self._get_request(path))
-        if self.busy_poll is not None:
-            self.busy_poll.expect_answer()
+        self.busy_poll.expect_answer()
         return SentRequest(*conn)
 
     async def get_small(
@@ -159,8 +157,7 @@ class _KeepAlivePoster:
                 conn = await asyncio.open_connection(self.host, self.port)
             reader, writer = conn
             writer.write(request)
-        if self.busy_poll is not None:
-            self.busy_poll.expect_answer()
+        self.busy_poll.expect_answer()
         return await self._answer(reader, writer, limit, timeout)
 
     async def _answer(
