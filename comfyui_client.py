@@ -14,6 +14,7 @@ import json
 import logging
 import os
 import uuid
+from collections import deque
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from typing import Any
@@ -493,7 +494,7 @@ class ComfyUIClient:
         return await self._json("POST", "/upload/image", files=files, data=form)
 
 
-EventHandler = Callable[[ComfyUIEvent], Awaitable[None] | None]
+EventHandler = Callable[[ComfyUIEvent], None]
 StateHandler = Callable[[bool], Awaitable[None]]
 
 
@@ -503,6 +504,11 @@ class ComfyUIWebSocket:
     Every prompt ComfyGate submits to this server carries ``client_id`` so its execution messages
     arrive here. ``on_state(True)`` runs after every (re)connect so the owner can reconcile what it
     missed: ComfyUI does not replay messages sent while a client was away.
+
+    ComfyUI sends a short run's messages in one burst (14 within 0.14 ms for EmptyImage → SaveImage, in
+    the recordings). Every frame of a burst is read before any is handled, and ``on_output`` sees each
+    ``executed`` as it is read: its files are asked for before the frames in front of it are handled
+    (~0.3 ms of work in a trace, issue 18). ``on_event`` still gets every event once, in order.
     """
 
     def __init__(
@@ -511,6 +517,7 @@ class ComfyUIWebSocket:
         on_event: EventHandler,
         on_state: StateHandler,
         *,
+        on_output: EventHandler | None = None,
         client_id: str | None = None,
         min_backoff: float = 0.1,
         max_backoff: float = 5.0,
@@ -518,6 +525,8 @@ class ComfyUIWebSocket:
         self.client = client
         self.client_id = client_id or uuid.uuid4().hex
         self.on_event = on_event
+        self.on_output = on_output
+        self._unhandled: deque[ComfyUIEvent] = deque()  # read, not handled yet (``_handle`` runs next turn)
         self.on_state = on_state
         self.min_backoff = min_backoff
         self.max_backoff = max_backoff
@@ -556,28 +565,46 @@ class ComfyUIWebSocket:
                     self.connected.set()
                     log.info("connected to %s", self.client.ws_base)
                     await self._safe_state(True)
-                    async for frame in ws:
+                    async for frame in ws:  # frames already received come without a loop turn between
                         try:
                             event = parse_frame(frame)
                         except MalformedFrame as exc:
                             log.warning("skipping a malformed frame from %s: %s", self.client.base_url, exc)
                             continue
-                        result = self.on_event(event)
-                        if result is not None:
-                            await result
+                        self._read(event)
             except asyncio.CancelledError:
+                self._handle()
                 raise
             except (OSError, websockets.WebSocketException, TimeoutError) as exc:
                 log.debug("websocket to %s: %s", self.client.base_url, exc)
             except Exception:  # a handler bug must not kill the only listener of this server
                 log.exception("websocket listener for %s failed; reconnecting", self.client.base_url)
             self._ws = None
+            self._handle()  # what was read is handled before the owner hears the connection is gone
             if self.connected.is_set():
                 self.connected.clear()
                 log.warning("lost the websocket to %s; reconnecting", self.client.ws_base)
                 await self._safe_state(False)
             await asyncio.sleep(backoff)
             backoff = min(backoff * 2, self.max_backoff)
+
+    def _read(self, event: ComfyUIEvent) -> None:
+        if self.on_output is not None and event.type == "executed":
+            self._call(self.on_output, event)
+        self._unhandled.append(event)
+        if len(self._unhandled) == 1:
+            asyncio.get_running_loop().call_soon(self._handle)
+
+    def _handle(self) -> None:
+        """Every event read so far, in order (once the burst it came in has been read)."""
+        while self._unhandled:
+            self._call(self.on_event, self._unhandled.popleft())
+
+    def _call(self, handler: EventHandler, event: ComfyUIEvent) -> None:
+        try:
+            handler(event)
+        except Exception:  # a handler bug must not cost the other events, nor the connection
+            log.exception("handling %s from %s failed", event.type, self.client.base_url)
 
     async def _safe_state(self, up: bool) -> None:
         try:

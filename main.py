@@ -95,6 +95,7 @@ def add_backends(settings: Settings, manager: TaskManager, http: httpx.AsyncClie
                 output_dir=settings.output_dir_for(f"comfyui-{index}", server),
                 on_event=manager.on_event,
                 on_state=manager.on_backend_state,
+                on_output=manager.on_output,
                 partner_key=settings.partner_key(index - 1),
             )
         )

@@ -43,6 +43,7 @@ class ComfyUIBackend(BackendBase):
         output_dir: Path | None = None,
         on_event: EventSink,
         on_state: StateSink,
+        on_output: EventSink | None = None,
         partner_key: str | None = None,
     ) -> None:
         self.name = name
@@ -51,7 +52,10 @@ class ComfyUIBackend(BackendBase):
         self.client = ComfyUIClient(server, http, timeout=timeout, fast_post=fast_post, busy_poll=busy_poll)
         self._on_event = on_event
         self._on_state = on_state
-        self.ws = ComfyUIWebSocket(self.client, self._event, self._state)
+        self._on_output = on_output
+        self.ws = ComfyUIWebSocket(
+            self.client, self._event, self._state, on_output=self._output if on_output is not None else None
+        )
         self.queue_remaining = 0
         self.inflight: set[str] = set()  # task ids handed to this backend and not final
         self.running_prompt: str | None = None
@@ -98,6 +102,10 @@ class ComfyUIBackend(BackendBase):
             info = event.data.get("status", {}).get("exec_info", {})
             self.queue_remaining = int(info.get("queue_remaining", self.queue_remaining) or 0)
         self._on_event(self, event)
+
+    def _output(self, event: ComfyUIEvent) -> None:
+        assert self._on_output is not None
+        self._on_output(self, event)
 
     async def _state(self, up: bool) -> None:
         if up:

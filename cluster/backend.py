@@ -48,6 +48,7 @@ class SharedBackend(ComfyUIBackend):
         output_dir: Path | None = None,
         on_event: EventSink,
         on_state: StateSink,
+        on_output: EventSink | None = None,
         partner_key: str | None = None,
     ) -> None:
         super().__init__(
@@ -60,6 +61,7 @@ class SharedBackend(ComfyUIBackend):
             output_dir=output_dir,
             on_event=on_event,
             on_state=on_state,
+            on_output=on_output,
             partner_key=partner_key,
         )
         self.ws.client_id = shared_client_id(prefix, self.url)

@@ -215,6 +215,7 @@ class Cluster:
                 output_dir=settings.output_dir_for(name, server),
                 on_event=manager.on_event,
                 on_state=manager.on_backend_state,
+                on_output=manager.on_output,
                 partner_key=settings.partner_key(index - 1),
             )
             self.backends[name] = backend

@@ -177,6 +177,13 @@ class TaskManager:
         elif outcome.end is End.INTERRUPTED:
             self.endings.finish(task, TaskStatus.INTERRUPTED, error=outcome.error)
 
+    def on_output(self, backend: ComfyUIBackend, event: ComfyUIEvent) -> None:
+        """An ``executed`` just read, maybe behind other events of its burst not handled yet: its files are asked
+        for now (``on_event`` handles it in its turn; a download already started is not repeated)."""
+        task = self.store.by_prompt(event.prompt_id)
+        if task is not None and not task.status.final:
+            self.outputs.named(task, backend, str(event.data.get("node")), event.data.get("output") or {})
+
     def _after_the_end(self, backend: ComfyUIBackend, task: Task | None, event: ComfyUIEvent) -> None:
         """An event for a task already final: a task completed early (every output in hand) ends its run here."""
         if event.type in RUN_ENDS and event.prompt_id and backend.running_prompt == event.prompt_id:

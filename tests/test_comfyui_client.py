@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import base64
+import hashlib
 import io
+import json
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -184,6 +187,62 @@ async def test_one_websocket_gets_the_recorded_sequence_and_reconnects(
     assert states[:3] == [True, False, True] and ws.connects == 2
     await ws.stop()
     client.close()
+
+
+async def _burst_server(frames: list[str]) -> asyncio.Server:
+    """A WebSocket server that answers the handshake, then writes ``frames`` with one ``write`` (a burst, as
+    ComfyUI sends a short run's messages), then keeps the connection open."""
+
+    async def serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        head = (await reader.readuntil(b"\r\n\r\n")).decode("latin-1")
+        key = next(
+            line.split(":", 1)[1].strip() for line in head.split("\r\n") if line.lower().startswith("sec-websocket-key")
+        )
+        accept = base64.b64encode(hashlib.sha1((key + "258EAFA5-E914-47DA-95CA-C5AB0DC85B11").encode()).digest())
+        writer.write(b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n")
+        writer.write(b"Sec-WebSocket-Accept: " + accept + b"\r\n\r\n")
+        await reader.read(1024)  # the client's feature_flags: it is listening now
+        data = [text.encode() for text in frames]
+        writer.write(b"".join(bytes([0x81, 126]) + len(d).to_bytes(2, "big") + d for d in data))
+        await reader.read(1024)  # until the client goes
+
+    return await asyncio.start_server(serve, "127.0.0.1", 0)
+
+
+async def test_an_executed_in_a_burst_is_seen_before_the_frames_in_front_of_it_are_handled(
+    http: httpx.AsyncClient, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Its files can be asked for at once; every event is still handled once, in order, and a handler that fails
+    on one costs neither the others nor the connection."""
+    recorded = [r["msg"] for r in transcript("10_run_success")["ws_A_submitter"] if r["frame"] == "text"]
+    assert [m["type"] for m in recorded].index("executed") > 2  # real runs have several frames before it
+    server = await _burst_server([json.dumps(m) for m in recorded])
+    port = server.sockets[0].getsockname()[1]
+    client = ComfyUIClient(f"127.0.0.1:{port}", http)
+    seen: list[tuple[str, str]] = []
+
+    def on_event(event: ComfyUIEvent) -> None:
+        seen.append(("handled", event.type))
+        if event.type == "execution_start":
+            raise RuntimeError("a handler bug")
+
+    async def on_state(up: bool) -> None:
+        pass
+
+    ws = ComfyUIWebSocket(client, on_event, on_state, on_output=lambda e: seen.append(("output", e.type)))
+    ws.start()
+    try:
+        async with asyncio.timeout(5):
+            while len(seen) < len(recorded) + 1:  # noqa: ASYNC110 (a test polls state it does not own)
+                await asyncio.sleep(0.01)
+        assert seen[0] == ("output", "executed")
+        assert seen[1:] == [("handled", m["type"]) for m in recorded]
+        assert ws.connects == 1 and ws.connected.is_set()
+        assert "handling execution_start" in caplog.text
+    finally:
+        await ws.stop()
+        client.close()
+        server.close()
 
 
 async def test_small_files_come_over_the_kept_connections(emulator: EmulatorThread, http: httpx.AsyncClient) -> None:

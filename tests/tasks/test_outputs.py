@@ -110,6 +110,28 @@ async def test_a_file_is_fetched_when_executed_names_it_and_the_last_output_comp
     assert task.status == TaskStatus.COMPLETED and rig.backend.running_prompt is None
 
 
+async def test_a_file_named_early_is_fetched_once(rig: Rig, emulator: EmulatorThread) -> None:
+    """``on_output`` (an ``executed`` read ahead of its burst) starts the download; the same event handled in its
+    turn finds it under way and does not send a second ``/view``."""
+    task = rig.running(TWO_OUTPUTS)
+    views = emulator.emulator.files.views
+    executed = ComfyUIEvent(
+        "executed",
+        {"node": "2", "display_node": "2", "output": {"images": [rig.files["2"]]}, "prompt_id": task.prompt_id},
+    )
+    rig.manager.on_output(rig.backend, executed)
+    assert task.node_outputs == {}  # nothing handled yet: only the download started
+    await until(lambda: len(rig.on_disk(task)) == 1)
+    rig.manager.on_event(rig.backend, executed)
+    rig.executed(task, "4")
+    await until(lambda: task.status.final)
+    assert task.status == TaskStatus.COMPLETED, task.error
+    assert [o["node_id"] for o in task.outputs] == ["2", "4"]
+    assert emulator.emulator.files.views - views == 2  # one per file, none twice
+    rig.manager.on_output(rig.backend, executed)  # a late one for a finished task starts nothing
+    assert emulator.emulator.files.views - views == 2
+
+
 async def test_an_error_after_every_output_came_is_logged_not_lost(rig: Rig, caplog: pytest.LogCaptureFixture) -> None:
     """ComfyUI 0.3.64 has nothing left to run once every output node reported; if a server ever did, it shows."""
     task = rig.running(TWO_OUTPUTS)
