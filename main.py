@@ -29,6 +29,7 @@ from api.routers import viewcomfy as routes_viewcomfy
 from api.routers import viewcomfy_current as routes_viewcomfy_current
 from api.routers import workflows as routes_workflows
 from api.routers import ws as routes_ws
+from api.submit_lane import SubmitLane
 from api.viewcomfy_socketio import ViewComfySocketIO
 from backends.comfyui import ComfyUIBackend
 from backends.viewcomfy.backend import ViewComfyBackend
@@ -245,6 +246,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     )
     app.state.settings = settings or get_settings()
     app.add_middleware(CachedOutputLane)  # innermost: only what every check before it let through
+    app.add_middleware(SubmitLane)  # (likewise)
     if app.state.settings.redis_url is not None:
         app.add_middleware(ClusterMiddleware)  # innermost: after the keys and limits, before the routes
     install_security(app, app.state.settings)  # API keys, body limits, CORS: before any router
