@@ -31,6 +31,7 @@ from bench.rows import (
     history_success_times,
     ms,
     percentile,
+    push_kept,
     push_to_gates,
     submit_at_rate,
     submit_gate,
@@ -204,25 +205,15 @@ async def row_cluster_fanout(bench: Bench) -> Result:
     )
 
 
-KEPT_IN_FLIGHT = 200  # unfinished tasks at a time in the memory row: it measures tasks kept, not a backlog
-
-
 async def _push_kept(urls: list[str], ws_url: str, bench: Bench, count: int) -> None:
-    """``count`` tasks through ``urls`` in turn, at most ``KEPT_IN_FLIGHT`` unfinished at a time (as single mode's
-    memory row, whose ComfyGate keeps up with its emulator: here 3 replicas, Redis, moto and the emulator share 2
-    cores, and pushing as fast as accepted left tens of thousands queued, the peak then held by the allocator)."""
+    """``count`` tasks through ``urls`` in turn, at most ``KEPT_IN_FLIGHT`` unfinished at a time (``push_kept``:
+    3 replicas, Redis, moto and the emulator share 2 cores here; pushed as fast as accepted, tens of thousands
+    were left queued, the peak then held by the allocator)."""
     done = Completions()
     ws = await ws_connect(f"{ws_url}/ws", done.on_gate_frame)
     pools = [HttpPool(url, 4) for url in urls]
-    numbers = iter(range(count))
-
-    async def worker() -> None:
-        for i in numbers:
-            answer = await submit_gate(pools[i % len(pools)], bench.workflow())
-            await done.wait(answer["task_id"], timeout=120)
-
     try:
-        await asyncio.gather(*(worker() for _ in range(KEPT_IN_FLIGHT)))
+        await push_kept(count, lambda i: submit_gate(pools[i % len(pools)], bench.workflow()), done)
     finally:
         ws.close()
         for pool in pools:
