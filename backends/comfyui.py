@@ -6,6 +6,7 @@ import asyncio
 import logging
 import time
 from collections.abc import Awaitable, Callable
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -52,9 +53,8 @@ class ComfyUIBackend(BackendBase):
         self.client = ComfyUIClient(server, http, timeout=timeout, fast_post=fast_post, busy_poll=busy_poll)
         self._on_event = on_event
         self._on_state = on_state
-        self._on_output = on_output
         self.ws = ComfyUIWebSocket(
-            self.client, self._event, self._state, on_output=self._output if on_output is not None else None
+            self.client, self._event, self._state, on_output=partial(on_output, self) if on_output else None
         )
         self.queue_remaining = 0
         self.inflight: set[str] = set()  # task ids handed to this backend and not final
@@ -102,10 +102,6 @@ class ComfyUIBackend(BackendBase):
             info = event.data.get("status", {}).get("exec_info", {})
             self.queue_remaining = int(info.get("queue_remaining", self.queue_remaining) or 0)
         self._on_event(self, event)
-
-    def _output(self, event: ComfyUIEvent) -> None:
-        assert self._on_output is not None
-        self._on_output(self, event)
 
     async def _state(self, up: bool) -> None:
         if up:
