@@ -155,12 +155,12 @@ def final_text(task: Task) -> str:
 async def stream_task(
     events: EventLog, task: Task, last_id: int | None, previews: bool, keepalive: float
 ) -> AsyncIterator[str]:
+    """``last_id``: the last event the client has, at most the log's last id when the request came (the route
+    clamps an id from the future there: a new event must not hide behind it)."""
     log = events.log(task.task_id)
     events.sse_listeners += 1
     try:
         yield "retry: 2000\n\n"
-        if last_id is not None:
-            last_id = min(last_id, log.last_id)  # an id from the future would hide every new event
         if last_id is None:
             # A fresh client starts from where the task stands now (what a late WebSocket subscriber gets).
             if task.status.final:

@@ -30,8 +30,12 @@ async def task_events(
     last: int | None = resume_from
     if last_event_id is not None and last_event_id.strip().isdigit():
         last = int(last_event_id.strip())
+    log = events.log(task.task_id)
+    if last is not None:
+        # An id from the future counts as "everything so far", taken now: clamped when the stream starts
+        # instead, an end that came in between (the task finishing meanwhile) was counted as seen too.
+        last = min(last, log.last_id)
     if last is not None and task.status.final:
-        log = events.log(task.task_id)
         if last >= log.last_id and log.last_id > 0:
             return Response(status_code=204)  # tells an EventSource to stop reconnecting
         if not log.after(last):
