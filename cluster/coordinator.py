@@ -51,6 +51,7 @@ from cluster.assets import SharedAssets
 from cluster.backend import SharedBackend
 from cluster.bus import ClusterBus
 from cluster.claims import RedisClaims
+from cluster.direct import DirectConnection
 from cluster.errors import ClusterUnavailable
 from cluster.lease import LeaseKeeper
 from cluster.library import SharedLibrary
@@ -86,6 +87,7 @@ KEEP_BEHIND_TRIES = 130  # the same behind a completed task: backing off to 5 s 
 KEEP_AFTER_S = 0.05  # ... starting this long after the completion, not while it is being delivered
 KEEP_DRAIN_S = 10.0  # a stopping replica waits this long for the outputs it still has to store
 FIND_OUTPUT_S = 2.0  # a replica asked for an output of a task it has not heard of yet looks this long
+SUBMIT_REDIS_TIMEOUT_S = 5.0  # the submission's one awaited Redis call (as the pool's socket timeout)
 _OUTPUT_NAME = re.compile(r"^[0-9a-f]{8}_")  # ComfyGate's output files start with their task's id
 SWEEP_EVERY = 20  # state exchanges (about 10 s) between two sweeps for tasks nobody posted
 SWEEP_AFTER = 15.0  # seconds a stored, unposted task may wait for its owner's inbox before a sweep takes it
@@ -139,8 +141,11 @@ class Cluster:
         common: dict[str, Any] = {"socket_connect_timeout": 1.0, "socket_keepalive": True}
         pool = BlockingConnectionPool.from_url(url, max_connections=64, timeout=5, socket_timeout=5, **common)
         self.redis = Redis(connection_pool=pool)
-        # Blocking reads (the event stream, inboxes, replies) on connections of their own.
+        # Blocking reads (inboxes, replies) on connections of their own.
         self.blocking = Redis.from_url(url, socket_timeout=10, **common)
+        # What a task waits on, each on a kept connection (cluster/direct.py): the submit's call, the event stream.
+        self.lane = DirectConnection(url, **common)
+        self.events = DirectConnection(url, **common)
         self.writer = RedisWriter(self.redis)
         self.idempotency_claims = RedisClaims(self.redis, self.key)  # the v2 API's, shared by every replica
         self.records = RedisRecords(
@@ -151,7 +156,7 @@ class Cluster:
         self.objects = ObjectStore(settings.storage_url, settings) if settings.storage_url else None
         # v2 assets known to every replica (records in Redis, files in the store); without a store, each replica's own
         self.assets = None if self.objects is None else SharedAssets(self.redis, self.key, self.objects, self.writer)
-        self.reader = StreamReader(self.blocking, f"{self.prefix}events", self._on_entry)
+        self.reader = StreamReader(self.events, f"{self.prefix}events", self._on_entry)
         self.current_id: int | None = None  # the stream entry being delivered (SSE ids)
         self.bus: ClusterBus | None = None
         self.manager: TaskManager | None = None
@@ -310,6 +315,8 @@ class Cluster:
         await self.writer.stop()
         await self.redis.aclose()
         await self.blocking.aclose()
+        await self.lane.close()
+        await self.events.close()
 
     async def _leave(self) -> None:
         """A graceful stop: the ViewComfy tasks this replica drives are left to the survivors at once. Their runs are
@@ -871,12 +878,18 @@ class Cluster:
     async def _choose(self, able: list[SharedBackend]) -> str | None:
         """The least loaded of ``able`` with room (charged with the task), atomically across replicas."""
         try:
-            answer = await self.redis.eval(
-                CHOOSE, 1, self.key("load"), self.settings.max_backend_queue, *[b.name for b in able]
+            answer = await self._script(
+                CHOOSE, [self.key("load")], [self.settings.max_backend_queue, *[b.name for b in able]]
             )
         except (RedisError, OSError) as exc:
             raise ClusterUnavailable(f"Redis is unreachable: {exc}; retry shortly", retry_after=2) from exc
         return text_or_none(answer)
+
+    async def _script(self, script: str, keys: list[Any], args: list[Any]) -> Any:
+        """A submission's script on the lane (its kept connection) when free, else through the pool (a burst)."""
+        if self.lane.busy:
+            return await self.redis.eval(script, len(keys), *keys, *args)
+        return await self.lane.run_script(script, keys, args, timeout=SUBMIT_REDIS_TIMEOUT_S)
 
     async def _choose_and_store(
         self, task: Task, able: list[SharedBackend], here: SharedBackend
@@ -889,8 +902,8 @@ class Cluster:
         names = [b.name for b in able]
         limit = self.settings.max_backend_queue
         try:
-            answer = await self.redis.eval(
-                CHOOSE_SAVE, 1 + len(keys), self.key("load"), *keys, limit, len(names), *names, here.name, *args
+            answer = await self._script(
+                CHOOSE_SAVE, [self.key("load"), *keys], [limit, len(names), *names, here.name, *args]
             )
         except (RedisError, OSError) as exc:
             task.backend = None

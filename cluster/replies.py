@@ -40,10 +40,19 @@ def field(fields: Mapping[bytes, bytes], name: bytes) -> str:
 
 
 def entries(answer: Any) -> list[Entry]:
-    """The entries of an XRANGE reply (nil: none), ids decoded."""
-    return [(text(entry_id), dict(fields or {})) for entry_id, fields in answer or ()]
+    """The entries of an XRANGE reply (nil: none), ids decoded; fields as redis-py's client gives them (a dict)
+    or as Redis sends them (a flat list: field, value, ...)."""
+    return [(text(entry_id), _fields(fields)) for entry_id, fields in answer or ()]
+
+
+def _fields(fields: Any) -> Fields:
+    if isinstance(fields, dict):
+        return fields
+    return dict(zip(fields[::2], fields[1::2], strict=True)) if fields else {}
 
 
 def stream_entries(answer: Any) -> list[Entry]:
-    """The entries of an XREAD reply over one or more streams (nil: none came within the block)."""
-    return [entry for _stream, found in answer or () for entry in entries(found)]
+    """The entries of an XREAD reply over one or more streams (nil: none came within the block): a map of
+    stream → entries (RESP3, as redis-py 8 speaks by default) or a list of [stream, entries] (RESP2)."""
+    streams = answer.values() if isinstance(answer, dict) else (found for _stream, found in answer or ())
+    return [entry for found in streams for entry in entries(found)]

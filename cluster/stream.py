@@ -1,7 +1,8 @@
 """One reader per replica on the Redis stream of events, fanning each entry out to local listeners.
 
-XREAD BLOCK on a connection of its own, from the last id seen: after a Redis outage the reader goes on
-where it stopped, so no entry still in the stream is missed and none is delivered twice.
+XREAD BLOCK on a connection of its own (a ``DirectConnection``: every event a listener hears comes through
+here), from the last id seen: after a Redis outage the reader goes on where it stopped, so no entry still
+in the stream is missed and none is delivered twice.
 """
 
 from __future__ import annotations
@@ -11,19 +12,22 @@ import logging
 from collections.abc import Callable
 from typing import Any
 
-from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
+from cluster.direct import DirectConnection
 from cluster.replies import Fields, stream_entries
 from core.waits import until
 
 log = logging.getLogger("comfygate.cluster.stream")
 
 Handler = Callable[[str, Fields], None]  # (entry id, fields)
+ANSWER_S = 5.0  # beyond the block: how long an XREAD's answer may take before the connection counts as lost
 
 
 class StreamReader:
-    def __init__(self, redis: Redis, stream: str, handler: Handler, *, block_ms: int = 1000, count: int = 500) -> None:
+    def __init__(
+        self, redis: DirectConnection, stream: str, handler: Handler, *, block_ms: int = 1000, count: int = 500
+    ) -> None:
         self.redis = redis
         self.stream = stream
         self.handler = handler
@@ -38,7 +42,17 @@ class StreamReader:
         delay = 0.05
         while True:
             try:
-                answer: Any = await self.redis.xread({self.stream: self.last_id}, count=self.count, block=self.block_ms)
+                answer: Any = await self.redis.call(
+                    "XREAD",
+                    "COUNT",
+                    self.count,
+                    "BLOCK",
+                    self.block_ms,
+                    "STREAMS",
+                    self.stream,
+                    self.last_id,
+                    timeout=self.block_ms / 1000 + ANSWER_S,
+                )
             except (RedisError, OSError) as exc:
                 if self.connected.is_set() or delay == 0.05:
                     log.warning("event stream unreadable (%s); retrying until Redis answers", exc)

@@ -5,8 +5,6 @@ from __future__ import annotations
 import asyncio
 import json
 import time
-from collections.abc import AsyncIterator
-from pathlib import Path
 
 import pytest
 from redis.asyncio import Redis
@@ -17,15 +15,6 @@ from cluster.scripts import ADOPT, CHOOSE_SAVE, SAVE_TASK
 from cluster.writer import RedisWriter
 
 NAMES = ["comfyui-1", "comfyui-2"]
-
-
-@pytest.fixture
-async def redis_server(tmp_path: Path) -> AsyncIterator[RedisServer]:
-    server = RedisServer(tmp_path)
-    try:
-        yield server
-    finally:
-        server.stop()
 
 
 class Owner:
