@@ -917,7 +917,10 @@ class Cluster:
             task.backend = None
             task.extra.pop("charged", None)
             return chosen, None
-        return chosen, len(answer) > 1 and answer[1] is not None
+        stored = len(answer) > 1 and answer[1] is not None
+        if stored:
+            self.records.tell(keys, args)  # (behind the post: the writer sends it on the loop's next turn)
+        return chosen, stored
 
     async def _post_new(self, task: Task, backend: SharedBackend, stored: bool | None = None) -> Task:
         """A new task posted by this replica, the owner of ``backend``. Its record names the backend before the

@@ -75,19 +75,24 @@ end
 
 # K: task hash, tasks zset, unfinished set, prompt hash, events stream.
 # A: task id, created_at, final (0/1), record JSON, workflow JSON ('' = keep), prompt id, old prompt id
-# ('' = none), events maxlen, fence key, fence holder. Stores the record and tells every replica (a "rec"
-# entry on the stream).
-_SAVE = """
+# ('' = none), events maxlen, fence key, fence holder. Stores the record (_STORE) and tells every replica (_TELL:
+# a "rec" entry on the stream).
+_STORE = """
 redis.call('HSET', K[1], 'r', A[4])
 if A[5] ~= '' then redis.call('HSET', K[1], 'w', A[5]) end
 redis.call('ZADD', K[2], A[2], A[1])
 if A[3] == '1' then redis.call('SREM', K[3], A[1]) else redis.call('SADD', K[3], A[1]) end
 if A[7] ~= '' and A[7] ~= A[6] then redis.call('HDEL', K[4], A[7]) end
 redis.call('HSET', K[4], A[6], A[1])
+"""
+_TELL = """
 return redis.call('XADD', K[5], 'MAXLEN', '~', A[8], '*', 't', A[1], 'k', 'rec', 'd', A[4])
 """
+_SAVE = _STORE + _TELL
 _ARGS = "local K, A = KEYS, ARGV\n"
 SAVE_TASK = _ARGS + FENCE + _SAVE
+# SAVE_TASK's keys and arguments, _TELL alone (fenced): the "rec" entry of a record CHOOSE_SAVE stored untold.
+TELL_TASK = _ARGS + FENCE + _TELL
 
 # SAVE_TASK's keys and arguments, and KEYS[6]: the shared queue. Takes the task out of the queue and stores it
 # as handed to its backend, in one step (a crash in between would leave it in neither); false when the fence
@@ -149,7 +154,9 @@ return dropped
 # CHOOSE, and when the choice falls on ARGV[3 + n] (the backend this replica would post to itself) SAVE_TASK in
 # the same step: one round trip before the post instead of two. KEYS: the load hash, then SAVE_TASK's keys.
 # ARGV: limit, n, n candidates, that backend, then SAVE_TASK's arguments (its record names that backend).
-# {choice} when it fell elsewhere (nothing stored), {choice, stream id or nil (the fence refused)}, or nil.
+# {choice} when it fell elsewhere (nothing stored), {choice, 1 or nil (the fence refused)}, or nil. The record's
+# "rec" entry is not added here (TELL_TASK follows, through the writer): it would wake every replica's stream
+# reader, this one's too, in the middle of the submission's round trip (issue 14's latency; BENCHMARKS.md).
 CHOOSE_SAVE = (
     "local limit, n = tonumber(ARGV[1]), tonumber(ARGV[2])\nlocal first, last = 3, 2 + n\n"
     + _PICK
@@ -161,8 +168,9 @@ local A = {unpack(ARGV, 4 + n)}
 local saved = (function()
 """
     + FENCE
-    + _SAVE
+    + _STORE
     + """
+return 1
 end)()
 return {best, saved}
 """

@@ -19,7 +19,7 @@ from typing import Any
 from redis.asyncio import Redis
 
 from cluster.replies import text, text_or_none, texts
-from cluster.scripts import SAVE_TASK, TAKE_TASK, TRIM
+from cluster.scripts import SAVE_TASK, TAKE_TASK, TELL_TASK, TRIM
 from cluster.writer import RedisWriter
 from core.task import Task, TaskStatus
 from tasks.memory_store import TaskStore
@@ -64,6 +64,10 @@ class RedisRecords:
             pipe.eval(script, len(keys), *keys, *args)
 
         return op
+
+    def tell(self, keys: list[str], args: list[Any]) -> None:
+        """The "rec" entry of a record stored by CHOOSE_SAVE (``keys``, ``args``: SAVE_TASK's, as it had them)."""
+        self.writer.submit(lambda pipe: pipe.eval(TELL_TASK, len(keys), *keys, *args))
 
     def save_args(self, task: Task, with_workflow: bool = False, *, fenced: bool = True) -> tuple[list[str], list[Any]]:
         """SAVE_TASK's keys and arguments for ``task`` as it is now."""

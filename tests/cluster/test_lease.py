@@ -11,7 +11,7 @@ from redis.asyncio import Redis
 
 from bench.cluster_procs import RedisServer
 from cluster.lease import LeaseKeeper
-from cluster.scripts import ADOPT, CHOOSE_SAVE, SAVE_TASK
+from cluster.scripts import ADOPT, CHOOSE_SAVE, SAVE_TASK, TELL_TASK
 from cluster.writer import RedisWriter
 
 NAMES = ["comfyui-1", "comfyui-2"]
@@ -245,10 +245,15 @@ async def test_the_choice_of_a_backend_and_the_record_in_one_step(redis_server: 
     assert await redis.exists("t:task:task-1") == 0 and await redis.hget("t:load", "b2") == b"1"
     answer = await choose("b2", limit=3)  # b1 and b2 both at 1: the first listed, b1
     assert answer == [b"b1"]
-    answer = await choose("b2", limit=3)  # b1 at 2, b2 at 1: b2, stored with its "rec" entry
-    assert answer is not None and answer[0] == b"b2" and answer[1]
+    answer = await choose("b2", limit=3)  # b1 at 2, b2 at 1: b2, stored; its "rec" entry is TELL_TASK's to add
+    assert answer == [b"b2", 1]
     assert json.loads(await redis.hget("t:task:task-1", "r")) == {"backend": "b2"}
-    assert await redis.xlen("t:events") == 1 and await redis.hget("t:load", "b2") == b"2"
+    assert await redis.xlen("t:events") == 0 and await redis.hget("t:load", "b2") == b"2"
+    tell = ["task-1", 1, 0, json.dumps({"backend": "b2"}), "", "p", "", 100, "t:lease:b2", "another"]
+    assert await redis.eval(TELL_TASK, len(keys) - 1, *keys[1:], *tell) is None  # fenced, as the record was
+    assert await redis.eval(TELL_TASK, len(keys) - 1, *keys[1:], *tell[:-1], "a")
+    ((_, fields),) = await redis.xrange("t:events")
+    assert fields == {b"t": b"task-1", b"k": b"rec", b"d": json.dumps({"backend": "b2"}).encode()}
     await redis.delete("t:task:task-1")
     await redis.hset("t:load", "b1", 3)
     # The lease of b2 is not the caller's: charged (the caller takes it back), not stored.
