@@ -12,6 +12,12 @@ in that order, so the order of the writes is kept, and a write queued while a ba
 task's ``completed`` right behind its last events) leaves at once instead of a round trip later. When
 the connection fails, every batch not answered yet goes back to the head of the queue, in order, and is
 sent again (a write may then be applied twice, as a failed pipeline's always could).
+
+Each batch is one MULTI/EXEC. Outside a transaction Redis serves the clients blocked on a stream after
+each command, so every replica's stream reader woke on a batch's first XADD with that entry alone and
+read the rest (a task's ``completed`` behind its record) one more round trip later; in a transaction it is
+served once, after EXEC, with the whole batch. A command Redis refuses when it is queued (a malformed one:
+none of ours) aborts its batch; an error at run time (a script's) is that command's alone, as before.
 """
 
 from __future__ import annotations
@@ -21,11 +27,12 @@ import contextlib
 import logging
 from collections import deque
 from collections.abc import Callable
-from typing import Any, cast
+from typing import Any
 
 from redis.asyncio import Redis
 from redis.asyncio.client import Pipeline
-from redis.asyncio.connection import AbstractConnection, Connection
+from redis.asyncio.connection import AbstractConnection
+from redis.client import EMPTY_RESPONSE
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
@@ -158,7 +165,8 @@ class RedisWriter:
             self._answered.set()
             if not connection.is_connected:  # closed under us: never on a new socket before what the old one lost
                 raise RedisConnectionError("the writer's connection to Redis closed")
-            await connection.send_packed_command(connection.pack_commands([c for c, _ in commands]), check_health=False)
+            packed = connection.pack_commands([("MULTI",), *(c for c, _ in commands), ("EXEC",)])
+            await connection.send_packed_command(packed, check_health=False)
 
     async def _receive(self, connection: AbstractConnection, sender: asyncio.Task[None]) -> None:
         """The answers of the batches sent, in order; a failed sender ends this too."""
@@ -172,18 +180,40 @@ class RedisWriter:
                     sender.result()  # its error (a send that failed), raised here
                 continue
             batch, commands = self._sent[0]
-            results: list[Any] = []
-            for command, options in commands:
-                try:
-                    results.append(await self.redis.parse_response(cast(Connection, connection), command[0], **options))
-                except ResponseError as exc:
-                    results.append(exc)
+            results = await self._answers(connection, commands)
             self._sent.popleft()
             if not self.ok:
                 log.info("Redis is back: writing what was held")
             self.ok = True
             self._settle(batch, results)
             self._wake.set()
+
+    async def _answers(self, connection: AbstractConnection, commands: list[tuple[Any, Any]]) -> list[Any]:
+        """A batch's results, in order: MULTI's OK, each command's QUEUED, then EXEC's array (each reply through
+        redis-py's callback for its command, as a pipeline would; an error reply stays in its place)."""
+        await connection.read_response()
+        refused: ResponseError | None = None
+        for _ in commands:
+            try:
+                await connection.read_response()
+            except ResponseError as exc:  # refused when queued: EXEC aborts the batch
+                refused = refused or exc
+        try:
+            replies = await connection.read_response()
+        except ResponseError as exc:
+            return [refused or exc] * len(commands)
+        return [
+            self._parsed(reply, command, options) for reply, (command, options) in zip(replies, commands, strict=True)
+        ]
+
+    def _parsed(self, reply: Any, command: Any, options: dict[str, Any]) -> Any:
+        if isinstance(reply, ResponseError):
+            return reply
+        if EMPTY_RESPONSE in options:
+            options.pop(EMPTY_RESPONSE)
+        options.pop("keys", None)
+        callback = self.redis.response_callbacks.get(command[0])
+        return callback(reply, **options) if callback is not None else reply
 
     def _unanswered(self) -> int:
         return sum(len(batch) for batch, _ in self._sent)
