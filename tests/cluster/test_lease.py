@@ -8,9 +8,12 @@ import time
 
 import pytest
 from redis.asyncio import Redis
+from redis.exceptions import ResponseError
 
 from bench.cluster_procs import RedisServer
+from cluster.direct import DirectConnection
 from cluster.lease import LeaseKeeper
+from cluster.replies import stream_entries
 from cluster.scripts import ADOPT, CHOOSE_SAVE, SAVE_TASK, TELL_TASK
 from cluster.writer import RedisWriter
 
@@ -193,6 +196,42 @@ async def test_writer_keeps_order_with_batches_in_flight_and_resends_them_when_i
     await writer.stop()
     await redis.aclose()
     await admin.aclose()
+
+
+async def test_a_stream_reader_gets_a_whole_batch_in_one_read_and_an_error_stays_its_commands(
+    redis_server: RedisServer,
+) -> None:
+    """A batch is one transaction: a reader blocked on the stream is served once, after it, with every entry the
+    batch added (outside one it would be woken by the first XADD alone). A command that fails when it runs
+    fails alone; one Redis refuses to queue aborts its batch and says why to each of the batch's callers."""
+    redis = Redis.from_url(redis_server.url, socket_connect_timeout=0.5, socket_timeout=2)
+    reader = DirectConnection(redis_server.url)
+    writer = RedisWriter(redis)
+    writer.start()
+    try:
+        assert await writer.call(lambda pipe: pipe.set("plain", "x"))  # through the SET reply's callback: True
+        read = asyncio.create_task(reader.call("XREAD", "BLOCK", 5000, "STREAMS", "events", "$", timeout=10))
+        await asyncio.sleep(0.2)  # (blocked)
+        writer.submit(lambda pipe: pipe.xadd("events", {"k": "rec"}))
+        failing = asyncio.create_task(writer.call(lambda pipe: pipe.lpush("plain", "y")))  # WRONGTYPE when run
+        for kind in ("task_update", "queue_update"):
+            writer.submit(lambda pipe, kind=kind: pipe.xadd("events", {"k": kind}))
+        with pytest.raises(ResponseError, match="WRONGTYPE"):
+            await failing
+        assert [fields[b"k"] for _, fields in stream_entries(await read)] == [b"rec", b"task_update", b"queue_update"]
+        # Queued in the same loop turn: one batch.
+        after = asyncio.create_task(writer.call(lambda pipe: pipe.xadd("events", {"k": "after"})))
+        refused = asyncio.create_task(writer.call(lambda pipe: pipe.execute_command("XADD", "events")))  # arity
+        for answer in (after, refused):
+            with pytest.raises(ResponseError):
+                await answer
+        assert await redis.xlen("events") == 3 and writer.ok  # nothing of that batch applied; the writer goes on
+        assert await writer.call(lambda pipe: pipe.xadd("events", {"k": "later"}))
+        assert await redis.xlen("events") == 4
+    finally:
+        await writer.stop()
+        await reader.close()
+        await redis.aclose()
 
 
 async def test_a_dead_drivers_viewcomfy_task_is_adopted_by_one_survivor_and_its_writes_are_fenced(
