@@ -166,6 +166,7 @@ class Cluster:
         self.redis_ok = False
         self.store_ok = True
         self.store_error: str | None = None
+        self.stopped_loop: str | None = None  # a loop that ended by an error (``_loop_ended``): unhealthy for good
         self._ready: set[str] = set()  # owned backends whose tasks are adopted: their inbox is served
         self._replies: dict[str, asyncio.Future[dict[str, Any]]] = {}
         self._kick = asyncio.Event()
@@ -282,7 +283,7 @@ class Cluster:
 
     async def start(self) -> None:
         await self._renew_alive()
-        self.writer.start()
+        self.writer.start().add_done_callback(self._loop_ended)
         self._loops = [
             asyncio.create_task(self.reader.run(), name="cluster events"),
             asyncio.create_task(self._exchange_states(), name="cluster states"),
@@ -291,10 +292,12 @@ class Cluster:
             asyncio.create_task(self._take_pending(), name="cluster queue"),
             asyncio.create_task(self._watch_health(), name="cluster health"),
         ]
+        for loop in self._loops:
+            loop.add_done_callback(self._loop_ended)
         assert self.leases is not None
         await self.leases.round()
         await self.leases.settled()
-        self.leases.start()
+        self.leases.start().add_done_callback(self._loop_ended)
         if self.library is not None:
             try:
                 await self.library.seed()
@@ -366,10 +369,19 @@ class Cluster:
         if not job.cancelled() and job.exception() is not None:
             log.error("cluster job %s failed", job.get_name(), exc_info=job.exception())
 
+    def _loop_ended(self, loop: asyncio.Task[Any]) -> None:
+        """Each loop runs for the replica's life and handles its own errors: one that ends anyway (a bug) would
+        leave the replica deaf to the cluster while it still answers, so it says so, and /api/health drains it."""
+        if loop.cancelled() or self.stopping:
+            return
+        exc = loop.exception()
+        self.stopped_loop = f"{loop.get_name()}: " + (f"{type(exc).__name__}: {exc}" if exc else "ended")
+        log.critical("the %s loop stopped; /api/health now answers 503", loop.get_name(), exc_info=exc)
+
     # --- health --------------------------------------------------------------------------------------
     @property
     def healthy(self) -> bool:
-        return self.redis_ok and self.writer.ok and self.store_ok
+        return self.redis_ok and self.writer.ok and self.store_ok and self.stopped_loop is None
 
     def describe(self) -> dict[str, Any]:
         return {
@@ -379,6 +391,7 @@ class Cluster:
             "storage_error": self.store_error,
             "owned": sorted(self._ready),
             "writes_queued": len(self.writer),
+            "stopped_loop": self.stopped_loop,
         }
 
     def require(self) -> None:

@@ -68,8 +68,9 @@ class LeaseKeeper:
     def held(self) -> list[str]:
         return [n for n in self.names if self.valid(n)]
 
-    def start(self) -> None:
+    def start(self) -> asyncio.Task[None]:
         self._task = asyncio.create_task(self._run(), name="leases")
+        return self._task
 
     async def stop(self) -> None:
         """Give every lease back, so another replica takes over without waiting for the TTL; the renewals go on

@@ -75,8 +75,9 @@ class RedisWriter:
         """Writes owed: queued, or sent and not answered yet."""
         return len(self._items) + self._unanswered()
 
-    def start(self) -> None:
+    def start(self) -> asyncio.Task[None]:
         self._task = asyncio.create_task(self._run(), name="redis writer")
+        return self._task
 
     async def stop(self, timeout: float = 5.0) -> None:
         """Write what is queued (if Redis answers within ``timeout``), then stop."""
