@@ -53,6 +53,11 @@ class Settings(BaseSettings):
         1000, ge=0, description="newest finished tasks kept as full objects; older ones are compacted (~0.4 kB each)"
     )
     max_pending_tasks: int = Field(1000, ge=1, description="tasks held before dispatch; beyond: 503")
+    # Each unfinished task is held whole (its workflow too) until it ends: with no limit per backend
+    # (max_backend_queue 0), a client queueing without end would grow this process without end.
+    max_unfinished_tasks: int = Field(
+        10_000, ge=1, description="unfinished tasks (queued anywhere, running) this process holds; beyond: 503"
+    )
     backend_down_grace: float = Field(
         10.0, ge=0, description="seconds a backend may stay unreachable before its running tasks fail"
     )

@@ -151,6 +151,10 @@ class Pool:
         self.partner_keys.pop(task.task_id, None)
         self.bound_here.pop(task.task_id, None)
 
+    def unfinished(self) -> int:
+        """Tasks handed to a backend and not final, plus those held in ComfyGate's queue."""
+        return sum(len(b.inflight) for b in self.backends.values()) + len(self.pending)
+
     def hold(self, task: Task) -> None:
         """Into ComfyGate's queue; a full queue is a 503."""
         if len(self.pending) >= self.settings.max_pending_tasks:

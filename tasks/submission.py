@@ -15,7 +15,7 @@ from typing import Any
 
 from backends.base import Backend, TaskHost
 from config import Settings
-from core.errors import Conflict, PostUnsure
+from core.errors import Conflict, PostUnsure, ServiceBusy
 from core.task import Task, TaskStatus
 from tasks.endings import Endings
 from tasks.pool import Pool, workflow_classes
@@ -66,6 +66,14 @@ class Submitter:
         """
         if task_id is not None and self.store.get(task_id) is not None:
             raise Conflict(f"a task with id {task_id} exists already", task_id=task_id)
+        unfinished = self.pool.unfinished()
+        if unfinished >= self.settings.max_unfinished_tasks:
+            raise ServiceBusy(
+                f"ComfyGate holds {unfinished} unfinished tasks, its limit (COMFYUI_MAX_UNFINISHED_TASKS): "
+                "retry once some have ended",
+                retry_after=5,
+                unfinished=unfinished,
+            )
         classes = workflow_classes(workflow)
         pinned = self.pool.candidates(backend, kind, classes)
         task = Task(

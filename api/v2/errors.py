@@ -80,7 +80,7 @@ def from_comfygate(exc: ComfyGateError) -> V2Error:
     if isinstance(exc, ParameterError | WorkflowFormatError):
         return V2Error(422, "invalid_workflow", exc.message, _plain(exc.detail))
     if isinstance(exc, ServiceBusy):
-        if "pending" in exc.detail:  # ComfyGate's own queue is full: back off and retry
+        if "pending" in exc.detail or "unfinished" in exc.detail:  # ComfyGate is full: back off and retry
             return V2Error(429, "queue_full", exc.message, _plain(exc.detail), retry_after=exc.retry_after)
         return V2Error(503, "upstream_unavailable", exc.message, _plain(exc.detail), retry_after=exc.retry_after)
     if isinstance(exc, ComfyUIUnavailable):

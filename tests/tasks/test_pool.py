@@ -109,6 +109,25 @@ def test_pending_queue_limit_gives_503_with_retry_after(emulators: Emulators, ga
     assert set(history_of(emu)) == {first["prompt_id"], second["prompt_id"]}
 
 
+def test_unfinished_tasks_are_bounded_even_without_a_limit_per_backend(emulators: Emulators, gate_factory: Any) -> None:
+    """With no limit per backend (the default) every task goes to ComfyUI's queue at once, and ComfyGate holds
+    each until it ends: COMFYUI_MAX_UNFINISHED_TASKS bounds them (a 503 to retry, nothing posted); one ending
+    makes room again."""
+    [emu] = emulators(1, step_delay=0.03)
+    gate = gate_factory([emu.url], max_unfinished_tasks=3)
+    accepted = [submit_ok(gate, sd_workflow(steps=8, seed=seed)) for seed in (1, 2, 3)]
+    assert all(t["status"] in {"queued", "running"} for t in accepted)  # handed to ComfyUI, none held
+    full = gate.submit(sd_workflow(steps=8, seed=4))
+    assert full.status_code == 503 and int(full.headers["retry-after"]) > 0
+    body = full.json()
+    assert body["error"] == "service_busy" and "COMFYUI_MAX_UNFINISHED_TASKS" in body["message"]
+    assert body["unfinished"] == 3
+    assert gate.wait(accepted[0]["task_id"], timeout=15)["status"] == "completed"
+    later = submit_ok(gate, sd_workflow(steps=8, seed=5))
+    assert gate.wait(later["task_id"], timeout=20)["status"] == "completed"
+    assert set(history_of(emu)) == {t["prompt_id"] for t in [*accepted, later]}  # the refused one never posted
+
+
 def test_backend_killed_mid_run_and_restarted(emulators: Emulators, gate_factory: Any) -> None:
     emu, other = emulators(2, step_delay=0.05)
     gate = gate_factory([emu.url, other.url])

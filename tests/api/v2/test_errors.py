@@ -114,6 +114,16 @@ def test_queue_full_is_429_with_retry_after_and_the_sdk_retries_it(v2_factory: A
         assert job.wait(timeout=30).status == "succeeded"
 
 
+def test_too_many_unfinished_jobs_is_429_queue_full_too(v2_factory: Any) -> None:
+    v2 = v2_factory(max_unfinished_tasks=1)
+    v2.emulator.set_delays(step_delay=0.05)
+    running = v2.submit(sd_workflow(steps=30)).json()
+    refused = v2.submit(load_workflow("trivial_save.json"))
+    conform_error(refused, 429, "queue_full")
+    assert int(refused.headers["retry-after"]) >= 1 and "COMFYUI_MAX_UNFINISHED_TASKS" in refused.text
+    assert v2.http.post(f"/api/v2/jobs/{running['id']}/cancel").status_code < 300
+
+
 def test_error_envelope_on_requests_refused_before_any_route(v2_factory: Any) -> None:
     v2 = v2_factory(max_request_bytes=4096)
     conform_error(v2.http.post("/api/v2/jobs", content=b"x" * 5000), 413, "payload_too_large")
