@@ -32,6 +32,8 @@ class DirectConnection:
         """Send one command and read its reply, within ``timeout`` s. A Redis error reply is raised as redis-py
         raises it (the connection stays); anything else (cut off, timed out, cancelled) drops the connection,
         which may hold half an exchange, and the next call connects again."""
+        if self.busy:  # a second exchange would read the first one's reply
+            raise RuntimeError("a DirectConnection carries one exchange at a time (check busy first)")
         self.busy = True
         connection = self._connection
         try:

@@ -72,6 +72,8 @@ async def test_an_exchange_cut_off_leaves_nothing_behind(redis_server: RedisServ
     blocked = asyncio.create_task(direct.call("BLPOP", "jobs", 5, timeout=0.3))
     await asyncio.sleep(0.05)
     assert direct.busy
+    with pytest.raises(RuntimeError, match="one exchange at a time"):
+        await direct.call("PING", timeout=1)
     with pytest.raises(TimeoutError):
         await blocked
     assert not direct.busy
