@@ -57,7 +57,7 @@ from cluster.lease import LeaseKeeper
 from cluster.library import SharedLibrary
 from cluster.objects import ObjectStore, StoreUnavailable
 from cluster.replies import Fields, entries, field, text, text_or_none, texts
-from cluster.scripts import ADOPT, CHOOSE, CHOOSE_SAVE
+from cluster.scripts import ADOPT, CHOOSE, CHOOSE_FORWARD, CHOOSE_SAVE
 from cluster.store import RedisRecords, RedisTaskStore
 from cluster.stream import StreamReader
 from cluster.writer import RedisWriter
@@ -874,7 +874,9 @@ class Cluster:
                         self._given[chosen] = self._given.get(chosen, 0) + 1
                         return await self._post_new(task, here, stored=stored)
             else:
-                chosen = await self._choose(able)
+                forwarded = await self._choose_and_forward(task, able)
+                if forwarded is not None:
+                    return forwarded
         if chosen is None:
             own = self._own_backend(task)
             if own is not None:
@@ -1111,26 +1113,79 @@ class Cluster:
         channel = self.key("kick")
         self.writer.submit(lambda pipe: pipe.publish(channel, "1"))
 
-    async def _forward(self, task: Task, backend: SharedBackend) -> Task:
-        """The owner of ``backend`` posts it; its answer comes back on this replica's reply channel."""
+    def _note(self, task: Task) -> str:
+        """What the owner of the task's backend finds in its inbox: post it, answer this replica."""
+        return json.dumps({"op": "post", "task_id": task.task_id, "reply_to": self.replica})
+
+    def _expect_reply(self, task: Task) -> asyncio.Future[dict[str, Any]]:
+        future: asyncio.Future[dict[str, Any]] = asyncio.get_running_loop().create_future()
+        self._replies[task.task_id] = future  # (before the note can be read: the answer may come at once)
+        return future
+
+    async def _choose_and_forward(self, task: Task, able: list[SharedBackend]) -> Task | None:
+        """For a replica that owns none of ``able``: the choice, the record naming it and the note in its owner's
+        inbox in one round trip (CHOOSE_FORWARD), then ``_forward``'s wait for the owner. None: none has room."""
+        placeholder = uuid.uuid4().hex  # where the choice goes in the record, once made
+        task.backend = placeholder
+        task.extra["charged"] = placeholder
+        keys, args = self.records.save_args(task, with_workflow=True, fenced=False)
+        task.backend = None
+        task.extra.pop("charged", None)
+        names = [b.name for b in able]
+        future = self._expect_reply(task)
+        try:
+            answer = await self._script(
+                CHOOSE_FORWARD,
+                [self.key("load"), *keys],
+                [
+                    self.settings.max_backend_queue,
+                    len(names),
+                    *names,
+                    *args,
+                    placeholder,
+                    self.key("inbox", ""),
+                    self._note(task),
+                ],
+            )
+        except (RedisError, OSError) as exc:
+            self._replies.pop(task.task_id, None)
+            raise ClusterUnavailable(f"Redis is unreachable: {exc}; retry shortly", retry_after=2) from exc
+        except BaseException:
+            self._replies.pop(task.task_id, None)
+            raise
+        chosen = text_or_none(answer)
+        if chosen is None:
+            self._replies.pop(task.task_id, None)
+            return None
+        self._given[chosen] = self._given.get(chosen, 0) + 1
+        task.backend = chosen
+        task.extra["charged"] = chosen
+        return await self._forward(task, self.backends[chosen], future)
+
+    async def _forward(
+        self, task: Task, backend: SharedBackend, future: asyncio.Future[dict[str, Any]] | None = None
+    ) -> Task:
+        """The owner of ``backend`` posts it; its answer comes back on this replica's reply channel. ``future``: that
+        answer's, when the record and the note are stored already (``_choose_and_forward``)."""
         if self.manager is not None:  # routed here, driven there: the owner keeps its classes itself
             self.manager.pool.forget_classes(task)
-        future: asyncio.Future[dict[str, Any]] = asyncio.get_running_loop().create_future()
-        self._replies[task.task_id] = future
-        record_op = self.records.save_op(task, with_workflow=True, fenced=False)  # (the owner's to post)
-        inbox = self.key("inbox", backend.name)
-        note = json.dumps({"op": "post", "task_id": task.task_id, "reply_to": self.replica})
-
-        def op(pipe: Any) -> None:
-            record_op(pipe)
-            pipe.rpush(inbox, note)
-
         try:
-            try:
-                await self.writer.call(op, count=2)
-            except (TimeoutError, RedisError, OSError) as exc:
-                self._uncharge(task)
-                raise ClusterUnavailable("Redis did not store the task in time; retry shortly", retry_after=2) from exc
+            if future is None:
+                future = self._expect_reply(task)
+                record_op = self.records.save_op(task, with_workflow=True, fenced=False)  # (the owner's to post)
+                inbox, note = self.key("inbox", backend.name), self._note(task)
+
+                def op(pipe: Any) -> None:
+                    record_op(pipe)
+                    pipe.rpush(inbox, note)
+
+                try:
+                    await self.writer.call(op, count=2)
+                except (TimeoutError, RedisError, OSError) as exc:
+                    self._uncharge(task)
+                    raise ClusterUnavailable(
+                        "Redis did not store the task in time; retry shortly", retry_after=2
+                    ) from exc
             try:
                 reply = await asyncio.wait_for(asyncio.shield(future), FORWARD_WAIT)
             except TimeoutError:

@@ -85,9 +85,8 @@ if A[3] == '1' then redis.call('SREM', K[3], A[1]) else redis.call('SADD', K[3],
 if A[7] ~= '' and A[7] ~= A[6] then redis.call('HDEL', K[4], A[7]) end
 redis.call('HSET', K[4], A[6], A[1])
 """
-_TELL = """
-return redis.call('XADD', K[5], 'MAXLEN', '~', A[8], '*', 't', A[1], 'k', 'rec', 'd', A[4])
-"""
+_TELL_CALL = "redis.call('XADD', K[5], 'MAXLEN', '~', A[8], '*', 't', A[1], 'k', 'rec', 'd', A[4])\n"
+_TELL = "return " + _TELL_CALL
 _SAVE = _STORE + _TELL
 _ARGS = "local K, A = KEYS, ARGV\n"
 SAVE_TASK = _ARGS + FENCE + _SAVE
@@ -173,6 +172,29 @@ local saved = (function()
 return 1
 end)()
 return {best, saved}
+"""
+)
+
+
+# CHOOSE for a replica that owns none of the candidates, with what _forward then stored in the same step: the
+# task's record (unfenced: the owner's to post), naming the choice, and the note in the owner's inbox. One round
+# trip instead of two before the owner hears of the task. KEYS: the load hash, then SAVE_TASK's keys. ARGV: limit,
+# n, n candidates, SAVE_TASK's arguments (the record holding a placeholder where the choice goes: a random hex
+# token, safe as a Lua pattern), the placeholder, the inbox key prefix, the note. The choice, or nil.
+CHOOSE_FORWARD = (
+    "local limit, n = tonumber(ARGV[1]), tonumber(ARGV[2])\nlocal first, last = 3, 2 + n\n"
+    + _PICK
+    + """
+if not best then return false end
+local K = {KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6]}
+local A = {unpack(ARGV, 3 + n, #ARGV - 3)}
+local placeholder, inbox, note = ARGV[#ARGV - 2], ARGV[#ARGV - 1], ARGV[#ARGV]
+A[4] = string.gsub(A[4], placeholder, (string.gsub(best, '%%', '%%%%')))
+"""
+    + _STORE
+    + _TELL_CALL
+    + """redis.call('RPUSH', inbox .. best, note)
+return best
 """
 )
 

@@ -14,7 +14,7 @@ from bench.cluster_procs import RedisServer
 from cluster.direct import DirectConnection
 from cluster.lease import LeaseKeeper
 from cluster.replies import stream_entries
-from cluster.scripts import ADOPT, CHOOSE_SAVE, SAVE_TASK, TELL_TASK
+from cluster.scripts import ADOPT, CHOOSE_FORWARD, CHOOSE_SAVE, SAVE_TASK, TELL_TASK
 from cluster.writer import RedisWriter
 
 NAMES = ["comfyui-1", "comfyui-2"]
@@ -141,6 +141,38 @@ async def test_redis_away_keeps_ownership_but_not_validity(redis_server: RedisSe
     await until(lambda: all(a.keeper.valid(n) for n in NAMES), timeout=10)
     assert a.owned == set(NAMES)
     await a.keeper.stop()
+
+
+async def test_the_choice_the_record_and_the_owners_note_in_one_step(redis_server: RedisServer) -> None:
+    """CHOOSE_FORWARD: the least loaded backend with room is charged, the record stored naming it (where the
+    placeholder was, as often as it is there) with its "rec" entry, and the note queued in that backend's inbox;
+    nothing at all when none has room."""
+    redis = Redis.from_url(redis_server.url)
+    keys = ["t:load", "t:task:task-1", "t:tasks", "t:unfinished", "t:prompt", "t:events"]
+    token = "0f" * 16
+    record = json.dumps({"backend": token, "extra": {"charged": token}, "workflow_name": "100% %s"})
+
+    async def forward(limit: int, *names: str) -> bytes | None:
+        args = ["task-1", 1, 0, record, "{}", "p", "", 100, "", ""]
+        return await redis.eval(
+            CHOOSE_FORWARD, len(keys), *keys, limit, len(names), *names, *args, token, "t:inbox:", "note-1"
+        )
+
+    try:
+        await redis.hset("t:load", mapping={"b1": 1, "b%2": 0})
+        assert await forward(0, "b1", "b%2") == b"b%2"
+        stored = json.loads(await redis.hget("t:task:task-1", "r"))
+        assert stored == {"backend": "b%2", "extra": {"charged": "b%2"}, "workflow_name": "100% %s"}
+        assert await redis.lrange("t:inbox:b%2", 0, -1) == [b"note-1"]
+        ((_, fields),) = await redis.xrange("t:events")
+        assert fields[b"k"] == b"rec" and json.loads(fields[b"d"]) == stored
+        assert await redis.hget("t:load", "b%2") == b"1" and await redis.sismember("t:unfinished", "task-1")
+        await redis.delete("t:task:task-1", "t:inbox:b%2", "t:events")
+        assert await forward(1, "b1", "b%2") is None  # both at the limit: nothing charged, stored or queued
+        assert await redis.exists("t:task:task-1", "t:inbox:b1", "t:inbox:b%2", "t:events") == 0
+        assert await redis.hgetall("t:load") == {b"b1": b"1", b"b%2": b"1"}
+    finally:
+        await redis.aclose()
 
 
 async def test_writer_holds_writes_in_order_while_redis_is_away(redis_server: RedisServer) -> None:
