@@ -87,6 +87,7 @@ KEEP_BEHIND_TRIES = 130  # the same behind a completed task: backing off to 5 s 
 KEEP_AFTER_S = 0.05  # ... starting this long after the completion, not while it is being delivered
 KEEP_DRAIN_S = 10.0  # a stopping replica waits this long for the outputs it still has to store
 FIND_OUTPUT_S = 2.0  # a replica asked for an output of a task it has not heard of yet looks this long
+INBOX_BLOCK_S = 0.5  # an owner's BLPOP on its backends' inboxes (it reads the list of backends it owns again)
 SUBMIT_REDIS_TIMEOUT_S = 5.0  # the submission's one awaited Redis call (as the pool's socket timeout)
 _OUTPUT_NAME = re.compile(r"^[0-9a-f]{8}_")  # ComfyGate's output files start with their task's id
 SWEEP_EVERY = 20  # state exchanges (about 10 s) between two sweeps for tasks nobody posted
@@ -141,11 +142,12 @@ class Cluster:
         common: dict[str, Any] = {"socket_connect_timeout": 1.0, "socket_keepalive": True}
         pool = BlockingConnectionPool.from_url(url, max_connections=64, timeout=5, socket_timeout=5, **common)
         self.redis = Redis(connection_pool=pool)
-        # Blocking reads (inboxes, replies) on connections of their own.
+        # Blocking reads (the replies, through pub/sub) on connections of their own.
         self.blocking = Redis.from_url(url, socket_timeout=10, **common)
         # What a task waits on, each on a kept connection (cluster/direct.py): the submit's call, the event stream.
         self.lane = DirectConnection(url, **common)
         self.events = DirectConnection(url, **common)
+        self.inboxes = DirectConnection(url, **common)  # the owner's wait for forwarded submissions
         self.writer = RedisWriter(self.redis)
         self.idempotency_claims = RedisClaims(self.redis, self.key)  # the v2 API's, shared by every replica
         self.records = RedisRecords(
@@ -153,6 +155,7 @@ class Cluster:
         )
         self.store = RedisTaskStore(self.records, settings.history_limit, settings.full_finished_tasks)
         self.records.fence = self._fence
+        self.records.lane = self.lane
         self.objects = ObjectStore(settings.storage_url, settings) if settings.storage_url else None
         # v2 assets known to every replica (records in Redis, files in the store); without a store, each replica's own
         self.assets = None if self.objects is None else SharedAssets(self.redis, self.key, self.objects, self.writer)
@@ -320,6 +323,7 @@ class Cluster:
         await self.blocking.aclose()
         await self.lane.close()
         await self.events.close()
+        await self.inboxes.close()
 
     async def _leave(self) -> None:
         """A graceful stop: the ViewComfy tasks this replica drives are left to the survivors at once. Their runs are
@@ -1241,7 +1245,7 @@ class Cluster:
                 await asyncio.sleep(0.1)
                 continue
             try:
-                item = await self.blocking.blpop(keys, timeout=0.5)
+                item = await self.inboxes.call("BLPOP", *keys, INBOX_BLOCK_S, timeout=INBOX_BLOCK_S + 5)
             except (RedisError, OSError):
                 await asyncio.sleep(0.5)
                 continue

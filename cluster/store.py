@@ -18,6 +18,7 @@ from typing import Any
 
 from redis.asyncio import Redis
 
+from cluster.direct import DirectConnection
 from cluster.replies import text, text_or_none, texts
 from cluster.scripts import SAVE_TASK, TAKE_TASK, TELL_TASK, TRIM
 from cluster.writer import RedisWriter
@@ -28,6 +29,7 @@ from tasks.sqlite_store import task_from_record, task_record
 log = logging.getLogger("comfygate.cluster.store")
 
 TRIM_EVERY = 200  # finished saves between two trims
+LOAD_TIMEOUT_S = 5.0  # a record's load on the lane (as the pool's socket timeout)
 _MIRRORED = ("status", "backend", "progress", "error", "prompt_id")
 _RANK = {TaskStatus.PENDING: 0, TaskStatus.QUEUED: 1, TaskStatus.RUNNING: 2}
 _FIELDS = tuple(f.name for f in dataclasses.fields(Task) if f.name != "workflow")
@@ -46,6 +48,7 @@ class RedisRecords:
         self._finished_since_trim = 0
         # (lease key, holder) a write about this task needs (set by the cluster: tasks driven here are fenced).
         self.fence: Callable[[Task], tuple[str, str] | None] | None = None
+        self.lane: DirectConnection | None = None  # the cluster's kept connection, for loads a task waits on
 
     def key(self, *parts: str) -> str:
         return self.prefix + ":".join(parts)
@@ -125,7 +128,11 @@ class RedisRecords:
     # --- reading (async: startup, takeover, rare lookups) ------------------------------------------
     async def load(self, task_id: str, *, with_workflow: bool = True) -> Task | None:
         fields = ["r", "w"] if with_workflow else ["r"]
-        values = await self.redis.hmget(self.key("task", task_id), fields)
+        key = self.key("task", task_id)
+        if self.lane is not None and not self.lane.busy:  # (an owner loading a forwarded task before its post)
+            values = await self.lane.call("HMGET", key, *fields, timeout=LOAD_TIMEOUT_S)
+        else:
+            values = await self.redis.hmget(key, fields)
         if not values or values[0] is None:
             return None
         return task_from_record(text(values[0]), text_or_none(values[1]) if with_workflow else None)
