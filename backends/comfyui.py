@@ -16,8 +16,8 @@ from backends.base import BackendBase, TaskHost
 from backends.comfyui_events import ComfyUIEvent
 from comfyui_client import ComfyUIClient, ComfyUIWebSocket
 from core.busy_poll import BusyPoll
-from core.errors import ComfyGateError, ComfyUIUnavailable
-from core.task import Task
+from core.errors import ComfyGateError, ComfyUIUnavailable, PartnerKeyLost
+from core.task import OWN_PARTNER_KEY, Task
 
 log = logging.getLogger("comfygate.backend")
 
@@ -194,7 +194,14 @@ class ComfyUIBackend(BackendBase):
         they become the task's warnings. ``extra_data`` (a dispatch hook's) and a partner-node key go in
         the prompt's extra_data and nowhere else.
         """
-        key = host.partner_key(task) or self.partner_key
+        own_key = host.partner_key(task)
+        if own_key is None and task.extra.get(OWN_PARTNER_KEY):
+            raise PartnerKeyLost(
+                "this task was submitted with its own api_key_comfy_org, which ComfyGate keeps in memory only, and "
+                "ComfyGate restarted before ComfyUI had the task: it is not posted without it; submit it again",
+                task_id=task.task_id,
+            )
+        key = own_key or self.partner_key
         if key:
             extra_data = {**(extra_data or {}), PARTNER_KEY_FIELD: key}
         try:

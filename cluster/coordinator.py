@@ -63,7 +63,7 @@ from cluster.stream import StreamReader
 from cluster.writer import RedisWriter
 from config import Settings
 from core.busy_poll import BusyPoll
-from core.errors import ComfyGateError, ComfyUIUnavailable, PostUnsure, PromptRejected, ServiceBusy
+from core.errors import ComfyGateError, ComfyUIUnavailable, PostUnsure, PromptRejected, ServiceBusy, dispatch_failure
 from core.media_types import content_type
 from core.task import Task, TaskStatus
 from core.waits import cancel_and_wait
@@ -664,7 +664,7 @@ class Cluster:
                 return False
             except ComfyGateError as exc:
                 self._uncharge(task)
-                manager.endings.fail(task, {"type": "dispatch_failed", "message": exc.message})
+                manager.endings.fail(task, dispatch_failure(exc))
                 return False
         if not task.status.final:
             manager.endings.arm_timeout(task, max(task.timeout - (time.time() - task.created_at), 1.0))
@@ -1008,7 +1008,7 @@ class Cluster:
         except PromptRejected as exc:
             manager.endings.fail(task, _rejected(backend, exc))
         except ComfyGateError as exc:
-            manager.endings.fail(task, {"type": "dispatch_failed", "message": exc.message})
+            manager.endings.fail(task, dispatch_failure(exc))
         else:
             if not task.status.final:
                 manager.endings.arm_timeout(task, max(task.timeout - (time.time() - task.created_at), 1.0))

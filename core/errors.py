@@ -21,6 +21,7 @@ websockets exception) should escape a client module.
     │   └── ParameterError            params that do not fit the workflow; lists every problem (422)
     ├── NotFound                      unknown task, workflow, file (404)
     ├── Conflict                      would overwrite without being asked to (409)
+    │   └── PartnerKeyLost            a task's own partner-node key is gone (a restart): never posted without it
     ├── PayloadTooLarge               over a size limit (413)
     ├── Unauthorized                  missing or wrong API key (401)
     └── ServiceBusy                   ComfyGate's own queue is full or no backend can run it (503)
@@ -183,6 +184,19 @@ class NotFound(ComfyGateError):
 class Conflict(ComfyGateError):
     status_code = 409
     code = "conflict"
+
+
+class PartnerKeyLost(Conflict):
+    """A task submitted with its own ``api_key_comfy_org`` is about to be posted, but ComfyGate keeps such keys in
+    memory only and restarted since: posting without it (or with the server's key) would run it under nobody's or
+    the wrong account, so the task fails instead."""
+
+    code = "partner_key_lost"
+
+
+def dispatch_failure(exc: ComfyGateError) -> dict[str, Any]:
+    """The error of a task that ComfyGate could not hand to a backend for ``exc`` (its own reason, not ComfyUI's)."""
+    return {"type": exc.code if isinstance(exc, PartnerKeyLost) else "dispatch_failed", "message": exc.message}
 
 
 class PayloadTooLarge(ComfyGateError):

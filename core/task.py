@@ -7,6 +7,8 @@ from dataclasses import dataclass, field
 from enum import Enum
 from typing import Any
 
+OWN_PARTNER_KEY = "own_partner_key"  # task.extra: submitted with its own api_key_comfy_org (kept in memory only)
+
 
 class TaskStatus(str, Enum):
     PENDING = "pending"  # accepted by ComfyGate, not yet handed to a backend

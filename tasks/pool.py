@@ -18,7 +18,7 @@ from typing import Any
 from backends.base import Backend
 from backends.comfyui import ComfyUIBackend
 from config import Settings
-from core.errors import ComfyGateError, ComfyUIUnavailable, NotFound, PromptRejected, ServiceBusy
+from core.errors import ComfyGateError, ComfyUIUnavailable, NotFound, PromptRejected, ServiceBusy, dispatch_failure
 from core.task import Task, TaskStatus
 from tasks.placement import Placement
 from tasks.store import TaskStore
@@ -257,7 +257,7 @@ class Pool:
                     comfyui.probe_ok = False
                 self.pending = {task.task_id: task, **self.pending}
             except ComfyGateError as exc:
-                fail(task, {"type": "dispatch_failed", "message": exc.message})
+                fail(task, dispatch_failure(exc))
             except asyncio.CancelledError:
                 self.pending = {task.task_id: task, **self.pending}
                 raise

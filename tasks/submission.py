@@ -16,7 +16,7 @@ from typing import Any
 from backends.base import Backend, TaskHost
 from config import Settings
 from core.errors import Conflict, PostUnsure, ServiceBusy
-from core.task import Task, TaskStatus
+from core.task import OWN_PARTNER_KEY, Task, TaskStatus
 from tasks.endings import Endings
 from tasks.pool import Pool, workflow_classes
 from tasks.store import TaskStore
@@ -91,6 +91,7 @@ class Submitter:
         self.pool.remember_classes(task, classes)
         if partner_key:
             self.pool.partner_keys[task.task_id] = partner_key
+            task.extra[OWN_PARTNER_KEY] = True  # stored with the task (the key is not): see PartnerKeyLost
             bound_here = bound_here or "a per-request api_key_comfy_org (kept in this replica's memory)"
         if bound_here:
             self.pool.bound_here[task.task_id] = bound_here

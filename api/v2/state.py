@@ -24,6 +24,7 @@ from api.v2.asset_store import AssetRecord, AssetStore
 from api.v2.events import Previews
 from api.v2.idempotency import TTL, IdempotencyKeys
 from backends.base import Backend
+from core.errors import PartnerKeyLost
 from core.task import Task, TaskStatus
 from gateway.services import Services
 
@@ -60,7 +61,15 @@ class V2State:
         """Upload the job's assets to ``backend``; hand over its partner key (extra_data), if any."""
         await self.inputs.prepare_for_backend(task, backend)
         token = task.extra.get("v2_partner_key")
-        return self.partner_keys.get(token) if isinstance(token, str) else None
+        if not isinstance(token, str):
+            return None
+        if token not in self.partner_keys:
+            raise PartnerKeyLost(
+                "this job was submitted with its own partner-node key (extra_data), which ComfyGate keeps in memory "
+                "only, and ComfyGate restarted before ComfyUI had the job: it is not run without it; submit it again",
+                task_id=task.task_id,
+            )
+        return self.partner_keys[token]
 
     # --- observer --------------------------------------------------------------------------------
     def on_task(self, task: Task, change: str) -> None:

@@ -13,7 +13,7 @@ from core.task import Task, TaskStatus
 from emulator.server import EmulatorThread
 from tasks.sqlite_store import TaskDatabase
 from tests.conftest import Gate, history_of, submit_ok, wait_backends_down, written
-from tests.protocol import sd_workflow
+from tests.protocol import load_workflow, sd_workflow
 
 
 def restart_gate(gate: Gate, gate_factory: Any, servers: list[str], **overrides: Any) -> Gate:
@@ -138,6 +138,33 @@ def test_pending_tasks_survive_a_restart(emulators: Any, gate_factory: Any) -> N
     assert new.task(held["task_id"])["status"] == "pending"
     emu.start()
     assert new.wait(held["task_id"], timeout=10)["status"] == "completed"
+
+
+def test_a_task_with_its_own_partner_key_is_not_posted_without_it_after_a_restart(
+    emulators: Any, gate_factory: Any
+) -> None:
+    """A per-request partner-node key lives in memory only: a task still held when ComfyGate restarts fails
+    ``partner_key_lost`` (not posted without it, nor with the server's key); the other held tasks run."""
+    [emu] = emulators(1)
+    gate = gate_factory([emu.url], comfy_org_api_keys="server-key")
+    emu.stop()
+    wait_backends_down(gate)
+    own = submit_ok(gate, sd_workflow(steps=1, seed=1), api_key_comfy_org="the-callers-key")
+    job = gate.client.post(
+        "/api/v2/jobs",
+        json={"workflow": load_workflow("trivial_save.json"), "extra_data": {"api_key_comfy_org": "a-v2-key"}},
+    )
+    assert job.status_code in (200, 201), job.text
+    plain = submit_ok(gate, sd_workflow(steps=1, seed=2))
+    assert own["status"] == plain["status"] == "pending"
+    new = restart_gate(gate, gate_factory, [emu.url], wait_up=False, comfy_org_api_keys="server-key")
+    emu.start()
+    assert new.wait(plain["task_id"], timeout=10)["status"] == "completed"
+    for task_id in (own["task_id"], job.json()["id"]):
+        failed = new.wait(task_id, timeout=10)
+        assert failed["status"] == "failed" and failed["error"]["type"] == "partner_key_lost", failed
+        assert "submit it again" in failed["error"]["message"]
+    assert set(history_of(emu)) == {plain["prompt_id"]}  # neither went to ComfyUI
 
 
 def test_finished_tasks_release_their_workflow(emulators: Any, gate_factory: Any) -> None:
