@@ -18,6 +18,7 @@ from typing import Any
 from redis.asyncio import ConnectionPool
 from redis.asyncio.connection import AbstractConnection
 from redis.exceptions import NoScriptError, ResponseError
+from redis.exceptions import TimeoutError as RedisTimeoutError
 
 
 class DirectConnection:
@@ -31,7 +32,8 @@ class DirectConnection:
     async def call(self, *args: Any, timeout: float) -> Any:
         """Send one command and read its reply, within ``timeout`` s. A Redis error reply is raised as redis-py
         raises it (the connection stays); anything else (cut off, timed out, cancelled) drops the connection,
-        which may hold half an exchange, and the next call connects again."""
+        which may hold half an exchange, and the next call connects again. Errors are redis-py's (a timeout
+        is its ``TimeoutError``), as the pool's would be."""
         if self.busy:  # a second exchange would read the first one's reply
             raise RuntimeError("a DirectConnection carries one exchange at a time (check busy first)")
         self.busy = True
@@ -48,10 +50,12 @@ class DirectConnection:
                 return await connection.read_response(disconnect_on_error=False)
         except ResponseError:
             raise
-        except BaseException:
+        except BaseException as exc:
             self._connection = None
             if connection is not None:
                 await connection.disconnect(nowait=True)
+            if isinstance(exc, TimeoutError):  # as redis-py says it (a RedisError, what every caller expects)
+                raise RedisTimeoutError(f"Redis did not answer within {timeout:g} s") from exc
             raise
         finally:
             self.busy = False
