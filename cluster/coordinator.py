@@ -927,6 +927,7 @@ class Cluster:
         except (RedisError, OSError) as exc:
             task.backend = None
             task.extra.pop("charged", None)
+            self.records.not_stored(task)
             raise ClusterUnavailable(f"Redis is unreachable: {exc}; retry shortly", retry_after=2) from exc
         except asyncio.CancelledError:
             self.records.delete(task)  # it may have been stored, it was never posted: no trace
@@ -935,10 +936,13 @@ class Cluster:
         if chosen != here.name:
             task.backend = None
             task.extra.pop("charged", None)
+            self.records.not_stored(task)
             return chosen, None
         stored = len(answer) > 1 and answer[1] is not None
         if stored:
             self.records.tell(keys, args)  # (behind the post: the writer sends it on the loop's next turn)
+        else:
+            self.records.not_stored(task)  # (fenced)
         return chosen, stored
 
     async def _post_new(self, task: Task, backend: SharedBackend, stored: bool | None = None) -> Task:
@@ -1153,6 +1157,7 @@ class Cluster:
             )
         except (RedisError, OSError) as exc:
             self._replies.pop(task.task_id, None)
+            self.records.not_stored(task)
             raise ClusterUnavailable(f"Redis is unreachable: {exc}; retry shortly", retry_after=2) from exc
         except BaseException:
             self._replies.pop(task.task_id, None)
@@ -1160,6 +1165,7 @@ class Cluster:
         chosen = text_or_none(answer)
         if chosen is None:
             self._replies.pop(task.task_id, None)
+            self.records.not_stored(task)
             return None
         self._given[chosen] = self._given.get(chosen, 0) + 1
         task.backend = chosen

@@ -68,6 +68,10 @@ class RedisRecords:
 
         return op
 
+    def not_stored(self, task: Task) -> None:
+        """``save_args`` was called for a write that did not happen (no room, fenced, an error): nothing to track."""
+        self._saved_prompt.pop(task.task_id, None)
+
     def tell(self, keys: list[str], args: list[Any]) -> None:
         """The "rec" entry of a record stored by CHOOSE_SAVE (``keys``, ``args``: SAVE_TASK's, as it had them)."""
         self.writer.submit(lambda pipe: pipe.eval(TELL_TASK, len(keys), *keys, *args))
