@@ -51,7 +51,7 @@ from cluster.assets import SharedAssets
 from cluster.backend import SharedBackend
 from cluster.bus import ClusterBus
 from cluster.claims import RedisClaims
-from cluster.direct import DirectConnection
+from cluster.direct import ANSWER_S, DirectConnection
 from cluster.errors import ClusterUnavailable
 from cluster.lease import LeaseKeeper
 from cluster.library import SharedLibrary
@@ -88,7 +88,6 @@ KEEP_AFTER_S = 0.05  # ... starting this long after the completion, not while it
 KEEP_DRAIN_S = 10.0  # a stopping replica waits this long for the outputs it still has to store
 FIND_OUTPUT_S = 2.0  # a replica asked for an output of a task it has not heard of yet looks this long
 INBOX_BLOCK_S = 0.5  # an owner's BLPOP on its backends' inboxes (it reads the list of backends it owns again)
-SUBMIT_REDIS_TIMEOUT_S = 5.0  # the submission's one awaited Redis call (as the pool's socket timeout)
 _OUTPUT_NAME = re.compile(r"^[0-9a-f]{8}_")  # ComfyGate's output files start with their task's id
 SWEEP_EVERY = 20  # state exchanges (about 10 s) between two sweeps for tasks nobody posted
 SWEEP_AFTER = 15.0  # seconds a stored, unposted task may wait for its owner's inbox before a sweep takes it
@@ -905,10 +904,8 @@ class Cluster:
         return text_or_none(answer)
 
     async def _script(self, script: str, keys: list[Any], args: list[Any]) -> Any:
-        """A submission's script on the lane (its kept connection) when free, else through the pool (a burst)."""
-        if self.lane.busy:
-            return await self.redis.eval(script, len(keys), *keys, *args)
-        return await self.lane.run_script(script, keys, args, timeout=SUBMIT_REDIS_TIMEOUT_S)
+        """A submission's script on the lane (its kept connection), through the pool while it is busy (a burst)."""
+        return await self.lane.run_script(script, keys, args, fallback=self.redis)
 
     async def _choose_and_store(
         self, task: Task, able: list[SharedBackend], here: SharedBackend
@@ -1251,7 +1248,7 @@ class Cluster:
                 await asyncio.sleep(0.1)
                 continue
             try:
-                item = await self.inboxes.call("BLPOP", *keys, INBOX_BLOCK_S, timeout=INBOX_BLOCK_S + 5)
+                item = await self.inboxes.call("BLPOP", *keys, INBOX_BLOCK_S, timeout=INBOX_BLOCK_S + ANSWER_S)
             except (RedisError, OSError):
                 await asyncio.sleep(0.5)
                 continue

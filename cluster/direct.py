@@ -15,10 +15,13 @@ import asyncio
 import hashlib
 from typing import Any
 
-from redis.asyncio import ConnectionPool
+from redis.asyncio import ConnectionPool, Redis
 from redis.asyncio.connection import AbstractConnection
 from redis.exceptions import NoScriptError, ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
+
+# The longest Redis may take to answer (beyond a blocking command's own wait), as the pool's socket timeout.
+ANSWER_S = 5.0
 
 
 class DirectConnection:
@@ -27,15 +30,18 @@ class DirectConnection:
         self._pool = ConnectionPool.from_url(url, socket_timeout=None, **options)
         self._connection: AbstractConnection | None = None
         self._shas: dict[str, str] = {}
-        self.busy = False  # an exchange is under way (a caller that cannot wait uses the pool instead)
+        self.busy = False  # an exchange is under way
 
-    async def call(self, *args: Any, timeout: float) -> Any:
+    async def call(self, *args: Any, timeout: float = ANSWER_S, fallback: Redis | None = None) -> Any:
         """Send one command and read its reply, within ``timeout`` s. A Redis error reply is raised as redis-py
         raises it (the connection stays); anything else (cut off, timed out, cancelled) drops the connection,
         which may hold half an exchange, and the next call connects again. Errors are redis-py's (a timeout
-        is its ``TimeoutError``), as the pool's would be."""
+        is its ``TimeoutError``), as the pool's would be. While an exchange is under way, the command goes
+        through ``fallback`` (the pool: a burst), or is refused without one."""
         if self.busy:  # a second exchange would read the first one's reply
-            raise RuntimeError("a DirectConnection carries one exchange at a time (check busy first)")
+            if fallback is not None:
+                return await fallback.execute_command(*args)
+            raise RuntimeError("a DirectConnection carries one exchange at a time (pass a fallback)")
         self.busy = True
         connection = self._connection
         try:
@@ -60,8 +66,13 @@ class DirectConnection:
         finally:
             self.busy = False
 
-    async def run_script(self, script: str, keys: list[Any], args: list[Any], *, timeout: float) -> Any:
-        """A Lua script by its SHA1 (sent whole once, when Redis does not have it: after a restart, a flush)."""
+    async def run_script(
+        self, script: str, keys: list[Any], args: list[Any], *, timeout: float = ANSWER_S, fallback: Redis | None = None
+    ) -> Any:
+        """A Lua script by its SHA1 (sent whole once, when Redis does not have it: after a restart, a flush);
+        through ``fallback`` while an exchange is under way, as ``call``."""
+        if self.busy and fallback is not None:
+            return await fallback.eval(script, len(keys), *keys, *args)
         sha = self._shas.get(script)
         if sha is None:
             sha = self._shas[script] = hashlib.sha1(script.encode()).hexdigest()  # noqa: S324 (Redis' own naming)

@@ -29,7 +29,6 @@ from tasks.sqlite_store import task_from_record, task_record
 log = logging.getLogger("comfygate.cluster.store")
 
 TRIM_EVERY = 200  # finished saves between two trims
-LOAD_TIMEOUT_S = 5.0  # a record's load on the lane (as the pool's socket timeout)
 _MIRRORED = ("status", "backend", "progress", "error", "prompt_id")
 _RANK = {TaskStatus.PENDING: 0, TaskStatus.QUEUED: 1, TaskStatus.RUNNING: 2}
 _FIELDS = tuple(f.name for f in dataclasses.fields(Task) if f.name != "workflow")
@@ -133,8 +132,8 @@ class RedisRecords:
     async def load(self, task_id: str, *, with_workflow: bool = True) -> Task | None:
         fields = ["r", "w"] if with_workflow else ["r"]
         key = self.key("task", task_id)
-        if self.lane is not None and not self.lane.busy:  # (an owner loading a forwarded task before its post)
-            values = await self.lane.call("HMGET", key, *fields, timeout=LOAD_TIMEOUT_S)
+        if self.lane is not None:  # (an owner loading a forwarded task before its post)
+            values = await self.lane.call("HMGET", key, *fields, fallback=self.redis)
         else:
             values = await self.redis.hmget(key, fields)
         if not values or values[0] is None:

@@ -14,14 +14,13 @@ from typing import Any
 
 from redis.exceptions import RedisError
 
-from cluster.direct import DirectConnection
+from cluster.direct import ANSWER_S, DirectConnection
 from cluster.replies import Fields, stream_entries
 from core.waits import until
 
 log = logging.getLogger("comfygate.cluster.stream")
 
 Handler = Callable[[str, Fields], None]  # (entry id, fields)
-ANSWER_S = 5.0  # beyond the block: how long an XREAD's answer may take before the connection counts as lost
 
 
 class StreamReader:
