@@ -153,11 +153,12 @@ def final_text(task: Task) -> str:
 
 
 async def stream_task(
-    events: EventLog, task: Task, last_id: int | None, previews: bool, keepalive: float
+    events: EventLog, log: TaskLog, task: Task, last_id: int | None, previews: bool, keepalive: float
 ) -> AsyncIterator[str]:
-    """``last_id``: the last event the client has, at most the log's last id when the request came (the route
-    clamps an id from the future there: a new event must not hide behind it)."""
-    log = events.log(task.task_id)
+    """``log``: the task's log as the route found it, when the request came. Looked up again when the stream
+    starts, a task that ended in between had its log compacted away already: the lookup gave an empty log, and
+    the stream ended after a keepalive without the final event. ``last_id``: the last event the client has, at
+    most that log's last id (the route clamps an id from the future: a new event must not hide behind it)."""
     events.sse_listeners += 1
     try:
         yield "retry: 2000\n\n"

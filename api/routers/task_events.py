@@ -41,7 +41,7 @@ async def task_events(
         if not log.after(last):
             last = None  # the log was compacted or dropped: send the final event
     return StreamingResponse(
-        stream_task(events, task, last, previews, services.settings.sse_keepalive),
+        stream_task(events, log, task, last, previews, services.settings.sse_keepalive),
         media_type="text/event-stream",
         headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
     )
