@@ -170,7 +170,9 @@ class LeaseKeeper:
             return False
         if holder is not None:
             # Ours and renewed above; or ours in Redis but not acted on (a restart within the TTL): take it up.
-            return name not in self._mine
+            # Not one we gave back since this round read the holders (a stale "ours"), nor while stopping.
+            recently_given = time.monotonic() - self._gave.get(name, -math.inf) < self.ttl
+            return name not in self._mine and not self._stopping and not recently_given
         if name in self._mine:
             return True  # expired (Redis was away): ours to take back first
         if self._stopping:

@@ -106,6 +106,20 @@ async def test_a_renewal_read_before_a_give_back_does_not_take_the_lease_up_agai
     await a.keeper.stop()
 
 
+async def test_a_round_that_read_the_holders_before_a_give_back_does_not_take_the_lease_up_again(
+    redis_server: RedisServer,
+) -> None:
+    """A round reads "held by us", a give-back lands while it renews, then the round decides what to take: the
+    stale "ours" must not take the freed lease back (a stopping replica kept a lease it had given back)."""
+    a = Owner(redis_server.url, "a")
+    await a.keeper.round()
+    await until(lambda: a.owned == set(NAMES))
+    await a.keeper.give_up(NAMES[0])
+    assert not a.keeper._should_take(NAMES[0], b"a", None, share=len(NAMES))  # as read before the give-back
+    assert await a.redis.get(f"t:lease:{NAMES[0]}") is None
+    await a.keeper.stop()
+
+
 async def test_a_lease_given_back_to_a_late_taker_is_not_taken_back_by_its_giver(redis_server: RedisServer) -> None:
     """A rebalance gives a lease back for a replica whose rounds come late (a loaded machine): its "given back"
     mark expires first. The giver must not take the lease back as orphaned, or the two hand it to and fro."""
